@@ -1,0 +1,6 @@
+//! CPU kernels: one module per op family. See the crate docs for the `_ref` / `_isa` / fast-path
+//! convention every module follows.
+
+pub mod activation;
+pub mod isa;
+pub mod math;
