@@ -3,4 +3,5 @@
 
 pub mod activation;
 pub mod isa;
+pub mod linear;
 pub mod math;
