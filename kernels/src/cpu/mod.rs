@@ -2,6 +2,7 @@
 //! convention every module follows.
 
 pub mod activation;
+pub mod conv;
 pub mod gru;
 pub mod isa;
 pub mod linear;
