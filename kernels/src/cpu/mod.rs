@@ -2,6 +2,8 @@
 //! convention every module follows.
 
 pub mod activation;
+pub mod convert;
 pub mod isa;
 pub mod linear;
 pub mod math;
+pub mod vector;
