@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod convert;
+pub mod embedding;
 pub mod isa;
 pub mod linear;
 pub mod math;
