@@ -7,4 +7,5 @@ pub mod embedding;
 pub mod isa;
 pub mod linear;
 pub mod math;
+pub mod topk;
 pub mod vector;
