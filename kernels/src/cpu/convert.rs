@@ -55,6 +55,24 @@ pub(crate) fn load_widen_u16<S: Simd>(_s: S, src: &[u16]) -> S::u32s {
     S::as_simd_u32s(&buf[..lanes]).0[0]
 }
 
+/// Loads `src.len() <= S::U32_LANES` 16-bit values sign-extended (as `i16`) into u32 lanes
+/// (missing lanes are 0).
+#[inline(always)]
+pub(crate) fn load_widen_i16<S: Simd>(_s: S, src: &[u16]) -> S::u32s {
+    let lanes = S::U32_LANES;
+    let mut buf = [0u32; MAX_LANES];
+    if src.len() == lanes {
+        for i in 0..lanes {
+            buf[i] = src[i] as i16 as i32 as u32;
+        }
+    } else {
+        for (b, &h) in buf.iter_mut().zip(src) {
+            *b = h as i16 as i32 as u32;
+        }
+    }
+    S::as_simd_u32s(&buf[..lanes]).0[0]
+}
+
 /// Stores the low 16 bits of the first `dst.len() <= S::U32_LANES` lanes of `v`.
 #[inline(always)]
 pub(crate) fn store_narrow_u16<S: Simd>(_s: S, dst: &mut [u16], v: S::u32s) {
@@ -93,6 +111,25 @@ pub(crate) fn f16_bits_to_f32s<S: Simd>(s: S, h: S::u32s) -> S::f32s {
     let is_big = s.greater_than_or_equal_u32s(em, s.splat_u32s(0x7C00));
     let r = s.select_u32s(is_sub, sub, s.select_u32s(is_big, infnan, normal));
     s.transmute_f32s_u32s(s.or_u32s(r, sign))
+}
+
+/// Widens *finite* f16 values, loaded sign-extended ([`load_widen_i16`]), in three
+/// operations: the sign and the 15 exponent/mantissa bits are moved into place as an f32 whose
+/// value is `h·2^-112` (an f32 subnormal for an f16 subnormal), and one exact multiplication
+/// by `2^112` rescales it. Exact for every finite input provided subnormal operands are not
+/// flushed to zero (the default floating-point environment); an f16 inf/NaN comes out as a
+/// finite value of magnitude >= 65536, so callers must route those inputs to
+/// [`f16_bits_to_f32s`].
+#[inline(always)]
+pub(crate) fn f16_finite_sext_to_f32s<S: Simd>(s: S, h: S::u32s) -> S::f32s {
+    let bits = s.and_u32s(
+        s.wrapping_dyn_shl_u32s(h, s.splat_u32s(13)),
+        s.splat_u32s(0x8FFF_E000),
+    );
+    s.mul_f32s(
+        s.transmute_f32s_u32s(bits),
+        s.splat_f32s(f32::from_bits(0x7780_0000)),
+    )
 }
 
 /// Narrows f32 to f16 bit patterns (one per u32 lane), round to nearest even, bit-exact.

@@ -7,5 +7,6 @@ pub mod embedding;
 pub mod isa;
 pub mod linear;
 pub mod math;
+pub mod matrix;
 pub mod topk;
 pub mod vector;
