@@ -4,6 +4,11 @@
 pub mod activation;
 pub mod conv;
 pub mod gru;
+pub mod convert;
+pub mod embedding;
 pub mod isa;
 pub mod linear;
 pub mod math;
+pub mod matrix;
+pub mod topk;
+pub mod vector;
