@@ -74,7 +74,7 @@ pub fn exp_f32s<S: Simd>(s: S, x: S::f32s) -> S::f32s {
     p = s.mul_add_f32s(p, r, s.splat_f32s(8.333_452e-3));
     p = s.mul_add_f32s(p, r, s.splat_f32s(4.166_579_6e-2));
     p = s.mul_add_f32s(p, r, s.splat_f32s(1.666_666_5e-1));
-    p = s.mul_add_f32s(p, r, s.splat_f32s(5.000_000_1e-1));
+    p = s.mul_add_f32s(p, r, s.splat_f32s(5e-1));
     let r2 = s.mul_f32s(r, r);
     let y = s.add_f32s(s.mul_add_f32s(p, r2, r), s.splat_f32s(1.0));
     // 2^n: ((bits(j) - bits(magic)) + 127) << 23
