@@ -5,3 +5,4 @@ pub mod activation;
 pub mod isa;
 pub mod linear;
 pub mod math;
+pub mod norm;
