@@ -6,3 +6,4 @@ pub mod isa;
 pub mod linear;
 pub mod math;
 pub mod norm;
+pub mod softmax;
