@@ -2,6 +2,7 @@
 //! convention every module follows.
 
 pub mod activation;
+pub mod attention;
 pub mod isa;
 pub mod linear;
 pub mod math;
