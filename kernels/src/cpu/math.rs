@@ -37,6 +37,12 @@ pub fn sqrt(x: f32) -> f32 {
     libm::sqrtf(x)
 }
 
+/// Natural logarithm `ln(x)` (scalar).
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    libm::logf(x)
+}
+
 /// Logistic sigmoid (scalar), stable for large |x|.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {

@@ -2,13 +2,16 @@
 //! convention every module follows.
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
-pub mod gru;
 pub mod convert;
 pub mod embedding;
+pub mod gru;
 pub mod isa;
 pub mod linear;
 pub mod math;
 pub mod matrix;
+pub mod norm;
+pub mod softmax;
 pub mod topk;
 pub mod vector;
