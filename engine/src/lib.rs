@@ -1,1 +1,40 @@
+//! seqrec-engine: load sequential recommenders (SASRec, GRU4Rec, NextItNet, Caser) from
+//! safetensors files with RecBole's tensor names and score with them: full-catalog scores,
+//! top-k with exclusions, candidate re-ranking, parallel batches and incremental sessions.
+//!
+//! The core is `no_std` + `alloc`; the `std` feature (on by default) adds memory-mapped
+//! loading and multi-threaded batch scoring.
+//!
+//! ```no_run
+//! use seqrec_engine::{Model, Query};
+//! let model = Model::load("model.safetensors")?;
+//! let mut ws = model.new_workspace();
+//! for rec in model.topk(&Query::new(&[12, 7, 99]), 10, &mut ws)? {
+//!     println!("{} {:.4}", rec.item, rec.score);
+//! }
+//! # Ok::<(), seqrec_engine::Error>(())
+//! ```
 #![no_std]
+
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+pub mod backend;
+pub mod blocks;
+pub mod config;
+pub mod cpu;
+pub mod error;
+pub mod model;
+pub mod models;
+pub mod testing;
+pub mod weights;
+pub mod workspace;
+
+pub use backend::Backend;
+pub use config::{CONFIG_KEY, Config};
+pub use cpu::Cpu;
+pub use error::{Error, Result};
+pub use model::{LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState};
+pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};
+pub use workspace::Workspace;

@@ -1,1 +1,58 @@
+//! Helpers for seqrec's cross-crate integration tests: locating the shared fixtures and data,
+//! and building small random models of every architecture as real safetensors files.
 
+use seqrec_engine::Config;
+use std::path::PathBuf;
+
+/// The shared folder with specs, fixtures and data (`$SEQREC_SHARED`, else `../shared` beside
+/// the workspace). `None`, with a printed notice naming `what`, when it is absent, so a test
+/// can skip.
+pub fn shared_dir(what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SEQREC_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    if dir.join("fixtures").is_dir() || dir.join("data").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {what}: shared folder not found at {} (set SEQREC_SHARED)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// RecBole-like configurations of each architecture, small enough for fast tests.
+pub fn small_config(arch: &str, n_items: usize, max_len: usize) -> Config {
+    let base = Config::from_json(&format!(
+        r#"{{"model":"{arch}","n_items":{n_items},"MAX_ITEM_LIST_LENGTH":{max_len}}}"#
+    ))
+    .expect("valid JSON");
+    match arch {
+        "sasrec" => base
+            .with("hidden_size", 16)
+            .with("n_layers", 2)
+            .with("n_heads", 2)
+            .with("inner_size", 32),
+        "gru4rec" => base
+            .with("embedding_size", 16)
+            .with("hidden_size", 24)
+            .with("num_layers", 2),
+        "nextitnet" => base
+            .with("embedding_size", 16)
+            .with("kernel_size", 3)
+            .with("block_num", 2)
+            .with("dilations", vec![1, 2]),
+        "caser" => base
+            .with("embedding_size", 16)
+            .with("nv", 2)
+            .with("nh", 3)
+            .with("n_users", 7),
+        other => panic!("no small config for {other}"),
+    }
+}
+
+/// A safetensors file image with random weights (N(0, std²)) for `cfg`, config in metadata.
+pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Vec<u8> {
+    seqrec_engine::testing::random_model_bytes(cfg, seed, std).expect("valid config")
+}

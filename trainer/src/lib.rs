@@ -1,1 +1,4 @@
+//! seqrec-trainer: the companion trainer of the seqrec engine and the `seqrec` command-line
+//! tool.
 
+pub mod cli;

@@ -28,8 +28,8 @@
 //! Tolerance of the fast paths against the reference: `1e-5·max|V|` per output element.
 
 use super::isa::Isa;
-use super::linear::dot_simd;
 use super::softmax::exp_shifted_row;
+use super::vector::dot_simd;
 use alloc::vec;
 use pulp::{Simd, WithSimd};
 

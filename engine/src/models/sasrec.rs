@@ -1,0 +1,168 @@
+//! SASRec (RecBole `SASRec`): item + learned position embeddings, LayerNorm, then post-LN
+//! transformer layers with causal self-attention; the user vector is the last real position's
+//! output. See `spec/recbole-models.md` §1.
+//!
+//! Only the `n` real positions are encoded (the output at `n − 1` does not depend on the
+//! right padding), and the last layer computes attention and the feed-forward sublayer for the
+//! last position only. Sessions keep every layer's keys and values, so that while the history
+//! fits the window a new event costs one position through each layer.
+
+use crate::backend::{Backend, KvCache};
+use crate::blocks::{AttentionBlock, Embedding, FeedForward, LayerNorm};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::weights::TensorLoader;
+use alloc::format;
+use alloc::vec::Vec;
+use seqrec_kernels::cpu::activation::Activation;
+
+/// RecBole's SASRec.
+#[derive(Debug)]
+pub struct SasRec<B: Backend> {
+    pub(crate) item_emb: Embedding<B>,
+    pos_emb: Embedding<B>,
+    ln: LayerNorm<B>,
+    layers: Vec<(AttentionBlock<B>, FeedForward<B>)>,
+    hidden: usize,
+    max_len: usize,
+}
+
+/// Incremental state: each layer's keys and values for the positions encoded so far.
+#[derive(Debug)]
+pub struct SasRecState<B: Backend> {
+    caches: Vec<KvCache<B>>,
+    len: usize,
+}
+
+impl<B: Backend> SasRec<B> {
+    /// Loads the RecBole tensors. Defaults (RecBole's `SASRec.yaml`): hidden_size 64,
+    /// n_layers 2, n_heads 2, inner_size 256, hidden_act gelu, layer_norm_eps 1e-12.
+    pub fn load(
+        be: &B,
+        cfg: &Config,
+        ld: &mut TensorLoader<'_>,
+        n_items: usize,
+        max_len: usize,
+    ) -> Result<Self> {
+        let hidden = cfg.usize_or("hidden_size", 64)?;
+        let n_layers = cfg.usize_or("n_layers", 2)?;
+        let n_heads = cfg.usize_or("n_heads", 2)?;
+        let inner = cfg.usize_or("inner_size", 256)?;
+        let eps = cfg.f32_or("layer_norm_eps", 1e-12)?;
+        let act_name = cfg.str_or("hidden_act", "gelu")?;
+        let act = Activation::from_name(&act_name).ok_or_else(|| {
+            Error::Config(format!(
+                "hidden_act `{act_name}` is not one of gelu, relu, swish, tanh, sigmoid"
+            ))
+        })?;
+        if hidden == 0 || inner == 0 {
+            return Err(Error::Config(format!(
+                "hidden_size ({hidden}) and inner_size ({inner}) must be positive"
+            )));
+        }
+        let mut layers = Vec::with_capacity(n_layers);
+        for l in 0..n_layers {
+            let p = format!("trm_encoder.layer.{l}");
+            layers.push((
+                AttentionBlock::load(
+                    be,
+                    ld,
+                    &format!("{p}.multi_head_attention"),
+                    hidden,
+                    n_heads,
+                    eps,
+                )?,
+                FeedForward::load(
+                    be,
+                    ld,
+                    &format!("{p}.feed_forward"),
+                    hidden,
+                    inner,
+                    act,
+                    eps,
+                )?,
+            ));
+        }
+        Ok(SasRec {
+            item_emb: Embedding::load(be, ld, "item_embedding.weight", n_items, hidden)?,
+            pos_emb: Embedding::load(be, ld, "position_embedding.weight", max_len, hidden)?,
+            ln: LayerNorm::load(be, ld, "LayerNorm", hidden, eps)?,
+            layers,
+            hidden,
+            max_len,
+        })
+    }
+
+    /// Width of the user vector.
+    pub fn dim(&self) -> usize {
+        self.hidden
+    }
+
+    /// An empty incremental state.
+    pub fn new_state(&self, be: &B) -> Result<SasRecState<B>> {
+        let caches = (0..self.layers.len())
+            .map(|_| KvCache::new(be, self.max_len, self.hidden))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SasRecState { caches, len: 0 })
+    }
+
+    /// Encodes `window` (validated, at most `max_len` ids) from scratch into row 0 of `out`,
+    /// refilling `state`.
+    pub fn encode(
+        &self,
+        be: &B,
+        window: &[u32],
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 3],
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        let [x, y, scratch] = bufs;
+        let n = window.len();
+        be.embedding(&self.item_emb, window, Some((&self.pos_emb, 0)), x)?;
+        be.layer_norm(&self.ln, x, n)?;
+        let mut rows = n;
+        for (l, (att, ff)) in self.layers.iter().enumerate() {
+            let q_from = if l + 1 == self.layers.len() { n - 1 } else { 0 };
+            be.attention(att, x, n, 0, q_from, &mut state.caches[l], scratch, y)?;
+            rows = n - q_from;
+            be.feed_forward(ff, y, rows, scratch, x)?;
+        }
+        state.len = n;
+        be.copy_rows(x, rows - 1, out, 0, 1, self.hidden)
+    }
+
+    /// Appends one event at position `state.len` (which must be below `max_len`) and writes
+    /// the new user vector to row 0 of `out`.
+    pub fn push(
+        &self,
+        be: &B,
+        item: u32,
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 3],
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        let [x, y, scratch] = bufs;
+        let pos = state.len;
+        debug_assert!(pos < self.max_len);
+        be.embedding(&self.item_emb, &[item], Some((&self.pos_emb, pos)), x)?;
+        be.layer_norm(&self.ln, x, 1)?;
+        for (l, (att, ff)) in self.layers.iter().enumerate() {
+            be.attention(att, x, 1, pos, 0, &mut state.caches[l], scratch, y)?;
+            be.feed_forward(ff, y, 1, scratch, x)?;
+        }
+        state.len = pos + 1;
+        be.copy_rows(x, 0, out, 0, 1, self.hidden)
+    }
+}
+
+impl<B: Backend> SasRecState<B> {
+    /// Positions encoded.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is encoded.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

@@ -1,0 +1,68 @@
+//! `seqrec info MODEL`.
+
+use super::{CliError, CliResult, Format, out};
+use clap::Args;
+use seqrec_engine::{CONFIG_KEY, LoadOptions, Model, WeightFile};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Model file (safetensors).
+    model: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn run(args: InfoArgs) -> CliResult {
+    let file = WeightFile::open(&args.model).map_err(CliError::from)?;
+    let model = Model::load_with(&args.model, &LoadOptions::default())?;
+    let info = model.info();
+    let tensors: Vec<_> = file
+        .names()
+        .map(|n| {
+            let i = file.info(n).expect("listed name");
+            (n.to_string(), i.dtype.clone(), i.shape.clone())
+        })
+        .collect();
+    let params: usize = tensors
+        .iter()
+        .map(|(_, _, s)| s.iter().product::<usize>())
+        .sum();
+    match args.format {
+        Format::Json => out(json!({
+            "file": args.model.display().to_string(),
+            "architecture": info.arch,
+            "n_items": info.n_items,
+            "n_users": info.n_users,
+            "max_len": info.max_len,
+            "dim": info.dim,
+            "parameters": params,
+            "config": model.config().as_map(),
+            "config_source": if file.metadata(CONFIG_KEY).is_some() { "metadata" } else { "sidecar" },
+            "tensors": tensors.iter().map(|(n, d, s)| json!({"name": n, "dtype": d, "shape": s})).collect::<Vec<_>>(),
+        })),
+        Format::Text => {
+            out(format!("file:          {}", args.model.display()))?;
+            out(format!("architecture:  {}", info.arch))?;
+            out(format!(
+                "catalog:       {} items (ids 1..={}; 0 is padding)",
+                info.n_items,
+                info.n_items - 1
+            ))?;
+            if let Some(u) = info.n_users {
+                out(format!("users:         {u} (ids 0..={})", u - 1))?;
+            }
+            out(format!("window:        {} most recent items", info.max_len))?;
+            out(format!("dim:           {}", info.dim))?;
+            out(format!("parameters:    {params}"))?;
+            out(format!("config:        {}", model.config().to_json()))?;
+            out(format!("tensors:       {}", tensors.len()))?;
+            for (n, d, s) in &tensors {
+                out(format!("  {n:<60} {d:<5} {s:?}"))?;
+            }
+            Ok(())
+        }
+    }
+}

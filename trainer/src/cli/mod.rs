@@ -1,0 +1,115 @@
+//! The `seqrec` command line. Output meant for machines is JSON on stdout with
+//! `--format json`; errors are one line on stderr. Exit codes: 0 success, 2 bad input (bad
+//! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
+
+mod info;
+mod score;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::fmt::Display;
+
+/// Exit code for bad input.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for internal failures.
+pub const EXIT_INTERNAL: i32 = 1;
+
+/// A failure of a subcommand, with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: i32,
+    /// One-line message.
+    pub message: String,
+}
+
+impl CliError {
+    /// Bad input (exit 2).
+    pub fn input(message: impl Display) -> Self {
+        CliError {
+            code: EXIT_BAD_INPUT,
+            message: one_line(message),
+        }
+    }
+    /// Internal failure (exit 1).
+    pub fn internal(message: impl Display) -> Self {
+        CliError {
+            code: EXIT_INTERNAL,
+            message: one_line(message),
+        }
+    }
+}
+
+fn one_line(message: impl Display) -> String {
+    message.to_string().replace('\n', " ")
+}
+
+impl From<seqrec_engine::Error> for CliError {
+    fn from(e: seqrec_engine::Error) -> Self {
+        match e.root() {
+            seqrec_engine::Error::Unsupported(_) => CliError::internal(e),
+            _ => CliError::input(e),
+        }
+    }
+}
+
+/// Result of a subcommand.
+pub type CliResult = Result<(), CliError>;
+
+/// Output format.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON on stdout.
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "seqrec",
+    version,
+    about = "Serve, train and benchmark sequential recommenders"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Architecture, configuration, tensors and catalog size of a model file.
+    Info(info::InfoArgs),
+    /// Top-k recommendations for one history or a file of histories.
+    Score(score::ScoreArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BAD_INPUT } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Info(args) => info::run(args),
+        Command::Score(args) => score::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.code
+        }
+    }
+}
+
+/// Writes a line to stdout; a closed pipe is not an error worth a panic.
+pub(crate) fn out(line: impl Display) -> CliResult {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").map_err(|e| CliError::internal(format!("writing to stdout: {e}")))
+}

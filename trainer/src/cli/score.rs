@@ -1,0 +1,126 @@
+//! `seqrec score MODEL --history 12,7,99 | --batch FILE`.
+
+use super::{CliError, CliResult, Format, out};
+use clap::Args;
+use seqrec_engine::{DType, LoadOptions, Model, Query, Scored};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    /// Model file (safetensors).
+    model: PathBuf,
+    /// Comma-separated item ids, oldest first.
+    #[arg(long, conflicts_with = "batch", required_unless_present = "batch")]
+    history: Option<String>,
+    /// File with one comma-separated history per line.
+    #[arg(long)]
+    batch: Option<PathBuf>,
+    /// User id (required by models with a user embedding, such as Caser).
+    #[arg(long)]
+    user: Option<u32>,
+    /// Number of recommendations.
+    #[arg(short = 'k', long = "k", default_value_t = 10)]
+    k: usize,
+    /// Never recommend items of the history.
+    #[arg(long)]
+    exclude_history: bool,
+    /// Storage of the scoring item table.
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    item_dtype: DType,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    DType::parse(s).ok_or_else(|| format!("`{s}` is not one of f32, f16, bf16"))
+}
+
+/// Parses `12,7,99` (spaces allowed around ids).
+pub fn parse_history(s: &str) -> Result<Vec<u32>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty history".into());
+    }
+    s.split(',')
+        .enumerate()
+        .map(|(i, t)| {
+            let t = t.trim();
+            t.parse::<u32>()
+                .map_err(|_| format!("`{t}` (entry {}) is not an item id", i + 1))
+        })
+        .collect()
+}
+
+fn render(recs: &[Scored], format: Format) -> String {
+    match format {
+        Format::Json => json!({
+            "items": recs.iter().map(|r| r.item).collect::<Vec<_>>(),
+            "scores": recs.iter().map(|r| r.score).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Text => recs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{:>3}  {:>8}  {:.6}", i + 1, r.item, r.score))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+pub fn run(args: ScoreArgs) -> CliResult {
+    if args.k == 0 {
+        return Err(CliError::input("-k must be at least 1"));
+    }
+    let model = Model::load_with(
+        &args.model,
+        &LoadOptions {
+            item_dtype: args.item_dtype,
+            ..Default::default()
+        },
+    )?;
+    let (user, exclude_history) = (args.user, args.exclude_history);
+    fn query(h: &[u32], user: Option<u32>, exclude_history: bool) -> Query<'_> {
+        let q = Query::new(h).exclude_history(exclude_history);
+        match user {
+            Some(u) => q.user(u),
+            None => q,
+        }
+    }
+    if let Some(h) = &args.history {
+        let history = parse_history(h).map_err(|e| CliError::input(format!("--history: {e}")))?;
+        let mut ws = model.new_workspace();
+        let recs = model.topk(&query(&history, user, exclude_history), args.k, &mut ws)?;
+        return out(render(&recs, args.format));
+    }
+    let path = args
+        .batch
+        .as_ref()
+        .expect("clap requires --history or --batch");
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let mut histories = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let h = parse_history(line)
+            .map_err(|e| CliError::input(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        histories.push(h);
+    }
+    let queries: Vec<Query<'_>> = histories
+        .iter()
+        .map(|h| query(h, user, exclude_history))
+        .collect();
+    let results = model.topk_batch(&queries, args.k);
+    let mut lines = Vec::with_capacity(results.len());
+    for (i, r) in results.into_iter().enumerate() {
+        let recs = r.map_err(|e| CliError::input(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        lines.push(render(&recs, args.format));
+    }
+    for (i, l) in lines.iter().enumerate() {
+        if args.format == Format::Text {
+            out(format!("# line {}", i + 1))?;
+        }
+        out(l)?;
+    }
+    Ok(())
+}
