@@ -74,7 +74,7 @@ pub fn log_softmax_rows_ref(x: &mut [f32], rows: usize, cols: usize) {
 /// neutral for both the max and the exponential sum.
 #[inline(always)]
 fn load_tail_neg_inf<S: Simd>(s: S, tail: &[f32]) -> S::f32s {
-    let mut pad = [f32::NEG_INFINITY; 64];
+    let mut pad = [f32::NEG_INFINITY; 16]; // no instruction set has more than 16 f32 lanes
     let lanes = S::F32_LANES.min(pad.len());
     pad[..tail.len()].copy_from_slice(tail);
     s.partial_load_f32s(&pad[..lanes])
