@@ -111,5 +111,10 @@ pub fn main() -> i32 {
 pub(crate) fn out(line: impl Display) -> CliResult {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}").map_err(|e| CliError::internal(format!("writing to stdout: {e}")))
+    match writeln!(stdout, "{line}") {
+        Ok(()) => Ok(()),
+        // The reader went away (`seqrec ... | head`): stop quietly, as Unix tools do.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(CliError::internal(format!("writing to stdout: {e}"))),
+    }
 }
