@@ -232,3 +232,33 @@ fn info_lists_architecture_and_tensors() {
     assert!(names.contains(&"conv_h.5.weight") && names.contains(&"user_embedding.weight"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn bench_prints_the_documented_json() {
+    let dir = temp_dir("bench");
+    for arch in ["sasrec", "caser"] {
+        let path = write_model(&dir, arch);
+        for extra in [&["--batch", "3"][..], &["--session"][..]] {
+            let mut args = vec![
+                "bench",
+                path.to_str().unwrap(),
+                "--iters",
+                "3",
+                "--threads",
+                "2",
+                "--format",
+                "json",
+            ];
+            args.extend_from_slice(extra);
+            let o = seqrec(&args);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            for key in ["batch", "threads", "p50_ms", "p99_ms", "seq_per_s"] {
+                assert!(v[key].is_number(), "{arch} {extra:?}: {key} missing in {v}");
+            }
+            assert_eq!(v["threads"], 2);
+            assert!(v["p99_ms"].as_f64().unwrap() >= v["p50_ms"].as_f64().unwrap());
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

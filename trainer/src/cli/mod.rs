@@ -2,6 +2,7 @@
 //! `--format json`; errors are one line on stderr. Exit codes: 0 success, 2 bad input (bad
 //! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
 
+mod bench;
 mod info;
 mod score;
 
@@ -82,6 +83,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Top-k recommendations for one history or a file of histories.
     Score(score::ScoreArgs),
+    /// Time top-k scoring (latency percentiles and throughput) on random histories.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -97,6 +100,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Info(args) => info::run(args),
         Command::Score(args) => score::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => 0,

@@ -33,7 +33,7 @@ pub struct ScoreArgs {
     format: Format,
 }
 
-fn parse_dtype(s: &str) -> Result<DType, String> {
+pub(crate) fn parse_dtype(s: &str) -> Result<DType, String> {
     DType::parse(s).ok_or_else(|| format!("`{s}` is not one of f32, f16, bf16"))
 }
 

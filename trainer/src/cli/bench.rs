@@ -1,0 +1,154 @@
+//! `seqrec bench MODEL`: times top-k scoring of seeded random full-length histories after a
+//! warm-up, and prints latency percentiles and throughput.
+
+use super::{CliError, CliResult, Format, out};
+use clap::Args;
+use seqrec_engine::{DType, LoadOptions, Model, Query};
+use seqrec_kernels::testing::Rng;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model file (safetensors).
+    model: PathBuf,
+    /// Histories per timed call (1 = latency of a single request).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Worker threads for batches (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed iterations (after as many warm-up iterations, at most 20).
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+    /// Recommendations per request.
+    #[arg(short = 'k', long = "k", default_value_t = 10)]
+    k: usize,
+    /// Storage of the scoring item table.
+    #[arg(long, default_value = "f32", value_parser = super::score::parse_dtype)]
+    item_dtype: DType,
+    /// Time one push + top-k on a session whose history already fills the window.
+    #[arg(long)]
+    session: bool,
+    /// Seed of the random histories.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub fn run(args: BenchArgs) -> CliResult {
+    if args.batch == 0 || args.iters == 0 || args.k == 0 {
+        return Err(CliError::input(
+            "--batch, --iters and -k must be at least 1",
+        ));
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err(CliError::input("--threads must be at least 1"));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| CliError::internal(format!("thread pool: {e}")))?;
+    let model = Model::load_with(
+        &args.model,
+        &LoadOptions {
+            item_dtype: args.item_dtype,
+            ..Default::default()
+        },
+    )?;
+    let info = model.info().clone();
+    // Models with a user embedding score as user 1 (the first real user; 0 is padding).
+    let user = info.n_users.map(|n| u32::from(n > 1));
+    let mut rng = Rng::new(args.seed);
+    let mut random_history = || -> Vec<u32> {
+        (0..info.max_len)
+            .map(|_| 1 + rng.below(info.n_items - 1) as u32)
+            .collect()
+    };
+    let warmup = args.iters.min(20);
+    let mut times = Vec::with_capacity(args.iters);
+    if args.session {
+        let mut ws = model.new_workspace();
+        let (mut items, mut scores) = (vec![0u32; args.k], vec![0f32; args.k]);
+        let mut s = match user {
+            Some(u) => model.new_session_for_user(u)?,
+            None => model.new_session()?,
+        };
+        for item in random_history() {
+            model.session_push(&mut s, item, &mut ws)?;
+        }
+        let events = random_history();
+        for i in 0..warmup + args.iters {
+            let t = Instant::now();
+            model.session_push(&mut s, events[i % events.len()], &mut ws)?;
+            model.session_topk_into(&s, args.k, false, &mut ws, &mut items, &mut scores)?;
+            if i >= warmup {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+    } else {
+        let histories: Vec<Vec<u32>> = (0..args.batch * 4).map(|_| random_history()).collect();
+        let queries: Vec<Query<'_>> = histories
+            .iter()
+            .map(|h| match user {
+                Some(u) => Query::new(h).user(u),
+                None => Query::new(h),
+            })
+            .collect();
+        let mut ws = model.new_workspace();
+        let (mut items, mut scores) = (vec![0u32; args.k], vec![0f32; args.k]);
+        for i in 0..warmup + args.iters {
+            let start = (i % 4) * args.batch;
+            let batch = &queries[start..start + args.batch];
+            let t = Instant::now();
+            if args.batch == 1 {
+                model.topk_into(&batch[0], args.k, &mut ws, &mut items, &mut scores)?;
+            } else {
+                for r in pool.install(|| model.topk_batch(batch, args.k)) {
+                    r?;
+                }
+            }
+            if i >= warmup {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let p50 = percentile(&times, 0.5) * 1e3;
+    let p99 = percentile(&times, 0.99) * 1e3;
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let per_call = if args.session { 1 } else { args.batch };
+    let seq_per_s = per_call as f64 / mean;
+    match args.format {
+        Format::Json => out(json!({
+            "batch": per_call, "threads": threads, "p50_ms": p50, "p99_ms": p99, "seq_per_s": seq_per_s,
+            "model": info.arch, "n_items": info.n_items, "item_dtype": info.item_dtype.name(),
+            "session": args.session, "iters": args.iters, "k": args.k,
+            "isa": seqrec_kernels::Isa::detect().name(),
+        })),
+        Format::Text => out(format!(
+            "{} ({} items, {} table){}: batch {per_call}, {threads} threads, {} iters: p50 {p50:.3} ms, p99 {p99:.3} ms, {seq_per_s:.0} seq/s [{}]",
+            info.arch,
+            info.n_items,
+            info.item_dtype.name(),
+            if args.session {
+                ", session push + top-k"
+            } else {
+                ""
+            },
+            args.iters,
+            seqrec_kernels::Isa::detect().describe(),
+        )),
+    }
+}
