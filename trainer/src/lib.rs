@@ -2,4 +2,6 @@
 //! tool.
 
 pub mod cli;
+pub mod data;
+pub mod eval;
 pub mod synthetic;
