@@ -111,6 +111,15 @@ pub struct Model<B: Backend = Cpu> {
     items: ItemTable<B>,
     config: Config,
     info: ModelInfo,
+    /// Process-unique id, so a workspace shared by several models never reuses another
+    /// model's cached state.
+    id: u64,
+}
+
+fn next_model_id() -> u64 {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[cfg(feature = "std")]
@@ -220,6 +229,7 @@ impl<B: Backend> Model<B> {
             items,
             config,
             info,
+            id: next_model_id(),
         })
     }
 
@@ -295,7 +305,13 @@ impl<B: Backend> Model<B> {
         let window = self.window(q.history)?;
         let user = self.check_user(q.user)?;
         let (lists, [a, b, c, d, out]) = ws.parts::<5>(&self.be)?;
-        let WsLists { ids, state, .. } = lists;
+        let WsLists {
+            ids, state, owner, ..
+        } = lists;
+        if *owner != self.id {
+            *state = None;
+            *owner = self.id;
+        }
         if state.is_none() {
             *state = Some(self.arch.new_state(&self.be)?);
         }
@@ -450,6 +466,7 @@ impl<B: Backend> Model<B> {
     fn new_session_inner(&self, user: Option<u32>) -> Result<SessionState<B>> {
         let user = self.check_user(user)?;
         Ok(SessionState {
+            model: self.id,
             state: self.arch.new_state(&self.be)?,
             history: Vec::new(),
             user,
@@ -466,6 +483,7 @@ impl<B: Backend> Model<B> {
         item: u32,
         ws: &mut Workspace<B>,
     ) -> Result<()> {
+        self.check_session(s)?;
         self.check_items(core::slice::from_ref(&item))
             .map_err(|_| Error::ItemOutOfRange {
                 id: item,
@@ -509,6 +527,7 @@ impl<B: Backend> Model<B> {
         items: &mut [u32],
         scores: &mut [f32],
     ) -> Result<usize> {
+        self.check_session(s)?;
         if s.history.is_empty() {
             return Err(Error::EmptyHistory);
         }
@@ -523,11 +542,22 @@ impl<B: Backend> Model<B> {
 
     /// Full-catalog scores for a session's current state.
     pub fn session_scores(&self, s: &SessionState<B>, scores: &mut [f32]) -> Result<()> {
+        self.check_session(s)?;
         if s.history.is_empty() {
             return Err(Error::EmptyHistory);
         }
         self.check_len("scores", scores.len(), self.info.n_items)?;
         self.be.scores(&self.items, &s.h, 1, scores)
+    }
+
+    fn check_session(&self, s: &SessionState<B>) -> Result<()> {
+        if s.model == self.id {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(
+                "the session was created by another model".into(),
+            ))
+        }
     }
 
     /// A session bundled with its own workspace, borrowing this model.
@@ -553,6 +583,7 @@ impl<B: Backend> Model<B> {
 /// one thread at a time.
 #[derive(Debug)]
 pub struct SessionState<B: Backend = Cpu> {
+    model: u64,
     state: ArchState<B>,
     history: Vec<u32>,
     user: u32,

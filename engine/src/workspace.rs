@@ -17,6 +17,8 @@ pub struct Workspace<B: Backend = Cpu> {
     pub(crate) ids: Vec<u32>,
     pub(crate) exclude: Vec<u32>,
     pub(crate) state: Option<ArchState<B>>,
+    /// Id of the model whose state `state` holds (a workspace may serve several models).
+    pub(crate) owner: u64,
 }
 
 impl<B: Backend> Default for Workspace<B> {
@@ -34,6 +36,7 @@ impl<B: Backend> Workspace<B> {
             ids: Vec::new(),
             exclude: Vec::new(),
             state: None,
+            owner: 0,
         }
     }
 
@@ -48,6 +51,7 @@ impl<B: Backend> Workspace<B> {
         let mut it = self.bufs.iter_mut();
         let bufs = core::array::from_fn(|_| it.next().expect("at least N buffers exist"));
         let lists = WsLists {
+            owner: &mut self.owner,
             topk: &mut self.topk,
             ids: &mut self.ids,
             exclude: &mut self.exclude,
@@ -70,4 +74,5 @@ pub(crate) struct WsLists<'a, B: Backend> {
     pub ids: &'a mut Vec<u32>,
     pub exclude: &'a mut Vec<u32>,
     pub state: &'a mut Option<ArchState<B>>,
+    pub owner: &'a mut u64,
 }

@@ -134,3 +134,21 @@ fn assert_send_sync<T: Send + Sync>() {}
 fn model_is_send_and_sync() {
     assert_send_sync::<Model>();
 }
+
+#[test]
+fn one_workspace_serves_several_models() {
+    let a = model("sasrec", 60, 8, 1);
+    let b = model("sasrec", 60, 5, 2);
+    let c = model("nextitnet", 60, 8, 3);
+    let mut foreign = b.new_session().unwrap();
+    let e = a
+        .session_push(&mut foreign, 3, &mut a.new_workspace())
+        .unwrap_err();
+    assert!(e.to_string().contains("another model"), "{e}");
+    let mut shared = a.new_workspace();
+    let h: Vec<u32> = (1..12).collect();
+    for m in [&a, &b, &c, &a, &c, &b] {
+        let want = m.topk(&Query::new(&h), 5, &mut m.new_workspace()).unwrap();
+        assert_eq!(m.topk(&Query::new(&h), 5, &mut shared).unwrap(), want);
+    }
+}
