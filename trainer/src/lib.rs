@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod scorer;
 pub mod synthetic;

@@ -3,6 +3,7 @@
 //! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
 
 mod bench;
+mod eval;
 mod info;
 mod score;
 
@@ -83,6 +84,9 @@ enum Command {
     Info(info::InfoArgs),
     /// Top-k recommendations for one history or a file of histories.
     Score(score::ScoreArgs),
+    /// Accuracy and beyond-accuracy metrics on a data set (`MODEL` = `pop` for the most-popular
+    /// baseline).
+    Eval(eval::EvalArgs),
     /// Time top-k scoring (latency percentiles and throughput) on random histories.
     Bench(bench::BenchArgs),
 }
@@ -101,6 +105,7 @@ pub fn main() -> i32 {
         Command::Info(args) => info::run(args),
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => 0,

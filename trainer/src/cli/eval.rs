@@ -1,0 +1,125 @@
+//! `seqrec eval MODEL --data PATH`: accuracy and beyond-accuracy metrics of a model (or of the
+//! most-popular baseline, `MODEL` = `pop`) on a data set's test (or validation) events.
+
+use super::{CliError, CliResult, Format, out};
+use crate::data::{self, DataFormat, SplitMethod};
+use crate::eval::{EvalOptions, Evaluator, Popularity, Protocol, parse_metrics};
+use crate::scorer::EngineScorer;
+use clap::Args;
+use seqrec_engine::Model;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model file (safetensors), or `pop` for the most-popular baseline.
+    model: String,
+    /// Data set: a directory or file.
+    #[arg(long)]
+    data: PathBuf,
+    /// Data format (detected from the files when absent).
+    #[arg(long, value_parser = parse_format)]
+    data_format: Option<DataFormat>,
+    /// Split: loo, ratio[:A:B:C][@SEED], session[:MINUTES], given (the default is the data
+    /// set's own split for pre-split benchmarks, leave-one-out otherwise).
+    #[arg(long)]
+    split: Option<String>,
+    /// full, or sampled100 / sampled[:N][@SEED] (the SASRec paper's protocol).
+    #[arg(long, default_value = "full")]
+    protocol: String,
+    /// Comma-separated metrics: hr@k, ndcg@k, mrr@k, cv_div@k, cv_nov@k, r@k, up@k, hr_ser@k,
+    /// ndcg_ser@k.
+    #[arg(long, default_value = "hr@10,ndcg@10,mrr@10")]
+    metrics: String,
+    /// Remove history items from the ranking.
+    #[arg(long)]
+    exclude_history: bool,
+    /// Evaluate on the validation events instead of the test events.
+    #[arg(long)]
+    valid: bool,
+    /// Seed of the sampled protocol's negatives (and of ratio splits).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+fn parse_format(s: &str) -> Result<DataFormat, String> {
+    s.parse::<DataFormat>().map_err(|e| e.to_string())
+}
+
+pub fn run(args: EvalArgs) -> CliResult {
+    let dataset = data::load(&args.data, args.data_format).map_err(CliError::input)?;
+    let mut method = match &args.split {
+        Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
+        None => dataset.default_split_method(),
+    };
+    let protocol_text = if args.protocol.eq_ignore_ascii_case("sampled100") {
+        "sampled:100"
+    } else {
+        &args.protocol
+    };
+    let mut protocol = protocol_text.parse::<Protocol>().map_err(CliError::input)?;
+    if let Some(seed) = args.seed {
+        method = method.with_seed(seed);
+        if let Protocol::Sampled { negatives, .. } = protocol {
+            protocol = Protocol::Sampled { negatives, seed };
+        }
+    }
+    let split = dataset.split(&method).map_err(CliError::input)?;
+    let metrics = parse_metrics(&args.metrics).map_err(CliError::input)?;
+    let opts = EvalOptions {
+        metrics,
+        protocol,
+        exclude_history: args.exclude_history,
+        ..Default::default()
+    };
+    let evaluator = Evaluator::new(&split, opts).map_err(CliError::input)?;
+    let seqs = if args.valid {
+        &split.valid
+    } else {
+        &split.test
+    };
+    let report = if args.model == "pop" {
+        let pop = Popularity::from_split(&split);
+        evaluator.evaluate_par(seqs, &pop)
+    } else {
+        let model = Model::load(&args.model)?;
+        let n = model.info().n_items;
+        if n != split.n_items {
+            return Err(CliError::input(format!(
+                "{}: the model has {n} item ids but the data set has {} (padding included): it was not trained on these ids",
+                args.model, split.n_items
+            )));
+        }
+        evaluator.evaluate_par(seqs, &EngineScorer::new(&model))
+    }
+    .map_err(CliError::input)?;
+    match args.format {
+        Format::Json => out(json!({
+            "protocol": protocol.to_string(),
+            "split": split.method.to_string(),
+            "on": if args.valid { "valid" } else { "test" },
+            "users": report.n_users,
+            "events": report.n_events,
+            "metrics": report,
+        })),
+        Format::Text => {
+            out(format!(
+                "{} on {} ({} split, {} protocol, {}): {} users, {} events",
+                args.model,
+                args.data.display(),
+                split.method,
+                protocol,
+                if args.valid { "valid" } else { "test" },
+                report.n_users,
+                report.n_events
+            ))?;
+            for (name, value) in &report.values {
+                out(format!("  {name:<12} {value:.4}"))?;
+            }
+            Ok(())
+        }
+    }
+}
