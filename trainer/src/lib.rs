@@ -2,3 +2,4 @@
 //! tool.
 
 pub mod cli;
+pub mod nn;
