@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod nn;
 pub mod scorer;
 pub mod synthetic;

@@ -1,0 +1,497 @@
+//! The two sublayers of a RecBole/BERT post-LN transformer layer (SASRec's `trm_encoder`):
+//! multi-head self-attention and the point-wise feed-forward network.
+//!
+//! Layout: `batch` sequences of `len` positions, row-major `[batch·len, H]`; head `h` uses the
+//! columns `[h·d_h, (h+1)·d_h)`.
+//!
+//! [`SelfAttention`] (RecBole `MultiHeadAttention`):
+//! `Q, K, V = Lin(X; query|key|value)`, per sequence and head `S = Q_h K_hᵀ / sqrt(d_h)` with
+//! the hidden keys excluded (key `j` is hidden from query `i` when `j > i` under the causal
+//! mask or when `key_valid[j]` is false), `P = softmax(S)`, `P' = attn_dropout(P)`,
+//! `C_h = P' V_h`, then `Y = LN(hidden_dropout(Lin(C; dense)) + X)`. Hidden keys get weight
+//! exactly 0, as in the engine's attention kernel; for RecBole's right-padded windows this is
+//! its additive −10000 mask (`exp(−10000)` is 0 in f32). A query row with no visible key
+//! gets a zero context (RecBole's additive mask would average every key there; such rows never
+//! occur with right padding, because position 0 is always a real item).
+//!
+//! Backward, per head: `dV_h = P'ᵀ dC_h`, `dP' = dC_h V_hᵀ`, `dP = attn_dropout'(dP')`,
+//! `dS = P ⊙ (dP − rowsum(dP ⊙ P))`, `dQ_h = dS K_h / sqrt(d_h)`, `dK_h = dSᵀ Q_h / sqrt(d_h)`,
+//! then the three projections' backward into `dX`, plus the residual path.
+//!
+//! [`FeedForward`] (RecBole `FeedForward`): `Y = LN(dropout(Lin(act(Lin(X; dense_1));
+//! dense_2)) + X)`.
+//!
+//! Products run through `gemm` on strided per-head views (no copies); the row softmax is the
+//! kernels' `softmax_rows`.
+
+use super::activation::{ActCache, Dropout, DropoutCache, act_backward, act_forward};
+use super::linear::Linear;
+use super::norm::{LayerNorm, LayerNormCache};
+use super::param::{Module, Param};
+use seqrec_kernels::cpu::activation::Activation;
+use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm};
+use seqrec_kernels::cpu::softmax::softmax_rows;
+use seqrec_kernels::testing::Rng;
+
+/// Sizes of one attention call.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    /// Number of sequences.
+    pub batch: usize,
+    /// Positions per sequence.
+    pub len: usize,
+    /// Number of heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Whether query `i` sees only keys `j ≤ i`.
+    pub causal: bool,
+}
+
+impl AttnShape {
+    fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    fn rows(&self) -> usize {
+        self.batch * self.len
+    }
+    fn probs_len(&self) -> usize {
+        self.batch * self.heads * self.len * self.len
+    }
+    /// Offset of sequence `b`, head `h` in a `[rows, H]` matrix, and of its `[len, len]`
+    /// block in the probabilities.
+    fn offsets(&self, b: usize, h: usize) -> (usize, usize) {
+        let l = self.len;
+        (
+            b * l * self.hidden() + h * self.head_dim,
+            (b * self.heads + h) * l * l,
+        )
+    }
+    /// The `[len, head_dim]` view of one head of one sequence.
+    fn head<'a>(&self, m: &'a [f32], at: usize) -> MatRef<'a> {
+        MatRef::new(&m[at..], self.len, self.head_dim, self.hidden(), 1)
+    }
+    /// The transposed `[head_dim, len]` view of one head of one sequence.
+    fn head_t<'a>(&self, m: &'a [f32], at: usize) -> MatRef<'a> {
+        MatRef::new(&m[at..], self.head_dim, self.len, 1, self.hidden())
+    }
+    fn head_mut<'a>(&self, m: &'a mut [f32], at: usize) -> MatMut<'a> {
+        MatMut::new(&mut m[at..], self.len, self.head_dim, self.hidden(), 1)
+    }
+}
+
+/// Attention probabilities `P = softmax(Q_h K_hᵀ·scale)` over the visible keys, written to
+/// `probs` (`[batch, heads, len, len]`); hidden keys get 0, rows with no visible key all 0.
+pub fn attention_probs(
+    shape: &AttnShape,
+    q: &[f32],
+    k: &[f32],
+    key_valid: Option<&[bool]>,
+    probs: &mut [f32],
+) {
+    let (l, rows) = (shape.len, shape.rows());
+    assert_eq!(q.len(), rows * shape.hidden(), "attention: q size");
+    assert_eq!(k.len(), rows * shape.hidden(), "attention: k size");
+    assert_eq!(probs.len(), shape.probs_len(), "attention: probs size");
+    if let Some(v) = key_valid {
+        assert_eq!(
+            v.len(),
+            rows,
+            "attention: key_valid has {} entries, expected batch·len = {rows}",
+            v.len()
+        );
+    }
+    if l == 0 || shape.head_dim == 0 {
+        probs.fill(0.0);
+        return;
+    }
+    let scale = 1.0 / (shape.head_dim as f32).sqrt();
+    for b in 0..shape.batch {
+        for h in 0..shape.heads {
+            let (at, pat) = shape.offsets(b, h);
+            let s = &mut probs[pat..pat + l * l];
+            gemm(
+                MatMut::row_major(s, l, l),
+                shape.head(q, at),
+                shape.head_t(k, at),
+                false,
+            );
+            for (i, row) in s.chunks_exact_mut(l).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    let hidden =
+                        (shape.causal && j > i) || key_valid.is_some_and(|kv| !kv[b * l + j]);
+                    *v = if hidden {
+                        f32::NEG_INFINITY
+                    } else {
+                        *v * scale
+                    };
+                }
+            }
+            softmax_rows(s, l, l);
+        }
+    }
+}
+
+/// `C_h = P_h V_h` for every sequence and head into `ctx` (`[batch·len, H]`).
+pub fn attention_context(shape: &AttnShape, probs: &[f32], v: &[f32], ctx: &mut [f32]) {
+    let l = shape.len;
+    if l == 0 || shape.head_dim == 0 {
+        return;
+    }
+    for b in 0..shape.batch {
+        for h in 0..shape.heads {
+            let (at, pat) = shape.offsets(b, h);
+            gemm(
+                shape.head_mut(ctx, at),
+                MatRef::row_major(&probs[pat..pat + l * l], l, l),
+                shape.head(v, at),
+                false,
+            );
+        }
+    }
+}
+
+/// Multi-head self-attention sublayer with residual and post-LN (RecBole
+/// `MultiHeadAttention`). See the module docs.
+#[derive(Clone, Debug)]
+pub struct SelfAttention {
+    /// `{prefix}.query`, `[H, H]`.
+    pub query: Linear,
+    /// `{prefix}.key`, `[H, H]`.
+    pub key: Linear,
+    /// `{prefix}.value`, `[H, H]`.
+    pub value: Linear,
+    /// `{prefix}.dense`, `[H, H]`.
+    pub dense: Linear,
+    /// `{prefix}.LayerNorm`.
+    pub ln: LayerNorm,
+    /// Number of heads.
+    pub heads: usize,
+    /// `H / heads`.
+    pub head_dim: usize,
+    /// Whether the mask is causal (SASRec) or bidirectional.
+    pub causal: bool,
+    /// Dropout on the attention probabilities (`attn_dropout_prob`).
+    pub attn_dropout: Dropout,
+    /// Dropout on the output projection (`hidden_dropout_prob`).
+    pub hidden_dropout: Dropout,
+}
+
+/// What [`SelfAttention::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct SelfAttentionCache {
+    shape: AttnShape,
+    x: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    probs: Vec<f32>,
+    /// `P'` when attention dropout was applied (else `probs` is used).
+    dropped: Option<Vec<f32>>,
+    attn_drop: DropoutCache,
+    ctx: Vec<f32>,
+    hidden_drop: DropoutCache,
+    ln: LayerNormCache,
+}
+
+impl SelfAttention {
+    /// A causal sublayer named `prefix` (e.g. `trm_encoder.layer.0.multi_head_attention`)
+    /// with RecBole's initialisation: linear weights `N(0, std²)`, zero biases, LN γ = 1, β = 0.
+    ///
+    /// # Panics
+    /// If `heads` is 0 or does not divide `hidden` (configurations are validated before
+    /// blocks are built).
+    pub fn new(
+        prefix: &str,
+        hidden: usize,
+        heads: usize,
+        ln_eps: f32,
+        attn_dropout: f32,
+        hidden_dropout: f32,
+        std: f32,
+        rng: &mut Rng,
+    ) -> SelfAttention {
+        assert!(
+            heads > 0 && hidden % heads == 0,
+            "hidden size {hidden} is not divisible by {heads} heads"
+        );
+        let lin = |name: &str, rng: &mut Rng| {
+            Linear::new(&format!("{prefix}.{name}"), hidden, hidden, true, std, rng)
+        };
+        SelfAttention {
+            query: lin("query", rng),
+            key: lin("key", rng),
+            value: lin("value", rng),
+            dense: lin("dense", rng),
+            ln: LayerNorm::new(&format!("{prefix}.LayerNorm"), hidden, ln_eps),
+            heads,
+            head_dim: hidden / heads,
+            causal: true,
+            attn_dropout: Dropout::new(attn_dropout),
+            hidden_dropout: Dropout::new(hidden_dropout),
+        }
+    }
+
+    /// Model width H.
+    pub fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// The sublayer over `batch` sequences of `len` rows of `x` (`[batch·len, H]`), with the
+    /// optional key-padding mask `key_valid` (`[batch·len]`, false at padding positions).
+    /// Dropout is active when `rng` is given.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        batch: usize,
+        len: usize,
+        key_valid: Option<&[bool]>,
+        mut rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, SelfAttentionCache) {
+        let hd = self.hidden();
+        let rows = batch * len;
+        assert_eq!(
+            x.len(),
+            rows * hd,
+            "attention `{}`: x has {} values, expected batch·len·H = {batch}·{len}·{hd}",
+            self.dense.weight.name,
+            x.len()
+        );
+        let shape = AttnShape {
+            batch,
+            len,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            causal: self.causal,
+        };
+        let q = self.query.infer(x, rows);
+        let k = self.key.infer(x, rows);
+        let v = self.value.infer(x, rows);
+        let mut probs = vec![0.0; shape.probs_len()];
+        attention_probs(&shape, &q, &k, key_valid, &mut probs);
+        let mut dropped = None;
+        let mut attn_drop = DropoutCache::default();
+        if rng.is_some() && self.attn_dropout.p > 0.0 {
+            let mut p = probs.clone();
+            attn_drop = self.attn_dropout.forward(&mut p, rng.as_deref_mut());
+            dropped = Some(p);
+        }
+        let mut ctx = vec![0.0; rows * hd];
+        attention_context(&shape, dropped.as_ref().unwrap_or(&probs), &v, &mut ctx);
+        let mut proj = self.dense.infer(&ctx, rows);
+        let hidden_drop = self.hidden_dropout.forward(&mut proj, rng);
+        let (y, ln) = self.ln.forward_add(&proj, x, rows);
+        let cache = SelfAttentionCache {
+            shape,
+            x: x.to_vec(),
+            q,
+            k,
+            v,
+            probs,
+            dropped,
+            attn_drop,
+            ctx,
+            hidden_drop,
+            ln,
+        };
+        (y, cache)
+    }
+
+    /// Adds every parameter gradient for `d_out` (`[batch·len, H]`) and returns `dX`.
+    pub fn backward(&mut self, cache: &SelfAttentionCache, d_out: &[f32]) -> Vec<f32> {
+        let shape = &cache.shape;
+        let (l, rows, hd) = (shape.len, shape.rows(), self.hidden());
+        // Residual + LN: the sum's gradient reaches X directly and the dense output.
+        let mut dx = self.ln.backward(&cache.ln, d_out);
+        let mut d_proj = dx.clone();
+        self.hidden_dropout
+            .backward(&cache.hidden_drop, &mut d_proj);
+        let mut d_ctx = vec![0.0; rows * hd];
+        self.dense
+            .backward_with_input(&cache.ctx, rows, &d_proj, &mut d_ctx, false);
+
+        let p_used = cache.dropped.as_ref().unwrap_or(&cache.probs);
+        let mut dp = vec![0.0; shape.probs_len()];
+        let mut dq = vec![0.0; rows * hd];
+        let mut dk = vec![0.0; rows * hd];
+        let mut dv = vec![0.0; rows * hd];
+        if l > 0 && self.head_dim > 0 {
+            for b in 0..shape.batch {
+                for h in 0..shape.heads {
+                    let (at, pat) = shape.offsets(b, h);
+                    // dV_h = P'ᵀ dC_h; dP' = dC_h V_hᵀ.
+                    gemm(
+                        shape.head_mut(&mut dv, at),
+                        MatRef::new(&p_used[pat..pat + l * l], l, l, 1, l),
+                        shape.head(&d_ctx, at),
+                        false,
+                    );
+                    gemm(
+                        MatMut::row_major(&mut dp[pat..pat + l * l], l, l),
+                        shape.head(&d_ctx, at),
+                        shape.head_t(&cache.v, at),
+                        false,
+                    );
+                }
+            }
+            self.attn_dropout.backward(&cache.attn_drop, &mut dp);
+            // Softmax backward, with the 1/sqrt(d_h) of the scores folded in.
+            let scale = 1.0 / (self.head_dim as f64).sqrt();
+            for (ds, p) in dp.chunks_exact_mut(l).zip(cache.probs.chunks_exact(l)) {
+                let dot: f64 = ds.iter().zip(p).map(|(&a, &b)| a as f64 * b as f64).sum();
+                for (g, &pv) in ds.iter_mut().zip(p) {
+                    *g = (pv as f64 * (*g as f64 - dot) * scale) as f32;
+                }
+            }
+            for b in 0..shape.batch {
+                for h in 0..shape.heads {
+                    let (at, pat) = shape.offsets(b, h);
+                    let ds = &dp[pat..pat + l * l];
+                    // dQ_h = dS K_h; dK_h = dSᵀ Q_h.
+                    gemm(
+                        shape.head_mut(&mut dq, at),
+                        MatRef::row_major(ds, l, l),
+                        shape.head(&cache.k, at),
+                        false,
+                    );
+                    gemm(
+                        shape.head_mut(&mut dk, at),
+                        MatRef::new(ds, l, l, 1, l),
+                        shape.head(&cache.q, at),
+                        false,
+                    );
+                }
+            }
+        }
+        let x = &cache.x;
+        self.query.backward_with_input(x, rows, &dq, &mut dx, true);
+        self.key.backward_with_input(x, rows, &dk, &mut dx, true);
+        self.value.backward_with_input(x, rows, &dv, &mut dx, true);
+        dx
+    }
+}
+
+impl Module for SelfAttention {
+    fn params(&self) -> Vec<&Param> {
+        let mut v = self.query.params();
+        v.extend(self.key.params());
+        v.extend(self.value.params());
+        v.extend(self.dense.params());
+        v.extend(self.ln.params());
+        v
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = self.query.params_mut();
+        v.extend(self.key.params_mut());
+        v.extend(self.value.params_mut());
+        v.extend(self.dense.params_mut());
+        v.extend(self.ln.params_mut());
+        v
+    }
+}
+
+/// Point-wise feed-forward sublayer with residual and post-LN (RecBole `FeedForward`).
+#[derive(Clone, Debug)]
+pub struct FeedForward {
+    /// `{prefix}.dense_1`, `[inner, H]`.
+    pub dense_1: Linear,
+    /// `{prefix}.dense_2`, `[H, inner]`.
+    pub dense_2: Linear,
+    /// Activation after `dense_1` (`hidden_act`).
+    pub act: Activation,
+    /// `{prefix}.LayerNorm`.
+    pub ln: LayerNorm,
+    /// Dropout on `dense_2`'s output (`hidden_dropout_prob`).
+    pub dropout: Dropout,
+}
+
+/// What [`FeedForward::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct FeedForwardCache {
+    rows: usize,
+    x: Vec<f32>,
+    act: ActCache,
+    a: Vec<f32>,
+    drop: DropoutCache,
+    ln: LayerNormCache,
+}
+
+impl FeedForward {
+    /// A sublayer named `prefix` (e.g. `trm_encoder.layer.0.feed_forward`) with RecBole's
+    /// initialisation.
+    pub fn new(
+        prefix: &str,
+        hidden: usize,
+        inner: usize,
+        act: Activation,
+        ln_eps: f32,
+        dropout: f32,
+        std: f32,
+        rng: &mut Rng,
+    ) -> FeedForward {
+        FeedForward {
+            dense_1: Linear::new(&format!("{prefix}.dense_1"), hidden, inner, true, std, rng),
+            dense_2: Linear::new(&format!("{prefix}.dense_2"), inner, hidden, true, std, rng),
+            act,
+            ln: LayerNorm::new(&format!("{prefix}.LayerNorm"), hidden, ln_eps),
+            dropout: Dropout::new(dropout),
+        }
+    }
+
+    /// The sublayer over `rows` rows of `x` (`[rows, H]`); dropout is active when `rng` is
+    /// given.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, FeedForwardCache) {
+        let mut a = self.dense_1.infer(x, rows);
+        let act = act_forward(self.act, &mut a);
+        let mut h = self.dense_2.infer(&a, rows);
+        let drop = self.dropout.forward(&mut h, rng);
+        let (y, ln) = self.ln.forward_add(&h, x, rows);
+        let cache = FeedForwardCache {
+            rows,
+            x: x.to_vec(),
+            act,
+            a,
+            drop,
+            ln,
+        };
+        (y, cache)
+    }
+
+    /// Adds every parameter gradient for `d_out` (`[rows, H]`) and returns `dX`.
+    pub fn backward(&mut self, cache: &FeedForwardCache, d_out: &[f32]) -> Vec<f32> {
+        let rows = cache.rows;
+        let mut dx = self.ln.backward(&cache.ln, d_out);
+        let mut dh = dx.clone();
+        self.dropout.backward(&cache.drop, &mut dh);
+        let mut da = vec![0.0; rows * self.dense_1.out_dim];
+        self.dense_2
+            .backward_with_input(&cache.a, rows, &dh, &mut da, false);
+        act_backward(&cache.act, &mut da);
+        self.dense_1
+            .backward_with_input(&cache.x, rows, &da, &mut dx, true);
+        dx
+    }
+}
+
+impl Module for FeedForward {
+    fn params(&self) -> Vec<&Param> {
+        let mut v = self.dense_1.params();
+        v.extend(self.dense_2.params());
+        v.extend(self.ln.params());
+        v
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = self.dense_1.params_mut();
+        v.extend(self.dense_2.params_mut());
+        v.extend(self.ln.params_mut());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;
