@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod models;
 pub mod nn;
 pub mod scorer;
 pub mod synthetic;

@@ -1,0 +1,298 @@
+//! Trainable SASRec with RecBole's tensor names and initialisation (normal(0, 0.02) weights,
+//! zero biases, LayerNorm γ = 1, β = 0).
+
+use super::{Batch, TrainModel, TrainStyle};
+use crate::nn::activation::DropoutCache;
+use crate::nn::attention::{FeedForwardCache, SelfAttentionCache};
+use crate::nn::norm::LayerNormCache;
+use crate::nn::{
+    Activation, Dropout, Embedding, FeedForward, LayerNorm, Module, Param, Rng, SelfAttention,
+};
+use seqrec_engine::Config;
+
+/// Hyper-parameters (RecBole's names in the saved config).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SasRecConfig {
+    /// Catalog size, padding included.
+    pub n_items: usize,
+    /// Window length.
+    pub max_len: usize,
+    /// Width H.
+    pub hidden: usize,
+    /// Transformer layers.
+    pub n_layers: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Feed-forward width.
+    pub inner: usize,
+    /// Dropout after embeddings and in each sublayer (`hidden_dropout_prob`).
+    pub hidden_dropout: f32,
+    /// Dropout on attention probabilities (`attn_dropout_prob`).
+    pub attn_dropout: f32,
+    /// Activation of the feed-forward sublayer.
+    pub act: Activation,
+    /// LayerNorm epsilon.
+    pub ln_eps: f32,
+}
+
+impl SasRecConfig {
+    /// RecBole's defaults over `n_items` with window `max_len`.
+    pub fn new(n_items: usize, max_len: usize) -> Self {
+        SasRecConfig {
+            n_items,
+            max_len,
+            hidden: 64,
+            n_layers: 2,
+            n_heads: 2,
+            inner: 256,
+            hidden_dropout: 0.5,
+            attn_dropout: 0.5,
+            act: Activation::Gelu,
+            ln_eps: 1e-12,
+        }
+    }
+}
+
+/// SASRec for training.
+#[derive(Clone, Debug)]
+pub struct SasRecModel {
+    cfg: SasRecConfig,
+    item_emb: Embedding,
+    pos_emb: Embedding,
+    ln: LayerNorm,
+    dropout: Dropout,
+    layers: Vec<(SelfAttention, FeedForward)>,
+}
+
+/// What [`SasRecModel::forward`] keeps.
+#[derive(Debug)]
+pub struct SasRecCache {
+    batch: Batch,
+    ln: LayerNormCache,
+    drop: DropoutCache,
+    layers: Vec<(SelfAttentionCache, FeedForwardCache)>,
+}
+
+impl SasRecModel {
+    /// A freshly initialised model.
+    pub fn new(cfg: SasRecConfig, rng: &mut Rng) -> Self {
+        let std = 0.02;
+        let h = cfg.hidden;
+        let layers = (0..cfg.n_layers)
+            .map(|l| {
+                let p = format!("trm_encoder.layer.{l}");
+                (
+                    SelfAttention::new(
+                        &format!("{p}.multi_head_attention"),
+                        h,
+                        cfg.n_heads,
+                        cfg.ln_eps,
+                        cfg.attn_dropout,
+                        cfg.hidden_dropout,
+                        std,
+                        rng,
+                    ),
+                    FeedForward::new(
+                        &format!("{p}.feed_forward"),
+                        h,
+                        cfg.inner,
+                        cfg.act,
+                        cfg.ln_eps,
+                        cfg.hidden_dropout,
+                        std,
+                        rng,
+                    ),
+                )
+            })
+            .collect();
+        SasRecModel {
+            item_emb: Embedding::new("item_embedding.weight", cfg.n_items, h, std, rng),
+            pos_emb: Embedding::new("position_embedding.weight", cfg.max_len, h, std, rng),
+            ln: LayerNorm::new("LayerNorm", h, cfg.ln_eps),
+            dropout: Dropout::new(cfg.hidden_dropout),
+            layers,
+            cfg,
+        }
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &SasRecConfig {
+        &self.cfg
+    }
+}
+
+impl Module for SasRecModel {
+    fn params(&self) -> Vec<&Param> {
+        let mut v = vec![&self.item_emb.weight, &self.pos_emb.weight];
+        v.extend(self.ln.params());
+        for (a, f) in &self.layers {
+            v.extend(a.params());
+            v.extend(f.params());
+        }
+        v
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = vec![&mut self.item_emb.weight, &mut self.pos_emb.weight];
+        v.extend(self.ln.params_mut());
+        for (a, f) in &mut self.layers {
+            v.extend(a.params_mut());
+            v.extend(f.params_mut());
+        }
+        v
+    }
+}
+
+fn positions(batch: &Batch) -> Vec<u32> {
+    (0..batch.n).flat_map(|_| 0..batch.len as u32).collect()
+}
+
+impl TrainModel for SasRecModel {
+    type Cache = SasRecCache;
+
+    fn arch(&self) -> &'static str {
+        "sasrec"
+    }
+
+    fn style(&self) -> TrainStyle {
+        TrainStyle::AllPositions
+    }
+
+    fn max_len(&self) -> usize {
+        self.cfg.max_len
+    }
+
+    fn dim(&self) -> usize {
+        self.cfg.hidden
+    }
+
+    fn forward(&self, batch: &Batch, mut rng: Option<&mut Rng>) -> (Vec<f32>, SasRecCache) {
+        let (n, len, h) = (batch.n, batch.len, self.cfg.hidden);
+        assert!(
+            len <= self.cfg.max_len,
+            "sasrec: window of {len} rows exceeds max_len {}",
+            self.cfg.max_len
+        );
+        let rows = n * len;
+        let mut x = self.item_emb.forward(&batch.items);
+        let pos = self.pos_emb.forward(&positions(batch));
+        for (a, b) in x.iter_mut().zip(&pos) {
+            *a += b;
+        }
+        let (mut x, ln) = self.ln.forward(&x, rows);
+        let drop = self.dropout.forward(&mut x, rng.as_deref_mut());
+        let valid: Vec<bool> = batch.items.iter().map(|&i| i != 0).collect();
+        let mut caches = Vec::with_capacity(self.layers.len());
+        for (att, ff) in &self.layers {
+            let (y, ac) = att.forward(&x, n, len, Some(&valid), rng.as_deref_mut());
+            let (z, fc) = ff.forward(&y, rows, rng.as_deref_mut());
+            caches.push((ac, fc));
+            x = z;
+        }
+        let mut out = Vec::with_capacity(batch.out_pos.len() * h);
+        for &(r, t) in &batch.out_pos {
+            let row = r * len + t;
+            out.extend_from_slice(&x[row * h..(row + 1) * h]);
+        }
+        (
+            out,
+            SasRecCache {
+                batch: batch.clone(),
+                ln,
+                drop,
+                layers: caches,
+            },
+        )
+    }
+
+    fn backward(&mut self, cache: &SasRecCache, d_h: &[f32]) {
+        let batch = &cache.batch;
+        let (len, h) = (batch.len, self.cfg.hidden);
+        let mut d = vec![0.0f32; batch.n * len * h];
+        for (k, &(r, t)) in batch.out_pos.iter().enumerate() {
+            let row = r * len + t;
+            for (a, b) in d[row * h..(row + 1) * h]
+                .iter_mut()
+                .zip(&d_h[k * h..(k + 1) * h])
+            {
+                *a += b;
+            }
+        }
+        for ((att, ff), (ac, fc)) in self.layers.iter_mut().zip(&cache.layers).rev() {
+            let dy = ff.backward(fc, &d);
+            d = att.backward(ac, &dy);
+        }
+        self.dropout.backward(&cache.drop, &mut d);
+        let d = self.ln.backward(&cache.ln, &d);
+        self.item_emb.backward(&batch.items, &d);
+        self.pos_emb.backward(&positions(batch), &d);
+    }
+
+    fn item_table_mut(&mut self) -> &mut Param {
+        &mut self.item_emb.weight
+    }
+
+    fn engine_config(&self) -> Config {
+        let c = &self.cfg;
+        Config::from_map(Default::default())
+            .with("model", "sasrec")
+            .with("n_items", c.n_items)
+            .with("MAX_ITEM_LIST_LENGTH", c.max_len)
+            .with("hidden_size", c.hidden)
+            .with("n_layers", c.n_layers)
+            .with("n_heads", c.n_heads)
+            .with("inner_size", c.inner)
+            .with("hidden_dropout_prob", c.hidden_dropout as f64)
+            .with("attn_dropout_prob", c.attn_dropout as f64)
+            .with("hidden_act", c.act.name())
+            .with("layer_norm_eps", c.ln_eps as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seqrec_engine::{Model, Query};
+
+    /// The trainer's forward (eval mode) and the engine's forward agree on the saved
+    /// checkpoint: the user vector of every history prefix, to 1e-5 relative.
+    #[test]
+    fn trainer_and_engine_forward_agree() {
+        let mut rng = Rng::new(3);
+        let mut cfg = SasRecConfig::new(50, 8);
+        cfg.hidden = 16;
+        cfg.inner = 24;
+        let mut model = SasRecModel::new(cfg, &mut rng);
+        for p in model.params_mut() {
+            p.init_normal(&mut rng, 0.3);
+        }
+        let engine =
+            Model::from_bytes(&model.to_safetensors().unwrap(), &Default::default()).unwrap();
+        let seq: Vec<u32> = vec![3, 9, 1, 44, 12, 7, 7];
+        let batch = Batch {
+            n: 1,
+            len: seq.len(),
+            items: seq.clone(),
+            lens: vec![seq.len()],
+            users: vec![0],
+            out_pos: (0..seq.len()).map(|t| (0, t)).collect(),
+            targets: vec![1; seq.len()],
+        };
+        let (h, _) = model.forward(&batch, None);
+        let mut ws = engine.new_workspace();
+        let mut e = vec![0f32; 16];
+        for t in 0..seq.len() {
+            engine
+                .user_vector(&Query::new(&seq[..=t]), &mut ws, &mut e)
+                .unwrap();
+            let got = &h[t * 16..(t + 1) * 16];
+            let scale = e.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (a, b) in got.iter().zip(&e) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "position {t}: trainer {a} vs engine {b}"
+                );
+            }
+        }
+    }
+}
