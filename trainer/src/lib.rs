@@ -8,3 +8,4 @@ pub mod models;
 pub mod nn;
 pub mod scorer;
 pub mod synthetic;
+pub mod train;

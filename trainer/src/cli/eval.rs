@@ -45,7 +45,7 @@ pub struct EvalArgs {
     format: Format,
 }
 
-fn parse_format(s: &str) -> Result<DataFormat, String> {
+pub(crate) fn parse_format(s: &str) -> Result<DataFormat, String> {
     s.parse::<DataFormat>().map_err(|e| e.to_string())
 }
 

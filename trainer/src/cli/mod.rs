@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod info;
 mod score;
+mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Display;
@@ -87,6 +88,8 @@ enum Command {
     /// Accuracy and beyond-accuracy metrics on a data set (`MODEL` = `pop` for the most-popular
     /// baseline).
     Eval(eval::EvalArgs),
+    /// Train a model with hand-derived gradients; saves the best validation checkpoint.
+    Train(train::TrainArgs),
     /// Time top-k scoring (latency percentiles and throughput) on random histories.
     Bench(bench::BenchArgs),
 }
@@ -106,6 +109,7 @@ pub fn main() -> i32 {
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => 0,

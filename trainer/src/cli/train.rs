@@ -1,0 +1,184 @@
+//! `seqrec train --model ARCH --data PATH --out MODEL.safetensors`.
+
+use super::{CliError, CliResult, out};
+use crate::data::{self, DataFormat, SplitMethod};
+use crate::models::TrainModel;
+use crate::models::sasrec::{SasRecConfig, SasRecModel};
+use crate::nn::Rng;
+use crate::train::{LossKind, TrainOptions, train};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Architecture: sasrec.
+    #[arg(long)]
+    model: String,
+    /// Data set: a directory or file.
+    #[arg(long)]
+    data: PathBuf,
+    /// Data format (detected from the files when absent).
+    #[arg(long, value_parser = super::eval::parse_format)]
+    data_format: Option<DataFormat>,
+    /// Split: loo, ratio[:A:B:C][@SEED], session[:MINUTES], given.
+    #[arg(long)]
+    split: Option<String>,
+    /// Where to write the best validation checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+    /// Maximum epochs.
+    #[arg(long, default_value_t = 200)]
+    epochs: usize,
+    /// Training windows per step.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// AdamW weight decay (0: Adam).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Hidden / embedding size.
+    #[arg(long)]
+    hidden_size: Option<usize>,
+    /// Layers (SASRec transformer layers, GRU layers, NextItNet block repeats).
+    #[arg(long)]
+    n_layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    n_heads: Option<usize>,
+    /// Window length (MAX_ITEM_LIST_LENGTH).
+    #[arg(long, default_value_t = 50)]
+    max_len: usize,
+    /// Dropout probability.
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Loss: ce, sampled-ce, bce, bpr.
+    #[arg(long, default_value = "ce")]
+    loss: LossKind,
+    /// Negatives per target for sampled losses.
+    #[arg(long, default_value_t = 1)]
+    neg: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 2020)]
+    seed: u64,
+    /// Wall-clock budget in seconds (training stops before it, keeping the best checkpoint).
+    #[arg(long)]
+    time_budget: Option<f64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Early-stopping patience in epochs.
+    #[arg(long, default_value_t = 10)]
+    patience: usize,
+    /// Validation metric to maximise.
+    #[arg(long, default_value = "ndcg@10")]
+    valid_metric: String,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(args: TrainArgs) -> CliResult {
+    if args.batch_size == 0 || args.max_len == 0 || args.epochs == 0 {
+        return Err(CliError::input(
+            "--batch-size, --max-len and --epochs must be at least 1",
+        ));
+    }
+    if let Some(p) = args.dropout
+        && !(0.0..1.0).contains(&p)
+    {
+        return Err(CliError::input(format!("--dropout {p} is not in [0, 1)")));
+    }
+    let dataset = data::load(&args.data, args.data_format).map_err(CliError::input)?;
+    let method = match &args.split {
+        Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
+        None => dataset.default_split_method(),
+    };
+    let split = dataset.split(&method).map_err(CliError::input)?;
+    let mut opts = TrainOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        loss: args.loss,
+        neg: args.neg.max(1),
+        seed: args.seed,
+        time_budget: args.time_budget.map(Duration::from_secs_f64),
+        patience: args.patience,
+        valid_metric: args.valid_metric.clone(),
+        progress: !args.quiet,
+        ..Default::default()
+    };
+    if let Some(t) = args.threads {
+        opts.threads = t.max(1);
+    }
+    let mut rng = Rng::new(args.seed);
+    let result = match args.model.to_ascii_lowercase().as_str() {
+        "sasrec" => {
+            let mut cfg = SasRecConfig::new(split.n_items, args.max_len);
+            if let Some(h) = args.hidden_size {
+                cfg.hidden = h;
+                cfg.inner = 4 * h;
+            }
+            if let Some(n) = args.n_layers {
+                cfg.n_layers = n;
+            }
+            if let Some(n) = args.n_heads {
+                cfg.n_heads = n;
+            }
+            if let Some(p) = args.dropout {
+                cfg.hidden_dropout = p;
+                cfg.attn_dropout = p;
+            }
+            if cfg.n_heads == 0 || cfg.hidden % cfg.n_heads != 0 {
+                return Err(CliError::input(format!(
+                    "--hidden-size {} is not divisible by --n-heads {}",
+                    cfg.hidden, cfg.n_heads
+                )));
+            }
+            fit(SasRecModel::new(cfg, &mut rng), &split, &opts)?
+        }
+        other => {
+            return Err(CliError::input(format!(
+                "unknown model `{other}` (trainable: sasrec)"
+            )));
+        }
+    };
+    std::fs::write(&args.out, &result.0)
+        .map_err(|e| CliError::input(format!("{}: {e}", args.out.display())))?;
+    out(format!(
+        "saved {} (best epoch {}, {})",
+        args.out.display(),
+        result.1,
+        result.2
+    ))
+}
+
+/// Trains and returns the checkpoint, the best epoch and a summary line.
+fn fit<M: TrainModel>(
+    mut model: M,
+    split: &crate::data::Split,
+    opts: &TrainOptions,
+) -> Result<(Vec<u8>, usize, String), CliError> {
+    let r = train(&mut model, split, opts).map_err(CliError::input)?;
+    let valid = r
+        .best_report
+        .as_ref()
+        .map(|rep| {
+            rep.values
+                .iter()
+                .map(|(k, v)| format!("valid {k} {v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let summary = format!(
+        "{valid}; {} epochs, stopped by {:?}, {:.0} windows/s",
+        r.log.len(),
+        r.stop,
+        r.windows_per_sec
+    );
+    Ok((r.checkpoint, r.best_epoch, summary))
+}
