@@ -3,6 +3,7 @@
 //! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
 
 mod bench;
+mod demo;
 mod eval;
 mod info;
 mod score;
@@ -81,6 +82,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The main job on an embedded default: synthetic log, train SASRec, evaluate against
+    /// popularity, save, reload through the engine, recommend.
+    Demo(demo::DemoArgs),
     /// Architecture, configuration, tensors and catalog size of a model file.
     Info(info::InfoArgs),
     /// Top-k recommendations for one history or a file of histories.
@@ -105,6 +109,7 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Info(args) => info::run(args),
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
