@@ -103,7 +103,33 @@ pub struct Dropout {
 /// The mask a dropout forward applied (empty when it was the identity).
 #[derive(Clone, Debug, Default)]
 pub struct DropoutCache {
-    scale: Vec<f32>,
+    keep: Vec<bool>,
+    scale: f32,
+}
+
+impl DropoutCache {
+    /// Whether the forward was the identity.
+    pub fn is_identity(&self) -> bool {
+        self.keep.is_empty()
+    }
+
+    /// Multiplies `x` in place by the forward's mask (`1/(1 − p)` where kept, 0 where
+    /// dropped): the forward applied to other values, and the backward.
+    pub fn apply(&self, x: &mut [f32]) {
+        if self.is_identity() {
+            return;
+        }
+        assert_eq!(
+            x.len(),
+            self.keep.len(),
+            "dropout mask of {} values applied to {}",
+            self.keep.len(),
+            x.len()
+        );
+        for (v, &k) in x.iter_mut().zip(&self.keep) {
+            *v = if k { *v * self.scale } else { 0.0 };
+        }
+    }
 }
 
 impl Dropout {
@@ -129,33 +155,18 @@ impl Dropout {
         if self.p == 0.0 {
             return DropoutCache::default();
         }
-        let keep = 1.0 / (1.0 - self.p);
         let p = self.p as f64;
-        let scale: Vec<f32> = x
-            .iter()
-            .map(|_| if rng.next_f64() < p { 0.0 } else { keep })
-            .collect();
-        for (v, s) in x.iter_mut().zip(&scale) {
-            *v *= s;
-        }
-        DropoutCache { scale }
+        let cache = DropoutCache {
+            keep: x.iter().map(|_| rng.next_f64() >= p).collect(),
+            scale: 1.0 / (1.0 - self.p),
+        };
+        cache.apply(x);
+        cache
     }
 
     /// Applies the forward's mask to the gradient `d` in place.
     pub fn backward(&self, cache: &DropoutCache, d: &mut [f32]) {
-        if cache.scale.is_empty() {
-            return;
-        }
-        assert_eq!(
-            d.len(),
-            cache.scale.len(),
-            "dropout backward: gradient has {} values, the forward had {}",
-            d.len(),
-            cache.scale.len()
-        );
-        for (g, s) in d.iter_mut().zip(&cache.scale) {
-            *g *= s;
-        }
+        cache.apply(d);
     }
 }
 

@@ -185,9 +185,8 @@ pub struct SelfAttentionCache {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// `P` before attention dropout (`P' = mask ⊙ P` is recomputed in the backward).
     probs: Vec<f32>,
-    /// `P'` when attention dropout was applied (else `probs` is used).
-    dropped: Option<Vec<f32>>,
     attn_drop: DropoutCache,
     ctx: Vec<f32>,
     hidden_drop: DropoutCache,
@@ -269,15 +268,16 @@ impl SelfAttention {
         let v = self.value.infer(x, rows);
         let mut probs = vec![0.0; shape.probs_len()];
         attention_probs(&shape, &q, &k, key_valid, &mut probs);
-        let mut dropped = None;
-        let mut attn_drop = DropoutCache::default();
-        if rng.is_some() && self.attn_dropout.p > 0.0 {
-            let mut p = probs.clone();
-            attn_drop = self.attn_dropout.forward(&mut p, rng.as_deref_mut());
-            dropped = Some(p);
-        }
         let mut ctx = vec![0.0; rows * hd];
-        attention_context(&shape, dropped.as_ref().unwrap_or(&probs), &v, &mut ctx);
+        let attn_drop = if rng.is_some() && self.attn_dropout.p > 0.0 {
+            let mut dropped = probs.clone();
+            let mask = self.attn_dropout.forward(&mut dropped, rng.as_deref_mut());
+            attention_context(&shape, &dropped, &v, &mut ctx);
+            mask
+        } else {
+            attention_context(&shape, &probs, &v, &mut ctx);
+            DropoutCache::default()
+        };
         let mut proj = self.dense.infer(&ctx, rows);
         let hidden_drop = self.hidden_dropout.forward(&mut proj, rng);
         let (y, ln) = self.ln.forward_add(&proj, x, rows);
@@ -288,7 +288,6 @@ impl SelfAttention {
             k,
             v,
             probs,
-            dropped,
             attn_drop,
             ctx,
             hidden_drop,
@@ -310,7 +309,15 @@ impl SelfAttention {
         self.dense
             .backward_with_input(&cache.ctx, rows, &d_proj, &mut d_ctx, false);
 
-        let p_used = cache.dropped.as_ref().unwrap_or(&cache.probs);
+        let dropped;
+        let p_used = if cache.attn_drop.is_identity() {
+            &cache.probs
+        } else {
+            let mut p = cache.probs.clone();
+            cache.attn_drop.apply(&mut p);
+            dropped = p;
+            &dropped
+        };
         let mut dp = vec![0.0; shape.probs_len()];
         let mut dq = vec![0.0; rows * hd];
         let mut dk = vec![0.0; rows * hd];

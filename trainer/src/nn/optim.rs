@@ -103,14 +103,19 @@ impl Optimizer for Sgd {
         let n_state = usize::from(mu != 0.0);
         let slots = self.slots.bind("sgd", params, n_state);
         for (p, state) in params.iter_mut().zip(slots.iter_mut()) {
-            for (j, (theta, &g)) in p.value.iter_mut().zip(&p.grad).enumerate() {
-                let mut g = g + wd * *theta;
-                if mu != 0.0 {
-                    let b = &mut state[0][j];
-                    *b = if first { g } else { mu * *b + g };
-                    g = if self.nesterov { g + mu * *b } else { *b };
+            let Some(buf) = state.first_mut() else {
+                for (theta, &g) in p.value.iter_mut().zip(&p.grad) {
+                    *theta -= lr * (g + wd * *theta);
                 }
-                *theta -= lr * g;
+                continue;
+            };
+            // On the first step the buffer is the gradient itself (PyTorch).
+            let keep = if first { 0.0 } else { mu };
+            for ((theta, &g), b) in p.value.iter_mut().zip(&p.grad).zip(buf) {
+                let g = g + wd * *theta;
+                *b = keep * *b + g;
+                let step = if self.nesterov { g + mu * *b } else { *b };
+                *theta -= lr * step;
             }
         }
         self.t += 1;
@@ -176,18 +181,22 @@ impl Optimizer for Adam {
             .slots
             .bind(if self.decoupled { "adamw" } else { "adam" }, params, 2);
         for (p, state) in params.iter_mut().zip(slots.iter_mut()) {
-            let (m, v) = state.split_at_mut(1);
-            let (m, v) = (&mut m[0], &mut v[0]);
-            for (j, (theta, &g)) in p.value.iter_mut().zip(&p.grad).enumerate() {
-                let g = if self.decoupled {
-                    *theta *= 1.0 - lr * wd;
-                    g
-                } else {
-                    g + wd * *theta
-                };
-                m[j] = b1 * m[j] + (1.0 - b1) * g;
-                v[j] = b2 * v[j] + (1.0 - b2) * g * g;
-                *theta -= step * m[j] / (v[j].sqrt() / sqrt_bc2 + eps);
+            let [m, v] = state.as_mut_slice() else {
+                unreachable!("adam binds two state buffers per parameter")
+            };
+            // Decoupled decay scales θ first; coupled decay adds λθ to the gradient.
+            let (shrink, l2) = if self.decoupled {
+                (1.0 - lr * wd, 0.0)
+            } else {
+                (1.0, wd)
+            };
+            // Zipped iterators (no indexing) so that the loop vectorises.
+            for (((theta, &g), m), v) in p.value.iter_mut().zip(&p.grad).zip(m).zip(v) {
+                *theta *= shrink;
+                let g = g + l2 * *theta;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *theta -= step * *m / (v.sqrt() / sqrt_bc2 + eps);
             }
         }
     }
