@@ -262,3 +262,35 @@ fn bench_prints_the_documented_json() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn demo_trains_evaluates_and_serves() {
+    let dir = temp_dir("demo");
+    let out = dir.join("demo.safetensors");
+    let o = seqrec(&[
+        "demo",
+        "--time-budget",
+        "4",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let metric = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in {text}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // Even a few seconds of training beat the popularity baseline on the synthetic log.
+    assert!(metric("SASRec") > metric("MostPop"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("-> [")).count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(Model::load(&out).unwrap().info().arch, "sasrec");
+    std::fs::remove_dir_all(dir).ok();
+}
