@@ -102,10 +102,8 @@ fn path_and_memory_loading_agree_and_report_info() {
         let cpath = CString::new(path.to_str().unwrap()).unwrap();
         let mut raw = ptr::null_mut();
         // SAFETY: a NUL-terminated path and a local out.
-        assert_eq!(
-            unsafe { seqrec_model_load(cpath.as_ptr(), &mut raw) },
-            SEQREC_OK
-        );
+        let st = unsafe { seqrec_model_load(cpath.as_ptr(), &mut raw) };
+        assert_eq!(st, SEQREC_OK);
         let from_file = ModelHandle(raw);
         let from_mem = ModelHandle::from_bytes(&bytes).unwrap();
         let rust = Model::from_bytes(&bytes, &Default::default()).unwrap();
