@@ -86,15 +86,27 @@ impl<B: Backend> Linear<B> {
         in_dim: usize,
         out_dim: usize,
     ) -> Result<Self> {
-        let mut w = Vec::with_capacity(prefixes.len() * out_dim * in_dim);
-        let mut b = Vec::with_capacity(prefixes.len() * out_dim);
-        for p in prefixes {
-            w.extend_from_slice(
-                ld.get(&format!("{p}.weight"), &[out_dim, in_dim])?
-                    .as_slice(),
-            );
-            b.extend_from_slice(ld.get(&format!("{p}.bias"), &[out_dim])?.as_slice());
-        }
+        // Every part is shape-checked before anything is allocated: the sizes come from the
+        // configuration, which may be corrupt.
+        let parts = prefixes
+            .iter()
+            .map(|p| {
+                Ok((
+                    ld.get(&format!("{p}.weight"), &[out_dim, in_dim])?,
+                    ld.get(&format!("{p}.bias"), &[out_dim])?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let w: Vec<f32> = parts
+            .iter()
+            .flat_map(|(w, _)| w.as_slice())
+            .copied()
+            .collect();
+        let b: Vec<f32> = parts
+            .iter()
+            .flat_map(|(_, b)| b.as_slice())
+            .copied()
+            .collect();
         let n = prefixes.len() * out_dim;
         Ok(Linear {
             w: be.upload(&Tensor::from_vec(vec![n, in_dim], w)?)?,
@@ -249,12 +261,15 @@ impl<B: Backend> GruLayer<B> {
         hidden: usize,
         bias: bool,
     ) -> Result<Self> {
-        let w_ih = ld.get(&format!("{prefix}.weight_ih_l{k}"), &[3 * hidden, input])?;
-        let w_hh = ld.get(&format!("{prefix}.weight_hh_l{k}"), &[3 * hidden, hidden])?;
+        let gates = hidden
+            .checked_mul(3)
+            .ok_or_else(|| Error::Config(format!("hidden size {hidden} is too large")))?;
+        let w_ih = ld.get(&format!("{prefix}.weight_ih_l{k}"), &[gates, input])?;
+        let w_hh = ld.get(&format!("{prefix}.weight_hh_l{k}"), &[gates, hidden])?;
         let (b_ih, b_hh) = if bias {
             (
-                Some(be.upload(&ld.get(&format!("{prefix}.bias_ih_l{k}"), &[3 * hidden])?)?),
-                Some(be.upload(&ld.get(&format!("{prefix}.bias_hh_l{k}"), &[3 * hidden])?)?),
+                Some(be.upload(&ld.get(&format!("{prefix}.bias_ih_l{k}"), &[gates])?)?),
+                Some(be.upload(&ld.get(&format!("{prefix}.bias_hh_l{k}"), &[gates])?)?),
             )
         } else {
             (None, None)

@@ -19,6 +19,11 @@ use alloc::vec::Vec;
 /// RecBole's default `MAX_ITEM_LIST_LENGTH`.
 pub const DEFAULT_MAX_LEN: usize = 50;
 
+/// Largest accepted `MAX_ITEM_LIST_LENGTH`. Some architectures (NextItNet, GRU4Rec) have no
+/// tensor whose shape bounds the window, and scratch buffers are sized by it: a corrupt
+/// configuration must be rejected at load time rather than exhaust memory on the first request.
+pub const MAX_WINDOW: usize = 1 << 16;
+
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -204,10 +209,10 @@ impl<B: Backend> Model<B> {
             )));
         }
         let max_len = config.usize_or("MAX_ITEM_LIST_LENGTH", DEFAULT_MAX_LEN)?;
-        if max_len == 0 {
-            return Err(Error::Config(
-                "MAX_ITEM_LIST_LENGTH must be positive".into(),
-            ));
+        if max_len == 0 || max_len > MAX_WINDOW {
+            return Err(Error::Config(format!(
+                "MAX_ITEM_LIST_LENGTH is {max_len}: it must be in 1..={MAX_WINDOW}"
+            )));
         }
         let mut ld = TensorLoader::new(file);
         let arch = Arch::load(&be, &config, &mut ld, n_items, max_len)?;

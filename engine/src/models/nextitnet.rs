@@ -58,7 +58,7 @@ impl<B: Backend> NextItNet<B> {
         for (b, &d) in dilations
             .iter()
             .cycle()
-            .take(dilations.len() * block_num)
+            .take(dilations.len().saturating_mul(block_num))
             .enumerate()
         {
             blocks.push(NextItNetBlock::load(

@@ -60,7 +60,9 @@ impl<B: Backend> SasRec<B> {
                 "hidden_size ({hidden}) and inner_size ({inner}) must be positive"
             )));
         }
-        let mut layers = Vec::with_capacity(n_layers);
+        // Not `with_capacity(n_layers)`: a corrupt config may ask for billions of layers; the
+        // loop stops at the first missing tensor.
+        let mut layers = Vec::new();
         for l in 0..n_layers {
             let p = format!("trm_encoder.layer.{l}");
             layers.push((

@@ -1,0 +1,203 @@
+//! Session handles: incremental per-user state, one event at a time.
+
+use crate::args::{handle, handle_mut, out_ptr, slice_mut, write_out};
+use crate::error::{Result, boundary, boundary_void, invalid, seqrec_status};
+use crate::model::{check_k, fill_tail, seqrec_model, topk_outputs};
+use seqrec_engine::{Model, SessionState, Workspace};
+use std::ffi::c_int;
+use std::sync::Arc;
+
+/// A user's session: the events pushed so far and the model state they produced, with its own
+/// workspace. Use it from one thread at a time. It keeps its model alive: the model handle may
+/// be freed first.
+#[derive(Debug)]
+#[allow(non_camel_case_types)]
+pub struct seqrec_session {
+    model: Arc<Model>,
+    state: SessionState,
+    ws: Workspace,
+}
+
+/// A new session on `model` for `user`, stored in `*out`.
+///
+/// # Safety
+/// `model` NULL or a live handle; `out` NULL or valid for a write.
+unsafe fn new_session(
+    model: *const seqrec_model,
+    user: Option<u32>,
+    out: *mut *mut seqrec_session,
+) -> Result<()> {
+    // SAFETY: the caller guarantees NULL or a live handle.
+    let m = unsafe { handle(model, "model") }?;
+    out_ptr(out, "out")?;
+    let state = match user {
+        Some(u) => m.model.new_session_for_user(u)?,
+        None => m.model.new_session()?,
+    };
+    let session = Box::new(seqrec_session {
+        model: Arc::clone(&m.model),
+        state,
+        ws: Workspace::new(),
+    });
+    // SAFETY: `out` was checked above; the caller guarantees it is writable.
+    unsafe { write_out(out, Box::into_raw(session)) };
+    Ok(())
+}
+
+/// Starts an empty session on `model`; free it with `seqrec_session_free`. Models with a user
+/// embedding (Caser) need `seqrec_session_new_user` (`SEQREC_ERR_INVALID_ARGUMENT` here).
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `out` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_new(
+    model: *const seqrec_model,
+    out: *mut *mut seqrec_session,
+) -> seqrec_status {
+    // SAFETY: forwarded caller guarantees.
+    boundary("seqrec_session_new", || unsafe {
+        new_session(model, None, out)
+    })
+}
+
+/// Starts an empty session for `user` on a model with a user embedding (Caser). Errors:
+/// `SEQREC_ERR_OUT_OF_RANGE` (`user >= seqrec_model_num_users`), `SEQREC_ERR_INVALID_ARGUMENT`
+/// (model without users, NULL pointer).
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `out` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_new_user(
+    model: *const seqrec_model,
+    user: u32,
+    out: *mut *mut seqrec_session,
+) -> seqrec_status {
+    // SAFETY: forwarded caller guarantees.
+    boundary("seqrec_session_new_user", || unsafe {
+        new_session(model, Some(user), out)
+    })
+}
+
+/// Appends one event. While the session is shorter than the model's window this costs one
+/// incremental step; afterwards the window slides. Results always equal scoring the last
+/// `max_len` events from scratch. Errors: `SEQREC_ERR_OUT_OF_RANGE` (item 0 or
+/// `>= num_items`; the session is unchanged), `SEQREC_ERR_INVALID_ARGUMENT` (NULL session).
+///
+/// # Safety
+/// `session` must be NULL or a live session not used by another thread during the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_push(
+    session: *mut seqrec_session,
+    item: u32,
+) -> seqrec_status {
+    boundary("seqrec_session_push", || {
+        // SAFETY: the caller guarantees NULL or a live session used by this thread only.
+        let s = unsafe { handle_mut(session, "session") }?;
+        s.model.session_push(&mut s.state, item, &mut s.ws)?;
+        Ok(())
+    })
+}
+
+/// Writes the number of events pushed so far to `*out`.
+///
+/// # Safety
+/// `session` must be NULL or a live session; `out` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_len(
+    session: *const seqrec_session,
+    out: *mut usize,
+) -> seqrec_status {
+    boundary("seqrec_session_len", || {
+        // SAFETY: the caller guarantees NULL or a live session.
+        let s = unsafe { handle(session, "session") }?;
+        out_ptr(out, "out")?;
+        // SAFETY: checked above; the caller guarantees it is writable.
+        unsafe { write_out(out, s.state.history().len()) };
+        Ok(())
+    })
+}
+
+/// The `k` best items for the session's events, as `seqrec_model_topk` returns them for the
+/// same history (best first; padding id 0 never; history items not when `exclude_history` is
+/// non-zero; id 0 / `-INFINITY` in the slots left when fewer than `k` remain). Errors:
+/// `SEQREC_ERR_INVALID_ARGUMENT` (no event pushed yet, `k == 0`, NULL pointer, overlapping
+/// buffers), `SEQREC_ERR_OUT_OF_RANGE` (`k > num_items - 1`).
+///
+/// # Safety
+/// `session` must be NULL or a live session not used by another thread during the call;
+/// `items_out` and `scores_out` NULL or `k` writable values each.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_topk(
+    session: *mut seqrec_session,
+    k: usize,
+    exclude_history: c_int,
+    items_out: *mut u32,
+    scores_out: *mut f32,
+) -> seqrec_status {
+    boundary("seqrec_session_topk", || {
+        // SAFETY: the caller guarantees NULL or a live session used by this thread only.
+        let s = unsafe { handle_mut(session, "session") }?;
+        let k = check_k(&s.model, k)?;
+        // SAFETY: the caller guarantees `k` writable values behind each non-NULL pointer.
+        let (items, scores) = unsafe { topk_outputs(k, items_out, scores_out, &[]) }?;
+        let n = s.model.session_topk_into(
+            &s.state,
+            k,
+            exclude_history != 0,
+            &mut s.ws,
+            items,
+            scores,
+        )?;
+        fill_tail(n, items, scores);
+        Ok(())
+    })
+}
+
+/// Full-catalog scores for the session's events into `scores_out[0 .. num_items - 1]`, as
+/// `seqrec_model_score` writes them (`scores_len` is the capacity, at least `num_items`).
+/// Errors: `SEQREC_ERR_INVALID_ARGUMENT` (no event pushed yet, NULL pointer, `scores_len` too
+/// small).
+///
+/// # Safety
+/// `session` must be NULL or a live session not used by another thread during the call;
+/// `scores_out` NULL or `scores_len` writable floats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_score(
+    session: *const seqrec_session,
+    scores_out: *mut f32,
+    scores_len: usize,
+) -> seqrec_status {
+    boundary("seqrec_session_score", || {
+        // SAFETY: the caller guarantees NULL or a live session.
+        let s = unsafe { handle(session, "session") }?;
+        let n = s.model.info().n_items;
+        if scores_len < n && !scores_out.is_null() {
+            return Err(invalid(format!(
+                "scores_len is {scores_len} but the catalog has {n} items (ids 0..={}, padding \
+                 included)",
+                n - 1
+            )));
+        }
+        // SAFETY: the caller guarantees `scores_len >= n` writable floats behind a non-NULL
+        // pointer.
+        let scores = unsafe { slice_mut(scores_out, n, "scores_out") }?;
+        s.model.session_scores(&s.state, scores)?;
+        Ok(())
+    })
+}
+
+/// Releases a session. `seqrec_session_free(NULL)` does nothing; does not change
+/// `seqrec_last_error()`.
+///
+/// # Safety
+/// `session` must be NULL or a session from this library not freed before and not in use.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_free(session: *mut seqrec_session) {
+    boundary_void("seqrec_session_free", || {
+        if !session.is_null() {
+            // SAFETY: the caller passes a pointer made by `Box::into_raw` in `new_session`,
+            // freed once.
+            drop(unsafe { Box::from_raw(session) });
+        }
+    })
+}

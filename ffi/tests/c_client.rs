@@ -1,0 +1,427 @@
+//! Builds the C++17 client `tests/cpp/client.cpp` and the README's C example
+//! `tests/cpp/minimal.c` with the system compiler against the freshly built `libseqrec` (the
+//! cdylib and the staticlib cargo put next to this test binary), then runs them: results equal
+//! the Rust API's, eight threads share one model, every error path has its status, and mutated
+//! files load or fail cleanly.
+//!
+//! `SEQREC_SANITIZE=1` builds the client with `-fsanitize=address,undefined` instead (leaks
+//! included, through LeakSanitizer); `.ci/run` runs that. Skips with a notice when no C++
+//! compiler is found (`CXX`, else `c++`, `g++`, `clang++`).
+
+mod common;
+
+#[path = "common/mutate.rs"]
+mod mutate;
+
+use seqrec_engine::{Model, Query};
+use seqrec_kernels::testing::Rng;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The first compiler among `$var` and `candidates` that answers `--version`.
+fn compiler(var: &str, candidates: &[&str]) -> Option<String> {
+    let from_env = std::env::var(var).ok().filter(|s| !s.is_empty());
+    from_env
+        .into_iter()
+        .chain(candidates.iter().map(|s| s.to_string()))
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// The folder holding `libseqrec.{so,dylib}` and `libseqrec.a` for this build: cargo writes
+/// the library's artifacts into `target/<profile>/deps`, beside this test binary.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps folder").to_path_buf();
+    for dir in [deps.clone(), deps.join("..")] {
+        if dir.join("libseqrec.a").is_file() {
+            return dir;
+        }
+    }
+    panic!(
+        "libseqrec.a not found in {} or its parent: build seqrec-ffi first",
+        deps.display()
+    );
+}
+
+fn sanitize() -> bool {
+    std::env::var("SEQREC_SANITIZE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// A temporary folder removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("seqrec-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// Compiles the client once and links it against the shared library and the static library,
+/// or (sanitizers) only against the static library, with ASan + UBSan. Returns (label,
+/// executable) pairs.
+fn build_clients(cxx: &str, libs: &Path, out: &Path) -> Vec<(String, PathBuf)> {
+    let san = [
+        "-fsanitize=address,undefined",
+        "-fno-omit-frame-pointer",
+        "-fno-sanitize-recover=undefined",
+    ];
+    let flags: &[&str] = if sanitize() { &san } else { &[] };
+    let object = out.join("client.o");
+    run(
+        Command::new(cxx)
+            .args([
+                "-std=c++17",
+                "-g",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pthread",
+                "-c",
+            ])
+            .arg(if sanitize() { "-O1" } else { "-O0" })
+            .args(flags)
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(root().join("tests/cpp/client.cpp"))
+            .arg("-o")
+            .arg(&object),
+        "compiling tests/cpp/client.cpp",
+    );
+    let link = |exe: &Path, libs_args: &[std::ffi::OsString], what: &str| {
+        run(
+            Command::new(cxx)
+                .arg("-pthread")
+                .args(flags)
+                .arg(&object)
+                .args(libs_args)
+                .arg("-o")
+                .arg(exe),
+            what,
+        );
+    };
+    let stat = vec![
+        libs.join("libseqrec.a").into_os_string(),
+        "-ldl".into(),
+        "-lm".into(),
+    ];
+    if sanitize() {
+        let exe = out.join("client-asan");
+        link(
+            &exe,
+            &stat,
+            "linking the client with libseqrec.a, ASan + UBSan",
+        );
+        return vec![("static, ASan + UBSan".to_string(), exe)];
+    }
+    let shared = out.join("client-shared");
+    let dynamic = vec![
+        "-L".into(),
+        libs.as_os_str().to_owned(),
+        format!("-Wl,-rpath,{}", libs.display()).into(),
+        "-lseqrec".into(),
+    ];
+    link(
+        &shared,
+        &dynamic,
+        "linking the client with libseqrec (shared)",
+    );
+    let static_exe = out.join("client-static");
+    link(&static_exe, &stat, "linking the client with libseqrec.a");
+    vec![
+        ("shared".to_string(), shared),
+        ("static".to_string(), static_exe),
+    ]
+}
+
+fn client(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    // Leaks fail the run; UBSan stops at the first report.
+    cmd.env(
+        "ASAN_OPTIONS",
+        "detect_leaks=1:abort_on_error=0:exitcode=23",
+    )
+    .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1");
+    cmd
+}
+
+fn floats(out: &mut String, xs: &[f32]) {
+    for x in xs {
+        write!(out, " {x:?}").unwrap();
+    }
+}
+
+fn ids(out: &mut String, xs: &[u32]) {
+    for x in xs {
+        write!(out, " {x}").unwrap();
+    }
+}
+
+fn with_user(q: Query<'_>, u: Option<u32>) -> Query<'_> {
+    match u {
+        Some(u) => q.user(u),
+        None => q,
+    }
+}
+
+/// What the Rust API answers, in the format `client check` reads.
+fn expected(model: &Model, seed: u64) -> String {
+    let info = model.info();
+    let n = info.n_items;
+    let users = info.n_users.unwrap_or(0);
+    let user_for = |i: usize| (users > 0).then(|| (i % users) as u32);
+    let mut out = format!(
+        "info {n} {users} {} {} {}\n",
+        info.max_len, info.dim, info.arch
+    );
+    let mut rng = Rng::new(seed);
+    let mut ws = model.new_workspace();
+    let histories: Vec<Vec<u32>> = (0..12)
+        .map(|_| {
+            (0..1 + rng.below(2 * info.max_len))
+                .map(|_| 1 + rng.below(n - 1) as u32)
+                .collect()
+        })
+        .collect();
+    for (i, h) in histories.iter().enumerate() {
+        for (exclude, k) in [(false, 10), (true, 10), (true, n - 1)] {
+            let u = user_for(i);
+            let top = model
+                .topk(
+                    &with_user(Query::new(h).exclude_history(exclude), u),
+                    k,
+                    &mut ws,
+                )
+                .unwrap();
+            // Slots past the remaining items are filled with id 0 and -inf by the C ABI.
+            let mut items: Vec<u32> = top.iter().map(|r| r.item).collect();
+            let mut scores: Vec<f32> = top.iter().map(|r| r.score).collect();
+            items.resize(k, 0);
+            scores.resize(k, f32::NEG_INFINITY);
+            let user = u.map_or(-1, i64::from);
+            write!(out, "topk {user} {} {k} {}", exclude as u8, h.len()).unwrap();
+            ids(&mut out, h);
+            ids(&mut out, &items);
+            floats(&mut out, &scores);
+            out.push('\n');
+        }
+    }
+    for (i, h) in histories.iter().take(2).enumerate() {
+        let u = user_for(i);
+        let mut scores = vec![0f32; n];
+        model
+            .score(&with_user(Query::new(h), u), &mut ws, &mut scores)
+            .unwrap();
+        write!(out, "score {} {}", u.map_or(-1, i64::from), h.len()).unwrap();
+        ids(&mut out, h);
+        write!(out, " {n}").unwrap();
+        floats(&mut out, &scores);
+        out.push('\n');
+    }
+    for s in 0..2 {
+        let u = user_for(s + 1);
+        let mut session = match u {
+            Some(u) => model.session_for_user(u).unwrap(),
+            None => model.session().unwrap(),
+        };
+        let events: Vec<u32> = (0..info.max_len + 3)
+            .map(|_| 1 + rng.below(n - 1) as u32)
+            .collect();
+        let (k, exclude) = (5, s == 1);
+        write!(
+            out,
+            "session {} {k} {} {}",
+            u.map_or(-1, i64::from),
+            exclude as u8,
+            events.len()
+        )
+        .unwrap();
+        ids(&mut out, &events);
+        for &e in &events {
+            session.push(e).unwrap();
+            let top = session.topk(k, exclude).unwrap();
+            let mut items: Vec<u32> = top.iter().map(|r| r.item).collect();
+            let mut scores: Vec<f32> = top.iter().map(|r| r.score).collect();
+            items.resize(k, 0);
+            scores.resize(k, f32::NEG_INFINITY);
+            ids(&mut out, &items);
+            floats(&mut out, &scores);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn cpp_client_matches_rust_and_checks_every_error_path() {
+    let Some(cxx) = compiler("CXX", &["c++", "g++", "clang++"]) else {
+        eprintln!("skipped: C++ client: no C++ compiler found (set CXX)");
+        return;
+    };
+    if !cfg!(unix) {
+        eprintln!("skipped: C++ client: the build commands here are for Unix linkers");
+        return;
+    }
+    if sanitize() {
+        let probe = TempDir::new("asan-probe");
+        let src = probe.0.join("probe.cpp");
+        std::fs::write(&src, "int main() { return 0; }\n").unwrap();
+        let ok = Command::new(&cxx)
+            .arg("-fsanitize=address,undefined")
+            .arg(&src)
+            .arg("-o")
+            .arg(probe.0.join("probe"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("skipped: C++ client: {cxx} cannot link -fsanitize=address,undefined");
+            return;
+        }
+    }
+    let libs = lib_dir();
+    let tmp = TempDir::new("cxx-client");
+    let clients = build_clients(&cxx, &libs, &tmp.0);
+
+    // Models: one of each architecture, and the RecBole SASRec fixture when present.
+    let mut models: Vec<(String, PathBuf)> = Vec::new();
+    for (a, (arch, n_items)) in [
+        ("sasrec", 200),
+        ("gru4rec", 150),
+        ("nextitnet", 120),
+        ("caser", 130),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = tmp.0.join(format!("{arch}.safetensors"));
+        std::fs::write(&path, common::model_bytes(arch, n_items, 8, 300 + a as u64)).unwrap();
+        models.push((arch.to_string(), path));
+    }
+    if let Some(shared) = seqrec_tests::shared_dir("C++ client on the SASRec fixture") {
+        let path = shared.join("fixtures/recbole/sasrec/model.safetensors");
+        if path.is_file() {
+            models.push(("sasrec fixture".to_string(), path));
+        }
+    }
+    // Mutated files for the client's loading path (the bulk runs in tests/robustness.rs).
+    let valid = std::fs::read(&models[0].1).unwrap();
+    let mut rng = Rng::new(0xc1);
+    let mutants: Vec<PathBuf> = (0..90)
+        .map(|i| {
+            let path = tmp.0.join(format!("mutant-{i}.safetensors"));
+            let bytes = mutate::mutate(&valid, i % mutate::KINDS.len(), &mut rng);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect();
+
+    for (label, exe) in &clients {
+        for (i, (name, path)) in models.iter().enumerate() {
+            let rust = Model::load(path).unwrap();
+            let want = tmp.0.join(format!("expected-{i}.txt"));
+            std::fs::write(&want, expected(&rust, 7 + i as u64)).unwrap();
+            let out = run(
+                client(exe).arg("check").arg(path).arg(&want),
+                &format!("client ({label}) check {name}"),
+            );
+            eprint!("[{label}] {out}");
+        }
+        let out = run(
+            client(exe)
+                .arg("errors")
+                .arg(&models[0].1)
+                .arg(&models[3].1),
+            &format!("client ({label}) errors"),
+        );
+        eprint!("[{label}] {out}");
+        let out = run(
+            client(exe).arg("mutants").args(&mutants),
+            &format!("client ({label}) mutants"),
+        );
+        eprint!("[{label}] {out}");
+    }
+}
+
+/// The README's minimal C example compiles as C99 with warnings as errors and prints the same
+/// top-10 as the Rust API.
+#[test]
+fn readme_c_example_builds_and_runs() {
+    let Some(cc) = compiler("CC", &["cc", "gcc", "clang"]) else {
+        eprintln!("skipped: C example: no C compiler found (set CC)");
+        return;
+    };
+    if !cfg!(unix) {
+        eprintln!("skipped: C example: the build command here is for Unix linkers");
+        return;
+    }
+    if sanitize() {
+        // The sanitizer run covers the C++ client only.
+        return;
+    }
+    let libs = lib_dir();
+    let tmp = TempDir::new("c-example");
+    let exe = tmp.0.join("minimal");
+    run(
+        Command::new(&cc)
+            .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-I"])
+            .arg(root().join("include"))
+            .arg(root().join("tests/cpp/minimal.c"))
+            .arg("-L")
+            .arg(&libs)
+            .arg(format!("-Wl,-rpath,{}", libs.display()))
+            .args(["-lseqrec", "-o"])
+            .arg(&exe),
+        "compiling tests/cpp/minimal.c",
+    );
+    let bytes = common::model_bytes("sasrec", 200, 8, 11);
+    let model = tmp.0.join("model.safetensors");
+    std::fs::write(&model, &bytes).unwrap();
+    let out = run(Command::new(&exe).arg(&model), "running the C example");
+    let got: Vec<u32> = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    let rust = Model::from_bytes(&bytes, &Default::default()).unwrap();
+    let want: Vec<u32> = rust
+        .topk(
+            &Query::new(&[12, 7, 99]).exclude_history(true),
+            10,
+            &mut rust.new_workspace(),
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.item)
+        .collect();
+    assert_eq!(got, want, "C example output:\n{out}");
+}

@@ -1,0 +1,572 @@
+// C++17 client of the seqrec C ABI (include/seqrec.h), built and run by
+// ffi/tests/c_client.rs against the freshly built libseqrec (shared and static, and under
+// AddressSanitizer + UndefinedBehaviorSanitizer when SEQREC_SANITIZE is set).
+//
+//   client check   MODEL EXPECTED   load, info, score, top-k, batch, sessions, 8 threads,
+//                                   compared with what the Rust API wrote to EXPECTED
+//   client errors  MODEL CASER      every error path, with statuses, messages and untouched
+//                                   out-parameters
+//   client mutants FILE...          corrupt files load or fail cleanly; loaded ones score
+//
+// Exit status 0 when every check passed; the first failure is printed and exits with 1.
+
+#include "seqrec.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+[[noreturn]] void fail(const std::string &what, int line) {
+  std::fprintf(stderr, "client.cpp:%d: FAILED: %s\n", line, what.c_str());
+  std::exit(1);
+}
+
+#define CHECK(cond, what)                                                                        \
+  do {                                                                                           \
+    if (!(cond)) fail(std::string(#cond) + ": " + (what), __LINE__);                             \
+  } while (0)
+
+#define CHECK_OK(call)                                                                           \
+  do {                                                                                           \
+    seqrec_status st_ = (call);                                                                  \
+    if (st_ != SEQREC_OK)                                                                        \
+      fail(std::string(#call) + " -> " + std::to_string(st_) + ": " + seqrec_last_error(),      \
+           __LINE__);                                                                            \
+  } while (0)
+
+// Expects `status` and a last-error message containing `fragment`.
+#define CHECK_ERR(call, status, fragment)                                                        \
+  do {                                                                                           \
+    seqrec_status st_ = (call);                                                                  \
+    std::string msg_ = seqrec_last_error();                                                      \
+    if (st_ != (status) || msg_.find(fragment) == std::string::npos)                             \
+      fail(std::string(#call) + " -> " + std::to_string(st_) + " \"" + msg_ + "\", expected " + \
+               std::to_string(status) + " with \"" + (fragment) + "\"",                          \
+           __LINE__);                                                                            \
+    ++g_errors_checked;                                                                          \
+  } while (0)
+
+int g_errors_checked = 0;
+
+std::vector<uint8_t> read_file(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  CHECK(in.good(), "cannot open " + path);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+// Owning wrappers: every handle is freed, so LeakSanitizer sees no leak.
+struct Model {
+  seqrec_model *p = nullptr;
+  Model() = default;
+  Model(const Model &) = delete;
+  Model &operator=(const Model &) = delete;
+  ~Model() { seqrec_model_free(p); }
+};
+
+struct Session {
+  seqrec_session *p = nullptr;
+  Session() = default;
+  Session(const Session &) = delete;
+  Session &operator=(const Session &) = delete;
+  ~Session() { seqrec_session_free(p); }
+};
+
+// ---- expected results written by the Rust test -------------------------------------------
+
+struct TopkCase {
+  long user;  // -1: none
+  int exclude;
+  size_t k;
+  std::vector<uint32_t> history, items;
+  std::vector<float> scores;
+};
+
+struct ScoreCase {
+  long user;
+  std::vector<uint32_t> history;
+  std::vector<float> scores;
+};
+
+struct SessionCase {
+  long user;
+  size_t k;
+  int exclude;
+  std::vector<uint32_t> events;
+  std::vector<std::vector<uint32_t>> items;  // after each event
+  std::vector<std::vector<float>> scores;
+};
+
+struct Expected {
+  uint32_t n_items = 0, n_users = 0;
+  size_t max_len = 0, dim = 0;
+  std::string arch;
+  std::vector<TopkCase> topk;
+  std::vector<ScoreCase> score;
+  std::vector<SessionCase> sessions;
+};
+
+float to_float(const std::string &s) { return std::strtof(s.c_str(), nullptr); }
+
+Expected read_expected(const std::string &path) {
+  std::ifstream in(path);
+  CHECK(in.good(), "cannot open " + path);
+  Expected e;
+  std::string tag, tok;
+  auto ids = [&](size_t n) {
+    std::vector<uint32_t> v(n);
+    for (auto &x : v) in >> x;
+    return v;
+  };
+  auto floats = [&](size_t n) {
+    std::vector<float> v(n);
+    for (auto &x : v) {
+      in >> tok;
+      x = to_float(tok);
+    }
+    return v;
+  };
+  while (in >> tag) {
+    if (tag == "info") {
+      in >> e.n_items >> e.n_users >> e.max_len >> e.dim >> e.arch;
+    } else if (tag == "topk") {
+      TopkCase c;
+      size_t len;
+      in >> c.user >> c.exclude >> c.k >> len;
+      c.history = ids(len);
+      c.items = ids(c.k);
+      c.scores = floats(c.k);
+      e.topk.push_back(std::move(c));
+    } else if (tag == "score") {
+      ScoreCase c;
+      size_t len, n;
+      in >> c.user >> len;
+      c.history = ids(len);
+      in >> n;
+      c.scores = floats(n);
+      e.score.push_back(std::move(c));
+    } else if (tag == "session") {
+      SessionCase c;
+      size_t m;
+      in >> c.user >> c.k >> c.exclude >> m;
+      c.events = ids(m);
+      for (size_t i = 0; i < m; ++i) {
+        c.items.push_back(ids(c.k));
+        c.scores.push_back(floats(c.k));
+      }
+      e.sessions.push_back(std::move(c));
+    } else {
+      fail("unknown record " + tag + " in " + path, __LINE__);
+    }
+  }
+  CHECK(e.n_items >= 2, "no info record in " + path);
+  return e;
+}
+
+// Same library code on the same machine: identical ids, scores equal to float rounding.
+void compare(const std::vector<uint32_t> &items, const std::vector<float> &scores,
+             const std::vector<uint32_t> &want_items, const std::vector<float> &want_scores,
+             const std::string &ctx) {
+  CHECK(items == want_items, ctx + ": items differ");
+  for (size_t i = 0; i < scores.size(); ++i) {
+    float w = want_scores[i], g = scores[i];
+    bool same = (std::isinf(w) && g == w) || std::fabs(g - w) <= 1e-6f * std::fmax(1.f, std::fabs(w));
+    CHECK(same, ctx + ": score " + std::to_string(i) + " " + std::to_string(g) + " vs " +
+                    std::to_string(w));
+  }
+}
+
+seqrec_status topk(const seqrec_model *m, long user, const std::vector<uint32_t> &h, size_t k,
+                   int exclude, std::vector<uint32_t> &items, std::vector<float> &scores) {
+  items.assign(k, 0xFFFFFFFFu);
+  scores.assign(k, NAN);
+  if (user < 0)
+    return seqrec_model_topk(m, h.data(), h.size(), k, exclude, items.data(), scores.data());
+  return seqrec_model_topk_user(m, (uint32_t)user, h.data(), h.size(), k, exclude, items.data(),
+                                scores.data());
+}
+
+void check_topk_cases(const seqrec_model *m, const Expected &e, const std::string &ctx) {
+  std::vector<uint32_t> items;
+  std::vector<float> scores;
+  for (size_t i = 0; i < e.topk.size(); ++i) {
+    const TopkCase &c = e.topk[i];
+    CHECK_OK(topk(m, c.user, c.history, c.k, c.exclude, items, scores));
+    compare(items, scores, c.items, c.scores, ctx + " topk case " + std::to_string(i));
+  }
+}
+
+void check_sessions(const seqrec_model *m, const Expected &e, const std::string &ctx) {
+  for (const SessionCase &c : e.sessions) {
+    Session s;
+    if (c.user < 0)
+      CHECK_OK(seqrec_session_new(m, &s.p));
+    else
+      CHECK_OK(seqrec_session_new_user(m, (uint32_t)c.user, &s.p));
+    std::vector<uint32_t> items(c.k);
+    std::vector<float> scores(c.k);
+    for (size_t i = 0; i < c.events.size(); ++i) {
+      CHECK_OK(seqrec_session_push(s.p, c.events[i]));
+      size_t len = 0;
+      CHECK_OK(seqrec_session_len(s.p, &len));
+      CHECK(len == i + 1, ctx + ": session length");
+      CHECK_OK(seqrec_session_topk(s.p, c.k, c.exclude, items.data(), scores.data()));
+      compare(items, scores, c.items[i], c.scores[i], ctx + " session step " + std::to_string(i));
+    }
+  }
+}
+
+void check_batch(const seqrec_model *m, const Expected &e, const std::string &ctx) {
+  for (int exclude = 0; exclude <= 1; ++exclude) {
+    std::vector<const TopkCase *> rows;
+    for (const TopkCase &c : e.topk)
+      if (c.exclude == exclude && c.k == e.topk[0].k) rows.push_back(&c);
+    if (rows.empty()) continue;
+    size_t k = rows[0]->k, b = rows.size();
+    std::vector<uint32_t> flat, users;
+    std::vector<size_t> offsets{0};
+    for (const TopkCase *c : rows) {
+      flat.insert(flat.end(), c->history.begin(), c->history.end());
+      offsets.push_back(flat.size());
+      users.push_back(c->user < 0 ? 0 : (uint32_t)c->user);
+    }
+    std::vector<uint32_t> items(b * k);
+    std::vector<float> scores(b * k);
+    if (rows[0]->user < 0)
+      CHECK_OK(seqrec_model_topk_batch(m, flat.data(), offsets.data(), b, k, exclude, items.data(),
+                                       scores.data()));
+    else
+      CHECK_OK(seqrec_model_topk_batch_user(m, users.data(), flat.data(), offsets.data(), b, k,
+                                            exclude, items.data(), scores.data()));
+    for (size_t r = 0; r < b; ++r) {
+      std::vector<uint32_t> ri(items.begin() + r * k, items.begin() + (r + 1) * k);
+      std::vector<float> rs(scores.begin() + r * k, scores.begin() + (r + 1) * k);
+      compare(ri, rs, rows[r]->items, rows[r]->scores, ctx + " batch row " + std::to_string(r));
+    }
+  }
+}
+
+int run_check(const std::string &path, const std::string &expected_path) {
+  Expected e = read_expected(expected_path);
+  Model from_file, from_memory;
+  CHECK_OK(seqrec_model_load(path.c_str(), &from_file.p));
+  std::vector<uint8_t> bytes = read_file(path);
+  CHECK_OK(seqrec_model_load_from_memory(bytes.data(), bytes.size(), &from_memory.p));
+  bytes.clear();
+  bytes.shrink_to_fit();  // the model copied them
+
+  for (const Model *m : {&from_file, &from_memory}) {
+    uint32_t n_items = 0, n_users = 99;
+    size_t max_len = 0, dim = 0;
+    const char *arch = nullptr;
+    CHECK_OK(seqrec_model_num_items(m->p, &n_items));
+    CHECK_OK(seqrec_model_num_users(m->p, &n_users));
+    CHECK_OK(seqrec_model_max_len(m->p, &max_len));
+    CHECK_OK(seqrec_model_dim(m->p, &dim));
+    CHECK_OK(seqrec_model_arch(m->p, &arch));
+    CHECK(n_items == e.n_items && n_users == e.n_users, "catalog / users");
+    CHECK(max_len == e.max_len && dim == e.dim, "window / dim");
+    CHECK(e.arch == arch, "arch");
+    CHECK(std::string(seqrec_last_error()).empty(), "success leaves no message");
+  }
+  const seqrec_model *m = from_file.p;
+  check_topk_cases(m, e, e.arch + " (file)");
+  check_topk_cases(from_memory.p, e, e.arch + " (memory)");
+  for (const ScoreCase &c : e.score) {
+    std::vector<float> scores(e.n_items + 2, -7.f);
+    if (c.user < 0)
+      CHECK_OK(seqrec_model_score(m, c.history.data(), c.history.size(), scores.data(),
+                                  scores.size()));
+    else
+      CHECK_OK(seqrec_model_score_user(m, (uint32_t)c.user, c.history.data(), c.history.size(),
+                                       scores.data(), scores.size()));
+    CHECK(scores[e.n_items] == -7.f && scores[e.n_items + 1] == -7.f, "wrote past num_items");
+    scores.resize(e.n_items);
+    std::vector<uint32_t> none;
+    compare(none, scores, none, c.scores, e.arch + " scores");
+  }
+  check_batch(m, e, e.arch);
+  check_sessions(m, e, e.arch);
+
+  // Eight threads on one model: the same answers, sessions of their own, and each thread's
+  // own last error even while the others fail too.
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint32_t> bad{e.n_items + (uint32_t)t};
+      std::vector<uint32_t> items;
+      std::vector<float> scores;
+      std::string want = "item id " + std::to_string(e.n_items + t);
+      for (int round = 0; round < 4; ++round) {
+        check_topk_cases(m, e, e.arch + " thread " + std::to_string(t));
+        long user = e.n_users > 0 ? 0 : -1;
+        CHECK(topk(m, user, bad, 1, 0, items, scores) == SEQREC_ERR_OUT_OF_RANGE, "bad id");
+        std::this_thread::yield();
+        std::string msg = seqrec_last_error();
+        CHECK(msg.find(want) != std::string::npos, "thread-local message: " + msg);
+      }
+      check_sessions(m, e, e.arch + " thread " + std::to_string(t));
+      done.fetch_add(1);
+    });
+  }
+  for (auto &th : threads) th.join();
+  CHECK(done.load() == 8, "all threads finished");
+  std::printf("check %s: %zu top-k, %zu score, %zu session cases; 8 threads agree\n",
+              e.arch.c_str(), e.topk.size(), e.score.size(), e.sessions.size());
+  return 0;
+}
+
+// ---- error paths ---------------------------------------------------------------------------
+
+int run_errors(const std::string &path, const std::string &caser_path) {
+  const auto IA = SEQREC_ERR_INVALID_ARGUMENT;
+  const auto OOR = SEQREC_ERR_OUT_OF_RANGE;
+  Model model, caser;
+  CHECK_OK(seqrec_model_load(path.c_str(), &model.p));
+  CHECK_OK(seqrec_model_load(caser_path.c_str(), &caser.p));
+  const seqrec_model *m = model.p, *c = caser.p;
+  uint32_t n = 0, n_users = 0;
+  CHECK_OK(seqrec_model_num_items(m, &n));
+  CHECK_OK(seqrec_model_num_users(c, &n_users));
+  CHECK(n_users > 0, "caser has users");
+  const std::string max_id = std::to_string(n - 1);
+
+  // Loading.
+  seqrec_model *out = nullptr;
+  CHECK_ERR(seqrec_model_load("/nonexistent/model.safetensors", &out), SEQREC_ERR_IO,
+            "seqrec_model_load: /nonexistent/model.safetensors");
+  CHECK_ERR(seqrec_model_load(nullptr, &out), IA, "path is NULL");
+  CHECK_ERR(seqrec_model_load(path.c_str(), nullptr), IA, "out is NULL");
+  const uint8_t junk[16] = {1, 2, 3};
+  CHECK_ERR(seqrec_model_load_from_memory(junk, sizeof junk, &out), SEQREC_ERR_FORMAT,
+            "invalid safetensors");
+  CHECK_ERR(seqrec_model_load_from_memory(junk, 0, &out), SEQREC_ERR_FORMAT, "invalid safetensors");
+  CHECK_ERR(seqrec_model_load_from_memory(nullptr, 16, &out), IA, "data is NULL");
+  CHECK_ERR(seqrec_model_load_from_memory(junk, 16, nullptr), IA, "out is NULL");
+  CHECK(out == nullptr, "out written on failure");
+
+  // Properties.
+  uint32_t u32 = 12345;
+  size_t sz = 12345;
+  const char *name = nullptr;
+  CHECK_ERR(seqrec_model_num_items(nullptr, &u32), IA, "model is NULL");
+  CHECK_ERR(seqrec_model_num_items(m, nullptr), IA, "out is NULL");
+  CHECK_ERR(seqrec_model_num_users(nullptr, &u32), IA, "model is NULL");
+  CHECK_ERR(seqrec_model_max_len(nullptr, &sz), IA, "model is NULL");
+  CHECK_ERR(seqrec_model_dim(m, nullptr), IA, "out is NULL");
+  CHECK_ERR(seqrec_model_arch(nullptr, &name), IA, "model is NULL");
+  CHECK(u32 == 12345 && sz == 12345 && name == nullptr, "out written on failure");
+
+  // Scores.
+  std::vector<uint32_t> h{1, 2, 3}, empty;
+  std::vector<float> scores(n, -7.f);
+  auto untouched = [&] {
+    for (float s : scores)
+      if (s != -7.f) return false;
+    return true;
+  };
+  CHECK_ERR(seqrec_model_score(m, h.data(), 0, scores.data(), n), IA, "empty history");
+  CHECK_ERR(seqrec_model_score(m, h.data(), 3, scores.data(), n - 1), IA,
+            "scores_len is " + std::to_string(n - 1) + " but the catalog has " + std::to_string(n));
+  CHECK_ERR(seqrec_model_score(m, nullptr, 3, scores.data(), n), IA, "history is NULL");
+  CHECK_ERR(seqrec_model_score(m, h.data(), 3, nullptr, n), IA, "scores_out is NULL");
+  CHECK_ERR(seqrec_model_score(nullptr, h.data(), 3, scores.data(), n), IA, "model is NULL");
+  std::vector<uint32_t> zero{5, 0}, high{n}, top{0xFFFFFFFFu};
+  CHECK_ERR(seqrec_model_score(m, zero.data(), 2, scores.data(), n), OOR,
+            "item id 0 at history position 1 is out of range: valid ids are 1..=" + max_id);
+  CHECK_ERR(seqrec_model_score(m, high.data(), 1, scores.data(), n), OOR,
+            "item id " + std::to_string(n));
+  CHECK_ERR(seqrec_model_score(m, top.data(), 1, scores.data(), n), OOR, "item id 4294967295");
+  CHECK_ERR(seqrec_model_score_user(m, 0, h.data(), 3, scores.data(), n), IA, "no user embedding");
+  CHECK(untouched(), "scores written on failure");
+
+  // Top-k.
+  std::vector<uint32_t> items(n, 0xABCDu);
+  auto items_untouched = [&] {
+    for (uint32_t i : items)
+      if (i != 0xABCDu) return false;
+    return true;
+  };
+  float *sp = scores.data();
+  uint32_t *ip = items.data();
+  CHECK_ERR(seqrec_model_topk(m, h.data(), 3, 0, 0, ip, sp), IA, "k is 0");
+  CHECK_ERR(seqrec_model_topk(m, h.data(), 3, n, 0, ip, sp), OOR,
+            "k = " + std::to_string(n) + " exceeds the catalog's " + max_id + " items");
+  CHECK_ERR(seqrec_model_topk(m, empty.data(), 0, 5, 0, ip, sp), IA, "empty history");
+  CHECK_ERR(seqrec_model_topk(m, zero.data(), 2, 5, 0, ip, sp), OOR, "item id 0");
+  CHECK_ERR(seqrec_model_topk(m, high.data(), 1, 5, 0, ip, sp), OOR, "item id " + std::to_string(n));
+  CHECK_ERR(seqrec_model_topk(nullptr, h.data(), 3, 5, 0, ip, sp), IA, "model is NULL");
+  CHECK_ERR(seqrec_model_topk(m, nullptr, 3, 5, 0, ip, sp), IA, "history is NULL");
+  CHECK_ERR(seqrec_model_topk(m, h.data(), 3, 5, 0, nullptr, sp), IA, "items_out is NULL");
+  CHECK_ERR(seqrec_model_topk(m, h.data(), 3, 5, 0, ip, nullptr), IA, "scores_out is NULL");
+  CHECK_ERR(seqrec_model_topk(m, h.data(), 3, 5, 0, ip, reinterpret_cast<float *>(ip + 2)), IA,
+            "items_out overlaps scores_out");
+  CHECK_ERR(seqrec_model_topk(m, h.data(), 3, 5, 0, ip,
+                              reinterpret_cast<float *>(reinterpret_cast<char *>(sp) + 1)),
+            IA, "scores_out is not aligned");
+  CHECK_ERR(seqrec_model_topk_user(m, 1, h.data(), 3, 5, 0, ip, sp), IA, "no user embedding");
+  CHECK_ERR(seqrec_model_topk(c, h.data(), 3, 5, 0, ip, sp), IA, "user id is required");
+  CHECK_ERR(seqrec_model_topk_user(c, n_users, h.data(), 3, 5, 0, ip, sp), OOR,
+            "user id " + std::to_string(n_users) + " is out of range");
+  CHECK_ERR(seqrec_model_score(c, h.data(), 3, scores.data(), n), IA, "user id is required");
+  CHECK(untouched() && items_untouched(), "outputs written on failure");
+
+  // Batches.
+  std::vector<uint32_t> flat{1, 2, 3, 4, 5, 0};
+  std::vector<size_t> offs{0, 2, 5}, down{0, 4, 2}, hole{0, 2, 2}, bad_row{0, 2, 6};
+  std::vector<uint32_t> users{0, n_users};
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), down.data(), 2, 3, 0, ip, sp), IA,
+            "offsets must be non-decreasing: offsets[1] = 4 > offsets[2] = 2");
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), hole.data(), 2, 3, 0, ip, sp), IA,
+            "history 1: empty history");
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), bad_row.data(), 2, 3, 0, ip, sp), OOR,
+            "history 1: item id 0 at history position 3");
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), offs.data(), 2, 0, 0, ip, sp), IA, "k is 0");
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), offs.data(), 2, n, 0, ip, sp), OOR, "exceeds");
+  CHECK_ERR(seqrec_model_topk_batch(m, nullptr, offs.data(), 2, 3, 0, ip, sp), IA,
+            "histories is NULL");
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), nullptr, 2, 3, 0, ip, sp), IA,
+            "offsets is NULL");
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), offs.data(), 2, 3, 0, nullptr, sp), IA,
+            "items_out is NULL");
+  CHECK_ERR(seqrec_model_topk_batch(m, flat.data(), offs.data(), 2, 3, 0, ip, nullptr), IA,
+            "scores_out is NULL");
+  CHECK_ERR(seqrec_model_topk_batch(nullptr, flat.data(), offs.data(), 2, 3, 0, ip, sp), IA,
+            "model is NULL");
+  CHECK_ERR(seqrec_model_topk_batch(c, flat.data(), offs.data(), 2, 3, 0, ip, sp), IA,
+            "history 0: ");
+  CHECK_ERR(seqrec_model_topk_batch_user(c, users.data(), flat.data(), offs.data(), 2, 3, 0, ip, sp),
+            OOR, "history 1: user id " + std::to_string(n_users));
+  CHECK_ERR(seqrec_model_topk_batch_user(c, nullptr, flat.data(), offs.data(), 2, 3, 0, ip, sp), IA,
+            "users is NULL");
+  CHECK_ERR(seqrec_model_topk_batch_user(m, users.data(), flat.data(), offs.data(), 2, 3, 0, ip, sp),
+            IA, "no user embedding");
+  CHECK(untouched() && items_untouched(), "outputs written on failure");
+  CHECK_OK(seqrec_model_topk_batch(m, nullptr, nullptr, 0, 3, 0, nullptr, nullptr));
+
+  // Sessions.
+  seqrec_session *sout = nullptr;
+  CHECK_ERR(seqrec_session_new(nullptr, &sout), IA, "model is NULL");
+  CHECK_ERR(seqrec_session_new(m, nullptr), IA, "out is NULL");
+  CHECK_ERR(seqrec_session_new(c, &sout), IA, "user id is required");
+  CHECK_ERR(seqrec_session_new_user(c, n_users, &sout), OOR, "user id");
+  CHECK_ERR(seqrec_session_new_user(m, 0, &sout), IA, "no user embedding");
+  CHECK(sout == nullptr, "session written on failure");
+  Session s;
+  CHECK_OK(seqrec_session_new(m, &s.p));
+  CHECK_ERR(seqrec_session_topk(s.p, 3, 0, ip, sp), IA, "seqrec_session_topk: empty history");
+  CHECK_ERR(seqrec_session_score(s.p, sp, n), IA, "seqrec_session_score: empty history");
+  CHECK_ERR(seqrec_session_push(s.p, 0), OOR, "item id 0");
+  CHECK_ERR(seqrec_session_push(s.p, n), OOR, "item id " + std::to_string(n));
+  CHECK_ERR(seqrec_session_push(nullptr, 1), IA, "session is NULL");
+  size_t len = 99;
+  CHECK_OK(seqrec_session_len(s.p, &len));
+  CHECK(len == 0, "failed pushes change nothing");
+  CHECK_ERR(seqrec_session_len(nullptr, &len), IA, "session is NULL");
+  CHECK_ERR(seqrec_session_len(s.p, nullptr), IA, "out is NULL");
+  CHECK_OK(seqrec_session_push(s.p, 1));
+  CHECK_ERR(seqrec_session_topk(s.p, 0, 0, ip, sp), IA, "k is 0");
+  CHECK_ERR(seqrec_session_topk(s.p, n, 0, ip, sp), OOR, "exceeds");
+  CHECK_ERR(seqrec_session_topk(nullptr, 3, 0, ip, sp), IA, "session is NULL");
+  CHECK_ERR(seqrec_session_topk(s.p, 3, 0, nullptr, sp), IA, "items_out is NULL");
+  CHECK_ERR(seqrec_session_topk(s.p, 3, 0, ip, nullptr), IA, "scores_out is NULL");
+  CHECK_ERR(seqrec_session_score(s.p, sp, n - 1), IA, "scores_len");
+  CHECK_ERR(seqrec_session_score(s.p, nullptr, n), IA, "scores_out is NULL");
+  CHECK_ERR(seqrec_session_score(nullptr, sp, n), IA, "session is NULL");
+  CHECK(untouched() && items_untouched(), "outputs written on failure");
+
+  // Fewer than k items left after exclusions: id 0 and -INFINITY fill the tail.
+  std::vector<uint32_t> all;
+  for (uint32_t i = 1; i < n; ++i) all.push_back(i);
+  all.pop_back();  // every item but the last is in the history
+  CHECK_OK(seqrec_model_topk(m, all.data(), all.size(), 3, 1, ip, sp));
+  CHECK(items[0] == n - 1 && std::isfinite(scores[0]), "the one item left");
+  CHECK(items[1] == 0 && items[2] == 0, "id 0 fills");
+  CHECK(std::isinf(scores[1]) && scores[1] < 0 && std::isinf(scores[2]), "-INFINITY fills");
+
+  // free(NULL) is a no-op and keeps the last message.
+  CHECK_ERR(seqrec_session_push(nullptr, 1), IA, "session is NULL");
+  seqrec_model_free(nullptr);
+  seqrec_session_free(nullptr);
+  CHECK(std::string(seqrec_last_error()).find("session is NULL") != std::string::npos,
+        "free(NULL) kept the message");
+  CHECK(std::string(seqrec_version()).find('.') != std::string::npos, "version");
+  std::printf("errors: %d error paths checked\n", g_errors_checked);
+  return 0;
+}
+
+// ---- corrupt files -------------------------------------------------------------------------
+
+bool exercise(const seqrec_model *m) {
+  uint32_t n = 0, users = 0;
+  CHECK_OK(seqrec_model_num_items(m, &n));
+  CHECK_OK(seqrec_model_num_users(m, &users));
+  long user = users > 0 ? 0 : -1;
+  std::vector<uint32_t> h{1, n - 1, 1};
+  std::vector<uint32_t> items;
+  std::vector<float> scores;
+  size_t k = n - 1 < 5 ? n - 1 : 5;
+  CHECK_OK(topk(m, user, h, k, 1, items, scores));
+  std::vector<float> all(n);
+  if (user < 0)
+    CHECK_OK(seqrec_model_score(m, h.data(), h.size(), all.data(), n));
+  else
+    CHECK_OK(seqrec_model_score_user(m, 0, h.data(), h.size(), all.data(), n));
+  Session s;
+  if (user < 0)
+    CHECK_OK(seqrec_session_new(m, &s.p));
+  else
+    CHECK_OK(seqrec_session_new_user(m, 0, &s.p));
+  for (uint32_t id : h) CHECK_OK(seqrec_session_push(s.p, id));
+  CHECK_OK(seqrec_session_topk(s.p, k, 0, items.data(), scores.data()));
+  return true;
+}
+
+int run_mutants(int argc, char **argv) {
+  int loaded = 0, rejected = 0;
+  for (int i = 2; i < argc; ++i) {
+    std::vector<uint8_t> bytes = read_file(argv[i]);
+    Model a, b;
+    seqrec_status from_file = seqrec_model_load(argv[i], &a.p);
+    std::string file_msg = seqrec_last_error();
+    seqrec_status from_memory = seqrec_model_load_from_memory(bytes.data(), bytes.size(), &b.p);
+    CHECK(from_file == from_memory, std::string(argv[i]) + ": file and memory disagree: " + file_msg);
+    CHECK(from_file == SEQREC_OK || from_file == SEQREC_ERR_FORMAT,
+          std::string(argv[i]) + ": status " + std::to_string(from_file) + ": " + file_msg);
+    if (from_file == SEQREC_OK) {
+      CHECK(a.p && b.p, "handles");
+      exercise(a.p);
+      exercise(b.p);
+      ++loaded;
+    } else {
+      CHECK(!a.p && !b.p, "handle written on failure");
+      CHECK(!file_msg.empty(), "message for a rejected file");
+      ++rejected;
+    }
+  }
+  std::printf("mutants: %d loaded, %d rejected\n", loaded, rejected);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  std::string mode = argc > 1 ? argv[1] : "";
+  std::printf("seqrec %s\n", seqrec_version());
+  if (mode == "check" && argc == 4) return run_check(argv[2], argv[3]);
+  if (mode == "errors" && argc == 4) return run_errors(argv[2], argv[3]);
+  if (mode == "mutants") return run_mutants(argc, argv);
+  std::fprintf(stderr,
+               "usage: client check MODEL EXPECTED | errors MODEL CASER | mutants FILE...\n");
+  return 2;
+}
