@@ -37,7 +37,7 @@ fn bench_causal_conv(c: &mut Criterion) {
     // Throughput: multiply-adds of the full (unpadded) conv, counted as elements.
     group.throughput(Throughput::Elements((len * ch * ch * k) as u64));
     for d in [1, 2, 4, 8] {
-        group.bench_function(format!("gemm/L{len}_c{ch}_k{k}_d{d}"), |b| {
+        group.bench_function(format!("matmul/L{len}_c{ch}_k{k}_d{d}"), |b| {
             b.iter(|| causal_conv1d(black_box(&x), len, ch, &taps, Some(&bias), ch, k, d, &mut y))
         });
         group.bench_function(format!("pulp/L{len}_c{ch}_k{k}_d{d}"), |b| {

@@ -17,7 +17,8 @@ use seqrec_kernels::cpu::attention::{self, AttentionShape, AttnMask};
 use seqrec_kernels::cpu::topk::TopK;
 use seqrec_kernels::cpu::{conv, embedding, gru, linear, norm, vector};
 
-/// The CPU backend (SIMD kernels dispatched at run time; `gemm` for matrix products).
+/// The CPU backend (SIMD kernels dispatched at run time; register-blocked, allocation-free
+/// matrix products).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Cpu;
 

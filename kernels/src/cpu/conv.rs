@@ -18,9 +18,9 @@
 //! Paths: `*_ref` plain loops with f64 accumulation (the conv reference takes the unpacked
 //! PyTorch weight); `*_isa` pulp bodies (conv and vertical: per output row, register blocks of up
 //! to eight vectors of outputs accumulating scalar × row products; horizontal: dot products of
-//! two windows × four filters per block, sharing every load). Fast paths: the causal conv uses
-//! `gemm` under `std` (one product per tap, about twice the pulp body at 64 channels) and the
-//! pulp body otherwise and for a single row; both Caser convolutions use their pulp bodies.
+//! two windows × four filters per block, sharing every load). Fast paths: the causal conv runs
+//! one register-blocked [`super::linear::matmul`] per tap (allocation-free) for more than one
+//! row and its pulp body for a single row; both Caser convolutions use their pulp bodies.
 //!
 //! Tolerance of every fast path against the reference: `1e-5·(1 + Σ|terms|)` per output, where
 //! `Σ|terms|` is the sum of the absolute products and bias entering it (f32 accumulation in a
@@ -288,8 +288,9 @@ pub fn causal_conv1d_isa(
 
 /// Dilated causal conv1d, NextItNet's `Conv2d(in, out, (1, k), dilation=(1, d))` over a
 /// left-zero-padded sequence: `x` `[len, in_ch]` → `y` `[len, out_ch]`, with the weight packed
-/// by [`pack_conv_taps`]. Under `std`, one `gemm` per tap accumulates the tap's `[in, out]`
-/// matrix applied to the shifted rows; without it, the pulp body.
+/// by [`pack_conv_taps`]. For more than one row, one [`super::linear::matmul`] per tap
+/// accumulates the tap's `[in, out]` matrix applied to the shifted rows; for one, the pulp
+/// body.
 ///
 /// # Panics
 /// If `k == 0`, `dilation == 0`, `x.len() != len·in_ch`, `taps.len() != k·in_ch·out_ch`, a bias
@@ -307,7 +308,6 @@ pub fn causal_conv1d(
 ) {
     check_conv(x.len(), len, in_ch, taps.len(), bias, out_ch, k, dilation);
     check_conv_full(x, len, in_ch, out_ch, y);
-    #[cfg(feature = "std")]
     if len > 1 && in_ch > 0 && out_ch > 0 {
         match bias {
             Some(b) => y

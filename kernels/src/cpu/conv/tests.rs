@@ -194,7 +194,7 @@ fn causal_conv1d_step_fast_path_matches_the_full_conv() {
                 d,
                 &mut row,
             );
-            // gemm and the pulp body round differently: 1e-5 absolute + 1e-5 relative
+            // The per-tap matmul and the pulp body round differently: 1e-5 absolute + 1e-5 relative
             // (|terms| here sum to at most ~40).
             crate::testing::assert_close(
                 &format!("step vs full d={d} t={t}"),

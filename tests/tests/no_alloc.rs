@@ -1,0 +1,72 @@
+//! After warm-up, scoring allocates nothing: a counting global allocator watches the calling
+//! thread while it scores (full catalog and fused top-k) with a reused workspace.
+
+use seqrec_engine::{Model, Query};
+use seqrec_tests::{random_model_bytes, small_config};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; the thread-local counter is a `Cell` of
+// plain integers with const initialisation, which does not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        COUNT.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        COUNT.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    COUNT.with(Cell::get)
+}
+
+#[test]
+fn scoring_does_not_allocate_after_warm_up() {
+    for arch in ["sasrec", "gru4rec", "nextitnet", "caser"] {
+        let bytes = random_model_bytes(&small_config(arch, 300, 10), 3, 0.2);
+        let m = Model::from_bytes(&bytes, &Default::default()).unwrap();
+        let user = if arch == "caser" { Some(2) } else { None };
+        let histories: Vec<Vec<u32>> = vec![vec![5; 10], vec![1, 2, 3], (1..40).collect(), vec![7]];
+        let mut ws = m.new_workspace();
+        let mut scores = vec![0f32; 300];
+        let (mut items, mut top) = (vec![0u32; 10], vec![0f32; 10]);
+        let run = |ws: &mut _, scores: &mut Vec<f32>, items: &mut Vec<u32>, top: &mut Vec<f32>| {
+            for h in &histories {
+                let mut q = Query::new(h).exclude_history(true);
+                if let Some(u) = user {
+                    q = q.user(u);
+                }
+                m.score(&q, ws, scores).unwrap();
+                m.topk_into(&q, 10, ws, items, top).unwrap();
+            }
+        };
+        run(&mut ws, &mut scores, &mut items, &mut top);
+        let before = allocations();
+        for _ in 0..5 {
+            run(&mut ws, &mut scores, &mut items, &mut top);
+        }
+        assert_eq!(
+            allocations() - before,
+            0,
+            "{arch}: scoring allocated after warm-up"
+        );
+    }
+}
