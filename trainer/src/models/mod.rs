@@ -12,12 +12,21 @@
 //!   of exactly `L` rows at its last row (NextItNet) or as a whole (Caser), so each training
 //!   example is one such window and one output (RecBole's data augmentation).
 
+pub mod caser;
+pub mod gru4rec;
+pub mod nextitnet;
 pub mod sasrec;
+
+#[cfg(test)]
+mod grad_tests;
 
 use crate::nn::{Module, Param, Rng};
 use seqrec_engine::Config;
 
-pub use sasrec::SasRecModel;
+pub use caser::{CaserConfig, CaserModel};
+pub use gru4rec::{Gru4RecConfig, Gru4RecModel};
+pub use nextitnet::{NextItNetConfig, NextItNetModel};
+pub use sasrec::{SasRecConfig, SasRecModel};
 
 /// How an architecture is trained (see the module docs).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -71,6 +80,13 @@ pub trait TrainModel: Module + Clone + Send + Sync {
     /// The configuration the engine needs (`seqrec.config`).
     fn engine_config(&self) -> Config;
 
+    /// Adds the gradient of the architecture's own regularisation term (RecBole's
+    /// `reg_weight` losses of NextItNet and Caser) into the parameter gradients and returns
+    /// its value; 0 for architectures without one. Called once per step, beside the loss.
+    fn regularize(&mut self) -> f64 {
+        0.0
+    }
+
     /// A safetensors file image of the model, config in the metadata.
     fn to_safetensors(&self) -> seqrec_engine::Result<Vec<u8>> {
         let json = self.engine_config().to_json();
@@ -79,4 +95,86 @@ pub trait TrainModel: Module + Clone + Send + Sync {
             &[(seqrec_engine::CONFIG_KEY, json.as_str())],
         )
     }
+}
+
+impl Batch {
+    /// Panics unless `items` is `[n, len]`, every output lies inside it, and the window fits
+    /// `max_len` (or, with `exact`, has exactly `max_len` rows): batches are built by the
+    /// trainer, so a mismatch is a bug. (Forwards read no targets.)
+    pub(crate) fn assert_shape(&self, arch: &str, max_len: usize, exact: bool) {
+        let (n, len) = (self.n, self.len);
+        assert!(
+            if exact {
+                len == max_len
+            } else {
+                len <= max_len
+            },
+            "{arch}: window of {len} rows, the model needs {} {max_len}",
+            if exact { "exactly" } else { "at most" }
+        );
+        assert_eq!(
+            self.items.len(),
+            n * len,
+            "{arch}: batch has {} ids for {n} rows of {len}",
+            self.items.len()
+        );
+        if let Some(&(r, t)) = self.out_pos.iter().find(|&&(r, t)| r >= n || t >= len) {
+            panic!("{arch}: output ({r}, {t}) is outside the [{n}, {len}] batch");
+        }
+    }
+
+    /// Row `r·len + t` of every output `(r, t)`: where it sits in `[n·len, _]` activations.
+    pub(crate) fn out_rows(&self) -> Vec<usize> {
+        self.out_pos
+            .iter()
+            .map(|&(r, t)| r * self.len + t)
+            .collect()
+    }
+}
+
+/// Rows `rows` of `x` (`[_, width]`), stacked into `[rows.len(), width]`.
+pub(crate) fn gather_rows(x: &[f32], width: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for &r in rows {
+        out.extend_from_slice(&x[r * width..(r + 1) * width]);
+    }
+    out
+}
+
+/// The backward of [`gather_rows`]: a `[n, width]` gradient of zeros with row `k` of `d` added
+/// into row `rows[k]` (a row gathered twice collects both).
+pub(crate) fn scatter_rows(d: &[f32], width: usize, n: usize, rows: &[usize]) -> Vec<f32> {
+    assert_eq!(
+        d.len(),
+        rows.len() * width,
+        "backward: gradient has {} values, expected outputs·dim = {}·{width}",
+        d.len(),
+        rows.len()
+    );
+    let mut out = vec![0.0f32; n * width];
+    for (&r, g) in rows.iter().zip(d.chunks_exact(width.max(1))) {
+        for (a, b) in out[r * width..(r + 1) * width].iter_mut().zip(g) {
+            *a += b;
+        }
+    }
+    out
+}
+
+/// RecBole's `RegLoss` term for one tensor, `weight·‖W‖₂` (the Frobenius norm, not squared):
+/// adds its gradient `weight·W/‖W‖` (0 at `W = 0`) and returns its value.
+pub(crate) fn norm_penalty(p: &mut Param, weight: f32) -> f64 {
+    let norm = p
+        .value
+        .iter()
+        .map(|&v| v as f64 * v as f64)
+        .sum::<f64>()
+        .sqrt();
+    if weight == 0.0 || norm == 0.0 {
+        return 0.0;
+    }
+    let k = weight as f64 / norm;
+    for (g, &v) in p.grad.iter_mut().zip(&p.value) {
+        *g += (k * v as f64) as f32;
+    }
+    weight as f64 * norm
 }

@@ -1,7 +1,7 @@
 //! Trainable SASRec with RecBole's tensor names and initialisation (normal(0, 0.02) weights,
 //! zero biases, LayerNorm γ = 1, β = 0).
 
-use super::{Batch, TrainModel, TrainStyle};
+use super::{Batch, TrainModel, TrainStyle, gather_rows, scatter_rows};
 use crate::nn::activation::DropoutCache;
 use crate::nn::attention::{FeedForwardCache, SelfAttentionCache};
 use crate::nn::norm::LayerNormCache;
@@ -168,11 +168,7 @@ impl TrainModel for SasRecModel {
 
     fn forward(&self, batch: &Batch, mut rng: Option<&mut Rng>) -> (Vec<f32>, SasRecCache) {
         let (n, len, h) = (batch.n, batch.len, self.cfg.hidden);
-        assert!(
-            len <= self.cfg.max_len,
-            "sasrec: window of {len} rows exceeds max_len {}",
-            self.cfg.max_len
-        );
+        batch.assert_shape("sasrec", self.cfg.max_len, false);
         let rows = n * len;
         let mut x = self.item_emb.forward(&batch.items);
         let pos = self.pos_emb.forward(&positions(batch));
@@ -189,11 +185,7 @@ impl TrainModel for SasRecModel {
             caches.push((ac, fc));
             x = z;
         }
-        let mut out = Vec::with_capacity(batch.out_pos.len() * h);
-        for &(r, t) in &batch.out_pos {
-            let row = r * len + t;
-            out.extend_from_slice(&x[row * h..(row + 1) * h]);
-        }
+        let out = gather_rows(&x, h, &batch.out_rows());
         (
             out,
             SasRecCache {
@@ -208,16 +200,7 @@ impl TrainModel for SasRecModel {
     fn backward(&mut self, cache: &SasRecCache, d_h: &[f32]) {
         let batch = &cache.batch;
         let (len, h) = (batch.len, self.cfg.hidden);
-        let mut d = vec![0.0f32; batch.n * len * h];
-        for (k, &(r, t)) in batch.out_pos.iter().enumerate() {
-            let row = r * len + t;
-            for (a, b) in d[row * h..(row + 1) * h]
-                .iter_mut()
-                .zip(&d_h[k * h..(k + 1) * h])
-            {
-                *a += b;
-            }
-        }
+        let mut d = scatter_rows(d_h, h, batch.n * len, &batch.out_rows());
         for ((att, ff), (ac, fc)) in self.layers.iter_mut().zip(&cache.layers).rev() {
             let dy = ff.backward(fc, &d);
             d = att.backward(ac, &dy);

@@ -195,6 +195,14 @@ pub struct NextItNetBlockCache {
     relu2: ActCache,
 }
 
+impl NextItNetBlockCache {
+    /// The inputs of the block's two ReLUs (`[rows, channels]` each): which side of the kink
+    /// each value is on identifies the smooth piece (gradient checks).
+    pub fn relu_inputs(&self) -> [&[f32]; 2] {
+        [self.relu1.input(), self.relu2.input()]
+    }
+}
+
 impl NextItNetBlock {
     /// Block `prefix` (RecBole: `residual_blocks.{b}`) over `channels` channels with kernel
     /// width `kernel` and dilation `dilation`.
