@@ -272,7 +272,9 @@ fn part_step<M: TrainModel>(
         }
     };
     model.backward(&cache, &dh);
-    loss
+    // The architecture's own penalty (RecBole's reg_weight terms), once per part: the parts'
+    // gradients are averaged with weights summing to 1, so it enters the step once.
+    loss + model.regularize()
 }
 
 /// Validates `model` through the engine on the split's validation events.

@@ -2,8 +2,10 @@
 
 use super::{CliError, CliResult, out};
 use crate::data::{self, DataFormat, SplitMethod};
-use crate::models::TrainModel;
-use crate::models::sasrec::{SasRecConfig, SasRecModel};
+use crate::models::{
+    CaserConfig, CaserModel, Gru4RecConfig, Gru4RecModel, NextItNetConfig, NextItNetModel,
+    SasRecConfig, SasRecModel, TrainModel,
+};
 use crate::nn::Rng;
 use crate::train::{LossKind, TrainOptions, train};
 use clap::Args;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: sasrec.
+    /// Architecture: sasrec, gru4rec, nextitnet, caser.
     #[arg(long)]
     model: String,
     /// Data set: a directory or file.
@@ -140,9 +142,43 @@ pub fn run(args: TrainArgs) -> CliResult {
             }
             fit(SasRecModel::new(cfg, &mut rng), &split, &opts)?
         }
+        "gru4rec" => {
+            let mut cfg = Gru4RecConfig::new(split.n_items, args.max_len);
+            if let Some(h) = args.hidden_size {
+                cfg.emb = h;
+                cfg.hidden = 2 * h;
+            }
+            if let Some(n) = args.n_layers {
+                cfg.n_layers = n.max(1);
+            }
+            if let Some(p) = args.dropout {
+                cfg.dropout = p;
+            }
+            fit(Gru4RecModel::new(cfg, &mut rng), &split, &opts)?
+        }
+        "nextitnet" => {
+            let mut cfg = NextItNetConfig::new(split.n_items, args.max_len);
+            if let Some(h) = args.hidden_size {
+                cfg.emb = h;
+            }
+            if let Some(n) = args.n_layers {
+                cfg.block_num = n.max(1);
+            }
+            fit(NextItNetModel::new(cfg, &mut rng), &split, &opts)?
+        }
+        "caser" => {
+            let mut cfg = CaserConfig::new(split.n_items, split.n_users, args.max_len);
+            if let Some(h) = args.hidden_size {
+                cfg.emb = h;
+            }
+            if let Some(p) = args.dropout {
+                cfg.dropout = p;
+            }
+            fit(CaserModel::new(cfg, &mut rng), &split, &opts)?
+        }
         other => {
             return Err(CliError::input(format!(
-                "unknown model `{other}` (trainable: sasrec)"
+                "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser)"
             )));
         }
     };
