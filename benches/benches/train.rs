@@ -104,5 +104,47 @@ fn bench_train(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_train);
+/// A whole SASRec training step (forward, full-softmax CE over the catalog, backward) on one
+/// thread: sequences (windows of L = 50 with a target at every position) per second.
+fn bench_sasrec_step(c: &mut Criterion) {
+    use seqrec_trainer::models::{Batch, SasRecConfig, SasRecModel, TrainModel};
+    let mut group = c.benchmark_group(format!("train_step/{}", Isa::detect().name()));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .throughput(criterion::Throughput::Elements(B as u64));
+    for n_items in [1_683usize, 23_716] {
+        let mut rng = Rng::new(3);
+        let mut model = SasRecModel::new(SasRecConfig::new(n_items, L), &mut rng);
+        let items: Vec<u32> = (0..B * L)
+            .map(|_| 1 + rng.below(n_items - 1) as u32)
+            .collect();
+        let batch = Batch {
+            n: B,
+            len: L,
+            lens: vec![L; B],
+            users: vec![0; B],
+            out_pos: (0..B).flat_map(|r| (0..L).map(move |t| (r, t))).collect(),
+            targets: (0..B * L)
+                .map(|_| 1 + rng.below(n_items - 1) as u32)
+                .collect(),
+            items,
+        };
+        group.bench_function(format!("sasrec_d64_L{L}_B{B}/items{n_items}"), |b| {
+            let mut drop_rng = Rng::new(4);
+            b.iter(|| {
+                let (h, cache) = model.forward(&batch, Some(&mut drop_rng));
+                let rows = batch.out_pos.len();
+                let (loss, dh) =
+                    full_softmax_loss(&h, rows, model.item_table_mut(), &batch.targets, None);
+                model.backward(&cache, &dh);
+                black_box(loss)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_train, bench_sasrec_step);
 criterion_main!(benches);
