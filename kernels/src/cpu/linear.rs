@@ -7,11 +7,11 @@
 //! Strided products (`MatRef`, `MatMut`, `gemm`) live in [`super::matrix`] and are re-exported
 //! here.
 //!
-//! Paths: `*_ref` plain loops (f64 accumulation); `linear_isa` a pulp dot-product kernel (the
-//! row-vector fast path for batch 1, and the only path without `std`); under `std`, products
-//! with more than one row go through the `gemm` crate. Note that `gemm` computes
-//! `dst := alpha·dst + beta·lhs·rhs` (alpha/beta swapped relative to BLAS); `matrix::gemm_raw`
-//! is the only place that calls it. The f16 gemv widens rows without inf/NaN with a 3-operation
+//! Paths: `*_ref` plain loops (f64 accumulation); `linear_isa` a pulp kernel reading `w` in
+//! place, register-tiled over 4 rows × 3 output features (the fast path for up to 64 rows, and
+//! the only path without `std`); under `std`, products with more rows go through the `gemm`
+//! crate. Note that `gemm` computes `dst := alpha·dst + beta·lhs·rhs` (alpha/beta swapped
+//! relative to BLAS); `matrix::gemm_raw` is the only place that calls it. The f16 gemv widens rows without inf/NaN with a 3-operation
 //! decode that is exact for finite values (see `convert::f16_finite_sext_to_f32s`) and the
 //! few rows holding an inf or NaN with the exact convert kernel.
 //!
@@ -24,7 +24,6 @@ use super::convert::{
 use super::isa::Isa;
 #[cfg(feature = "std")]
 use super::matrix::gemm_raw;
-use super::vector::dot_simd;
 use half::{bf16, f16};
 use pulp::{Simd, WithSimd};
 
@@ -100,6 +99,117 @@ struct LinearBody<'a> {
     n: usize,
 }
 
+/// One register tile of the pulp linear kernel: `y[i0 + r, j0 + c]` for `r < R`, `c < C`, as
+/// `R·C` vector accumulators over `k` (each weight vector loaded once per tile and used by `R`
+/// rows, each input vector used by `C` features), reduced horizontally at the end.
+#[inline(always)]
+fn linear_tile<S: Simd, const R: usize, const C: usize>(
+    s: S,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    (k, n): (usize, usize),
+    (i0, j0): (usize, usize),
+    ahead: &[f32],
+) {
+    let xr: [&[f32]; R] = core::array::from_fn(|r| &x[(i0 + r) * k..(i0 + r + 1) * k]);
+    let wr: [&[f32]; C] = core::array::from_fn(|c| &w[(j0 + c) * k..(j0 + c + 1) * k]);
+    let vecs = k / S::F32_LANES;
+    // Every head is cut to the same `vecs` length so that the indexing below needs no checks.
+    let xh: [&[S::f32s]; R] = core::array::from_fn(|r| &S::as_simd_f32s(xr[r]).0[..vecs]);
+    let wh: [&[S::f32s]; C] = core::array::from_fn(|c| &S::as_simd_f32s(wr[c]).0[..vecs]);
+    let mut acc = [[s.splat_f32s(0.0); C]; R];
+    // `ahead` (weights of a later tile) is prefetched spread evenly over this tile's steps,
+    // one 64-byte line (16 values) at a time.
+    let lines = ahead.len().div_ceil(16);
+    let per_step = lines.div_ceil(vecs.max(1));
+    let mut next_line = 0;
+    for p in 0..vecs {
+        for _ in 0..per_step {
+            if next_line < lines {
+                prefetch(ahead.as_ptr().wrapping_add(16 * next_line));
+                next_line += 1;
+            }
+        }
+        let wv: [S::f32s; C] = core::array::from_fn(|c| wh[c][p]);
+        for r in 0..R {
+            let xv = xh[r][p];
+            for c in 0..C {
+                acc[r][c] = s.mul_add_f32s(xv, wv[c], acc[r][c]);
+            }
+        }
+    }
+    if k % S::F32_LANES != 0 {
+        // Zero-padded partial loads: the missing lanes add 0·0.
+        let wv: [S::f32s; C] =
+            core::array::from_fn(|c| s.partial_load_f32s(S::as_simd_f32s(wr[c]).1));
+        for r in 0..R {
+            let xv = s.partial_load_f32s(S::as_simd_f32s(xr[r]).1);
+            for c in 0..C {
+                acc[r][c] = s.mul_add_f32s(xv, wv[c], acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            y[(i0 + r) * n + j0 + c] =
+                s.reduce_sum_f32s(acc[r][c]) + bias.map_or(0.0, |b| b[j0 + c]);
+        }
+    }
+}
+
+/// Rows `i0 .. i0 + rows` (`rows` a multiple of `R`) of `y`: output features in tiles of `C`
+/// (the weight rows of a tile stay in L1 while every row block uses them), then one feature at
+/// a time for the last `n mod C`.
+#[inline(always)]
+fn linear_rows<S: Simd, const R: usize, const C: usize>(
+    s: S,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    (k, n): (usize, usize),
+    (i0, rows): (usize, usize),
+) {
+    let mut j0 = 0;
+    while j0 + C <= n {
+        // The row blocks share the prefetch of the weights PREFETCH_TILES tiles ahead.
+        let a = ((j0 + PREFETCH_TILES * C) * k).min(w.len());
+        let ahead = &w[a..(a + C * k).min(w.len())];
+        let blocks = rows / R;
+        for (b, i) in (i0..i0 + rows).step_by(R).enumerate() {
+            let part = &ahead[b * ahead.len() / blocks..(b + 1) * ahead.len() / blocks];
+            linear_tile::<S, R, C>(s, x, w, bias, y, (k, n), (i, j0), part);
+        }
+        j0 += C;
+    }
+    for j in j0..n {
+        for i in (i0..i0 + rows).step_by(R) {
+            linear_tile::<S, R, 1>(s, x, w, bias, y, (k, n), (i, j), &[]);
+        }
+    }
+}
+
+/// How many weight tiles ahead of the current one [`linear_rows`] prefetches: with the few
+/// rows of a decode-sized product, the kernel reads weights at memory speed, and the hardware
+/// prefetchers do not follow its `C` interleaved row streams far enough.
+const PREFETCH_TILES: usize = 4;
+
+/// Hints the cache to load the line holding `p`.
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint without architectural effect: it never faults and reads
+    // nothing into the program, whatever the address (`p` comes from `wrapping_add` and may lie
+    // past the slice).
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 impl WithSimd for LinearBody<'_> {
     type Output = ();
     #[inline(always)]
@@ -113,20 +223,22 @@ impl WithSimd for LinearBody<'_> {
             k,
             n,
         } = self;
-        // Rows are sliced by index rather than `chunks_exact(k)`, so k = 0 needs no special
-        // case: every dot product is then empty and y is the bias (or 0).
-        for i in 0..m {
-            let row_x = &x[i * k..(i + 1) * k];
-            let row_y = &mut y[i * n..(i + 1) * n];
-            for (j, out) in row_y.iter_mut().enumerate() {
-                let wj = &w[j * k..(j + 1) * k];
-                *out = dot_simd(s, row_x, wj) + bias.map_or(0.0, |b| b[j]);
-            }
+        // Blocks of 4 rows × 3 features (12 accumulators, 3 weight vectors: 16 AVX2
+        // registers); the last m mod 4 rows get tiles wide enough to keep ≥ 8 accumulators in
+        // flight (1 × 8 for a row vector). Rows are sliced by index, so k = 0 needs no special
+        // case: every sum is then empty and y is the bias (or 0).
+        let main = m / 4 * 4;
+        linear_rows::<S, 4, 3>(s, x, w, bias, y, (k, n), (0, main));
+        match m - main {
+            1 => linear_rows::<S, 1, 8>(s, x, w, bias, y, (k, n), (main, 1)),
+            2 => linear_rows::<S, 2, 4>(s, x, w, bias, y, (k, n), (main, 2)),
+            3 => linear_rows::<S, 3, 3>(s, x, w, bias, y, (k, n), (main, 3)),
+            _ => {}
         }
     }
 }
 
-/// `y = x·wᵀ + b` with the pulp dot-product kernel for `isa` (row-vector / no_std path).
+/// `y = x·wᵀ + b` with the register-tiled pulp kernel for `isa` (few-row / no_std path).
 pub fn linear_isa(
     isa: Isa,
     x: &[f32],
@@ -152,7 +264,15 @@ pub fn linear_isa(
     });
 }
 
-/// `y = x·wᵀ + b`, fast path: the pulp kernel for a single row, `gemm` for more (under `std`).
+/// Largest `m` (and `m·k`) that [`linear`] sends to the register-tiled pulp kernel under
+/// `std`: up to there the `gemm` crate's packing of `w` on every call costs more than the whole
+/// product (4 rows × 384 × 1536: 56 µs tiled, 208 µs through `gemm`), and the input rows still
+/// sit in L2 while each tile's weight rows are used by all of them.
+const TILED_MAX_ROWS: usize = 64;
+const TILED_MAX_INPUT: usize = 1 << 16;
+
+/// `y = x·wᵀ + b`, fast path: the register-tiled pulp kernel for a few rows, `gemm` for more
+/// (under `std`).
 pub fn linear(
     x: &[f32],
     w: &[f32],
@@ -164,7 +284,7 @@ pub fn linear(
 ) {
     check_linear(x, w, bias, y, m, k, n);
     #[cfg(feature = "std")]
-    if m > 1 && k > 0 && n > 0 {
+    if (m > TILED_MAX_ROWS || m * k > TILED_MAX_INPUT) && k > 0 && n > 0 {
         if let Some(b) = bias {
             for row in y.chunks_exact_mut(n) {
                 row.copy_from_slice(b);
@@ -518,6 +638,14 @@ mod tests {
             v.push((2, 64, n));
         }
         v.extend([(0, 4, 4), (4, 0, 4), (65, 33, 63), (1, 64, 1000)]);
+        // Every row-tile remainder (m mod 4) with every feature-tile remainder.
+        for m in 4..=9 {
+            for n in [1, 2, 3, 7, 8, 9, 10] {
+                v.push((m, 37, n));
+            }
+        }
+        // Past the tiled kernel's limits: many rows, or few rows of a long input.
+        v.extend([(17, 384, 13), (12, 1, 5), (20, 3300, 5)]);
         v
     }
 
