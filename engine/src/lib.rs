@@ -28,6 +28,8 @@ pub mod error;
 pub mod model;
 pub mod models;
 pub mod testing;
+#[cfg(feature = "text")]
+pub mod text;
 pub mod weights;
 pub mod workspace;
 
