@@ -214,3 +214,29 @@ fn minilm_encodes_every_ml100k_title() {
         }
     }
 }
+
+#[test]
+fn minilm_reproduces_sentence_transformers_published_similarities() {
+    let Some(enc) = encoder("MiniLM vs sentence-transformers") else {
+        return;
+    };
+    // sentence-transformers' usage page (sbert.net, "Computing embeddings") prints these
+    // cosine similarities for all-MiniLM-L6-v2, rounded to 4 decimals.
+    let v = enc
+        .encode_batch(&[
+            "The weather is lovely today.",
+            "It's so sunny outside!",
+            "He drove to the stadium.",
+        ])
+        .unwrap();
+    let cos =
+        |i: usize, j: usize| -> f32 { (0..384).map(|d| v[i * 384 + d] * v[j * 384 + d]).sum() };
+    for ((i, j), published) in [((0, 1), 0.6660f32), ((0, 2), 0.1046), ((1, 2), 0.1411)] {
+        // Half a unit of the last printed digit, plus f32 rounding.
+        let got = cos(i, j);
+        assert!(
+            (got - published).abs() <= 6e-5,
+            "({i}, {j}): {got} vs {published}"
+        );
+    }
+}

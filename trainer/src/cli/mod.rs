@@ -2,7 +2,9 @@
 //! `--format json`; errors are one line on stderr. Exit codes: 0 success, 2 bad input (bad
 //! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
 
+mod embed;
 mod info;
+mod item_text;
 mod score;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -82,6 +84,10 @@ enum Command {
     Info(info::InfoArgs),
     /// Top-k recommendations for one history or a file of histories.
     Score(score::ScoreArgs),
+    /// Sentence embeddings of texts with a text encoder (all-MiniLM-L6-v2).
+    Embed(embed::EmbedArgs),
+    /// The id-aligned item-text embedding table of a dataset.
+    EmbedItems(embed::EmbedItemsArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -97,6 +103,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Info(args) => info::run(args),
         Command::Score(args) => score::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::EmbedItems(args) => embed::run_items(args),
     };
     match result {
         Ok(()) => 0,
