@@ -68,13 +68,24 @@ pub struct TextWorkspace {
 
 /// A sentence encoder: tokenizer, BERT encoder, pooling and optional L2 normalisation.
 /// Immutable after load and shareable across threads.
-#[derive(Debug)]
 pub struct TextEncoder {
     bert: Bert,
     tokenizer: TextTokenizer,
     pooling: Pooling,
     normalize: bool,
     workspaces: Mutex<Vec<TextWorkspace>>,
+}
+
+impl core::fmt::Debug for TextEncoder {
+    // The settings, not the weights or the pooled workspaces.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TextEncoder")
+            .field("config", self.bert.config())
+            .field("tokenizer", &self.tokenizer)
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .finish()
+    }
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -278,7 +289,12 @@ impl TextEncoder {
             .map(|(i, t)| {
                 self.tokenizer
                     .encode(t.as_ref())
-                    .map_err(|e| Error::InvalidArgument(format!("text {i}: {}", e.root())))
+                    .map_err(|e| match e.root() {
+                        Error::InvalidArgument(m) => {
+                            Error::InvalidArgument(format!("text {i}: {m}"))
+                        }
+                        other => Error::InvalidArgument(format!("text {i}: {other}")),
+                    })
             })
             .collect::<Result<_>>()?;
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();

@@ -165,7 +165,14 @@ fn bad_input_is_an_error_naming_the_text() {
         .encode_batch(&["toy", "  ", "story"])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("text 1") && e.contains("empty"), "{e}");
+    assert_eq!(
+        e,
+        "invalid argument: text 1: empty text: it has no token besides the special ones"
+    );
+    assert!(
+        format!("{enc:?}").len() < 2000,
+        "Debug shows settings, not the vocabulary"
+    );
     let mut out = vec![0.0; 24];
     let e = enc
         .encode_ids_into(&[&[2, 99, 3]], &mut out)

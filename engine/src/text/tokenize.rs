@@ -17,13 +17,24 @@ use tokenizers::{
 };
 
 /// A tokenizer configured for sentence encoding.
-#[derive(Debug)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_len: usize,
     lowercase: bool,
     vocab_size: usize,
     origin: String,
+}
+
+impl core::fmt::Debug for TextTokenizer {
+    // The vocabulary is large: show the settings only.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("origin", &self.origin)
+            .field("vocab_size", &self.vocab_size)
+            .field("max_len", &self.max_len)
+            .field("lowercase", &self.lowercase)
+            .finish()
+    }
 }
 
 impl TextTokenizer {
