@@ -1,6 +1,7 @@
 //! Linear layers at catalog-scoring shapes: `linear` (x[m,64] · w[23716,64]ᵀ) against the
-//! `gemm` crate called directly on the same operands, and the half-precision row-vector
-//! products against a 352,602-item table.
+//! `gemm` crate called directly on the same operands, a few rows through a BERT-sized layer
+//! (x[m,384] · w[1536,384]ᵀ), and the half-precision row-vector products against a
+//! 352,602-item table.
 //!
 //! Criterion's throughput is set to 2·m·k·n elements, so its "elem/s" figure is FLOP/s; each
 //! case also prints GFLOP/s from a short timing loop of its own.
@@ -103,6 +104,31 @@ fn bench_linear(c: &mut Criterion) {
                 b.iter(|| gemm_direct(black_box(&x), black_box(&w), &mut y, m, k, n, par))
             });
         }
+    }
+
+    // A few rows through a BERT-sized layer (a title is 4-20 tokens in the text encoder):
+    // the register-tiled kernel against the gemm crate, which packs the weights on every call.
+    let (kb, nb) = (384usize, 1536usize);
+    let wb = rng.normal_vec(nb * kb, 0.1);
+    for m in [4usize, 16] {
+        let x = rng.normal_vec(m * kb, 1.0);
+        let mut y = vec![0.0f32; m * nb];
+        let flops = 2.0 * (m * kb * nb) as f64;
+        let shape = format!("{m}x{kb}x{nb}");
+        group.throughput(Throughput::Elements(flops as u64));
+        print_gflops(&format!("linear/{isa}/ours/{shape}"), flops, || {
+            linear::linear(&x, &wb, None, &mut y, m, kb, nb)
+        });
+        group.bench_with_input(BenchmarkId::new("ours", &shape), &m, |b, _| {
+            b.iter(|| linear::linear(black_box(&x), black_box(&wb), None, &mut y, m, kb, nb))
+        });
+        let par = gemm::Parallelism::None;
+        print_gflops(&format!("linear/{isa}/gemm_crate/{shape}"), flops, || {
+            gemm_direct(&x, &wb, &mut y, m, kb, nb, par)
+        });
+        group.bench_with_input(BenchmarkId::new("gemm_crate", &shape), &m, |b, _| {
+            b.iter(|| gemm_direct(black_box(&x), black_box(&wb), &mut y, m, kb, nb, par))
+        });
     }
 
     // Row vector against a large half-precision item table.

@@ -8,9 +8,9 @@
 //! here.
 //!
 //! Paths: `*_ref` plain loops (f64 accumulation); `linear_isa` a pulp kernel reading `w` in
-//! place, register-tiled over 4 rows × 3 output features (the fast path for up to 64 rows, and
-//! the only path without `std`); under `std`, products with more rows go through the `gemm`
-//! crate. Note that `gemm` computes `dst := alpha·dst + beta·lhs·rhs` (alpha/beta swapped
+//! place, register-tiled over 4 rows × 3 output features (the fast path for a few rows, see
+//! `tiled_is_faster`, and the only path without `std`); under `std`, products with more rows
+//! go through the `gemm` crate. Note that `gemm` computes `dst := alpha·dst + beta·lhs·rhs` (alpha/beta swapped
 //! relative to BLAS); `matrix::gemm_raw` is the only place that calls it. The f16 gemv widens rows without inf/NaN with a 3-operation
 //! decode that is exact for finite values (see `convert::f16_finite_sext_to_f32s`) and the
 //! few rows holding an inf or NaN with the exact convert kernel.
@@ -264,12 +264,15 @@ pub fn linear_isa(
     });
 }
 
-/// Largest `m` (and `m·k`) that [`linear`] sends to the register-tiled pulp kernel under
-/// `std`: up to there the `gemm` crate's packing of `w` on every call costs more than the whole
-/// product (4 rows × 384 × 1536: 56 µs tiled, 208 µs through `gemm`), and the input rows still
-/// sit in L2 while each tile's weight rows are used by all of them.
-const TILED_MAX_ROWS: usize = 64;
-const TILED_MAX_INPUT: usize = 1 << 16;
+/// Whether [`linear`] sends an `m`×`k` input to the register-tiled pulp kernel rather than to
+/// `gemm` (under `std`). `gemm` packs `w` on every call, which costs more than a product over
+/// a few rows; the tiled kernel pays a horizontal reduction per output instead, which short
+/// rows (small `k`) do not amortise. Measured crossovers (one core, AVX2): `m ≈ k/4` up to
+/// `k = 384` (e.g. 4 × 384 × 1536: 73 GFLOP/s tiled, 23 through `gemm`; 64 × 64 × 23716: 58
+/// against 84), and the input rows must stay in L2 (`m·k ≤ 2¹⁶`).
+fn tiled_is_faster(m: usize, k: usize) -> bool {
+    m <= 8 || (m <= 64 && 4 * m <= k && m * k <= 1 << 16)
+}
 
 /// `y = x·wᵀ + b`, fast path: the register-tiled pulp kernel for a few rows, `gemm` for more
 /// (under `std`).
@@ -284,7 +287,7 @@ pub fn linear(
 ) {
     check_linear(x, w, bias, y, m, k, n);
     #[cfg(feature = "std")]
-    if (m > TILED_MAX_ROWS || m * k > TILED_MAX_INPUT) && k > 0 && n > 0 {
+    if !tiled_is_faster(m, k) && k > 0 && n > 0 {
         if let Some(b) = bias {
             for row in y.chunks_exact_mut(n) {
                 row.copy_from_slice(b);
