@@ -104,6 +104,9 @@ pub enum Error {
     /// A history with no events.
     #[error("empty history: at least one item id is needed")]
     EmptyHistory,
+    /// A tokenizer file could not be loaded or used (Hugging Face `tokenizer.json`).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// Any other bad argument, described.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

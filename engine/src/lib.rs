@@ -3,7 +3,8 @@
 //! top-k with exclusions, candidate re-ranking, parallel batches and incremental sessions.
 //!
 //! The core is `no_std` + `alloc`; the `std` feature (on by default) adds memory-mapped
-//! loading and multi-threaded batch scoring.
+//! loading and multi-threaded batch scoring; the `text` feature adds [`text`], a BERT-family
+//! sentence encoder (all-MiniLM-L6-v2) for content-based item representations.
 //!
 //! ```no_run
 //! use seqrec_engine::{Model, Query};
@@ -28,6 +29,8 @@ pub mod error;
 pub mod model;
 pub mod models;
 pub mod testing;
+#[cfg(feature = "text")]
+pub mod text;
 pub mod weights;
 pub mod workspace;
 

@@ -462,6 +462,12 @@ impl<'a> TensorLoader<'a> {
         }
     }
 
+    /// Marks `name` as known but unused (e.g. a checkpoint's buffers or a head the model does
+    /// not run), so that [`TensorLoader::finish`] does not report it. Absent names are fine.
+    pub fn skip(&mut self, name: &str) {
+        self.used.insert(name.into());
+    }
+
     /// The tensors requested so far, in request order.
     pub fn specs(&self) -> &[TensorSpec] {
         &self.specs

@@ -56,3 +56,25 @@ pub fn small_config(arch: &str, n_items: usize, max_len: usize) -> Config {
 pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Vec<u8> {
     seqrec_engine::testing::random_model_bytes(cfg, seed, std).expect("valid config")
 }
+
+/// The all-MiniLM-L6-v2 model folder (`$SEQREC_MINILM_DIR`, else `.minilm/` in the workspace
+/// root, where `scripts/fetch-minilm.sh` puts it). `None`, with a printed notice naming
+/// `what`, when it is absent, so a test can skip.
+pub fn minilm_dir(what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SEQREC_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.minilm"));
+    let complete = ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file());
+    if complete {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {what}: all-MiniLM-L6-v2 not found at {} (run scripts/fetch-minilm.sh or \
+             set SEQREC_MINILM_DIR)",
+            dir.display()
+        );
+        None
+    }
+}

@@ -4,8 +4,10 @@
 
 mod bench;
 mod demo;
+mod embed;
 mod eval;
 mod info;
+mod item_text;
 mod score;
 mod train;
 
@@ -96,6 +98,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Time top-k scoring (latency percentiles and throughput) on random histories.
     Bench(bench::BenchArgs),
+    /// Sentence embeddings of texts with a text encoder (all-MiniLM-L6-v2).
+    Embed(embed::EmbedArgs),
+    /// The id-aligned item-text embedding table of a dataset.
+    EmbedItems(embed::EmbedItemsArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -115,6 +121,8 @@ pub fn main() -> i32 {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::EmbedItems(args) => embed::run_items(args),
     };
     match result {
         Ok(()) => 0,

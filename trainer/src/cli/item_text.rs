@@ -1,0 +1,173 @@
+//! Item texts of a dataset, keyed by integer item id, for `seqrec embed-items`.
+//!
+//! - `recbole`: `<data>/<name>.item` (`<name>` = the folder's name, else the folder's only
+//!   `.item` file), TAB-separated with a `field:type` header. The id is the `item_id` field's
+//!   token parsed as an integer (the raw token, not RecBole's remapped internal id); the text
+//!   is the item's `token` and `token_seq` fields, title fields first, then the others in file
+//!   order, empty ones skipped, joined with `". "` (ml-100k: `Toy Story. 1995. Animation
+//!   Children's Comedy`).
+//! - `amazon-scientific`: UniSRec's layout, `<name>.text` (`item_id:token  text:token_seq`,
+//!   keyed by ASIN) and `<name>.item2index` (`ASIN<TAB>index`, no header); the id is the index.
+
+use super::CliError;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Texts by item id; `None` for an item listed without any text.
+pub type ItemTexts = BTreeMap<u32, Option<String>>;
+
+fn read(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))
+}
+
+/// `<dir>/<dir name>.<ext>`, else the only `*.<ext>` file in `dir`.
+fn find_file(dir: &Path, ext: &str) -> Result<PathBuf, CliError> {
+    if let Some(name) = dir.file_name() {
+        let p = dir.join(format!("{}.{ext}", name.to_string_lossy()));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| CliError::input(format!("{}: {e}", dir.display())))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == ext))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(CliError::input(format!(
+            "{}: no .{ext} file found",
+            dir.display()
+        ))),
+        _ => Err(CliError::input(format!(
+            "{}: several .{ext} files ({}); name the folder after one of them",
+            dir.display(),
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn parse_id(path: &Path, line: usize, token: &str) -> Result<u32, CliError> {
+    token.trim().parse::<u32>().map_err(|_| {
+        CliError::input(format!(
+            "{}:{line}: item id `{token}` is not a non-negative integer",
+            path.display()
+        ))
+    })
+}
+
+fn insert(
+    texts: &mut ItemTexts,
+    path: &Path,
+    line: usize,
+    id: u32,
+    text: Option<String>,
+) -> Result<(), CliError> {
+    if texts.insert(id, text).is_some() {
+        return Err(CliError::input(format!(
+            "{}:{line}: item id {id} is listed twice",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a RecBole atomic `.item` file (see the module docs).
+pub fn read_recbole(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
+    let path = find_file(dir, "item")?;
+    let content = read(&path)?;
+    let mut lines = content.lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| CliError::input(format!("{}: empty file", path.display())))?;
+    let fields: Vec<(&str, &str)> = header
+        .split('\t')
+        .map(|f| f.split_once(':').unwrap_or((f, "")))
+        .collect();
+    let id_col = fields
+        .iter()
+        .position(|(name, _)| *name == "item_id")
+        .ok_or_else(|| {
+            CliError::input(format!(
+                "{}:1: the header has no `item_id` field",
+                path.display()
+            ))
+        })?;
+    let is_text = |(i, (_, ty)): &(usize, &(&str, &str))| {
+        *i != id_col && matches!(*ty, "token" | "token_seq")
+    };
+    let mut text_cols: Vec<usize> = fields
+        .iter()
+        .enumerate()
+        .filter(|f| is_text(f) && f.1.0.contains("title"))
+        .map(|(i, _)| i)
+        .collect();
+    text_cols.extend(
+        fields
+            .iter()
+            .enumerate()
+            .filter(|f| is_text(f) && !f.1.0.contains("title"))
+            .map(|(i, _)| i),
+    );
+    let mut texts = ItemTexts::new();
+    for (i, row) in lines.enumerate() {
+        let line = i + 2;
+        if row.trim().is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = row.split('\t').collect();
+        let id = parse_id(&path, line, cells.get(id_col).copied().unwrap_or(""))?;
+        let parts: Vec<&str> = text_cols
+            .iter()
+            .filter_map(|&c| cells.get(c).map(|s| s.trim()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        let text = (!parts.is_empty()).then(|| parts.join(". "));
+        insert(&mut texts, &path, line, id, text)?;
+    }
+    Ok((path, texts))
+}
+
+/// Reads UniSRec's `.text` + `.item2index` pair (see the module docs).
+pub fn read_amazon(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
+    let index_path = find_file(dir, "item2index")?;
+    let text_path = find_file(dir, "text")?;
+    let mut by_asin: BTreeMap<String, String> = BTreeMap::new();
+    let content = read(&text_path)?;
+    for (i, row) in content.lines().enumerate().skip(1) {
+        if row.trim().is_empty() {
+            continue;
+        }
+        let (asin, text) = row.split_once('\t').ok_or_else(|| {
+            CliError::input(format!(
+                "{}:{}: expected `ASIN<TAB>text`",
+                text_path.display(),
+                i + 1
+            ))
+        })?;
+        by_asin.insert(asin.trim().to_string(), text.trim().to_string());
+    }
+    let mut texts = ItemTexts::new();
+    for (i, row) in read(&index_path)?.lines().enumerate() {
+        if row.trim().is_empty() {
+            continue;
+        }
+        let (asin, index) = row.split_once('\t').ok_or_else(|| {
+            CliError::input(format!(
+                "{}:{}: expected `ASIN<TAB>index`",
+                index_path.display(),
+                i + 1
+            ))
+        })?;
+        let id = parse_id(&index_path, i + 1, index)?;
+        let text = by_asin.get(asin.trim()).filter(|t| !t.is_empty()).cloned();
+        insert(&mut texts, &index_path, i + 1, id, text)?;
+    }
+    Ok((index_path, texts))
+}
