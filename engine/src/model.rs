@@ -11,7 +11,6 @@ use crate::models::{ARCHITECTURES, Arch, ArchState};
 use crate::weights::{DType, TensorLoader, WeightFile};
 use crate::workspace::{Workspace, WsLists};
 use alloc::format;
-use alloc::string::String;
 #[cfg(feature = "std")]
 use alloc::string::ToString;
 use alloc::vec::Vec;
@@ -646,18 +645,4 @@ impl<B: Backend> Session<'_, B> {
     pub fn history(&self) -> &[u32] {
         self.state.history()
     }
-}
-
-/// Name of the model's origin, for messages.
-pub fn describe(info: &ModelInfo) -> String {
-    format!(
-        "{} ({} items, window {}, dim {}{})",
-        info.arch,
-        info.n_items,
-        info.max_len,
-        info.dim,
-        info.n_users
-            .map(|u| format!(", {u} users"))
-            .unwrap_or_default()
-    )
 }

@@ -59,12 +59,6 @@ impl<B: Backend> Workspace<B> {
         };
         Ok((lists, bufs))
     }
-
-    /// Bytes held by the workspace's host-side lists and CPU buffers (for tests that check
-    /// that scoring stops growing it after warm-up).
-    pub fn host_capacity(&self) -> usize {
-        self.ids.capacity() * 4 + self.exclude.capacity() * 4
-    }
 }
 
 /// The host-side parts of a workspace.
