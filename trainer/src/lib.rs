@@ -6,6 +6,7 @@ pub mod data;
 pub mod eval;
 pub mod models;
 pub mod nn;
+pub mod objectives;
 pub mod scorer;
 pub mod synthetic;
 pub mod train;
