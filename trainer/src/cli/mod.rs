@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod info;
 mod item_text;
+mod objectives;
 mod rl;
 mod score;
 mod train;
