@@ -6,7 +6,7 @@ use super::train::{Fitted, WithBackbone, fit, summarize};
 use crate::data::Split;
 use crate::models::TrainModel;
 use crate::models::rl::step::{RlOptions, Warmup};
-use crate::models::rl::train::{serving_weights, train_rl, validate_trainer};
+use crate::models::rl::train::{serving_weights, train_rl, validate_engine};
 use crate::models::rl::{RlKind, RlModel, SupHead};
 use crate::nn::Rng;
 use crate::objectives::Similarity;
@@ -179,7 +179,7 @@ impl WithBackbone for RlFit<'_> {
             RlKind::Sqn => {}
         }
         let weights = serving_weights(&copies[0], &rl);
-        let validate = validate_trainer::<M>(&weights);
+        let validate = validate_engine::<M>(&weights);
         let r = train_rl(
             &mut copies,
             self.split,

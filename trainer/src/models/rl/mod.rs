@@ -23,6 +23,8 @@ pub mod step;
 pub mod train;
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod grad_tests;
 
 use super::TrainModel;

@@ -23,8 +23,10 @@ use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
 use crate::nn::param::zero_grads;
 use crate::nn::{Module, Rng};
 use crate::objectives::Similarity;
+use crate::scorer::EngineScorer;
 use crate::train::{EpochLog, StopReason, TrainOptions, TrainResult};
 use rayon::prelude::*;
+use seqrec_engine::Model;
 use std::time::Instant;
 
 /// Scores histories with a trainer-side RL model (evaluation mode): the reference the engine's
@@ -80,6 +82,27 @@ pub fn validate_trainer<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> 
         let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
         let report = evaluator
             .evaluate_par(&split.valid, &RlScorer::new(model, weights))
+            .map_err(|e| e.to_string())?;
+        Ok((bytes, report))
+    })
+}
+
+/// Validation through the engine (the served path): the checkpoint loaded by
+/// [`seqrec_engine::Model`], SMORL scored with the knobs `w_acc`, `w_div`, `w_nov` set to
+/// `weights`.
+pub fn validate_engine<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> {
+    Box::new(move |model, evaluator, split| {
+        let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
+        let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
+        let mut obj = engine.default_objectives();
+        if model.kind() == RlKind::Smorl {
+            for (spec, &w) in engine.objective_specs().iter().zip(weights) {
+                obj.set(spec.name, w).map_err(|e| e.to_string())?;
+            }
+        }
+        let scorer = EngineScorer::new(&engine).with_objectives(obj);
+        let report = evaluator
+            .evaluate_par(&split.valid, &scorer)
             .map_err(|e| e.to_string())?;
         Ok((bytes, report))
     })
@@ -286,4 +309,128 @@ pub fn train_rl<M: TrainModel>(
 /// The weights the serving scores of `model` use by default (SMORL: `rl.weights`).
 pub fn serving_weights<M: TrainModel>(model: &RlModel<M>, rl: &RlOptions) -> Vec<f32> {
     objective_weights(model, rl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{EvalSeq, SplitMethod, TrainPart, TrainSeq};
+    use crate::models::rl::SupHead;
+    use crate::models::{Gru4RecConfig, Gru4RecModel};
+
+    /// Sequences that walk the catalog `1..n` upwards (wrapping), so that the next item is the
+    /// last one plus 1: each method learns it, on both copies.
+    #[test]
+    fn every_method_learns_a_deterministic_walk() {
+        let n = 16;
+        let walk = |start: u32, len: usize| -> Vec<u32> {
+            (0..len as u32)
+                .map(|k| 1 + (start + k) % (n as u32 - 1))
+                .collect()
+        };
+        let train = (0..40)
+            .map(|u| TrainSeq {
+                user: u + 1,
+                items: walk(u * 7, 8),
+                session_starts: vec![0],
+            })
+            .collect();
+        let valid = (0..6)
+            .map(|u| EvalSeq {
+                user: 41 + u,
+                items: walk(u * 5 + 2, 6),
+                first_target: 1,
+                session_start: 0,
+            })
+            .collect();
+        let split = Split {
+            method: SplitMethod::ratio_8_1_1(),
+            n_users: 48,
+            n_items: n,
+            train: TrainPart::Sequences(train),
+            valid,
+            test: Vec::new(),
+        };
+        let opts = TrainOptions {
+            epochs: 30,
+            batch_size: 32,
+            lr: 1e-2,
+            threads: 2,
+            patience: 30,
+            valid_metric: "hr@1".into(),
+            progress: false,
+            ..Default::default()
+        };
+        let table: Vec<f32> = Rng::new(3).normal_vec(n * 4, 1.0);
+        let sim = Similarity::new(&table, 4).unwrap();
+        for kind in RlKind::ALL {
+            let mut rng = Rng::new(5);
+            let mut cfg = Gru4RecConfig::new(n, 4);
+            (cfg.emb, cfg.hidden, cfg.dropout) = (8, 8, 0.0);
+            let mut make = || {
+                RlModel::new(
+                    kind,
+                    SupHead::Linear,
+                    n,
+                    Gru4RecModel::new(cfg.clone(), &mut rng),
+                    &mut Rng::new(9),
+                )
+            };
+            let mut copies = [make(), make()];
+            let init = copies.clone();
+            let rl = RlOptions {
+                warmup: super::super::step::Warmup::Steps(20),
+                ..Default::default()
+            };
+            let w = serving_weights(&copies[0], &rl);
+            let validate = validate_engine::<Gru4RecModel>(&w);
+            let r = train_rl(
+                &mut copies,
+                &split,
+                &opts,
+                &rl,
+                Some(&sim),
+                validate.as_ref(),
+            )
+            .unwrap();
+            let hr = r.best_report.unwrap().get("hr@1").unwrap();
+            // SMORL serves the supervised logits plus its three Q heads, which are trained
+            // only at the taken actions: elsewhere they keep their random initialisation,
+            // enough to displace the walk's next item from the top at times (chance: 1/15).
+            let bar = if kind == RlKind::Smorl { 0.5 } else { 0.9 };
+            assert!(hr > bar, "{kind}: valid HR@1 {hr}");
+            let engine = Model::from_bytes(&r.checkpoint, &Default::default()).unwrap();
+            assert_eq!(engine.info().arch, kind.name());
+            if kind == RlKind::Smorl {
+                // Its supervised head alone has learnt the walk.
+                let mut obj = engine.default_objectives();
+                for name in ["w_acc", "w_div", "w_nov"] {
+                    obj.set(name, 0.0).unwrap();
+                }
+                let ev = Evaluator::new(
+                    &split,
+                    EvalOptions {
+                        metrics: parse_metrics("hr@1").unwrap(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let rep = ev
+                    .evaluate_par(
+                        &split.valid,
+                        &EngineScorer::new(&engine).with_objectives(obj),
+                    )
+                    .unwrap();
+                let hr = rep.get("hr@1").unwrap();
+                assert!(hr > 0.9, "smorl's supervised head: valid HR@1 {hr}");
+            }
+            for (c, i) in copies.iter().zip(&init) {
+                assert_ne!(
+                    c.params()[0].value,
+                    i.params()[0].value,
+                    "{kind}: a copy was never updated"
+                );
+            }
+        }
+    }
 }
