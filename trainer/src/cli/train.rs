@@ -124,6 +124,12 @@ pub fn run(args: TrainArgs) -> CliResult {
     let name = args.model.to_ascii_lowercase();
     let result = match name.parse::<RlKind>() {
         Ok(kind) => {
+            if args.loss != LossKind::Ce {
+                return Err(CliError::input(format!(
+                    "--loss {:?}: {kind} trains its supervised head with cross-entropy (plus its TD terms)",
+                    args.loss
+                )));
+            }
             let fit = super::rl::RlFit {
                 kind,
                 args: &args.rl,

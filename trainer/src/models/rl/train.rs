@@ -424,6 +424,24 @@ mod tests {
                 let hr = rep.get("hr@1").unwrap();
                 assert!(hr > 0.9, "smorl's supervised head: valid HR@1 {hr}");
             }
+            // The trainer-side forward validates to the same report.
+            let ev = Evaluator::new(
+                &split,
+                EvalOptions {
+                    metrics: parse_metrics("hr@1,ndcg@10").unwrap(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let (_, a) = validate_engine::<Gru4RecModel>(&w)(&copies[0], &ev, &split).unwrap();
+            let (_, b) = validate_trainer::<Gru4RecModel>(&w)(&copies[0], &ev, &split).unwrap();
+            for (k, v) in &a.values {
+                assert!(
+                    (v - b.get(k).unwrap()).abs() < 1e-9,
+                    "{kind} {k}: engine {v} vs trainer {:?}",
+                    b.get(k)
+                );
+            }
             for (c, i) in copies.iter().zip(&init) {
                 assert_ne!(
                     c.params()[0].value,
