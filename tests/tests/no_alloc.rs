@@ -1,8 +1,9 @@
 //! After warm-up, scoring allocates nothing: a counting global allocator watches the calling
 //! thread while it scores (full catalog and fused top-k) with a reused workspace.
 
+use seqrec_engine::Config;
 use seqrec_engine::{Model, Query};
-use seqrec_tests::{random_model_bytes, small_config};
+use seqrec_tests::{random_model_bytes, small_config, small_rl_config};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -40,10 +41,22 @@ fn allocations() -> usize {
 
 #[test]
 fn scoring_does_not_allocate_after_warm_up() {
-    for arch in ["sasrec", "gru4rec", "nextitnet", "caser"] {
-        let bytes = random_model_bytes(&small_config(arch, 300, 10), 3, 0.2);
+    let mut configs: Vec<(String, Config)> = ["sasrec", "gru4rec", "nextitnet", "caser"]
+        .iter()
+        .map(|a| (a.to_string(), small_config(a, 300, 10)))
+        .collect();
+    for (method, backbone, head) in [
+        ("sqn", "gru4rec", "linear"),
+        ("smorl", "sasrec", "linear"),
+        ("smorl", "caser", "tied"),
+    ] {
+        let cfg = small_rl_config(method, backbone, head, 300, 10);
+        configs.push((format!("{method} on {backbone} ({head})"), cfg));
+    }
+    for (arch, cfg) in &configs {
+        let bytes = random_model_bytes(cfg, 3, 0.2);
         let m = Model::from_bytes(&bytes, &Default::default()).unwrap();
-        let user = if arch == "caser" { Some(2) } else { None };
+        let user = m.info().n_users.map(|_| 2);
         let histories: Vec<Vec<u32>> = vec![vec![5; 10], vec![1, 2, 3], (1..40).collect(), vec![7]];
         let mut ws = m.new_workspace();
         let mut scores = vec![0f32; 300];

@@ -4,6 +4,7 @@
 pub mod caser;
 pub mod gru4rec;
 pub mod nextitnet;
+pub mod rl;
 pub mod sasrec;
 
 use crate::backend::Backend;
@@ -18,10 +19,20 @@ use alloc::vec::Vec;
 pub use caser::Caser;
 pub use gru4rec::{Gru4Rec, Gru4RecState};
 pub use nextitnet::{NextItNet, NextItNetState};
+pub use rl::RlHeads;
 pub use sasrec::{SasRec, SasRecState};
 
 /// Architecture names this build knows.
-pub const ARCHITECTURES: &[&str] = &["sasrec", "gru4rec", "nextitnet", "caser"];
+pub const ARCHITECTURES: &[&str] = &[
+    "sasrec",
+    "gru4rec",
+    "nextitnet",
+    "caser",
+    "sqn",
+    "snqn",
+    "sa2c",
+    "smorl",
+];
 
 /// One of the supported architectures.
 #[derive(Debug)]
@@ -35,6 +46,8 @@ pub enum Arch<B: Backend> {
     NextItNet(NextItNet<B>),
     /// Caser.
     Caser(Caser<B>),
+    /// SQN, SNQN, SA2C or SMORL heads on a backbone (which keeps its own state).
+    Rl(RlHeads<B>),
 }
 
 /// Per-user incremental state of an architecture.
@@ -60,7 +73,22 @@ impl<B: Backend> Arch<B> {
         max_len: usize,
     ) -> Result<Self> {
         let name = cfg.model()?;
-        Ok(match name.as_str() {
+        Self::load_named(be, &name, cfg, ld, n_items, max_len)
+    }
+
+    /// Builds architecture `name` from `cfg`.
+    pub fn load_named(
+        be: &B,
+        name: &str,
+        cfg: &Config,
+        ld: &mut TensorLoader<'_>,
+        n_items: usize,
+        max_len: usize,
+    ) -> Result<Self> {
+        if let Some(&rl) = rl::RL_MODELS.iter().find(|&&m| m == name) {
+            return Ok(Arch::Rl(RlHeads::load(be, cfg, ld, n_items, max_len, rl)?));
+        }
+        Ok(match name {
             "sasrec" => Arch::SasRec(SasRec::load(be, cfg, ld, n_items, max_len)?),
             "gru4rec" => Arch::Gru4Rec(Gru4Rec::load(be, cfg, ld, n_items)?),
             "nextitnet" => Arch::NextItNet(NextItNet::load(be, cfg, ld, n_items, max_len)?),
@@ -76,16 +104,18 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(_) => "gru4rec",
             Arch::NextItNet(_) => "nextitnet",
             Arch::Caser(_) => "caser",
+            Arch::Rl(m) => m.name(),
         }
     }
 
-    /// Width of the user vector (= item embedding width).
+    /// Width of the user vector (= item embedding width; the backbone's state for RL heads).
     pub fn dim(&self) -> usize {
         match self {
             Arch::SasRec(m) => m.dim(),
             Arch::Gru4Rec(m) => m.dim(),
             Arch::NextItNet(m) => m.dim(),
             Arch::Caser(m) => m.dim(),
+            Arch::Rl(m) => m.dim(),
         }
     }
 
@@ -93,19 +123,28 @@ impl<B: Backend> Arch<B> {
     /// [`Self::scoring_table`]. Plain backbones score with the item embedding, so this is
     /// [`Self::dim`].
     pub fn score_dim(&self) -> usize {
-        self.dim()
+        match self {
+            Arch::Rl(m) => m.score_dim(),
+            _ => self.dim(),
+        }
     }
 
     /// The table the catalog is scored against, `[n_items, score_dim]`: a user's scores are
     /// the scoring vector times this table. Plain backbones use their item embedding
     /// (`item_embedding.weight`, zero-copy when the file allows it).
     pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
-        file.tensor("item_embedding.weight", &[n_items, self.score_dim()])
+        match self {
+            Arch::Rl(m) => m.scoring_table(file, n_items),
+            _ => file.tensor("item_embedding.weight", &[n_items, self.score_dim()]),
+        }
     }
 
     /// The inference-time knobs the architecture reads (none for plain backbones).
     pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
-        &[]
+        match self {
+            Arch::Rl(m) => m.objective_specs(),
+            _ => &[],
+        }
     }
 
     /// A session boundary. Hierarchical architectures advance their inter-session state and
@@ -128,6 +167,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => &m.item_emb,
             Arch::NextItNet(m) => &m.item_emb,
             Arch::Caser(m) => &m.item_emb,
+            Arch::Rl(m) => m.backbone.item_embedding(),
         }
     }
 
@@ -135,6 +175,7 @@ impl<B: Backend> Arch<B> {
     pub fn n_users(&self) -> Option<usize> {
         match self {
             Arch::Caser(m) => Some(m.n_users()),
+            Arch::Rl(m) => m.backbone.n_users(),
             _ => None,
         }
     }
@@ -146,6 +187,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => ArchState::Gru4Rec(m.new_state(be)?),
             Arch::NextItNet(m) => ArchState::NextItNet(m.new_state(be)?),
             Arch::Caser(_) => ArchState::Caser,
+            Arch::Rl(m) => m.backbone.new_state(be)?,
         })
     }
 
@@ -163,6 +205,12 @@ impl<B: Backend> Arch<B> {
         bufs: [&mut B::Buf; 4],
         out: &mut B::Buf,
     ) -> Result<()> {
+        if let Arch::Rl(m) = self {
+            let [a, b, c, d] = bufs;
+            m.backbone
+                .encode(be, window, user, obj, state, ids, [&mut *a, b, c, d], out)?;
+            return m.scoring_vector(be, obj, a, out);
+        }
         // Plain backbones have no knobs.
         let _ = obj;
         let [a, b, c, d] = bufs;
@@ -194,6 +242,16 @@ impl<B: Backend> Arch<B> {
         bufs: [&mut B::Buf; 4],
         out: &mut B::Buf,
     ) -> Result<bool> {
+        if let Arch::Rl(m) = self {
+            let [a, b, c, d] = bufs;
+            let pushed = m
+                .backbone
+                .push(be, item, obj, state, ids, [&mut *a, b, c, d], out)?;
+            if pushed {
+                m.scoring_vector(be, obj, a, out)?;
+            }
+            return Ok(pushed);
+        }
         let _ = obj;
         let [a, b, c, _] = bufs;
         match (self, state) {

@@ -1,7 +1,8 @@
 //! `seqrec train --model ARCH --data PATH --out MODEL.safetensors`.
 
 use super::{CliError, CliResult, out};
-use crate::data::{self, DataFormat, SplitMethod};
+use crate::data::{self, DataFormat, Split, SplitMethod};
+use crate::models::rl::RlKind;
 use crate::models::{
     CaserConfig, CaserModel, Gru4RecConfig, Gru4RecModel, NextItNetConfig, NextItNetModel,
     SasRecConfig, SasRecModel, TrainModel,
@@ -14,7 +15,8 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: sasrec, gru4rec, nextitnet, caser.
+    /// Architecture: sasrec, gru4rec, nextitnet, caser; or an RL method on --backbone: sqn,
+    /// snqn, sa2c, smorl.
     #[arg(long)]
     model: String,
     /// Data set: a directory or file.
@@ -59,7 +61,7 @@ pub struct TrainArgs {
     /// Loss: ce, sampled-ce, bce, bpr.
     #[arg(long, default_value = "ce")]
     loss: LossKind,
-    /// Negatives per target for sampled losses.
+    /// Negatives per target for sampled losses (per transition for snqn and sa2c).
     #[arg(long, default_value_t = 1)]
     neg: usize,
     /// Seed.
@@ -80,6 +82,9 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// Settings of the RL methods.
+    #[command(flatten)]
+    rl: super::rl::RlArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
@@ -116,8 +121,79 @@ pub fn run(args: TrainArgs) -> CliResult {
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }
-    let mut rng = Rng::new(args.seed);
-    let result = match args.model.to_ascii_lowercase().as_str() {
+    let name = args.model.to_ascii_lowercase();
+    let result = match name.parse::<RlKind>() {
+        Ok(kind) => {
+            if args.loss != LossKind::Ce {
+                return Err(CliError::input(format!(
+                    "--loss {:?}: {kind} trains its supervised head with cross-entropy (plus its TD terms)",
+                    args.loss
+                )));
+            }
+            let fit = super::rl::RlFit {
+                kind,
+                args: &args.rl,
+                split: &split,
+                opts: &opts,
+                seed: args.seed,
+                out: &args.out,
+            };
+            with_backbone(&args.rl.backbone.to_ascii_lowercase(), &args, &split, fit)?
+        }
+        Err(_) => with_backbone(
+            &name,
+            &args,
+            &split,
+            Plain {
+                split: &split,
+                opts: &opts,
+                seed: args.seed,
+            },
+        )?,
+    };
+    std::fs::write(&args.out, &result.0)
+        .map_err(|e| CliError::input(format!("{}: {e}", args.out.display())))?;
+    out(format!(
+        "saved {} (best epoch {}, {})",
+        args.out.display(),
+        result.1,
+        result.2
+    ))
+}
+
+/// Something to do with a backbone architecture, given a factory of freshly initialised
+/// backbones (called once per model to build: RL methods build two copies, SMORL's similarity
+/// baseline a third).
+pub(crate) trait WithBackbone {
+    /// What it returns.
+    type Out;
+    /// Runs with the factory.
+    fn run<M: TrainModel>(self, make: &mut dyn FnMut(&mut Rng) -> M)
+    -> Result<Self::Out, CliError>;
+}
+
+/// Plain training of the backbone with its own loss.
+struct Plain<'a> {
+    split: &'a Split,
+    opts: &'a TrainOptions,
+    seed: u64,
+}
+
+impl WithBackbone for Plain<'_> {
+    type Out = Fitted;
+    fn run<M: TrainModel>(self, make: &mut dyn FnMut(&mut Rng) -> M) -> Result<Fitted, CliError> {
+        fit(make(&mut Rng::new(self.seed)), self.split, self.opts)
+    }
+}
+
+/// Builds the configuration of backbone `name` from the arguments and runs `v` with it.
+fn with_backbone<V: WithBackbone>(
+    name: &str,
+    args: &TrainArgs,
+    split: &Split,
+    v: V,
+) -> Result<V::Out, CliError> {
+    match name {
         "sasrec" => {
             let mut cfg = SasRecConfig::new(split.n_items, args.max_len);
             if let Some(h) = args.hidden_size {
@@ -140,7 +216,7 @@ pub fn run(args: TrainArgs) -> CliResult {
                     cfg.hidden, cfg.n_heads
                 )));
             }
-            fit(SasRecModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| SasRecModel::new(cfg.clone(), rng))
         }
         "gru4rec" => {
             let mut cfg = Gru4RecConfig::new(split.n_items, args.max_len);
@@ -154,7 +230,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             if let Some(p) = args.dropout {
                 cfg.dropout = p;
             }
-            fit(Gru4RecModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| Gru4RecModel::new(cfg.clone(), rng))
         }
         "nextitnet" => {
             let mut cfg = NextItNetConfig::new(split.n_items, args.max_len);
@@ -164,7 +240,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             if let Some(n) = args.n_layers {
                 cfg.block_num = n.max(1);
             }
-            fit(NextItNetModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| NextItNetModel::new(cfg.clone(), rng))
         }
         "caser" => {
             let mut cfg = CaserConfig::new(split.n_items, split.n_users, args.max_len);
@@ -174,31 +250,30 @@ pub fn run(args: TrainArgs) -> CliResult {
             if let Some(p) = args.dropout {
                 cfg.dropout = p;
             }
-            fit(CaserModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| CaserModel::new(cfg.clone(), rng))
         }
-        other => {
-            return Err(CliError::input(format!(
-                "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser)"
-            )));
-        }
-    };
-    std::fs::write(&args.out, &result.0)
-        .map_err(|e| CliError::input(format!("{}: {e}", args.out.display())))?;
-    out(format!(
-        "saved {} (best epoch {}, {})",
-        args.out.display(),
-        result.1,
-        result.2
-    ))
+        other => Err(CliError::input(format!(
+            "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser, and with \
+             --backbone: sqn, snqn, sa2c, smorl)"
+        ))),
+    }
 }
 
+/// A trained checkpoint, its best epoch and a summary line.
+pub(crate) type Fitted = (Vec<u8>, usize, String);
+
 /// Trains and returns the checkpoint, the best epoch and a summary line.
-fn fit<M: TrainModel>(
+pub(crate) fn fit<M: TrainModel>(
     mut model: M,
-    split: &crate::data::Split,
+    split: &Split,
     opts: &TrainOptions,
-) -> Result<(Vec<u8>, usize, String), CliError> {
+) -> Result<Fitted, CliError> {
     let r = train(&mut model, split, opts).map_err(CliError::input)?;
+    Ok(summarize(&r))
+}
+
+/// The checkpoint, best epoch and summary line of a run.
+pub(crate) fn summarize(r: &crate::train::TrainResult) -> Fitted {
     let valid = r
         .best_report
         .as_ref()
@@ -216,5 +291,5 @@ fn fit<M: TrainModel>(
         r.stop,
         r.windows_per_sec
     );
-    Ok((r.checkpoint, r.best_epoch, summary))
+    (r.checkpoint.clone(), r.best_epoch, summary)
 }

@@ -15,6 +15,7 @@
 pub mod caser;
 pub mod gru4rec;
 pub mod nextitnet;
+pub mod rl;
 pub mod sasrec;
 
 #[cfg(test)]
