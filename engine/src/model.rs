@@ -8,6 +8,7 @@ use crate::config::{CONFIG_KEY, Config};
 use crate::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::models::{ARCHITECTURES, Arch, ArchState};
+use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{DType, TensorLoader, WeightFile};
 use crate::workspace::{Workspace, WsLists};
 use alloc::format;
@@ -53,7 +54,8 @@ pub struct ModelInfo {
     pub n_users: Option<usize>,
     /// Window length `MAX_ITEM_LIST_LENGTH`: longer histories keep their most recent items.
     pub max_len: usize,
-    /// Width of the user vector and of item embeddings.
+    /// Width of the user (scoring) vector and of the scoring table's rows: the item
+    /// embedding width for plain backbones, wider for models that score with several heads.
     pub dim: usize,
     /// Storage dtype of the scoring item table.
     pub item_dtype: DType,
@@ -79,6 +81,9 @@ pub struct Query<'a> {
     pub exclude_history: bool,
     /// Further ids never to recommend.
     pub exclude: &'a [u32],
+    /// Objective knobs (`None`: the model's defaults); made by
+    /// [`Model::default_objectives`].
+    pub objectives: Option<&'a Objectives>,
 }
 
 impl<'a> Query<'a> {
@@ -104,6 +109,11 @@ impl<'a> Query<'a> {
         self.exclude = ids;
         self
     }
+    /// Scores under these objective knobs instead of the model's defaults.
+    pub fn objectives(mut self, objectives: &'a Objectives) -> Self {
+        self.objectives = Some(objectives);
+        self
+    }
 }
 
 /// A loaded recommender. Immutable after loading; `Send + Sync`, so one instance serves many
@@ -115,6 +125,8 @@ pub struct Model<B: Backend = Cpu> {
     items: ItemTable<B>,
     config: Config,
     info: ModelInfo,
+    /// The knobs at their defaults.
+    objectives: Objectives,
     /// Process-unique id, so a workspace shared by several models never reuses another
     /// model's cached state.
     id: u64,
@@ -216,8 +228,8 @@ impl<B: Backend> Model<B> {
         let mut ld = TensorLoader::new(file);
         let arch = Arch::load(&be, &config, &mut ld, n_items, max_len)?;
         ld.finish(arch.name())?;
-        let dim = arch.dim();
-        let table = file.tensor("item_embedding.weight", &[n_items, dim])?;
+        let dim = arch.score_dim();
+        let table = arch.scoring_table(file, n_items)?;
         let items = ItemTable::new(&be, &table, opts.item_dtype)?;
         let info = ModelInfo {
             arch: arch.name(),
@@ -229,6 +241,7 @@ impl<B: Backend> Model<B> {
         };
         Ok(Model {
             be,
+            objectives: Objectives::new(arch.objective_specs()),
             arch,
             items,
             config,
@@ -255,6 +268,29 @@ impl<B: Backend> Model<B> {
     /// The backend.
     pub fn backend(&self) -> &B {
         &self.be
+    }
+
+    /// The inference-time objective knobs of the architecture (empty for plain backbones).
+    pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        self.objectives.specs()
+    }
+
+    /// Every knob at its default: set values on it and pass it with
+    /// [`Query::objectives`].
+    pub fn default_objectives(&self) -> Objectives {
+        self.objectives.clone()
+    }
+
+    fn check_objectives<'o>(&'o self, o: Option<&'o Objectives>) -> Result<&'o Objectives> {
+        match o {
+            None => Ok(&self.objectives),
+            Some(o) if o.same_knobs(&self.objectives) => Ok(o),
+            Some(_) => Err(Error::InvalidArgument(format!(
+                "the objectives were made for another model: make them with this model's \
+                 default_objectives() (model `{}`)",
+                self.info.arch
+            ))),
+        }
     }
 
     /// A workspace for this model (grows on first use).
@@ -308,6 +344,7 @@ impl<B: Backend> Model<B> {
     fn encode_query(&self, q: &Query<'_>, ws: &mut Workspace<B>) -> Result<()> {
         let window = self.window(q.history)?;
         let user = self.check_user(q.user)?;
+        let obj = self.check_objectives(q.objectives)?;
         let (lists, [a, b, c, d, out]) = ws.parts::<5>(&self.be)?;
         let WsLists {
             ids, state, owner, ..
@@ -321,7 +358,7 @@ impl<B: Backend> Model<B> {
         }
         let state = state.as_mut().expect("state was just created");
         self.arch
-            .encode(&self.be, window, user, state, ids, [a, b, c, d], out)
+            .encode(&self.be, window, user, obj, state, ids, [a, b, c, d], out)
     }
 
     fn user_buf<'w>(&self, ws: &'w mut Workspace<B>) -> Result<&'w mut B::Buf> {
@@ -474,6 +511,7 @@ impl<B: Backend> Model<B> {
             state: self.arch.new_state(&self.be)?,
             history: Vec::new(),
             user,
+            objectives: self.objectives.clone(),
             h: self.be.alloc(self.info.dim)?,
         })
     }
@@ -501,22 +539,74 @@ impl<B: Backend> Model<B> {
             && self.arch.push(
                 &self.be,
                 item,
+                &s.objectives,
                 &mut s.state,
                 lists.ids,
                 [a, b, c, d],
                 &mut s.h,
             )?;
         if !pushed {
-            let window = &s.history[n.saturating_sub(self.info.max_len)..];
-            self.arch.encode(
-                &self.be,
-                window,
-                s.user,
-                &mut s.state,
-                lists.ids,
-                [a, b, c, d],
-                &mut s.h,
-            )?;
+            self.session_reencode(s, ws)?;
+        }
+        Ok(())
+    }
+
+    /// Re-encodes a session's window from its history (a no-op on an empty history).
+    fn session_reencode(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
+        let n = s.history.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
+        let window = &s.history[n.saturating_sub(self.info.max_len)..];
+        self.arch.encode(
+            &self.be,
+            window,
+            s.user,
+            &s.objectives,
+            &mut s.state,
+            lists.ids,
+            [a, b, c, d],
+            &mut s.h,
+        )
+    }
+
+    /// Sets one objective knob of a session (see [`Self::objective_specs`]); the next
+    /// recommendations follow it. The session's state is recomputed under the new value.
+    ///
+    /// # Errors
+    /// An unknown knob or a value out of its range; the session is unchanged.
+    pub fn session_set_objective(
+        &self,
+        s: &mut SessionState<B>,
+        name: &str,
+        value: f32,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        self.check_session(s)?;
+        let old = s.objectives.clone();
+        s.objectives.set(name, value)?;
+        if s.objectives != old {
+            if let Err(e) = self.session_reencode(s, ws) {
+                s.objectives = old;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the end of the session's current visit (a session boundary, e.g. after 60
+    /// minutes of inactivity). Hierarchical models carry what they learned about the user
+    /// into the next session and start it empty; plain backbones treat a user's sessions as
+    /// one sequence, so for them this changes nothing.
+    pub fn session_end(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
+        self.check_session(s)?;
+        let (_, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
+        if self
+            .arch
+            .end_session(&self.be, &mut s.state, [a, b, c, d])?
+        {
+            s.history.clear();
         }
         Ok(())
     }
@@ -591,6 +681,7 @@ pub struct SessionState<B: Backend = Cpu> {
     state: ArchState<B>,
     history: Vec<u32>,
     user: u32,
+    objectives: Objectives,
     h: B::Buf,
 }
 
@@ -598,6 +689,11 @@ impl<B: Backend> SessionState<B> {
     /// Every event pushed so far, oldest first.
     pub fn history(&self) -> &[u32] {
         &self.history
+    }
+
+    /// The session's objective knobs.
+    pub fn objectives(&self) -> &Objectives {
+        &self.objectives
     }
 }
 
@@ -639,6 +735,17 @@ impl<B: Backend> Session<'_, B> {
     /// Full-catalog scores now.
     pub fn scores(&self, out: &mut [f32]) -> Result<()> {
         self.model.session_scores(&self.state, out)
+    }
+
+    /// Sets an objective knob (see [`Model::session_set_objective`]).
+    pub fn set_objective(&mut self, name: &str, value: f32) -> Result<()> {
+        self.model
+            .session_set_objective(&mut self.state, name, value, &mut self.ws)
+    }
+
+    /// Ends the current visit (see [`Model::session_end`]).
+    pub fn end(&mut self) -> Result<()> {
+        self.model.session_end(&mut self.state, &mut self.ws)
     }
 
     /// Events so far.

@@ -69,7 +69,7 @@ unsafe fn topk_batch(
             history: &histories[w[0]..w[1]],
             user: users.map(|u| u[i]),
             exclude_history: exclude_history != 0,
-            exclude: &[],
+            ..Default::default()
         })
         .collect();
     // Every request is checked up front, in order, so the first bad one is reported and the

@@ -152,3 +152,35 @@ fn one_workspace_serves_several_models() {
         assert_eq!(m.topk(&Query::new(&h), 5, &mut shared).unwrap(), want);
     }
 }
+
+#[test]
+fn plain_backbones_have_no_objective_knobs_and_ignore_session_ends() {
+    let (n_items, max_len) = (40, 6);
+    let m = model("sasrec", n_items, max_len, 5);
+    let other = model("gru4rec", n_items, max_len, 6);
+    assert!(m.objective_specs().is_empty());
+    let mut ws = m.new_workspace();
+    let mut s = m.new_session().unwrap();
+    for item in [3, 9, 12] {
+        m.session_push(&mut s, item, &mut ws).unwrap();
+    }
+    let e = m
+        .session_set_objective(&mut s, "alpha", 2.0, &mut ws)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`alpha`") && e.contains("no objective knobs"),
+        "{e}"
+    );
+    let (mut before, mut after) = (vec![0f32; n_items], vec![0f32; n_items]);
+    m.session_scores(&s, &mut before).unwrap();
+    // A session boundary keeps the concatenated history of a non-hierarchical model.
+    m.session_end(&mut s, &mut ws).unwrap();
+    assert_eq!(s.history(), &[3, 9, 12]);
+    m.session_scores(&s, &mut after).unwrap();
+    assert_eq!(before, after);
+    // Knobs made for one model are refused by another (here: equal, empty sets are fine).
+    let o = other.default_objectives();
+    let h = [1u32, 2, 3];
+    assert!(m.topk(&Query::new(&h).objectives(&o), 3, &mut ws).is_ok());
+}

@@ -67,8 +67,8 @@ impl Similarity {
     /// When the file cannot be loaded as a model.
     pub fn from_model_file(path: &Path) -> Result<Self, String> {
         let model = Model::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let table = model.arch().item_embedding().table.as_slice();
-        Self::new(table, model.info().dim)
+        let emb = model.arch().item_embedding();
+        Self::new(emb.table.as_slice(), emb.dim)
     }
 
     /// Number of rows (catalog size including the padding id 0).

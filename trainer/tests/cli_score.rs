@@ -184,6 +184,18 @@ fn bad_input_is_one_line_and_exit_2() {
             vec!["info", "/nonexistent/m.safetensors"],
             "/nonexistent/m.safetensors",
         ),
+        (
+            vec!["score", s, "--history", "4", "--alpha", "2"],
+            "unknown objective `alpha`: this model has no objective knobs",
+        ),
+        (
+            vec!["score", s, "--history", "4", "--objective", "alpha"],
+            "expected NAME=VALUE",
+        ),
+        (
+            vec!["score", s, "--history", "4", "--objective", "alpha=x"],
+            "`x` is not a number",
+        ),
     ];
     for (args, needle) in cases {
         let o = seqrec(&args);

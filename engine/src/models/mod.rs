@@ -10,7 +10,8 @@ use crate::backend::Backend;
 use crate::blocks::Embedding;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::weights::{TensorLoader, TensorSpec};
+use crate::objectives::{ObjectiveSpec, Objectives};
+use crate::weights::{Tensor, TensorLoader, TensorSpec, WeightFile};
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
@@ -88,7 +89,39 @@ impl<B: Backend> Arch<B> {
         }
     }
 
-    /// The item embedding (also the scoring table).
+    /// Width of the scoring vector that [`Self::encode`] writes, i.e. of the rows of
+    /// [`Self::scoring_table`]. Plain backbones score with the item embedding, so this is
+    /// [`Self::dim`].
+    pub fn score_dim(&self) -> usize {
+        self.dim()
+    }
+
+    /// The table the catalog is scored against, `[n_items, score_dim]`: a user's scores are
+    /// the scoring vector times this table. Plain backbones use their item embedding
+    /// (`item_embedding.weight`, zero-copy when the file allows it).
+    pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+        file.tensor("item_embedding.weight", &[n_items, self.score_dim()])
+    }
+
+    /// The inference-time knobs the architecture reads (none for plain backbones).
+    pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        &[]
+    }
+
+    /// A session boundary. Hierarchical architectures advance their inter-session state and
+    /// return `true` (the caller then starts an empty current session); plain backbones treat
+    /// a user's sessions as one concatenated sequence (the usual non-hierarchical baseline),
+    /// so the boundary changes nothing and they return `false`.
+    pub fn end_session(
+        &self,
+        _be: &B,
+        _state: &mut ArchState<B>,
+        _bufs: [&mut B::Buf; 4],
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The item embedding (the input table; also the scoring table of plain backbones).
     pub fn item_embedding(&self) -> &Embedding<B> {
         match self {
             Arch::SasRec(m) => &m.item_emb,
@@ -116,18 +149,22 @@ impl<B: Backend> Arch<B> {
         })
     }
 
-    /// Encodes a validated window (at most `max_len` ids) from scratch into row 0 of `out`,
-    /// leaving `state` describing that window.
+    /// Encodes a validated window (at most `max_len` ids) from scratch into the scoring vector
+    /// (row 0 of `out`, [`Self::score_dim`] values) under the knobs `obj`, leaving `state`
+    /// describing that window.
     pub fn encode(
         &self,
         be: &B,
         window: &[u32],
         user: u32,
+        obj: &Objectives,
         state: &mut ArchState<B>,
         ids: &mut Vec<u32>,
         bufs: [&mut B::Buf; 4],
         out: &mut B::Buf,
     ) -> Result<()> {
+        // Plain backbones have no knobs.
+        let _ = obj;
         let [a, b, c, d] = bufs;
         match (self, state) {
             (Arch::SasRec(m), ArchState::SasRec(s)) => m.encode(be, window, s, [a, b, c], out),
@@ -151,11 +188,13 @@ impl<B: Backend> Arch<B> {
         &self,
         be: &B,
         item: u32,
+        obj: &Objectives,
         state: &mut ArchState<B>,
         ids: &mut Vec<u32>,
         bufs: [&mut B::Buf; 4],
         out: &mut B::Buf,
     ) -> Result<bool> {
+        let _ = obj;
         let [a, b, c, _] = bufs;
         match (self, state) {
             (Arch::SasRec(m), ArchState::SasRec(s)) => {

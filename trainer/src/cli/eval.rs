@@ -40,6 +40,8 @@ pub struct EvalArgs {
     /// Seed of the sampled protocol's negatives (and of ratio splits).
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    objectives: super::objectives::ObjectiveArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -93,7 +95,8 @@ pub fn run(args: EvalArgs) -> CliResult {
                 args.model, split.n_items
             )));
         }
-        evaluator.evaluate_par(seqs, &EngineScorer::new(&model))
+        let objectives = args.objectives.apply(&model)?;
+        evaluator.evaluate_par(seqs, &EngineScorer::new(&model).with_objectives(objectives))
     }
     .map_err(CliError::input)?;
     match args.format {

@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod info;
 mod item_text;
+mod objectives;
 mod score;
 mod train;
 

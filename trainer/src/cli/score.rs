@@ -2,7 +2,7 @@
 
 use super::{CliError, CliResult, Format, out};
 use clap::Args;
-use seqrec_engine::{DType, LoadOptions, Model, Query, Scored};
+use seqrec_engine::{DType, LoadOptions, Model, Objectives, Query, Scored};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -28,6 +28,8 @@ pub struct ScoreArgs {
     /// Storage of the scoring item table.
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     item_dtype: DType,
+    #[command(flatten)]
+    objectives: super::objectives::ObjectiveArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -80,9 +82,17 @@ pub fn run(args: ScoreArgs) -> CliResult {
             ..Default::default()
         },
     )?;
+    let objectives = args.objectives.apply(&model)?;
     let (user, exclude_history) = (args.user, args.exclude_history);
-    fn query(h: &[u32], user: Option<u32>, exclude_history: bool) -> Query<'_> {
-        let q = Query::new(h).exclude_history(exclude_history);
+    fn query<'a>(
+        h: &'a [u32],
+        user: Option<u32>,
+        exclude_history: bool,
+        objectives: &'a Objectives,
+    ) -> Query<'a> {
+        let q = Query::new(h)
+            .exclude_history(exclude_history)
+            .objectives(objectives);
         match user {
             Some(u) => q.user(u),
             None => q,
@@ -91,7 +101,11 @@ pub fn run(args: ScoreArgs) -> CliResult {
     if let Some(h) = &args.history {
         let history = parse_history(h).map_err(|e| CliError::input(format!("--history: {e}")))?;
         let mut ws = model.new_workspace();
-        let recs = model.topk(&query(&history, user, exclude_history), args.k, &mut ws)?;
+        let recs = model.topk(
+            &query(&history, user, exclude_history, &objectives),
+            args.k,
+            &mut ws,
+        )?;
         return out(render(&recs, args.format));
     }
     let path = args
@@ -108,7 +122,7 @@ pub fn run(args: ScoreArgs) -> CliResult {
     }
     let queries: Vec<Query<'_>> = histories
         .iter()
-        .map(|h| query(h, user, exclude_history))
+        .map(|h| query(h, user, exclude_history, &objectives))
         .collect();
     let results = model.topk_batch(&queries, args.k);
     let mut lines = Vec::with_capacity(results.len());
