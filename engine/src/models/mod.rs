@@ -2,6 +2,7 @@
 //! gather them for the model-independent API in [`crate::model`].
 
 pub mod caser;
+pub mod dt;
 pub mod gru4rec;
 pub mod nextitnet;
 pub mod sasrec;
@@ -12,16 +13,18 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, TensorLoader, TensorSpec, WeightFile};
+use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
 pub use caser::Caser;
+pub use dt::{Dt, DtOrder, DtState};
 pub use gru4rec::{Gru4Rec, Gru4RecState};
 pub use nextitnet::{NextItNet, NextItNetState};
 pub use sasrec::{SasRec, SasRecState};
 
 /// Architecture names this build knows.
-pub const ARCHITECTURES: &[&str] = &["sasrec", "gru4rec", "nextitnet", "caser"];
+pub const ARCHITECTURES: &[&str] = &["sasrec", "gru4rec", "nextitnet", "caser", "modt4r", "mrdt"];
 
 /// One of the supported architectures.
 #[derive(Debug)]
@@ -35,6 +38,9 @@ pub enum Arch<B: Backend> {
     NextItNet(NextItNet<B>),
     /// Caser.
     Caser(Caser<B>),
+    /// MODT4R or MRDT (the Decision Transformers, [`dt`]); boxed, being much larger than
+    /// the backbones.
+    Dt(Box<Dt<B>>),
 }
 
 /// Per-user incremental state of an architecture.
@@ -48,6 +54,8 @@ pub enum ArchState<B: Backend> {
     NextItNet(NextItNetState<B>),
     /// Caser recomputes every request.
     Caser,
+    /// Decision Transformer caches (re-encoded on every event).
+    Dt(DtState<B>),
 }
 
 impl<B: Backend> Arch<B> {
@@ -65,6 +73,14 @@ impl<B: Backend> Arch<B> {
             "gru4rec" => Arch::Gru4Rec(Gru4Rec::load(be, cfg, ld, n_items)?),
             "nextitnet" => Arch::NextItNet(NextItNet::load(be, cfg, ld, n_items, max_len)?),
             "caser" => Arch::Caser(Caser::load(be, cfg, ld, n_items, max_len)?),
+            "modt4r" | "mrdt" => {
+                let order = if name == "modt4r" {
+                    DtOrder::StateFirst
+                } else {
+                    DtOrder::ReturnsFirst
+                };
+                Arch::Dt(Box::new(Dt::load(be, cfg, ld, n_items, max_len, order)?))
+            }
             _ => return Err(Error::UnknownModel(name.to_string())),
         })
     }
@@ -76,6 +92,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(_) => "gru4rec",
             Arch::NextItNet(_) => "nextitnet",
             Arch::Caser(_) => "caser",
+            Arch::Dt(m) => m.name(),
         }
     }
 
@@ -86,6 +103,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => m.dim(),
             Arch::NextItNet(m) => m.dim(),
             Arch::Caser(m) => m.dim(),
+            Arch::Dt(m) => m.user.dim(),
         }
     }
 
@@ -93,19 +111,28 @@ impl<B: Backend> Arch<B> {
     /// [`Self::scoring_table`]. Plain backbones score with the item embedding, so this is
     /// [`Self::dim`].
     pub fn score_dim(&self) -> usize {
-        self.dim()
+        match self {
+            Arch::Dt(m) => m.score_dim(),
+            _ => self.dim(),
+        }
     }
 
     /// The table the catalog is scored against, `[n_items, score_dim]`: a user's scores are
     /// the scoring vector times this table. Plain backbones use their item embedding
     /// (`item_embedding.weight`, zero-copy when the file allows it).
     pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
-        file.tensor("item_embedding.weight", &[n_items, self.score_dim()])
+        match self {
+            Arch::Dt(m) => Ok(m.scoring_table()),
+            _ => file.tensor("item_embedding.weight", &[n_items, self.score_dim()]),
+        }
     }
 
     /// The inference-time knobs the architecture reads (none for plain backbones).
     pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
-        &[]
+        match self {
+            Arch::Dt(_) => dt::DT_OBJECTIVES,
+            _ => &[],
+        }
     }
 
     /// A session boundary. Hierarchical architectures advance their inter-session state and
@@ -128,6 +155,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => &m.item_emb,
             Arch::NextItNet(m) => &m.item_emb,
             Arch::Caser(m) => &m.item_emb,
+            Arch::Dt(m) => &m.user.item_emb,
         }
     }
 
@@ -146,6 +174,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => ArchState::Gru4Rec(m.new_state(be)?),
             Arch::NextItNet(m) => ArchState::NextItNet(m.new_state(be)?),
             Arch::Caser(_) => ArchState::Caser,
+            Arch::Dt(m) => ArchState::Dt(m.new_state(be)?),
         })
     }
 
@@ -163,8 +192,6 @@ impl<B: Backend> Arch<B> {
         bufs: [&mut B::Buf; 4],
         out: &mut B::Buf,
     ) -> Result<()> {
-        // Plain backbones have no knobs.
-        let _ = obj;
         let [a, b, c, d] = bufs;
         match (self, state) {
             (Arch::SasRec(m), ArchState::SasRec(s)) => m.encode(be, window, s, [a, b, c], out),
@@ -175,6 +202,7 @@ impl<B: Backend> Arch<B> {
             (Arch::Caser(m), ArchState::Caser) => {
                 m.encode(be, window, user, ids, [a, b, c, d], out)
             }
+            (Arch::Dt(m), ArchState::Dt(s)) => m.encode(be, window, obj, s, [a, b, c, d], out),
             _ => Err(Error::InvalidArgument(
                 "session state belongs to a different architecture".into(),
             )),
@@ -206,7 +234,7 @@ impl<B: Backend> Arch<B> {
             (Arch::NextItNet(m), ArchState::NextItNet(s)) => {
                 m.push(be, item, ids, s, [a, b], out).map(|_| true)
             }
-            (Arch::Caser(_), ArchState::Caser) => Ok(false),
+            (Arch::Caser(_), ArchState::Caser) | (Arch::Dt(_), ArchState::Dt(_)) => Ok(false),
             _ => Err(Error::InvalidArgument(
                 "session state belongs to a different architecture".into(),
             )),

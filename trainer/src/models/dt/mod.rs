@@ -27,6 +27,8 @@ pub mod returns;
 pub mod train;
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod tests;
 
 use super::sasrec::{SasRecConfig, SasRecModel};
@@ -367,6 +369,12 @@ impl DtModel {
             .with("dt_embed_ln", c.embed_ln)
             .with("dt_objectives", objectives.join(","))
             .with("dt_beta", c.beta as f64)
+            .with(
+                "dt_similarity_dim",
+                self.tables
+                    .as_ref()
+                    .map_or(u.hidden, |t| t.similarity.shape[1]),
+            )
     }
 
     /// A safetensors image: every parameter, the serving tables, the configuration.
