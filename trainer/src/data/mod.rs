@@ -339,6 +339,47 @@ pub struct Presplit {
     pub split: Split,
 }
 
+impl Presplit {
+    /// Each user's interactions as one sequence, to split again by sequence: the longest
+    /// sequence the benchmark shows for the user (a test or validation history with its
+    /// target, or a training example's). For leave-one-out files this is the user's whole
+    /// sequence, except where the files cap histories (RecBole's at 50 items). No timestamps.
+    pub fn to_interactions(&self) -> Interactions {
+        let mut sequences: Vec<Vec<u32>> = vec![Vec::new(); self.users.len()];
+        let mut offer = |user: u32, seq: &mut dyn Iterator<Item = u32>, len: usize| {
+            let slot = &mut sequences[user as usize];
+            if len > slot.len() {
+                *slot = seq.collect();
+            }
+        };
+        match &self.split.train {
+            TrainPart::Examples(ex) => {
+                for e in ex {
+                    let mut it = e.history.iter().copied().chain([e.target]);
+                    offer(e.user, &mut it, e.history.len() + 1);
+                }
+            }
+            TrainPart::Sequences(seqs) => {
+                for s in seqs {
+                    offer(s.user, &mut s.items.iter().copied(), s.items.len());
+                }
+            }
+        }
+        for e in self.split.valid.iter().chain(&self.split.test) {
+            offer(e.user, &mut e.items.iter().copied(), e.items.len());
+        }
+        Interactions {
+            users: self.users.clone(),
+            items: self.items.clone(),
+            sequences,
+            timestamps: None,
+            ratings: None,
+            item_features: self.item_features.clone(),
+            user_features: None,
+        }
+    }
+}
+
 impl Dataset {
     /// Item tokens and ids.
     pub fn items(&self) -> &Vocab {
@@ -365,11 +406,13 @@ impl Dataset {
         }
     }
 
-    /// Splits the interactions with `method`, or returns a benchmark's given split (which
-    /// accepts only [`SplitMethod::Given`]).
+    /// Splits the interactions with `method`, or returns a benchmark's given split. A
+    /// benchmark also accepts a ratio split by sequence, of the per-user sequences it shows
+    /// ([`Presplit::to_interactions`]); other methods are refused.
     pub fn split(&self, method: &SplitMethod) -> Result<Split> {
         match (self, method) {
             (Dataset::Presplit(p), SplitMethod::Given) => Ok(p.split.clone()),
+            (Dataset::Presplit(p), m @ SplitMethod::Ratio { .. }) => split(&p.to_interactions(), m),
             (Dataset::Presplit(_), m) => Err(DataError::Invalid(format!(
                 "split `{m}`: this benchmark comes already split; use the given split"
             ))),
