@@ -11,6 +11,7 @@ mod item_text;
 mod objectives;
 mod score;
 mod train;
+mod train_dt;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Display;

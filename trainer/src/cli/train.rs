@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: sasrec, gru4rec, nextitnet, caser.
+    /// Architecture: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt.
     #[arg(long)]
     model: String,
     /// Data set: a directory or file.
@@ -50,9 +50,9 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long)]
     n_heads: Option<usize>,
-    /// Window length (MAX_ITEM_LIST_LENGTH).
-    #[arg(long, default_value_t = 50)]
-    max_len: usize,
+    /// Window length (MAX_ITEM_LIST_LENGTH; default 50, 10 for modt4r and mrdt).
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Dropout probability.
     #[arg(long)]
     dropout: Option<f32>,
@@ -80,10 +80,15 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    dt: super::train_dt::DtArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
-    if args.batch_size == 0 || args.max_len == 0 || args.epochs == 0 {
+    let model_name = args.model.to_ascii_lowercase();
+    let is_dt = matches!(model_name.as_str(), "modt4r" | "mrdt");
+    let max_len = args.max_len.unwrap_or(if is_dt { 10 } else { 50 });
+    if args.batch_size == 0 || max_len == 0 || args.epochs == 0 {
         return Err(CliError::input(
             "--batch-size, --max-len and --epochs must be at least 1",
         ));
@@ -117,9 +122,9 @@ pub fn run(args: TrainArgs) -> CliResult {
         opts.threads = t.max(1);
     }
     let mut rng = Rng::new(args.seed);
-    let result = match args.model.to_ascii_lowercase().as_str() {
+    let result = match model_name.as_str() {
         "sasrec" => {
-            let mut cfg = SasRecConfig::new(split.n_items, args.max_len);
+            let mut cfg = SasRecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.hidden = h;
                 cfg.inner = 4 * h;
@@ -143,7 +148,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             fit(SasRecModel::new(cfg, &mut rng), &split, &opts)?
         }
         "gru4rec" => {
-            let mut cfg = Gru4RecConfig::new(split.n_items, args.max_len);
+            let mut cfg = Gru4RecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
                 cfg.hidden = 2 * h;
@@ -157,7 +162,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             fit(Gru4RecModel::new(cfg, &mut rng), &split, &opts)?
         }
         "nextitnet" => {
-            let mut cfg = NextItNetConfig::new(split.n_items, args.max_len);
+            let mut cfg = NextItNetConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
@@ -167,7 +172,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             fit(NextItNetModel::new(cfg, &mut rng), &split, &opts)?
         }
         "caser" => {
-            let mut cfg = CaserConfig::new(split.n_items, split.n_users, args.max_len);
+            let mut cfg = CaserConfig::new(split.n_items, split.n_users, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
@@ -176,9 +181,21 @@ pub fn run(args: TrainArgs) -> CliResult {
             }
             fit(CaserModel::new(cfg, &mut rng), &split, &opts)?
         }
+        "modt4r" | "mrdt" => {
+            let common = super::train_dt::Common {
+                arch: &model_name,
+                max_len,
+                hidden: args.hidden_size,
+                n_layers: args.n_layers,
+                n_heads: args.n_heads,
+                dropout: args.dropout,
+                out: &args.out,
+            };
+            super::train_dt::fit(&args.dt, &common, &split, &opts)?
+        }
         other => {
             return Err(CliError::input(format!(
-                "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser)"
+                "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt)"
             )));
         }
     };
