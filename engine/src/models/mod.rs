@@ -2,6 +2,7 @@
 //! gather them for the model-independent API in [`crate::model`].
 
 pub mod caser;
+pub mod dt;
 pub mod gru4rec;
 pub mod nextitnet;
 pub mod rl;
@@ -13,10 +14,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, TensorLoader, TensorSpec, WeightFile};
+use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
 pub use caser::Caser;
+pub use dt::{Dt, DtOrder, DtState};
 pub use gru4rec::{Gru4Rec, Gru4RecState};
 pub use nextitnet::{NextItNet, NextItNetState};
 pub use rl::RlHeads;
@@ -32,6 +35,8 @@ pub const ARCHITECTURES: &[&str] = &[
     "snqn",
     "sa2c",
     "smorl",
+    "modt4r",
+    "mrdt",
 ];
 
 /// One of the supported architectures.
@@ -48,6 +53,9 @@ pub enum Arch<B: Backend> {
     Caser(Caser<B>),
     /// SQN, SNQN, SA2C or SMORL heads on a backbone (which keeps its own state).
     Rl(RlHeads<B>),
+    /// MODT4R or MRDT (the Decision Transformers, [`dt`]); boxed, being much larger than
+    /// the backbones.
+    Dt(Box<Dt<B>>),
 }
 
 /// Per-user incremental state of an architecture.
@@ -61,6 +69,8 @@ pub enum ArchState<B: Backend> {
     NextItNet(NextItNetState<B>),
     /// Caser recomputes every request.
     Caser,
+    /// Decision Transformer caches (re-encoded on every event).
+    Dt(DtState<B>),
 }
 
 impl<B: Backend> Arch<B> {
@@ -93,6 +103,14 @@ impl<B: Backend> Arch<B> {
             "gru4rec" => Arch::Gru4Rec(Gru4Rec::load(be, cfg, ld, n_items)?),
             "nextitnet" => Arch::NextItNet(NextItNet::load(be, cfg, ld, n_items, max_len)?),
             "caser" => Arch::Caser(Caser::load(be, cfg, ld, n_items, max_len)?),
+            "modt4r" | "mrdt" => {
+                let order = if name == "modt4r" {
+                    DtOrder::StateFirst
+                } else {
+                    DtOrder::ReturnsFirst
+                };
+                Arch::Dt(Box::new(Dt::load(be, cfg, ld, n_items, max_len, order)?))
+            }
             _ => return Err(Error::UnknownModel(name.to_string())),
         })
     }
@@ -105,6 +123,7 @@ impl<B: Backend> Arch<B> {
             Arch::NextItNet(_) => "nextitnet",
             Arch::Caser(_) => "caser",
             Arch::Rl(m) => m.name(),
+            Arch::Dt(m) => m.name(),
         }
     }
 
@@ -116,6 +135,7 @@ impl<B: Backend> Arch<B> {
             Arch::NextItNet(m) => m.dim(),
             Arch::Caser(m) => m.dim(),
             Arch::Rl(m) => m.dim(),
+            Arch::Dt(m) => m.user.dim(),
         }
     }
 
@@ -125,6 +145,7 @@ impl<B: Backend> Arch<B> {
     pub fn score_dim(&self) -> usize {
         match self {
             Arch::Rl(m) => m.score_dim(),
+            Arch::Dt(m) => m.score_dim(),
             _ => self.dim(),
         }
     }
@@ -135,6 +156,7 @@ impl<B: Backend> Arch<B> {
     pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
         match self {
             Arch::Rl(m) => m.scoring_table(file, n_items),
+            Arch::Dt(m) => Ok(m.scoring_table()),
             _ => file.tensor("item_embedding.weight", &[n_items, self.score_dim()]),
         }
     }
@@ -143,6 +165,7 @@ impl<B: Backend> Arch<B> {
     pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
         match self {
             Arch::Rl(m) => m.objective_specs(),
+            Arch::Dt(_) => dt::DT_OBJECTIVES,
             _ => &[],
         }
     }
@@ -168,6 +191,7 @@ impl<B: Backend> Arch<B> {
             Arch::NextItNet(m) => &m.item_emb,
             Arch::Caser(m) => &m.item_emb,
             Arch::Rl(m) => m.backbone.item_embedding(),
+            Arch::Dt(m) => &m.user.item_emb,
         }
     }
 
@@ -188,6 +212,7 @@ impl<B: Backend> Arch<B> {
             Arch::NextItNet(m) => ArchState::NextItNet(m.new_state(be)?),
             Arch::Caser(_) => ArchState::Caser,
             Arch::Rl(m) => m.backbone.new_state(be)?,
+            Arch::Dt(m) => ArchState::Dt(m.new_state(be)?),
         })
     }
 
@@ -211,8 +236,6 @@ impl<B: Backend> Arch<B> {
                 .encode(be, window, user, obj, state, ids, [&mut *a, b, c, d], out)?;
             return m.scoring_vector(be, obj, a, out);
         }
-        // Plain backbones have no knobs.
-        let _ = obj;
         let [a, b, c, d] = bufs;
         match (self, state) {
             (Arch::SasRec(m), ArchState::SasRec(s)) => m.encode(be, window, s, [a, b, c], out),
@@ -223,6 +246,7 @@ impl<B: Backend> Arch<B> {
             (Arch::Caser(m), ArchState::Caser) => {
                 m.encode(be, window, user, ids, [a, b, c, d], out)
             }
+            (Arch::Dt(m), ArchState::Dt(s)) => m.encode(be, window, obj, s, [a, b, c, d], out),
             _ => Err(Error::InvalidArgument(
                 "session state belongs to a different architecture".into(),
             )),
@@ -252,7 +276,6 @@ impl<B: Backend> Arch<B> {
             }
             return Ok(pushed);
         }
-        let _ = obj;
         let [a, b, c, _] = bufs;
         match (self, state) {
             (Arch::SasRec(m), ArchState::SasRec(s)) => {
@@ -264,7 +287,7 @@ impl<B: Backend> Arch<B> {
             (Arch::NextItNet(m), ArchState::NextItNet(s)) => {
                 m.push(be, item, ids, s, [a, b], out).map(|_| true)
             }
-            (Arch::Caser(_), ArchState::Caser) => Ok(false),
+            (Arch::Caser(_), ArchState::Caser) | (Arch::Dt(_), ArchState::Dt(_)) => Ok(false),
             _ => Err(Error::InvalidArgument(
                 "session state belongs to a different architecture".into(),
             )),

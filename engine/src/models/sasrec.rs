@@ -119,18 +119,50 @@ impl<B: Backend> SasRec<B> {
         out: &mut B::Buf,
     ) -> Result<()> {
         let [x, y, scratch] = bufs;
+        let rows = self.run(be, window, state, [&mut *x, y, scratch], false)?;
+        be.copy_rows(x, rows - 1, out, 0, 1, self.hidden)
+    }
+
+    /// Encodes `window` from scratch, leaving the output of every position in the first
+    /// buffer (`[window.len(), hidden]`), refilling `state` (the Decision Transformers read
+    /// a state per step).
+    pub(crate) fn encode_all(
+        &self,
+        be: &B,
+        window: &[u32],
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 3],
+    ) -> Result<()> {
+        self.run(be, window, state, bufs, true).map(|_| ())
+    }
+
+    /// The layers over `window` into the first buffer; the last layer computes every
+    /// position when `all`, else the last one only. Returns the rows computed.
+    fn run(
+        &self,
+        be: &B,
+        window: &[u32],
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 3],
+        all: bool,
+    ) -> Result<usize> {
+        let [x, y, scratch] = bufs;
         let n = window.len();
         be.embedding(&self.item_emb, window, Some((&self.pos_emb, 0)), x)?;
         be.layer_norm(&self.ln, x, n)?;
         let mut rows = n;
         for (l, (att, ff)) in self.layers.iter().enumerate() {
-            let q_from = if l + 1 == self.layers.len() { n - 1 } else { 0 };
+            let q_from = if !all && l + 1 == self.layers.len() {
+                n - 1
+            } else {
+                0
+            };
             be.attention(att, x, n, 0, q_from, &mut state.caches[l], scratch, y)?;
             rows = n - q_from;
             be.feed_forward(ff, y, rows, scratch, x)?;
         }
         state.len = n;
-        be.copy_rows(x, rows - 1, out, 0, 1, self.hidden)
+        Ok(rows)
     }
 
     /// Appends one event at position `state.len` (which must be below `max_len`) and writes

@@ -12,6 +12,7 @@ mod objectives;
 mod rl;
 mod score;
 mod train;
+mod train_dt;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Display;

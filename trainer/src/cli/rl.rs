@@ -42,12 +42,14 @@ pub(crate) struct RlArgs {
     /// terms (also the serving weights used for validation).
     #[arg(long, default_value = "1,1,1")]
     smorl_weights: String,
-    /// SMORL: a checkpoint whose item table gives the diversity reward's similarity (a plain
-    /// model trained on the same split). Without it, OUT with the extension `.sim.safetensors`
-    /// is used when it exists; otherwise a plain model of the backbone is trained there first,
-    /// with the same settings and time budget.
+    /// SMORL, MODT4R, MRDT: a checkpoint whose item table gives the diversity reward's /
+    /// returns' similarity (a plain model trained on the same split: of the backbone for
+    /// SMORL, SASRec for the Decision Transformers). Without it, SMORL uses OUT with the
+    /// extension `.sim.safetensors` when it exists, else trains a plain model of the backbone
+    /// there first with the same settings and time budget; the Decision Transformers train a
+    /// SASRec first.
     #[arg(long)]
-    similarity_model: Option<PathBuf>,
+    pub(crate) similarity_model: Option<PathBuf>,
 }
 
 fn parse_weights(s: &str) -> Result<[f32; 3], CliError> {

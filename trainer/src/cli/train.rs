@@ -15,8 +15,8 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: sasrec, gru4rec, nextitnet, caser; or an RL method on --backbone: sqn,
-    /// snqn, sa2c, smorl.
+    /// Architecture: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt; or an RL method on
+    /// --backbone: sqn, snqn, sa2c, smorl.
     #[arg(long)]
     model: String,
     /// Data set: a directory or file.
@@ -52,9 +52,9 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long)]
     n_heads: Option<usize>,
-    /// Window length (MAX_ITEM_LIST_LENGTH).
-    #[arg(long, default_value_t = 50)]
-    max_len: usize,
+    /// Window length (MAX_ITEM_LIST_LENGTH; default 50, 10 for modt4r and mrdt).
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Dropout probability.
     #[arg(long)]
     dropout: Option<f32>,
@@ -85,10 +85,16 @@ pub struct TrainArgs {
     /// Settings of the RL methods.
     #[command(flatten)]
     rl: super::rl::RlArgs,
+    /// Settings of the Decision Transformers.
+    #[command(flatten)]
+    dt: super::train_dt::DtArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
-    if args.batch_size == 0 || args.max_len == 0 || args.epochs == 0 {
+    let model_name = args.model.to_ascii_lowercase();
+    let is_dt = matches!(model_name.as_str(), "modt4r" | "mrdt");
+    let max_len = args.max_len.unwrap_or(if is_dt { 10 } else { 50 });
+    if args.batch_size == 0 || max_len == 0 || args.epochs == 0 {
         return Err(CliError::input(
             "--batch-size, --max-len and --epochs must be at least 1",
         ));
@@ -121,7 +127,7 @@ pub fn run(args: TrainArgs) -> CliResult {
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }
-    let name = args.model.to_ascii_lowercase();
+    let name = model_name;
     let result = match name.parse::<RlKind>() {
         Ok(kind) => {
             if args.loss != LossKind::Ce {
@@ -138,11 +144,31 @@ pub fn run(args: TrainArgs) -> CliResult {
                 seed: args.seed,
                 out: &args.out,
             };
-            with_backbone(&args.rl.backbone.to_ascii_lowercase(), &args, &split, fit)?
+            with_backbone(
+                &args.rl.backbone.to_ascii_lowercase(),
+                &args,
+                max_len,
+                &split,
+                fit,
+            )?
+        }
+        Err(_) if is_dt => {
+            let common = super::train_dt::Common {
+                arch: &name,
+                max_len,
+                hidden: args.hidden_size,
+                n_layers: args.n_layers,
+                n_heads: args.n_heads,
+                dropout: args.dropout,
+                out: &args.out,
+                similarity_model: args.rl.similarity_model.as_deref(),
+            };
+            super::train_dt::fit(&args.dt, &common, &split, &opts)?
         }
         Err(_) => with_backbone(
             &name,
             &args,
+            max_len,
             &split,
             Plain {
                 split: &split,
@@ -190,12 +216,13 @@ impl WithBackbone for Plain<'_> {
 fn with_backbone<V: WithBackbone>(
     name: &str,
     args: &TrainArgs,
+    max_len: usize,
     split: &Split,
     v: V,
 ) -> Result<V::Out, CliError> {
     match name {
         "sasrec" => {
-            let mut cfg = SasRecConfig::new(split.n_items, args.max_len);
+            let mut cfg = SasRecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.hidden = h;
                 cfg.inner = 4 * h;
@@ -219,7 +246,7 @@ fn with_backbone<V: WithBackbone>(
             v.run(&mut |rng| SasRecModel::new(cfg.clone(), rng))
         }
         "gru4rec" => {
-            let mut cfg = Gru4RecConfig::new(split.n_items, args.max_len);
+            let mut cfg = Gru4RecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
                 cfg.hidden = 2 * h;
@@ -233,7 +260,7 @@ fn with_backbone<V: WithBackbone>(
             v.run(&mut |rng| Gru4RecModel::new(cfg.clone(), rng))
         }
         "nextitnet" => {
-            let mut cfg = NextItNetConfig::new(split.n_items, args.max_len);
+            let mut cfg = NextItNetConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
@@ -243,7 +270,7 @@ fn with_backbone<V: WithBackbone>(
             v.run(&mut |rng| NextItNetModel::new(cfg.clone(), rng))
         }
         "caser" => {
-            let mut cfg = CaserConfig::new(split.n_items, split.n_users, args.max_len);
+            let mut cfg = CaserConfig::new(split.n_items, split.n_users, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
@@ -253,8 +280,8 @@ fn with_backbone<V: WithBackbone>(
             v.run(&mut |rng| CaserModel::new(cfg.clone(), rng))
         }
         other => Err(CliError::input(format!(
-            "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser, and with \
-             --backbone: sqn, snqn, sa2c, smorl)"
+            "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser, modt4r, \
+             mrdt, and with --backbone: sqn, snqn, sa2c, smorl)"
         ))),
     }
 }

@@ -119,6 +119,11 @@ impl SasRecModel {
     pub fn config(&self) -> &SasRecConfig {
         &self.cfg
     }
+
+    /// The item embedding `item_embedding.weight`.
+    pub fn item_table(&self) -> &Param {
+        &self.item_emb.weight
+    }
 }
 
 impl Module for SasRecModel {
