@@ -3,6 +3,7 @@
 
 pub mod caser;
 pub mod gru4rec;
+pub mod hdt;
 pub mod nextitnet;
 pub mod sasrec;
 
@@ -12,16 +13,26 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, TensorLoader, TensorSpec, WeightFile};
+use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
 pub use caser::Caser;
 pub use gru4rec::{Gru4Rec, Gru4RecState};
+pub use hdt::{Hdt, HdtState};
 pub use nextitnet::{NextItNet, NextItNetState};
 pub use sasrec::{SasRec, SasRecState};
 
 /// Architecture names this build knows.
-pub const ARCHITECTURES: &[&str] = &["sasrec", "gru4rec", "nextitnet", "caser"];
+pub const ARCHITECTURES: &[&str] = &[
+    "sasrec",
+    "gru4rec",
+    "nextitnet",
+    "caser",
+    "hdt",
+    "interdt",
+    "hier",
+];
 
 /// One of the supported architectures.
 #[derive(Debug)]
@@ -35,6 +46,8 @@ pub enum Arch<B: Backend> {
     NextItNet(NextItNet<B>),
     /// Caser.
     Caser(Caser<B>),
+    /// HDT and its ablations InterDT and Hier (hierarchical session models).
+    Hdt(Box<Hdt<B>>),
 }
 
 /// Per-user incremental state of an architecture.
@@ -48,6 +61,8 @@ pub enum ArchState<B: Backend> {
     NextItNet(NextItNetState<B>),
     /// Caser recomputes every request.
     Caser,
+    /// Inter-session state of a hierarchical model.
+    Hdt(Box<HdtState<B>>),
 }
 
 impl<B: Backend> Arch<B> {
@@ -65,6 +80,9 @@ impl<B: Backend> Arch<B> {
             "gru4rec" => Arch::Gru4Rec(Gru4Rec::load(be, cfg, ld, n_items)?),
             "nextitnet" => Arch::NextItNet(NextItNet::load(be, cfg, ld, n_items, max_len)?),
             "caser" => Arch::Caser(Caser::load(be, cfg, ld, n_items, max_len)?),
+            "hdt" | "interdt" | "hier" => {
+                Arch::Hdt(Box::new(Hdt::load(be, cfg, ld, n_items, max_len)?))
+            }
             _ => return Err(Error::UnknownModel(name.to_string())),
         })
     }
@@ -76,6 +94,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(_) => "gru4rec",
             Arch::NextItNet(_) => "nextitnet",
             Arch::Caser(_) => "caser",
+            Arch::Hdt(m) => m.name(),
         }
     }
 
@@ -86,6 +105,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => m.dim(),
             Arch::NextItNet(m) => m.dim(),
             Arch::Caser(m) => m.dim(),
+            Arch::Hdt(m) => m.dim(),
         }
     }
 
@@ -93,32 +113,67 @@ impl<B: Backend> Arch<B> {
     /// [`Self::scoring_table`]. Plain backbones score with the item embedding, so this is
     /// [`Self::dim`].
     pub fn score_dim(&self) -> usize {
-        self.dim()
+        match self {
+            Arch::Hdt(m) => m.score_dim(),
+            _ => self.dim(),
+        }
     }
 
     /// The table the catalog is scored against, `[n_items, score_dim]`: a user's scores are
     /// the scoring vector times this table. Plain backbones use their item embedding
     /// (`item_embedding.weight`, zero-copy when the file allows it).
     pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
-        file.tensor("item_embedding.weight", &[n_items, self.score_dim()])
+        match self {
+            Arch::Hdt(m) => m.scoring_table(file, n_items),
+            _ => file.tensor("item_embedding.weight", &[n_items, self.score_dim()]),
+        }
     }
 
     /// The inference-time knobs the architecture reads (none for plain backbones).
     pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
-        &[]
+        match self {
+            Arch::Hdt(m) => m.objective_specs(),
+            _ => &[],
+        }
     }
 
     /// A session boundary. Hierarchical architectures advance their inter-session state and
     /// return `true` (the caller then starts an empty current session); plain backbones treat
     /// a user's sessions as one concatenated sequence (the usual non-hierarchical baseline),
-    /// so the boundary changes nothing and they return `false`.
+    /// so the boundary changes nothing and they return `false`. `history` is the finished
+    /// session's events.
     pub fn end_session(
         &self,
-        _be: &B,
-        _state: &mut ArchState<B>,
-        _bufs: [&mut B::Buf; 4],
+        be: &B,
+        state: &mut ArchState<B>,
+        history: &[u32],
+        ids: &mut Vec<u32>,
+        bufs: [&mut B::Buf; 4],
     ) -> Result<bool> {
-        Ok(false)
+        match (self, state) {
+            (Arch::Hdt(m), ArchState::Hdt(s)) => m.end_session(be, s, history, ids, bufs),
+            (Arch::Hdt(_), _) => Err(Error::InvalidArgument(
+                "session state belongs to a different architecture".into(),
+            )),
+            _ => Ok(false),
+        }
+    }
+
+    /// The scoring vector of a session with no event yet after a boundary, when the
+    /// architecture predicts a session's first item (`hdt`, `interdt`); returns whether it
+    /// wrote one.
+    pub fn encode_empty(
+        &self,
+        be: &B,
+        obj: &Objectives,
+        state: &mut ArchState<B>,
+        bufs: [&mut B::Buf; 4],
+        out: &mut B::Buf,
+    ) -> Result<bool> {
+        match (self, state) {
+            (Arch::Hdt(m), ArchState::Hdt(s)) => m.encode_empty(be, obj, s, bufs, out),
+            _ => Ok(false),
+        }
     }
 
     /// The item embedding (the input table; also the scoring table of plain backbones).
@@ -128,6 +183,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => &m.item_emb,
             Arch::NextItNet(m) => &m.item_emb,
             Arch::Caser(m) => &m.item_emb,
+            Arch::Hdt(m) => m.item_embedding(),
         }
     }
 
@@ -146,6 +202,7 @@ impl<B: Backend> Arch<B> {
             Arch::Gru4Rec(m) => ArchState::Gru4Rec(m.new_state(be)?),
             Arch::NextItNet(m) => ArchState::NextItNet(m.new_state(be)?),
             Arch::Caser(_) => ArchState::Caser,
+            Arch::Hdt(m) => ArchState::Hdt(Box::new(m.new_state(be)?)),
         })
     }
 
@@ -163,10 +220,11 @@ impl<B: Backend> Arch<B> {
         bufs: [&mut B::Buf; 4],
         out: &mut B::Buf,
     ) -> Result<()> {
-        // Plain backbones have no knobs.
-        let _ = obj;
         let [a, b, c, d] = bufs;
         match (self, state) {
+            (Arch::Hdt(m), ArchState::Hdt(s)) => {
+                m.encode(be, window, obj, s, ids, [a, b, c, d], out)
+            }
             (Arch::SasRec(m), ArchState::SasRec(s)) => m.encode(be, window, s, [a, b, c], out),
             (Arch::Gru4Rec(m), ArchState::Gru4Rec(s)) => m.encode(be, window, s, [a, b, c], out),
             (Arch::NextItNet(m), ArchState::NextItNet(s)) => {
@@ -197,6 +255,8 @@ impl<B: Backend> Arch<B> {
         let _ = obj;
         let [a, b, c, _] = bufs;
         match (self, state) {
+            // Hierarchical models recompute the session (IntraDT's returns change with it).
+            (Arch::Hdt(_), ArchState::Hdt(_)) => Ok(false),
             (Arch::SasRec(m), ArchState::SasRec(s)) => {
                 m.push(be, item, s, [a, b, c], out).map(|_| true)
             }
