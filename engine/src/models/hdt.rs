@@ -125,6 +125,8 @@ pub struct Hdt<B: Backend> {
     dim: usize,
     max_len: usize,
     dis_max: f64,
+    /// The catalog heads are the item table with their own biases.
+    tied: bool,
 }
 
 /// Per-user state: the inter-session state and scratch for the current session.
@@ -203,15 +205,28 @@ impl<B: Backend> Hdt<B> {
             }
         };
         let eps = cfg.f32_or("layer_norm_eps", 1e-12)?;
+        let tied = match cfg.str_or("heads", "linear")?.as_str() {
+            "linear" => false,
+            "tied" => true,
+            other => {
+                return Err(Error::Config(format!(
+                    "heads `{other}` is not one of linear, tied"
+                )));
+            }
+        };
         let input_proj = Linear::load(be, ld, "input_proj", 2 * dim, dim, true)?;
         // The heads are read again, concatenated, by `scoring_table`; loading them here checks
         // their shapes and lists them.
-        host(ld, "seq_head.weight", &[n_items, dim])?;
-        host(ld, "seq_head.bias", &[n_items])?;
+        let head = |ld: &mut TensorLoader<'_>, name: &str| -> Result<()> {
+            if !tied {
+                host(ld, &format!("{name}.weight"), &[n_items, dim])?;
+            }
+            host(ld, &format!("{name}.bias"), &[n_items]).map(|_| ())
+        };
+        head(ld, "seq_head")?;
         let has_inter = variant != HdtVariant::Hier;
         let (inter, sim) = if has_inter {
-            host(ld, "goal_head.weight", &[n_items, dim])?;
-            host(ld, "goal_head.bias", &[n_items])?;
+            head(ld, "goal_head")?;
             let heads = cfg.usize_or("inter_heads", 1)?;
             let causal = match cfg.str_or("inter_mask", "none")?.as_str() {
                 "none" => false,
@@ -277,8 +292,7 @@ impl<B: Backend> Hdt<B> {
             }
             host(ld, "intra.return_head.weight", &[1, dim])?;
             host(ld, "intra.return_head.bias", &[1])?;
-            host(ld, "intra.action_head.weight", &[n_items, dim])?;
-            host(ld, "intra.action_head.bias", &[n_items])?;
+            head(ld, "intra.action_head")?;
             let intra = Intra {
                 e_n,
                 pos,
@@ -301,6 +315,7 @@ impl<B: Backend> Hdt<B> {
             dim,
             max_len,
             dis_max: cfg.f32_or("dis_max", 2.0)? as f64,
+            tied,
         })
     }
 
@@ -321,10 +336,12 @@ impl<B: Backend> Hdt<B> {
     /// Width of the scoring vector.
     pub fn score_dim(&self) -> usize {
         let d = self.dim;
-        match self.variant {
-            HdtVariant::Hdt => 3 * d + 3,
-            HdtVariant::InterDt => 2 * d + 2,
-            HdtVariant::Hier => d + 1,
+        match (self.variant, self.tied) {
+            (HdtVariant::Hdt, false) => 3 * d + 3,
+            (HdtVariant::InterDt, false) => 2 * d + 2,
+            (HdtVariant::Hdt, true) => d + 3,
+            (HdtVariant::InterDt, true) => d + 2,
+            (HdtVariant::Hier, _) => d + 1,
         }
     }
 
@@ -356,8 +373,23 @@ impl<B: Backend> Hdt<B> {
             };
             file.tensor(name, &shape)
         };
-        let parts: Vec<(Tensor, usize)> = match self.variant {
-            HdtVariant::Hdt => vec![
+        let parts: Vec<(Tensor, usize)> = match (self.variant, self.tied) {
+            (HdtVariant::Hdt, true) => vec![
+                (t("item_embedding.weight", d)?, d),
+                (t("intra.action_head.bias", 0)?, 1),
+                (t("seq_head.bias", 0)?, 1),
+                (t("goal_head.bias", 0)?, 1),
+            ],
+            (HdtVariant::InterDt, true) => vec![
+                (t("item_embedding.weight", d)?, d),
+                (t("seq_head.bias", 0)?, 1),
+                (t("goal_head.bias", 0)?, 1),
+            ],
+            (HdtVariant::Hier, true) => vec![
+                (t("item_embedding.weight", d)?, d),
+                (t("seq_head.bias", 0)?, 1),
+            ],
+            (HdtVariant::Hdt, false) => vec![
                 (t("intra.action_head.weight", d)?, d),
                 (t("seq_head.weight", d)?, d),
                 (t("intra.action_head.bias", 0)?, 1),
@@ -365,13 +397,15 @@ impl<B: Backend> Hdt<B> {
                 (t("goal_head.weight", d)?, d),
                 (t("goal_head.bias", 0)?, 1),
             ],
-            HdtVariant::InterDt => vec![
+            (HdtVariant::InterDt, false) => vec![
                 (t("seq_head.weight", d)?, d),
                 (t("seq_head.bias", 0)?, 1),
                 (t("goal_head.weight", d)?, d),
                 (t("goal_head.bias", 0)?, 1),
             ],
-            HdtVariant::Hier => vec![(t("seq_head.weight", d)?, d), (t("seq_head.bias", 0)?, 1)],
+            (HdtVariant::Hier, false) => {
+                vec![(t("seq_head.weight", d)?, d), (t("seq_head.bias", 0)?, 1)]
+            }
         };
         let width = self.score_dim();
         let mut data = Vec::with_capacity(n_items * width);
@@ -610,27 +644,27 @@ impl<B: Backend> Hdt<B> {
             self.run_intra(be, window, obj, st, [a, b, c])?;
         }
         let mut v = core::mem::take(&mut st.vec);
-        match self.variant {
-            HdtVariant::Hdt => {
+        v.clear();
+        let s = &st.states[s_last];
+        match (self.variant, self.tied) {
+            (HdtVariant::Hdt, false) => {
                 let alpha = obj.value("alpha");
-                v.clear();
                 v.extend_from_slice(&st.rows[..d]);
-                v.extend(st.states[s_last].iter().map(|&x| alpha * x));
+                v.extend(s.iter().map(|&x| alpha * x));
                 v.extend_from_slice(&[1.0, alpha]);
-                v.resize(3 * d + 3, 0.0);
             }
-            HdtVariant::InterDt => {
-                v.clear();
-                v.extend_from_slice(&st.states[s_last]);
-                v.push(1.0);
-                v.resize(2 * d + 2, 0.0);
+            (HdtVariant::Hdt, true) => {
+                // E·h_a + b_a + alpha·(E·s + b_s) = E·(h_a + alpha·s) + b_a + alpha·b_s.
+                let alpha = obj.value("alpha");
+                v.extend(st.rows[..d].iter().zip(s).map(|(&h, &x)| h + alpha * x));
+                v.extend_from_slice(&[1.0, alpha]);
             }
-            HdtVariant::Hier => {
-                v.clear();
-                v.extend_from_slice(&st.states[s_last]);
+            (HdtVariant::InterDt | HdtVariant::Hier, _) => {
+                v.extend_from_slice(s);
                 v.push(1.0);
             }
         }
+        v.resize(self.score_dim(), 0.0);
         let res = be.write(&v, out, 0);
         st.vec = v;
         res
@@ -652,10 +686,15 @@ impl<B: Backend> Hdt<B> {
         let d = self.dim;
         let r = self.current_return(st, obj);
         self.goal(be, st, r, bufs)?;
-        let head = self.score_dim() - d - 1;
         st.vec.clear();
-        st.vec.resize(head, 0.0);
-        st.vec.extend_from_slice(&st.g);
+        if self.tied {
+            // [E | (b_a) | b_s | b_u]: the goal over the table, the goal head's bias.
+            st.vec.extend_from_slice(&st.g);
+            st.vec.resize(self.score_dim() - 1, 0.0);
+        } else {
+            st.vec.resize(self.score_dim() - d - 1, 0.0);
+            st.vec.extend_from_slice(&st.g);
+        }
         st.vec.push(1.0);
         be.write(&st.vec, out, 0)?;
         Ok(true)

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: sasrec, gru4rec, nextitnet, caser.
+    /// Architecture: sasrec, gru4rec, nextitnet, caser, or a hierarchical session model
+    /// hdt, interdt, hier (with --split session).
     #[arg(long)]
     model: String,
     /// Data set: a directory or file.
@@ -26,6 +27,11 @@ pub struct TrainArgs {
     /// Split: loo, ratio[:A:B:C][@SEED], session[:MINUTES], given.
     #[arg(long)]
     split: Option<String>,
+    /// With --split session: the thesis's preprocessing, ITEMS:SESSION_LEN:SESSIONS (drop items
+    /// with fewer interactions, then shorter sessions, then users with fewer sessions);
+    /// default 3:3:5, `none` to keep every session.
+    #[arg(long)]
+    session_filter: Option<String>,
     /// Where to write the best validation checkpoint.
     #[arg(long)]
     out: PathBuf,
@@ -50,9 +56,10 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long)]
     n_heads: Option<usize>,
-    /// Window length (MAX_ITEM_LIST_LENGTH).
-    #[arg(long, default_value_t = 50)]
-    max_len: usize,
+    /// Window length (MAX_ITEM_LIST_LENGTH; default 50, for hierarchical models the session
+    /// length 20).
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Dropout probability.
     #[arg(long)]
     dropout: Option<f32>,
@@ -80,10 +87,13 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    hier: super::hier::HierArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
-    if args.batch_size == 0 || args.max_len == 0 || args.epochs == 0 {
+    let max_len = args.max_len.unwrap_or(50);
+    if args.batch_size == 0 || max_len == 0 || args.epochs == 0 {
         return Err(CliError::input(
             "--batch-size, --max-len and --epochs must be at least 1",
         ));
@@ -98,7 +108,29 @@ pub fn run(args: TrainArgs) -> CliResult {
         Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
         None => dataset.default_split_method(),
     };
+    let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
+    let model_name = args.model.to_ascii_lowercase();
+    if super::hier::HIERARCHICAL.contains(&model_name.as_str()) {
+        let common = super::hier::Common {
+            model: &model_name,
+            out: &args.out,
+            epochs: args.epochs,
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            hidden_size: args.hidden_size,
+            n_heads: args.n_heads,
+            max_len: args.max_len,
+            dropout: args.dropout,
+            seed: args.seed,
+            time_budget: args.time_budget,
+            threads: args.threads,
+            patience: args.patience,
+            valid_metric: &args.valid_metric,
+            quiet: args.quiet,
+        };
+        return super::hier::train(&common, &args.hier, &split);
+    }
     let mut opts = TrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -119,7 +151,7 @@ pub fn run(args: TrainArgs) -> CliResult {
     let mut rng = Rng::new(args.seed);
     let result = match args.model.to_ascii_lowercase().as_str() {
         "sasrec" => {
-            let mut cfg = SasRecConfig::new(split.n_items, args.max_len);
+            let mut cfg = SasRecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.hidden = h;
                 cfg.inner = 4 * h;
@@ -143,7 +175,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             fit(SasRecModel::new(cfg, &mut rng), &split, &opts)?
         }
         "gru4rec" => {
-            let mut cfg = Gru4RecConfig::new(split.n_items, args.max_len);
+            let mut cfg = Gru4RecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
                 cfg.hidden = 2 * h;
@@ -157,7 +189,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             fit(Gru4RecModel::new(cfg, &mut rng), &split, &opts)?
         }
         "nextitnet" => {
-            let mut cfg = NextItNetConfig::new(split.n_items, args.max_len);
+            let mut cfg = NextItNetConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
@@ -167,7 +199,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             fit(NextItNetModel::new(cfg, &mut rng), &split, &opts)?
         }
         "caser" => {
-            let mut cfg = CaserConfig::new(split.n_items, split.n_users, args.max_len);
+            let mut cfg = CaserConfig::new(split.n_items, split.n_users, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
@@ -178,7 +210,8 @@ pub fn run(args: TrainArgs) -> CliResult {
         }
         other => {
             return Err(CliError::input(format!(
-                "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser)"
+                "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser, hdt, \
+                 interdt, hier)"
             )));
         }
     };

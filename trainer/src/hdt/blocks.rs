@@ -4,6 +4,7 @@
 //! there; what is new here is how the tokens are made and read, and its backward.
 
 use super::HdtConfig;
+use super::heads::Head;
 use crate::nn::activation::DropoutCache;
 use crate::nn::attention::{FeedForwardCache, SelfAttentionCache};
 use crate::nn::norm::LayerNormCache;
@@ -162,8 +163,8 @@ pub struct IntraDt {
     pub layers: Vec<(SelfAttention, FeedForward)>,
     /// `W_r`, `b_r`: `intra.return_head`, `[1, d]`.
     pub ret_head: Linear,
-    /// `W_a`, `b_a`: `intra.action_head`, `[N, d]`.
-    pub act_head: Linear,
+    /// `W_a`, `b_a`: `intra.action_head`, `[N, d]` (or tied to the item table).
+    pub act_head: Head,
 }
 
 /// What [`IntraDt::backward`] needs.
@@ -235,7 +236,7 @@ impl IntraDt {
             dropout: Dropout::new(cfg.dropout),
             layers,
             ret_head: Linear::new("intra.return_head", d, 1, true, 0.02, rng),
-            act_head: Linear::new("intra.action_head", d, cfg.n_items, true, 0.02, rng),
+            act_head: Head::new("intra.action_head", d, cfg.n_items, cfg.tied_heads, rng),
         }
     }
 

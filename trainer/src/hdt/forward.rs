@@ -2,6 +2,7 @@
 //! the inference reference the engine is tested against.
 
 use super::blocks::{InterCache, IntraCache, IntraInput, TOKENS};
+use super::heads::HeadCache;
 use super::{Backbone, HdtModel, Variant};
 use crate::models::gru4rec::Gru4RecCache;
 use crate::models::sasrec::SasRecCache;
@@ -101,9 +102,9 @@ pub(super) struct StepCache {
     backbone: BackboneCache,
     /// Rows of the states of every step with an action (`L_S`, `L_a`, `L_R`).
     step_rows: Vec<usize>,
-    seq: LinearCache,
+    seq: HeadCache,
     d_seq_logits: Vec<f32>,
-    goal: Option<(LinearCache, Vec<f32>)>,
+    goal: Option<(HeadCache, Vec<f32>)>,
     intra: Option<IntraStep>,
 }
 
@@ -113,7 +114,7 @@ struct IntraStep {
     tok_rows: Vec<(usize, usize)>,
     ret: LinearCache,
     d_ret: Vec<f32>,
-    act: LinearCache,
+    act: HeadCache,
     d_act: Vec<f32>,
 }
 
@@ -245,12 +246,13 @@ impl HdtModel {
         let rows = step_rows.len();
         let n_items = cfg.n_items;
         let h = gather(&states, d, &step_rows);
-        let (logits, seq) = self.seq_head.forward(&h, rows);
+        let table = self.backbone.item_table();
+        let (logits, seq) = self.seq_head.forward(table, &h, rows);
         let ce = softmax_cross_entropy(&logits, rows, n_items, &targets, Some(&step_w));
         loss.seq = ce.loss;
         let d_seq_logits = ce.grad;
         let goal = self.goal_head.as_ref().map(|head| {
-            let (logits, c) = head.forward(&g, n);
+            let (logits, c) = head.forward(table, &g, n);
             let ce = softmax_cross_entropy(&logits, n, n_items, &b.first, None);
             loss.goal = ce.loss;
             (c, ce.grad)
@@ -292,7 +294,10 @@ impl HdtModel {
                 let want: Vec<f32> = step_bt.iter().map(|&(r, t)| b.r_intra[r * s + t]).collect();
                 let m = mse(&pred, &want, Some(&step_w));
                 loss.ret = m.loss;
-                let (a_logits, act_c) = intra.act_head.forward(&gather(&out, d, &state_tok), rows);
+                let (a_logits, act_c) =
+                    intra
+                        .act_head
+                        .forward(table, &gather(&out, d, &state_tok), rows);
                 let ce = softmax_cross_entropy(&a_logits, rows, n_items, &targets, Some(&step_w));
                 loss.act = ce.loss;
                 let tok_rows = goal_tok.into_iter().zip(state_tok).collect();
@@ -347,18 +352,23 @@ impl HdtModel {
         let mut d_emb = vec![0.0f32; n * len * d];
         let mut d_g = vec![0.0f32; n * d];
         let mut d_rt = vec![0.0f32; n * d];
-        let d_h = self.seq_head.backward(&c.seq, &c.d_seq_logits);
+        let d_h = self
+            .seq_head
+            .backward(self.backbone.item_table_mut(), &c.seq, &c.d_seq_logits);
         scatter_add(&mut d_states, d, &c.step_rows, &d_h);
         if let (Some(head), Some((gc, mut dl))) = (self.goal_head.as_mut(), c.goal.take()) {
             scale(&mut dl, cfg.lambda_g);
-            d_g = head.backward(&gc, &dl);
+            d_g = head.backward(self.backbone.item_table_mut(), &gc, &dl);
         }
         if let (Some(intra), Some(mut is)) = (self.intra.as_mut(), c.intra.take()) {
             let s = is.steps;
             scale(&mut is.d_ret, cfg.alpha_r);
             scale(&mut is.d_act, cfg.beta_a);
             let dh_ret = intra.ret_head.backward(&is.ret, &is.d_ret);
-            let dh_act = intra.act_head.backward(&is.act, &is.d_act);
+            let dh_act =
+                intra
+                    .act_head
+                    .backward(self.backbone.item_table_mut(), &is.act, &is.d_act);
             let mut d_out = vec![0.0f32; n * TOKENS * s * d];
             let (gt, st): (Vec<usize>, Vec<usize>) = is.tok_rows.iter().copied().unzip();
             scatter_add(&mut d_out, d, &gt, &dh_ret);

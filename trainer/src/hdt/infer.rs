@@ -117,7 +117,7 @@ impl HdtModel {
             let head = self.goal_head.as_ref()?;
             let b = self.one(&[1], r, &s, &u);
             let (_, g, _, _) = self.goals(&b, None);
-            return Some(head.infer(&g, 1));
+            return Some(head.infer(self.backbone.item_table(), &g, 1));
         }
         let w = self.window(current);
         let n = w.len();
@@ -125,7 +125,7 @@ impl HdtModel {
         let (rt, g, _, _) = self.goals(&b, None);
         let (states, emb, _, _) = self.states(&b, &g, None);
         let last = &states[(n - 1) * d..];
-        let y = self.seq_head.infer(last, 1);
+        let y = self.seq_head.infer(self.backbone.item_table(), last, 1);
         let Some(intra) = &self.intra else {
             return Some(y);
         };
@@ -161,7 +161,9 @@ impl HdtModel {
         };
         let (out, _) = intra.forward(&inp, None);
         let at = (TOKENS * (steps - 1) + 2) * d;
-        let a = intra.act_head.infer(&out[at..at + d], 1);
+        let a = intra
+            .act_head
+            .infer(self.backbone.item_table(), &out[at..at + d], 1);
         Some(a.iter().zip(&y).map(|(&a, &y)| a + k.alpha * y).collect())
     }
 }

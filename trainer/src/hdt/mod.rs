@@ -32,6 +32,7 @@
 mod blocks;
 mod data;
 mod forward;
+mod heads;
 mod infer;
 mod train;
 
@@ -41,6 +42,7 @@ mod tests;
 pub use blocks::{InterDt, IntraDt};
 pub use data::{SessionReturns, UserSessions, prepare_sessions};
 pub use forward::{HdtBatch, Knobs, LossParts, StepOutput};
+pub use heads::Head;
 pub use infer::assumed_novelty;
 pub use train::{HdtTrainOptions, train_hdt};
 
@@ -173,6 +175,9 @@ pub struct HdtConfig {
     pub beta_a: f32,
     /// Loss weight λ of `L_g` (0.2).
     pub lambda_g: f32,
+    /// The catalog heads (`W_s`, `W_u`, `W_a`) are the item table with biases of their own
+    /// instead of linear layers (off: the specification's heads).
+    pub tied_heads: bool,
 }
 
 impl HdtConfig {
@@ -201,6 +206,7 @@ impl HdtConfig {
             alpha_r: 0.5,
             beta_a: 0.1,
             lambda_g: 0.2,
+            tied_heads: false,
         }
     }
 
@@ -285,9 +291,9 @@ pub struct HdtModel {
     /// `W_g`, `b_g`: `input_proj`, `[d, 2d]`.
     pub input_proj: Linear,
     /// `W_s`, `b_s`: `seq_head`, `[N, d]`.
-    pub seq_head: Linear,
+    pub seq_head: Head,
     /// `W_u`, `b_u`: `goal_head`, `[N, d]` (HDT, InterDT).
-    pub goal_head: Option<Linear>,
+    pub goal_head: Option<Head>,
     /// InterDT (HDT, InterDT).
     pub inter: Option<InterDt>,
     /// The user-level GRU `user_gru` (Hier).
@@ -346,7 +352,8 @@ impl HdtModel {
         };
         let mut input_proj = Linear::new("input_proj", 2 * d, d, true, 0.0, rng);
         input_proj.weight.init_xavier_uniform(rng);
-        let head = |name: &str, rng: &mut Rng| Linear::new(name, d, n, true, 0.02, rng);
+        let tied = cfg.tied_heads;
+        let head = |name: &str, rng: &mut Rng| Head::new(name, d, n, tied, rng);
         let seq_head = head("seq_head", rng);
         let has_inter = cfg.variant.has_inter();
         let goal_head = has_inter.then(|| head("goal_head", rng));
@@ -402,7 +409,8 @@ impl HdtModel {
             .with("layer_norm_eps", c.ln_eps as f64)
             .with("alpha_r", c.alpha_r as f64)
             .with("beta_a", c.beta_a as f64)
-            .with("lambda_g", c.lambda_g as f64);
+            .with("lambda_g", c.lambda_g as f64)
+            .with("heads", if c.tied_heads { "tied" } else { "linear" });
         cfg = match c.backbone {
             BackboneKind::Gru4Rec => cfg
                 .with("embedding_size", c.dim)

@@ -25,9 +25,21 @@ fn data(rng: &mut Rng) -> (Similarity, Vec<bool>) {
 }
 
 fn model(variant: Variant, backbone: BackboneKind, seed: u64, std: f32) -> HdtModel {
+    model_with(variant, backbone, false, seed, std)
+}
+
+fn model_with(
+    variant: Variant,
+    backbone: BackboneKind,
+    tied: bool,
+    seed: u64,
+    std: f32,
+) -> HdtModel {
     let mut rng = Rng::new(seed);
     let (sim, lt) = data(&mut rng);
-    let mut m = HdtModel::new(small(variant, backbone), Some(&sim), Some(&lt), &mut rng).unwrap();
+    let mut cfg = small(variant, backbone);
+    cfg.tied_heads = tied;
+    let mut m = HdtModel::new(cfg, Some(&sim), Some(&lt), &mut rng).unwrap();
     randomize(&mut m, &mut rng, std);
     m
 }
@@ -61,7 +73,8 @@ fn batch(rng: &mut Rng) -> HdtBatch {
 
 #[test]
 fn full_loss_gradients() {
-    // L_S + α·L_R + β·L_a + λ·L_g of every variant on both backbones, every parameter
+    // L_S + α·L_R + β·L_a + λ·L_g of every variant on both backbones (and two with tied
+    // heads), every parameter
     // against fourth-order central differences (eval mode). Smooth, with LayerNorms over 8
     // channels and GELUs: eps 2^-6 as the SASRec check; the f32 noise of the loss (a few
     // hundred f32 logits into f64 sums) is ~1e-5, amplified by the LayerNorms: atol 3e-4,
@@ -70,19 +83,26 @@ fn full_loss_gradients() {
         max_coords: 16,
         ..GradCheck::new(0.015625, 3e-4, 2e-3)
     };
-    for (k, variant) in [Variant::Hdt, Variant::InterDt, Variant::Hier]
-        .into_iter()
-        .enumerate()
-    {
-        for backbone in [BackboneKind::Gru4Rec, BackboneKind::SasRec] {
-            let base = model(variant, backbone, 10 + k as u64, 0.4);
+    let cases = [
+        (Variant::Hdt, BackboneKind::Gru4Rec, false),
+        (Variant::Hdt, BackboneKind::SasRec, false),
+        (Variant::InterDt, BackboneKind::Gru4Rec, false),
+        (Variant::InterDt, BackboneKind::SasRec, false),
+        (Variant::Hier, BackboneKind::Gru4Rec, false),
+        (Variant::Hier, BackboneKind::SasRec, false),
+        (Variant::Hdt, BackboneKind::SasRec, true),
+        (Variant::InterDt, BackboneKind::Gru4Rec, true),
+    ];
+    for (k, (variant, backbone, tied)) in cases.into_iter().enumerate() {
+        {
+            let base = model_with(variant, backbone, tied, 10 + k as u64, 0.4);
             let b = batch(&mut Rng::new(7));
             let mut trained = base.clone();
             let out = trained.train_step(&b, None);
             assert!(out.loss.total.is_finite() && out.loss.seq > 0.0);
             assert_eq!(out.loss.ret > 0.0, variant == Variant::Hdt);
             assert_eq!(out.loss.goal > 0.0, variant != Variant::Hier);
-            let what = format!("{variant}-{}", backbone.name());
+            let what = format!("{variant}-{}-tied:{tied}", backbone.name());
             assert_param_grads(&what, &base, &trained, |m| m.loss(&b).loss.total, &cfg);
         }
     }
@@ -287,13 +307,18 @@ fn engine_matches_the_trainer_through_sessions() {
     // Every variant and backbone, random weights: the engine's session scores after the
     // finished sessions (replayed with push and with extend) equal the trainer's recomputation
     // at every prefix of the current session (longer than the window at the end), and after a
-    // boundary (goal head) for hdt and interdt.
+    // boundary (goal head) for hdt and interdt; linear and tied heads.
     for (k, variant) in [Variant::Hdt, Variant::InterDt, Variant::Hier]
         .into_iter()
         .enumerate()
     {
-        for backbone in [BackboneKind::Gru4Rec, BackboneKind::SasRec] {
-            let m = model(variant, backbone, 60 + k as u64, 0.3);
+        for (backbone, tied) in [
+            (BackboneKind::Gru4Rec, false),
+            (BackboneKind::SasRec, false),
+            (BackboneKind::Gru4Rec, true),
+            (BackboneKind::SasRec, true),
+        ] {
+            let m = model_with(variant, backbone, tied, 60 + k as u64, 0.3);
             let engine =
                 Model::from_bytes(&m.to_safetensors().unwrap(), &Default::default()).unwrap();
             assert_eq!(engine.info().arch, variant.name());
@@ -301,7 +326,7 @@ fn engine_matches_the_trainer_through_sessions() {
             let mut s = engine_session(&engine, &mut ws);
             let mut scores = vec![0f32; N];
             let knobs = Knobs::default();
-            let what = format!("{variant}-{}", backbone.name());
+            let what = format!("{variant}-{}-tied:{tied}", backbone.name());
             match m.session_scores(&PAST, &[], &knobs) {
                 Some(want) => {
                     engine.session_scores(&s, &mut scores).unwrap();

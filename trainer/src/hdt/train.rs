@@ -191,8 +191,9 @@ pub fn train_hdt(
             {
                 let mut main = model.params_mut();
                 zero_grads(&mut main);
+                // Idle slots are masked out: the loss is the sum over busy slots / B.
                 for (r, (ks, _)) in replicas.iter().zip(&parts) {
-                    let w = ks.len() as f32 / busy.len() as f32;
+                    let w = ks.len() as f32 / slots.len() as f32;
                     for (p, q) in main.iter_mut().zip(r.params()) {
                         for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
                             *g += s * w;
