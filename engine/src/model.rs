@@ -513,6 +513,7 @@ impl<B: Backend> Model<B> {
             user,
             objectives: self.objectives.clone(),
             h: self.be.alloc(self.info.dim)?,
+            scorable: false,
         })
     }
 
@@ -533,6 +534,7 @@ impl<B: Backend> Model<B> {
                 max: (self.info.n_items - 1) as u32,
             })?;
         s.history.push(item);
+        s.scorable = false;
         let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
         let n = s.history.len();
         let pushed = n <= self.info.max_len
@@ -545,19 +547,54 @@ impl<B: Backend> Model<B> {
                 [a, b, c, d],
                 &mut s.h,
             )?;
-        if !pushed {
+        if pushed {
+            s.scorable = true;
+        } else {
             self.session_reencode(s, ws)?;
         }
         Ok(())
     }
 
-    /// Re-encodes a session's window from its history (a no-op on an empty history).
-    fn session_reencode(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
-        let n = s.history.len();
-        if n == 0 {
+    /// Appends several events at once (for example a finished session being replayed) and
+    /// encodes the window once: the same state as pushing them one by one.
+    pub fn session_extend(
+        &self,
+        s: &mut SessionState<B>,
+        items: &[u32],
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        self.check_session(s)?;
+        let max = (self.info.n_items - 1) as u32;
+        if let Some(k) = items.iter().position(|&id| id == 0 || id > max) {
+            return Err(Error::ItemOutOfRange {
+                id: items[k],
+                position: s.history.len() + k,
+                max,
+            });
+        }
+        if items.is_empty() {
             return Ok(());
         }
+        s.history.extend_from_slice(items);
+        self.session_reencode(s, ws)
+    }
+
+    /// Re-encodes a session's window from its history. On an empty history, hierarchical
+    /// architectures may still write a scoring vector (the next session's first item).
+    fn session_reencode(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
+        s.scorable = false;
+        let n = s.history.len();
         let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
+        if n == 0 {
+            s.scorable = self.arch.encode_empty(
+                &self.be,
+                &s.objectives,
+                &mut s.state,
+                [a, b, c, d],
+                &mut s.h,
+            )?;
+            return Ok(());
+        }
         let window = &s.history[n.saturating_sub(self.info.max_len)..];
         self.arch.encode(
             &self.be,
@@ -568,7 +605,9 @@ impl<B: Backend> Model<B> {
             lists.ids,
             [a, b, c, d],
             &mut s.h,
-        )
+        )?;
+        s.scorable = true;
+        Ok(())
     }
 
     /// Sets one objective knob of a session (see [`Self::objective_specs`]); the next
@@ -598,15 +637,18 @@ impl<B: Backend> Model<B> {
     /// Marks the end of the session's current visit (a session boundary, e.g. after 60
     /// minutes of inactivity). Hierarchical models carry what they learned about the user
     /// into the next session and start it empty; plain backbones treat a user's sessions as
-    /// one sequence, so for them this changes nothing.
+    /// one sequence, so for them this changes nothing. After a boundary, `hdt` and `interdt`
+    /// can already recommend (their goal head predicts the next session's first item); the
+    /// other architectures answer [`Error::EmptyHistory`] until the next event.
     pub fn session_end(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
         self.check_session(s)?;
-        let (_, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
+        let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
         if self
             .arch
-            .end_session(&self.be, &mut s.state, [a, b, c, d])?
+            .end_session(&self.be, &mut s.state, &s.history, lists.ids, [a, b, c, d])?
         {
             s.history.clear();
+            self.session_reencode(s, ws)?;
         }
         Ok(())
     }
@@ -622,7 +664,7 @@ impl<B: Backend> Model<B> {
         scores: &mut [f32],
     ) -> Result<usize> {
         self.check_session(s)?;
-        if s.history.is_empty() {
+        if !s.scorable {
             return Err(Error::EmptyHistory);
         }
         if items.len() < k || scores.len() < k {
@@ -637,7 +679,7 @@ impl<B: Backend> Model<B> {
     /// Full-catalog scores for a session's current state.
     pub fn session_scores(&self, s: &SessionState<B>, scores: &mut [f32]) -> Result<()> {
         self.check_session(s)?;
-        if s.history.is_empty() {
+        if !s.scorable {
             return Err(Error::EmptyHistory);
         }
         self.check_len("scores", scores.len(), self.info.n_items)?;
@@ -683,6 +725,9 @@ pub struct SessionState<B: Backend = Cpu> {
     user: u32,
     objectives: Objectives,
     h: B::Buf,
+    /// Whether `h` holds a scoring vector for the current state (after an event, or after a
+    /// session boundary for architectures that predict a session's first item).
+    scorable: bool,
 }
 
 impl<B: Backend> SessionState<B> {
@@ -735,6 +780,12 @@ impl<B: Backend> Session<'_, B> {
     /// Full-catalog scores now.
     pub fn scores(&self, out: &mut [f32]) -> Result<()> {
         self.model.session_scores(&self.state, out)
+    }
+
+    /// Appends several events at once (see [`Model::session_extend`]).
+    pub fn extend(&mut self, items: &[u32]) -> Result<()> {
+        self.model
+            .session_extend(&mut self.state, items, &mut self.ws)
     }
 
     /// Sets an objective knob (see [`Model::session_set_objective`]).

@@ -4,6 +4,7 @@
 pub mod caser;
 pub mod dt;
 pub mod gru4rec;
+pub mod hdt;
 pub mod nextitnet;
 pub mod rl;
 pub mod sasrec;
@@ -21,6 +22,7 @@ use alloc::vec::Vec;
 pub use caser::Caser;
 pub use dt::{Dt, DtOrder, DtState};
 pub use gru4rec::{Gru4Rec, Gru4RecState};
+pub use hdt::{Hdt, HdtState};
 pub use nextitnet::{NextItNet, NextItNetState};
 pub use rl::RlHeads;
 pub use sasrec::{SasRec, SasRecState};
@@ -37,6 +39,9 @@ pub const ARCHITECTURES: &[&str] = &[
     "smorl",
     "modt4r",
     "mrdt",
+    "hdt",
+    "interdt",
+    "hier",
 ];
 
 /// One of the supported architectures.
@@ -56,6 +61,8 @@ pub enum Arch<B: Backend> {
     /// MODT4R or MRDT (the Decision Transformers, [`dt`]); boxed, being much larger than
     /// the backbones.
     Dt(Box<Dt<B>>),
+    /// HDT and its ablations InterDT and Hier (hierarchical session models).
+    Hdt(Box<Hdt<B>>),
 }
 
 /// Per-user incremental state of an architecture.
@@ -71,6 +78,8 @@ pub enum ArchState<B: Backend> {
     Caser,
     /// Decision Transformer caches (re-encoded on every event).
     Dt(DtState<B>),
+    /// Inter-session state of a hierarchical model.
+    Hdt(Box<HdtState<B>>),
 }
 
 impl<B: Backend> Arch<B> {
@@ -111,6 +120,9 @@ impl<B: Backend> Arch<B> {
                 };
                 Arch::Dt(Box::new(Dt::load(be, cfg, ld, n_items, max_len, order)?))
             }
+            "hdt" | "interdt" | "hier" => {
+                Arch::Hdt(Box::new(Hdt::load(be, cfg, ld, n_items, max_len)?))
+            }
             _ => return Err(Error::UnknownModel(name.to_string())),
         })
     }
@@ -124,6 +136,7 @@ impl<B: Backend> Arch<B> {
             Arch::Caser(_) => "caser",
             Arch::Rl(m) => m.name(),
             Arch::Dt(m) => m.name(),
+            Arch::Hdt(m) => m.name(),
         }
     }
 
@@ -136,6 +149,7 @@ impl<B: Backend> Arch<B> {
             Arch::Caser(m) => m.dim(),
             Arch::Rl(m) => m.dim(),
             Arch::Dt(m) => m.user.dim(),
+            Arch::Hdt(m) => m.dim(),
         }
     }
 
@@ -146,6 +160,7 @@ impl<B: Backend> Arch<B> {
         match self {
             Arch::Rl(m) => m.score_dim(),
             Arch::Dt(m) => m.score_dim(),
+            Arch::Hdt(m) => m.score_dim(),
             _ => self.dim(),
         }
     }
@@ -157,6 +172,7 @@ impl<B: Backend> Arch<B> {
         match self {
             Arch::Rl(m) => m.scoring_table(file, n_items),
             Arch::Dt(m) => Ok(m.scoring_table()),
+            Arch::Hdt(m) => m.scoring_table(file, n_items),
             _ => file.tensor("item_embedding.weight", &[n_items, self.score_dim()]),
         }
     }
@@ -166,6 +182,7 @@ impl<B: Backend> Arch<B> {
         match self {
             Arch::Rl(m) => m.objective_specs(),
             Arch::Dt(_) => dt::DT_OBJECTIVES,
+            Arch::Hdt(m) => m.objective_specs(),
             _ => &[],
         }
     }
@@ -173,14 +190,40 @@ impl<B: Backend> Arch<B> {
     /// A session boundary. Hierarchical architectures advance their inter-session state and
     /// return `true` (the caller then starts an empty current session); plain backbones treat
     /// a user's sessions as one concatenated sequence (the usual non-hierarchical baseline),
-    /// so the boundary changes nothing and they return `false`.
+    /// so the boundary changes nothing and they return `false`. `history` is the finished
+    /// session's events.
     pub fn end_session(
         &self,
-        _be: &B,
-        _state: &mut ArchState<B>,
-        _bufs: [&mut B::Buf; 4],
+        be: &B,
+        state: &mut ArchState<B>,
+        history: &[u32],
+        ids: &mut Vec<u32>,
+        bufs: [&mut B::Buf; 4],
     ) -> Result<bool> {
-        Ok(false)
+        match (self, state) {
+            (Arch::Hdt(m), ArchState::Hdt(s)) => m.end_session(be, s, history, ids, bufs),
+            (Arch::Hdt(_), _) => Err(Error::InvalidArgument(
+                "session state belongs to a different architecture".into(),
+            )),
+            _ => Ok(false),
+        }
+    }
+
+    /// The scoring vector of a session with no event yet after a boundary, when the
+    /// architecture predicts a session's first item (`hdt`, `interdt`); returns whether it
+    /// wrote one.
+    pub fn encode_empty(
+        &self,
+        be: &B,
+        obj: &Objectives,
+        state: &mut ArchState<B>,
+        bufs: [&mut B::Buf; 4],
+        out: &mut B::Buf,
+    ) -> Result<bool> {
+        match (self, state) {
+            (Arch::Hdt(m), ArchState::Hdt(s)) => m.encode_empty(be, obj, s, bufs, out),
+            _ => Ok(false),
+        }
     }
 
     /// The item embedding (the input table; also the scoring table of plain backbones).
@@ -192,6 +235,7 @@ impl<B: Backend> Arch<B> {
             Arch::Caser(m) => &m.item_emb,
             Arch::Rl(m) => m.backbone.item_embedding(),
             Arch::Dt(m) => &m.user.item_emb,
+            Arch::Hdt(m) => m.item_embedding(),
         }
     }
 
@@ -213,6 +257,7 @@ impl<B: Backend> Arch<B> {
             Arch::Caser(_) => ArchState::Caser,
             Arch::Rl(m) => m.backbone.new_state(be)?,
             Arch::Dt(m) => ArchState::Dt(m.new_state(be)?),
+            Arch::Hdt(m) => ArchState::Hdt(Box::new(m.new_state(be)?)),
         })
     }
 
@@ -238,6 +283,9 @@ impl<B: Backend> Arch<B> {
         }
         let [a, b, c, d] = bufs;
         match (self, state) {
+            (Arch::Hdt(m), ArchState::Hdt(s)) => {
+                m.encode(be, window, obj, s, ids, [a, b, c, d], out)
+            }
             (Arch::SasRec(m), ArchState::SasRec(s)) => m.encode(be, window, s, [a, b, c], out),
             (Arch::Gru4Rec(m), ArchState::Gru4Rec(s)) => m.encode(be, window, s, [a, b, c], out),
             (Arch::NextItNet(m), ArchState::NextItNet(s)) => {
@@ -278,6 +326,8 @@ impl<B: Backend> Arch<B> {
         }
         let [a, b, c, _] = bufs;
         match (self, state) {
+            // Hierarchical models recompute the session (IntraDT's returns change with it).
+            (Arch::Hdt(_), ArchState::Hdt(_)) => Ok(false),
             (Arch::SasRec(m), ArchState::SasRec(s)) => {
                 m.push(be, item, s, [a, b, c], out).map(|_| true)
             }

@@ -189,6 +189,44 @@ impl<B: Backend> SasRec<B> {
     }
 }
 
+impl<B: Backend> SasRec<B> {
+    /// Encodes `n` input rows already in `x` (`[n, H]`, used in place of item embeddings;
+    /// position embeddings are added here) through every layer, leaving every position's
+    /// output in `x`. `ids` and `host` are scratch.
+    pub(crate) fn encode_inputs(
+        &self,
+        be: &B,
+        x: &mut B::Buf,
+        n: usize,
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 2],
+        ids: &mut Vec<u32>,
+        host: [&mut Vec<f32>; 2],
+    ) -> Result<()> {
+        let [y, scratch] = bufs;
+        let [hx, hp] = host;
+        let h = self.hidden;
+        ids.clear();
+        ids.extend(0..n as u32);
+        be.embedding(&self.pos_emb, ids, None, y)?;
+        hx.resize(n * h, 0.0);
+        hp.resize(n * h, 0.0);
+        be.read(x, 0, hx)?;
+        be.read(y, 0, hp)?;
+        for (a, b) in hx.iter_mut().zip(hp.iter()) {
+            *a += b;
+        }
+        be.write(hx, x, 0)?;
+        be.layer_norm(&self.ln, x, n)?;
+        for (l, (att, ff)) in self.layers.iter().enumerate() {
+            be.attention(att, x, n, 0, 0, &mut state.caches[l], scratch, y)?;
+            be.feed_forward(ff, y, n, scratch, x)?;
+        }
+        state.len = n;
+        Ok(())
+    }
+}
+
 impl<B: Backend> SasRecState<B> {
     /// Positions encoded.
     pub fn len(&self) -> usize {

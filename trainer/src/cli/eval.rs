@@ -2,9 +2,11 @@
 //! most-popular baseline, `MODEL` = `pop`) on a data set's test (or validation) events.
 
 use super::{CliError, CliResult, Format, out};
+use crate::data::session_boundaries;
 use crate::data::{self, DataFormat, SplitMethod};
 use crate::eval::{EvalOptions, Evaluator, Popularity, Protocol, parse_metrics};
 use crate::scorer::EngineScorer;
+use crate::session_scorer::SessionScorer;
 use clap::Args;
 use seqrec_engine::Model;
 use serde_json::json;
@@ -24,6 +26,11 @@ pub struct EvalArgs {
     /// set's own split for pre-split benchmarks, leave-one-out otherwise).
     #[arg(long)]
     split: Option<String>,
+    /// With --split session: the thesis's preprocessing ITEMS:SESSION_LEN:SESSIONS (default
+    /// 3:3:5; `none` keeps every session). Hierarchical models (hdt, interdt, hier) replay
+    /// each user's earlier sessions through sessions, with a boundary between sessions.
+    #[arg(long)]
+    session_filter: Option<String>,
     /// full, or sampled100 / sampled[:N][@SEED] (the SASRec paper's protocol).
     #[arg(long, default_value = "full")]
     protocol: String,
@@ -69,6 +76,7 @@ pub fn run(args: EvalArgs) -> CliResult {
             protocol = Protocol::Sampled { negatives, seed };
         }
     }
+    let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
     let metrics = parse_metrics(&args.metrics).map_err(CliError::input)?;
     let opts = EvalOptions {
@@ -96,7 +104,19 @@ pub fn run(args: EvalArgs) -> CliResult {
             )));
         }
         let objectives = args.objectives.apply(&model)?;
-        evaluator.evaluate_par(seqs, &EngineScorer::new(&model).with_objectives(objectives))
+        if super::hier::HIERARCHICAL.contains(&model.info().arch) {
+            if !matches!(split.method, SplitMethod::Session { .. }) {
+                return Err(CliError::input(format!(
+                    "{}: a hierarchical model ({}) is evaluated on sessions: use --split session",
+                    args.model,
+                    model.info().arch
+                )));
+            }
+            let scorer = SessionScorer::new(&model, session_boundaries(&split));
+            evaluator.evaluate_par(seqs, &scorer.with_objectives(objectives))
+        } else {
+            evaluator.evaluate_par(seqs, &EngineScorer::new(&model).with_objectives(objectives))
+        }
     }
     .map_err(CliError::input)?;
     match args.format {

@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod embed;
 mod eval;
+mod hier;
 mod info;
 mod item_text;
 mod objectives;

@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 /// Settings of the RL methods (ignored by the plain architectures).
 #[derive(Args, Debug)]
 pub(crate) struct RlArgs {
-    /// Backbone of an RL method: sasrec, gru4rec, nextitnet, caser.
-    #[arg(long, default_value = "sasrec")]
-    pub(crate) backbone: String,
+    /// Backbone of an RL method (sasrec, gru4rec, nextitnet, caser; default sasrec) or of a
+    /// hierarchical model (gru4rec, sasrec; default gru4rec).
+    #[arg(long)]
+    pub(crate) backbone: Option<String>,
     /// Supervised head of an RL method: linear (W_s·h + b_s, as the SQN code) or tied (scores
     /// with the item embedding, as RecBole).
     #[arg(long, default_value = "linear")]
@@ -120,7 +121,7 @@ impl RlFit<'_> {
                 } else {
                     eprintln!(
                         "similarity: training a plain {} on the same split into {}",
-                        self.args.backbone,
+                        self.args.backbone.as_deref().unwrap_or("sasrec"),
                         p.display()
                     );
                     let (bytes, _, summary) = fit(

@@ -11,8 +11,15 @@ pub struct ScoreArgs {
     /// Model file (safetensors).
     model: PathBuf,
     /// Comma-separated item ids, oldest first.
-    #[arg(long, conflicts_with = "batch", required_unless_present = "batch")]
+    #[arg(long, conflicts_with_all = ["batch", "sessions"], required_unless_present_any = ["batch", "sessions"])]
     history: Option<String>,
+    /// A user's sessions through a session, oldest first, separated by `|`
+    /// (`12,7|99,4|31`): every group but the last is a finished session followed by a session
+    /// boundary, the last is the current session. Hierarchical models (hdt, interdt, hier)
+    /// carry the finished sessions into their state; after a trailing `|` hdt and interdt
+    /// predict the next session's first item.
+    #[arg(long, conflicts_with = "batch")]
+    sessions: Option<String>,
     /// File with one comma-separated history per line.
     #[arg(long)]
     batch: Option<PathBuf>,
@@ -98,6 +105,28 @@ pub fn run(args: ScoreArgs) -> CliResult {
             None => q,
         }
     }
+    if let Some(spec) = &args.sessions {
+        let mut s = match user {
+            Some(u) => model.session_for_user(u)?,
+            None => model.session()?,
+        };
+        for (name, value) in objectives.iter() {
+            s.set_objective(name, value)?;
+        }
+        let groups: Vec<&str> = spec.split('|').collect();
+        for (k, g) in groups.iter().enumerate() {
+            if !g.trim().is_empty() {
+                let items = parse_history(g)
+                    .map_err(|e| CliError::input(format!("--sessions, session {}: {e}", k + 1)))?;
+                s.extend(&items)?;
+            }
+            if k + 1 < groups.len() {
+                s.end()?;
+            }
+        }
+        let recs = s.topk(args.k, exclude_history)?;
+        return out(render(&recs, args.format));
+    }
     if let Some(h) = &args.history {
         let history = parse_history(h).map_err(|e| CliError::input(format!("--history: {e}")))?;
         let mut ws = model.new_workspace();
@@ -111,7 +140,7 @@ pub fn run(args: ScoreArgs) -> CliResult {
     let path = args
         .batch
         .as_ref()
-        .expect("clap requires --history or --batch");
+        .expect("clap requires --history, --sessions or --batch");
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
     let mut histories = Vec::new();

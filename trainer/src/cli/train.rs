@@ -15,8 +15,9 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt; or an RL method on
-    /// --backbone: sqn, snqn, sa2c, smorl.
+    /// Architecture: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt; an RL method on
+    /// --backbone: sqn, snqn, sa2c, smorl; or a hierarchical session model hdt, interdt, hier
+    /// (with --split session).
     #[arg(long)]
     model: String,
     /// Data set: a directory or file.
@@ -28,6 +29,11 @@ pub struct TrainArgs {
     /// Split: loo, ratio[:A:B:C][@SEED], session[:MINUTES], given.
     #[arg(long)]
     split: Option<String>,
+    /// With --split session: the thesis's preprocessing, ITEMS:SESSION_LEN:SESSIONS (drop items
+    /// with fewer interactions, then shorter sessions, then users with fewer sessions);
+    /// default 3:3:5, `none` to keep every session.
+    #[arg(long)]
+    session_filter: Option<String>,
     /// Where to write the best validation checkpoint.
     #[arg(long)]
     out: PathBuf,
@@ -52,7 +58,8 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long)]
     n_heads: Option<usize>,
-    /// Window length (MAX_ITEM_LIST_LENGTH; default 50, 10 for modt4r and mrdt).
+    /// Window length (MAX_ITEM_LIST_LENGTH; default 50, 10 for modt4r and mrdt; for
+    /// hierarchical models the session length 20).
     #[arg(long)]
     max_len: Option<usize>,
     /// Dropout probability.
@@ -88,6 +95,9 @@ pub struct TrainArgs {
     /// Settings of the Decision Transformers.
     #[command(flatten)]
     dt: super::train_dt::DtArgs,
+    /// Settings of the hierarchical session models.
+    #[command(flatten)]
+    hier: super::hier::HierArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
@@ -109,7 +119,30 @@ pub fn run(args: TrainArgs) -> CliResult {
         Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
         None => dataset.default_split_method(),
     };
+    let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
+    if super::hier::HIERARCHICAL.contains(&model_name.as_str()) {
+        let common = super::hier::Common {
+            model: &model_name,
+            out: &args.out,
+            epochs: args.epochs,
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            hidden_size: args.hidden_size,
+            n_heads: args.n_heads,
+            max_len: args.max_len,
+            dropout: args.dropout,
+            seed: args.seed,
+            time_budget: args.time_budget,
+            threads: args.threads,
+            patience: args.patience,
+            valid_metric: &args.valid_metric,
+            quiet: args.quiet,
+            backbone: args.rl.backbone.as_deref(),
+            similarity_model: args.rl.similarity_model.as_deref(),
+        };
+        return super::hier::train(&common, &args.hier, &split);
+    }
     let mut opts = TrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -145,7 +178,12 @@ pub fn run(args: TrainArgs) -> CliResult {
                 out: &args.out,
             };
             with_backbone(
-                &args.rl.backbone.to_ascii_lowercase(),
+                &args
+                    .rl
+                    .backbone
+                    .as_deref()
+                    .unwrap_or("sasrec")
+                    .to_ascii_lowercase(),
                 &args,
                 max_len,
                 &split,

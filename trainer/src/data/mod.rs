@@ -20,12 +20,14 @@
 mod atomic;
 mod error;
 mod format;
+mod sessions;
 mod split;
 mod text;
 
 pub use atomic::{AtomicOptions, read_atomic, read_benchmark};
 pub use error::{DataError, Result};
 pub use format::{DataFormat, Source, detect, locate};
+pub use sessions::{SessionFilter, filter_sessions, session_boundaries};
 pub use split::{
     DEFAULT_SEED, EvalSeq, Example, Split, SplitMethod, TrainPart, TrainSeq, session_starts, split,
 };
@@ -181,6 +183,11 @@ impl SideTable {
     /// The columns (without the id column), in file order.
     pub fn fields(&self) -> &[(String, FieldType)] {
         &self.fields
+    }
+
+    /// The values of `id`'s row, if it has one.
+    pub(crate) fn row(&self, id: u32) -> Option<&[FieldValue]> {
+        self.rows.get(id as usize)?.as_deref()
     }
 
     /// Number of ids with a row.

@@ -1,0 +1,267 @@
+//! The user-parallel training loop of the hierarchical models (§5.5, after HRNN).
+//!
+//! `slots` user slots; each iteration takes every busy slot's next session (in time order),
+//! with the slot's carried inter-session state (`s`, and the user GRU's state for Hier),
+//! makes one update, and stores the new states (detached: they are plain values). A slot
+//! whose user has no session left takes the next user with zero states; an epoch ends when
+//! every user was consumed (idle slots simply sit out the last iterations). Users are
+//! shuffled every epoch and then ordered by decreasing number of sessions (a stable sort),
+//! so that long histories start early and the slots stay busy.
+//!
+//! As the backbone loop, a mini-batch is split across worker threads (one model replica
+//! each) and the parts' gradients are averaged with weights equal to their share of the
+//! sessions. Validation runs through the engine after every epoch, replaying each
+//! validation user's training sessions through its session API ([`SessionScorer`]); the
+//! best validation checkpoint is kept, with early stopping and a wall-clock budget.
+
+use super::data::{UserSessions, make_batch};
+use super::{HdtBatch, HdtModel};
+use crate::data::{Split, session_boundaries};
+use crate::eval::{EvalOptions, Evaluator, Report, parse_metrics};
+use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
+use crate::nn::param::zero_grads;
+use crate::nn::{Module, Rng};
+use crate::session_scorer::SessionScorer;
+use crate::train::{EpochLog, StopReason, TrainResult};
+use rayon::prelude::*;
+use seqrec_engine::Model;
+use std::time::{Duration, Instant};
+
+/// Knobs of a training run.
+#[derive(Clone, Debug)]
+pub struct HdtTrainOptions {
+    /// Maximum epochs.
+    pub epochs: usize,
+    /// User slots B (sessions per update).
+    pub slots: usize,
+    /// Learning rate (Adam).
+    pub lr: f32,
+    /// Decoupled weight decay (AdamW); 0 gives Adam.
+    pub weight_decay: f32,
+    /// Seed of the user order and dropout.
+    pub seed: u64,
+    /// Stop when the next epoch would not fit (validation included).
+    pub time_budget: Option<Duration>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Global gradient-norm clipping.
+    pub clip: Option<f32>,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Validation metric to maximise.
+    pub valid_metric: String,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Default for HdtTrainOptions {
+    fn default() -> Self {
+        HdtTrainOptions {
+            epochs: 200,
+            slots: 32,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            seed: 2020,
+            time_budget: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            clip: Some(5.0),
+            patience: 10,
+            valid_metric: "ndcg@10".into(),
+            progress: true,
+        }
+    }
+}
+
+struct Slot {
+    user: usize,
+    next: usize,
+    s: Vec<f32>,
+    u: Vec<f32>,
+}
+
+/// Validates `model` through the engine on the split's validation events.
+fn validate(
+    model: &HdtModel,
+    evaluator: &Evaluator,
+    split: &Split,
+    boundaries: &[Vec<usize>],
+) -> Result<(Vec<u8>, Report), String> {
+    let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
+    let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
+    let scorer = SessionScorer::new(&engine, boundaries.to_vec());
+    let report = evaluator
+        .evaluate_par(&split.valid, &scorer)
+        .map_err(|e| e.to_string())?;
+    Ok((bytes, report))
+}
+
+/// Trains `model` on the sessions `data` (from [`super::prepare_sessions`] on `split`) and
+/// returns the best validation checkpoint.
+pub fn train_hdt(
+    model: &mut HdtModel,
+    split: &Split,
+    data: &[UserSessions],
+    opts: &HdtTrainOptions,
+) -> Result<TrainResult, String> {
+    let start = Instant::now();
+    if data.is_empty() {
+        return Err("no training sessions".into());
+    }
+    if split.valid.is_empty() {
+        return Err("the split has no validation sessions to select a checkpoint with".into());
+    }
+    let metric = opts.valid_metric.to_ascii_lowercase();
+    let eval_opts = EvalOptions {
+        metrics: parse_metrics(&metric).map_err(|e| e.to_string())?,
+        ..Default::default()
+    };
+    let evaluator = Evaluator::new(split, eval_opts).map_err(|e| e.to_string())?;
+    let boundaries = session_boundaries(split);
+    let d = model.config().dim;
+    let threads = opts.threads.max(1);
+    let mut replicas: Vec<HdtModel> = (0..threads).map(|_| model.clone()).collect();
+    let mut rngs: Vec<Rng> = (0..threads as u64)
+        .map(|t| Rng::new(opts.seed ^ (0xA5A5 + t)))
+        .collect();
+    let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
+    let mut optimizer = if opts.weight_decay > 0.0 {
+        Adam::adamw(opts.weight_decay)
+    } else {
+        Adam::new(0.0)
+    };
+    let mut log = Vec::new();
+    let (mut best, mut best_epoch, mut best_report, mut checkpoint) =
+        (f64::NEG_INFINITY, 0, None, Vec::new());
+    let mut stop = StopReason::Epochs;
+    let mut sessions_done = 0usize;
+    let mut last_valid_secs = 0.0f64;
+    let zeros = vec![0.0f32; d];
+    'epochs: for epoch in 1..=opts.epochs {
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, shuffle.below(i + 1));
+        }
+        order.sort_by_key(|&u| std::cmp::Reverse(data[u].sessions.len()));
+        let mut queue = order.into_iter();
+        let mut slots: Vec<Option<Slot>> = (0..opts.slots.max(1)).map(|_| None).collect();
+        let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
+        let mut out_of_time = false;
+        loop {
+            for slot in slots.iter_mut().filter(|s| s.is_none()) {
+                *slot = queue.next().map(|user| Slot {
+                    user,
+                    next: 0,
+                    s: zeros.clone(),
+                    u: zeros.clone(),
+                });
+            }
+            let busy: Vec<usize> = (0..slots.len()).filter(|&k| slots[k].is_some()).collect();
+            if busy.is_empty() {
+                break;
+            }
+            if let Some(budget) = opts.time_budget
+                && start.elapsed().as_secs_f64() + last_valid_secs.max(0.5) >= budget.as_secs_f64()
+            {
+                out_of_time = true;
+                break;
+            }
+            let per = busy.len().div_ceil(threads);
+            let parts: Vec<(Vec<usize>, HdtBatch)> = busy
+                .chunks(per)
+                .map(|ks| {
+                    let items: Vec<_> = ks
+                        .iter()
+                        .map(|&k| {
+                            let s = slots[k].as_ref().expect("busy");
+                            (&data[s.user].sessions[s.next], &s.s[..], &s.u[..])
+                        })
+                        .collect();
+                    (ks.to_vec(), make_batch(&items, d))
+                })
+                .collect();
+            let outs: Vec<_> = replicas
+                .par_iter_mut()
+                .zip(rngs.par_iter_mut())
+                .zip(parts.par_iter())
+                .map(|((rep, rng), (_, b))| {
+                    zero_grads(&mut rep.params_mut());
+                    rep.train_step(b, Some(rng))
+                })
+                .collect();
+            {
+                let mut main = model.params_mut();
+                zero_grads(&mut main);
+                // Idle slots are masked out: the loss is the sum over busy slots / B.
+                for (r, (ks, _)) in replicas.iter().zip(&parts) {
+                    let w = ks.len() as f32 / slots.len() as f32;
+                    for (p, q) in main.iter_mut().zip(r.params()) {
+                        for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
+                            *g += s * w;
+                        }
+                    }
+                }
+                if let Some(c) = opts.clip {
+                    clip_grad_norm(&mut main, c);
+                }
+                optimizer.step(&mut main, opts.lr);
+            }
+            for r in replicas.iter_mut() {
+                for (q, p) in r.params_mut().into_iter().zip(model.params()) {
+                    q.value.copy_from_slice(&p.value);
+                }
+            }
+            for ((ks, _), out) in parts.iter().zip(&outs) {
+                loss_sum += out.loss.total * ks.len() as f64;
+                loss_n += ks.len();
+                for (j, &k) in ks.iter().enumerate() {
+                    let slot = slots[k].as_mut().expect("busy");
+                    slot.s.copy_from_slice(&out.s_next[j * d..(j + 1) * d]);
+                    if !out.u_next.is_empty() {
+                        slot.u.copy_from_slice(&out.u_next[j * d..(j + 1) * d]);
+                    }
+                    slot.next += 1;
+                    if slot.next == data[slot.user].sessions.len() {
+                        slots[k] = None;
+                    }
+                }
+            }
+            sessions_done += busy.len();
+        }
+        let t_valid = Instant::now();
+        let (bytes, report) = validate(model, &evaluator, split, &boundaries)?;
+        last_valid_secs = t_valid.elapsed().as_secs_f64();
+        let value = report.get(&metric).unwrap_or(f64::NAN);
+        let entry = EpochLog {
+            epoch,
+            loss: loss_sum / loss_n.max(1) as f64,
+            valid: value,
+            elapsed: start.elapsed().as_secs_f64(),
+        };
+        if opts.progress {
+            eprintln!(
+                "epoch {epoch}: loss {:.4}, valid {metric} {value:.4} ({:.1}s)",
+                entry.loss, entry.elapsed
+            );
+        }
+        log.push(entry);
+        if value > best {
+            (best, best_epoch, best_report, checkpoint) = (value, epoch, Some(report), bytes);
+        } else if epoch - best_epoch >= opts.patience {
+            stop = StopReason::EarlyStopping;
+            break 'epochs;
+        }
+        if out_of_time {
+            stop = StopReason::TimeBudget;
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(TrainResult {
+        log,
+        best_epoch,
+        best_report,
+        checkpoint,
+        stop,
+        windows_per_sec: sessions_done as f64 / secs.max(1e-9),
+    })
+}
