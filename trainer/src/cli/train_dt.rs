@@ -35,6 +35,10 @@ pub struct DtArgs {
     /// MODT4R/MRDT: no LayerNorm over MoTrans's token embeddings.
     #[arg(long)]
     no_embed_ln: bool,
+    /// MODT4R/MRDT: score both heads against the item table (W_u = W_a = item embedding, as
+    /// SASRec does) instead of separate output layers.
+    #[arg(long)]
+    tie_heads: bool,
 }
 
 /// The shared `seqrec train` settings a Decision Transformer reads.
@@ -131,6 +135,7 @@ pub fn fit(
         cfg.beta = b;
     }
     cfg.embed_ln = !args.no_embed_ln;
+    cfg.tie_heads = args.tie_heads;
     cfg.objectives = parse_objectives(&args.dt_objectives)?;
     cfg.validate()
         .map_err(|e| CliError::input(format!("--model {}: {e}", c.arch)))?;

@@ -14,11 +14,15 @@ use super::returns::N_OBJ;
 use super::{ACTION, DtModel, STATE, TOKENS};
 use crate::models::sasrec::SasRecCache;
 use crate::models::{Batch, TrainModel, gather_rows, scatter_rows};
+use crate::nn::Linear;
 use crate::nn::Rng;
 use crate::nn::activation::DropoutCache;
 use crate::nn::attention::{FeedForwardCache, SelfAttentionCache};
+use crate::nn::linear::bias_grad;
 use crate::nn::loss::{LossGrad, mse, softmax_cross_entropy};
 use crate::nn::norm::LayerNormCache;
+use crate::nn::param::Param;
+use crate::nn::score::{full_scores, full_scores_backward};
 
 /// `n` windows of `len` steps, right-padded with id 0 and return 0.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -130,6 +134,42 @@ pub struct LossParts {
     pub returns: f64,
 }
 
+/// A catalog head over `rows` rows of `x`: `x·Wᵀ + b`, or `x·Eᵀ + b` with the item table `E`
+/// when tied.
+fn head_forward(head: &Linear, table: &Param, tied: bool, x: &[f32], rows: usize) -> Vec<f32> {
+    if !tied {
+        return head.infer(x, rows);
+    }
+    let mut y = full_scores(x, rows, table);
+    if let Some(b) = &head.bias {
+        for row in y.chunks_exact_mut(b.len()) {
+            axpy(row, &b.value, 1.0);
+        }
+    }
+    y
+}
+
+/// The backward of [`head_forward`]: adds the weight (or item table) and bias gradients and
+/// writes `dX` into `dx`.
+fn head_backward(
+    head: &mut Linear,
+    table: &mut Param,
+    tied: bool,
+    x: &[f32],
+    rows: usize,
+    d: &[f32],
+    dx: &mut [f32],
+) {
+    if !tied {
+        head.backward_with_input(x, rows, d, dx, false);
+        return;
+    }
+    dx.copy_from_slice(&full_scores_backward(x, rows, table, d));
+    if let Some(b) = &mut head.bias {
+        bias_grad(&mut b.grad, d, b.value.len());
+    }
+}
+
 /// `y += c·x`.
 fn axpy(y: &mut [f32], x: &[f32], c: f32) {
     for (a, b) in y.iter_mut().zip(x) {
@@ -168,10 +208,12 @@ impl DtModel {
         let steps = batch.steps();
         let ub = Self::user_batch(batch, &steps);
         let (states, user) = self.user.forward(&ub, rng.as_deref_mut());
-        let user_logits = self.user_head.infer(&states, steps.len());
+        let tied = self.cfg.tie_heads;
+        let table = self.user.item_table();
+        let user_logits = head_forward(&self.user_head, table, tied, &states, steps.len());
 
         let slots = self.cfg.order.slots();
-        let table = &self.user.item_table().value;
+        let table = &table.value;
         let mut x = vec![0.0f32; n * tlen * h];
         let mut valid = vec![false; n * tlen];
         for (k, &(r, t)) in steps.iter().enumerate() {
@@ -222,7 +264,13 @@ impl DtModel {
             .map(|&(r, t)| r * tlen + order.read_at(ACTION, t).expect("never the first token"))
             .collect();
         let action_in = gather_rows(&x, h, &action_rows);
-        let action_logits = self.action_head.infer(&action_in, steps.len());
+        let action_logits = head_forward(
+            &self.action_head,
+            self.user.item_table(),
+            tied,
+            &action_in,
+            steps.len(),
+        );
         let mut ret_steps: [Vec<usize>; N_OBJ] = Default::default();
         let mut ret_rows = Vec::new();
         for (o, list) in ret_steps.iter_mut().enumerate() {
@@ -276,16 +324,27 @@ impl DtModel {
         let s = cache.steps.len();
 
         // Heads.
+        let tied = self.cfg.tie_heads;
         let mut d_states = vec![0.0f32; s * h];
-        self.user_head
-            .backward_with_input(&cache.states, s, &d.user_logits, &mut d_states, false);
+        let table = self.user.item_table_mut();
+        head_backward(
+            &mut self.user_head,
+            table,
+            tied,
+            &cache.states,
+            s,
+            &d.user_logits,
+            &mut d_states,
+        );
         let mut d_in = vec![0.0f32; s * h];
-        self.action_head.backward_with_input(
+        head_backward(
+            &mut self.action_head,
+            table,
+            tied,
             &cache.action_in,
             s,
             &d.action_logits,
             &mut d_in,
-            false,
         );
         let mut dx = scatter_rows(&d_in, h, rows, &cache.action_rows);
         let m = cache.ret_rows.len();

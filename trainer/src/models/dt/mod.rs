@@ -112,6 +112,11 @@ pub struct DtConfig {
     pub objectives: [bool; N_OBJ],
     /// Weight `β` of the return loss.
     pub beta: f32,
+    /// Score both heads against the item table (`W_u = W_a = E`, as RecBole's SASRec ties its
+    /// output to its input embedding), keeping their biases. Off by default: the
+    /// specification's heads are separate `Linear(d → N)` layers. A tied checkpoint stores
+    /// copies of `E` under the head names, so serving does not change.
+    pub tie_heads: bool,
 }
 
 impl DtConfig {
@@ -133,6 +138,7 @@ impl DtConfig {
             embed_ln: true,
             objectives: [true; N_OBJ],
             beta: 0.6,
+            tie_heads: false,
         }
     }
 
@@ -369,6 +375,7 @@ impl DtModel {
             .with("dt_embed_ln", c.embed_ln)
             .with("dt_objectives", objectives.join(","))
             .with("dt_beta", c.beta as f64)
+            .with("dt_tie_heads", c.tie_heads)
             .with(
                 "dt_similarity_dim",
                 self.tables
@@ -390,16 +397,44 @@ impl DtModel {
         })?;
         let json = self.engine_config().to_json();
         let mut params = self.params();
+        let copies: Vec<Param> = if self.cfg.tie_heads {
+            let e = self.user.item_table();
+            [&self.user_head, &self.action_head]
+                .iter()
+                .map(|h| Param::from_values(h.weight.name.clone(), &e.shape, e.value.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        params.extend(&copies);
         params.push(&tables.long_tail);
         params.push(&tables.similarity);
         crate::nn::param::to_safetensors(&params, &[(seqrec_engine::CONFIG_KEY, json.as_str())])
     }
 }
 
+/// A head's parameters: only its bias when tied to the item table.
+fn head_params(head: &Linear, tied: bool) -> Vec<&Param> {
+    if tied {
+        head.bias.iter().collect()
+    } else {
+        head.params()
+    }
+}
+
+fn head_params_mut(head: &mut Linear, tied: bool) -> Vec<&mut Param> {
+    if tied {
+        head.bias.iter_mut().collect()
+    } else {
+        head.params_mut()
+    }
+}
+
 impl Module for DtModel {
     fn params(&self) -> Vec<&Param> {
+        let tied = self.cfg.tie_heads;
         let mut v = self.user.params();
-        v.extend(self.user_head.params());
+        v.extend(head_params(&self.user_head, tied));
         v.push(&self.step_emb.weight);
         v.push(&self.ret_emb);
         v.extend(self.embed_ln.params());
@@ -408,13 +443,14 @@ impl Module for DtModel {
             v.extend(f.params());
         }
         v.extend(self.ret_head.params());
-        v.extend(self.action_head.params());
+        v.extend(head_params(&self.action_head, tied));
         v
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
+        let tied = self.cfg.tie_heads;
         let mut v = self.user.params_mut();
-        v.extend(self.user_head.params_mut());
+        v.extend(head_params_mut(&mut self.user_head, tied));
         v.push(&mut self.step_emb.weight);
         v.push(&mut self.ret_emb);
         v.extend(self.embed_ln.params_mut());
@@ -423,7 +459,7 @@ impl Module for DtModel {
             v.extend(f.params_mut());
         }
         v.extend(self.ret_head.params_mut());
-        v.extend(self.action_head.params_mut());
+        v.extend(head_params_mut(&mut self.action_head, tied));
         v
     }
 }

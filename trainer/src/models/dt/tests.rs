@@ -8,12 +8,23 @@ use crate::nn::gradcheck::{GradCheck, assert_param_grads, project, randomize};
 
 /// A tiny model: 9 ids, window 4, width 4, UserTrans 1 layer, MoTrans 2 layers.
 fn tiny(order: TokenOrder, embed_ln: bool, objectives: [bool; N_OBJ], seed: u64) -> DtModel {
+    tiny_tied(order, embed_ln, objectives, false, seed)
+}
+
+fn tiny_tied(
+    order: TokenOrder,
+    embed_ln: bool,
+    objectives: [bool; N_OBJ],
+    tie_heads: bool,
+    seed: u64,
+) -> DtModel {
     let mut rng = Rng::new(seed);
     let mut cfg = DtConfig::new(order, 9, 4).with_hidden(4);
     (cfg.user.inner, cfg.inner, cfg.layers) = (6, 6, 2);
     cfg.embed_ln = embed_ln;
     cfg.objectives = objectives;
     cfg.beta = 0.7;
+    cfg.tie_heads = tie_heads;
     let mut m = DtModel::new(cfg, &mut rng);
     randomize(&mut m, &mut rng, 0.3);
     m
@@ -77,17 +88,19 @@ fn check_cfg() -> GradCheck {
 #[test]
 fn output_gradients_of_both_orders() {
     // The wiring: Σ c·outputs over Ŷ, Â and every R̂, for each token order, with and without
-    // the embedding LayerNorm, and with the novelty objective's tokens switched off.
+    // the embedding LayerNorm, with the novelty objective's tokens switched off, and with both
+    // heads tied to the item table.
     let b = tiny_batch();
-    for (i, (order, ln, objectives)) in [
-        (TokenOrder::StateFirst, true, [true; N_OBJ]),
-        (TokenOrder::ReturnsFirst, true, [true; N_OBJ]),
-        (TokenOrder::StateFirst, false, [true, false, true]),
+    for (i, (order, ln, objectives, tied)) in [
+        (TokenOrder::StateFirst, true, [true; N_OBJ], false),
+        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], false),
+        (TokenOrder::StateFirst, false, [true, false, true], false),
+        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], true),
     ]
     .into_iter()
     .enumerate()
     {
-        let base = tiny(order, ln, objectives, 140 + i as u64);
+        let base = tiny_tied(order, ln, objectives, tied, 140 + i as u64);
         let mut rng = Rng::new(7 + i as u64);
         let c = random_grads(&base, &b, &mut rng);
         let mut trained = base.clone();
