@@ -62,10 +62,6 @@ pub struct HierArgs {
     /// InterDT attention mask over (R_c, s_c): none or causal.
     #[arg(long, default_value = "none")]
     inter_mask: String,
-    /// Catalog heads (W_s, W_u, W_a) tied to the item table, each with its own bias, instead
-    /// of linear layers.
-    #[arg(long)]
-    tie_heads: bool,
 }
 
 /// What `seqrec train` passes on.
@@ -90,6 +86,9 @@ pub struct Common<'a> {
     /// `--similarity-model`: the item table for the returns (E_div), a plain backbone trained
     /// on the same split (required by hdt and interdt).
     pub similarity_model: Option<&'a std::path::Path>,
+    /// `--tie-heads`: catalog heads (W_s, W_u, W_a) tied to the item table, each with its own
+    /// bias, instead of linear layers.
+    pub tie_heads: bool,
 }
 
 /// Trains a hierarchical model on a session split and writes the best checkpoint.
@@ -130,7 +129,7 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         }
     };
     (cfg.alpha_r, cfg.beta_a, cfg.lambda_g) = (h.alpha_r, h.beta_a, h.lambda_g);
-    cfg.tied_heads = h.tie_heads;
+    cfg.tied_heads = c.tie_heads;
     let sim = match (c.similarity_model, variant.has_inter()) {
         (Some(p), _) => Some(Similarity::from_model_file(p).map_err(CliError::input)?),
         (None, true) => {

@@ -35,10 +35,11 @@ pub struct DtArgs {
     /// MODT4R/MRDT: no LayerNorm over MoTrans's token embeddings.
     #[arg(long)]
     no_embed_ln: bool,
-    /// MODT4R/MRDT: score both heads against the item table (W_u = W_a = item embedding, as
-    /// SASRec does) instead of separate output layers.
+    /// MODT4R/MRDT (and hdt, interdt, hier): score the catalog heads against the item table
+    /// (W_u = W_a = item embedding, as SASRec does; each with its own bias for the
+    /// hierarchical models) instead of separate output layers.
     #[arg(long)]
-    tie_heads: bool,
+    pub(crate) tie_heads: bool,
 }
 
 /// The shared `seqrec train` settings a Decision Transformer reads.
