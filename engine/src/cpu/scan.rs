@@ -17,7 +17,8 @@
 //! the scores a single-user scan gives them. int8 tables are scanned for upper bounds
 //! (`score + scale·C(h)`, see `seqrec_kernels::cpu::score::i8_error_bound`) and only the items
 //! whose bound reaches the selection's threshold are re-scored from the f32 rows, so the
-//! selection equals the f32 table's. f16 and bf16 tables are scored row by row with the
+//! selection equals the f32 table's (the user vector is quantized to int8 too, so the scan runs
+//! on exact integer multiply-adds). f16 and bf16 tables are scored row by row with the
 //! half-precision products.
 
 use super::Cpu;
@@ -74,7 +75,10 @@ struct One<'a> {
     items: &'a ItemTable<Cpu>,
     h: &'a [f32],
     exclude: &'a [u32],
-    /// `C(h)` of an int8 table (0 for the others).
+    /// For an int8 table: the quantized user vector, its scale and the bound `C`
+    /// (`bound` infinite when `h` cannot be quantized: the f32 rows are scanned instead).
+    hq: &'a [i8],
+    t: f32,
     bound: f32,
 }
 
@@ -87,14 +91,23 @@ pub(super) fn topk_one(
     topk: &mut TopK,
     parts: &mut Vec<TopK>,
 ) {
-    let bound = match &items.data {
-        ItemData::I8 { .. } => score::i8_error_bound(h),
-        _ => 0.0,
+    let mut hq = [0i8; score::I8_MAX_DIM];
+    let (hq, t, bound) = match &items.data {
+        ItemData::I8 { .. } if h.len() <= score::I8_MAX_DIM => {
+            let hq = &mut hq[..h.len()];
+            match score::quantize_query_i8(h, hq) {
+                Some(t) => (&hq[..], t, score::i8_error_bound(h, t)),
+                None => (&[][..], 0.0, f32::INFINITY),
+            }
+        }
+        _ => (&[][..], 0.0, f32::INFINITY),
     };
     let one = One {
         items,
         h,
         exclude,
+        hq,
+        t,
         bound,
     };
     let total = shares(items);
@@ -154,6 +167,8 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
         items,
         h,
         exclude,
+        hq,
+        t,
         bound,
     } = one;
     let isa = Isa::detect();
@@ -180,13 +195,14 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
                 topk.push_block(base, out, exclude);
             }
             ItemData::I8 { exact, .. } if !bound.is_finite() => {
-                // A non-finite user vector: no usable bound, score the f32 rows.
+                // A user vector that cannot be quantized (non-finite, all zero, too wide): no
+                // usable bound, score the f32 rows.
                 score::scores_isa(isa, h, &exact.as_slice()[rows], out, 1, nb, d);
                 topk.push_block(base, out, exclude);
             }
             ItemData::I8 { q, scales, exact } => {
                 let scales = &scales[b..b + nb];
-                score::scores_i8_isa(isa, &q[rows], scales, h, out, nb);
+                score::scores_i8_isa(isa, &q[rows], scales, hq, t, out, nb);
                 for (u, &s) in out.iter_mut().zip(scales) {
                     *u += s * bound;
                 }
