@@ -272,7 +272,10 @@ enum seqrec_status seqrec_model_topk_user(const struct seqrec_model *model,
  * entries and `histories` must hold at least `offsets[batch]` ids (the library cannot check
  * that length). Row `i` of the results is `items_out[i*k .. i*k + k - 1]` and
  * `scores_out[i*k .. i*k + k - 1]` (row-major, `batch * k` values each), as
- * `seqrec_model_topk` would write it, including the id 0 / `-INFINITY` filling.
+ * `seqrec_model_topk` would write it, including the id 0 / `-INFINITY` filling. (Requests are
+ * encoded in groups with larger matrix products, whose sums run in another order: scores
+ * agree with `seqrec_model_topk` to f32 rounding, about 1e-6 relative, and two items whose
+ * scores are that close may come in the other order.)
  *
  * `batch == 0` succeeds without reading or writing anything but `model`. A failing request
  * fails the whole call, with `seqrec_last_error()` naming its index (`history 3: ...`), and no

@@ -203,11 +203,14 @@ fn scores_topk_and_batches_equal_the_rust_api() {
                 &want_i[..],
                 "{arch} batch row {i}"
             );
-            assert_eq!(
-                &scores[i * k..(i + 1) * k],
-                &want_s[..],
-                "{arch} batch row {i}"
-            );
+            // The batched encoder sums its products in another order: 1e-5 of the largest.
+            let scale = want_s.iter().fold(1f32, |m, s| m.max(s.abs()));
+            for (g, w) in scores[i * k..(i + 1) * k].iter().zip(&want_s) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale || g == w,
+                    "{arch} batch row {i}: {g} vs {w}"
+                );
+            }
         }
     }
 }

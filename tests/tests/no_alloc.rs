@@ -1,5 +1,6 @@
 //! After warm-up, scoring allocates nothing: a counting global allocator watches the calling
-//! thread while it scores (full catalog and fused top-k) with a reused workspace.
+//! thread while it scores (full catalog and fused top-k) with a reused workspace, also when
+//! the catalog scan is split across the threads of a rayon pool, and for every item dtype.
 
 use seqrec_engine::Config;
 use seqrec_engine::{Model, Query};
@@ -80,6 +81,47 @@ fn scoring_does_not_allocate_after_warm_up() {
             allocations() - before,
             0,
             "{arch}: scoring allocated after warm-up"
+        );
+    }
+}
+
+/// Inside a pool of two threads a large catalog is scanned in shares on both threads; neither
+/// the caller nor the split allocates after warm-up (the count covers the calling worker).
+#[test]
+fn split_scans_do_not_allocate_after_warm_up() {
+    use seqrec_engine::{DType, LoadOptions};
+    let n_items = 40_000;
+    let bytes = random_model_bytes(&small_config("sasrec", n_items, 10), 4, 0.2);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for dtype in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+        let opts = LoadOptions {
+            item_dtype: dtype,
+            ..Default::default()
+        };
+        let m = Model::from_bytes(&bytes, &opts).unwrap();
+        let histories: Vec<Vec<u32>> = vec![vec![5; 10], (1..9).collect(), vec![39_999]];
+        let allocated = pool.install(|| {
+            let mut ws = m.new_workspace();
+            let (mut items, mut top) = (vec![0u32; 10], vec![0f32; 10]);
+            let mut run = |ws: &mut _| {
+                for h in &histories {
+                    let q = Query::new(h).exclude_history(true);
+                    m.topk_into(&q, 10, ws, &mut items, &mut top).unwrap();
+                }
+            };
+            run(&mut ws);
+            let before = allocations();
+            for _ in 0..20 {
+                run(&mut ws);
+            }
+            allocations() - before
+        });
+        assert_eq!(
+            allocated, 0,
+            "{dtype}: split scoring allocated after warm-up"
         );
     }
 }

@@ -213,3 +213,48 @@ fn broken_checkpoints_are_refused_with_a_clear_error() {
     let e = load_err(&tied, Some(&good));
     assert!(e.contains("sup_head"), "{e}");
 }
+
+#[test]
+fn batches_follow_each_requests_knobs() {
+    for (k, backbone) in BACKBONES.iter().enumerate() {
+        let bytes = random_model_bytes(
+            &small_rl_config("smorl", backbone, "linear", N, L),
+            40 + k as u64,
+            0.3,
+        );
+        let m = Model::from_bytes(&bytes, &Default::default()).unwrap();
+        let user = user_of(&m);
+        let mut rng = Rng::new(9);
+        let histories: Vec<Vec<u32>> = (0..12)
+            .map(|_| {
+                (0..1 + rng.below(2 * L))
+                    .map(|_| 1 + rng.below(N - 1) as u32)
+                    .collect()
+            })
+            .collect();
+        let knobs: Vec<_> = (0..histories.len())
+            .map(|i| {
+                let mut o = m.default_objectives();
+                let name = o.specs()[i % o.specs().len()].name;
+                o.set(name, 0.5 * i as f32).unwrap();
+                o
+            })
+            .collect();
+        let queries: Vec<Query<'_>> = histories
+            .iter()
+            .zip(&knobs)
+            .map(|(h, o)| query(h, user).objectives(o))
+            .collect();
+        let mut ws = m.new_workspace();
+        for (q, got) in queries.iter().zip(m.topk_batch(&queries, 5)) {
+            let want = m.topk(q, 5, &mut ws).unwrap();
+            let got = got.unwrap();
+            let ids = |v: &[seqrec_engine::Scored]| v.iter().map(|s| s.item).collect::<Vec<_>>();
+            assert_eq!(ids(&got), ids(&want), "smorl on {backbone}");
+            for (g, w) in got.iter().zip(&want) {
+                // Batched and single encodes differ only in f32 summation order.
+                assert!((g.score - w.score).abs() <= 1e-4 * (1.0 + w.score.abs()));
+            }
+        }
+    }
+}

@@ -301,6 +301,42 @@ impl<B: Backend> Arch<B> {
         }
     }
 
+    /// Encodes a batch of validated windows (each at most `max_len` ids) for `users` into
+    /// rows `0 .. windows.len()` of `out`; row `i` equals [`Self::encode`] of `windows[i]` up to
+    /// f32 summation order. SASRec encodes the batch as one stack of positions; the other
+    /// architectures encode window by window with `state` as scratch.
+    pub fn encode_batch(
+        &self,
+        be: &B,
+        windows: &[&[u32]],
+        users: &[u32],
+        objs: &[&Objectives],
+        state: &mut ArchState<B>,
+        ids: &mut Vec<u32>,
+        lens: &mut Vec<usize>,
+        bufs: [&mut B::Buf; 5],
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        let [a, b, c, d, e] = bufs;
+        if let Arch::SasRec(m) = self {
+            return m.encode_batch(be, windows, ids, lens, [a, b, c], out);
+        }
+        for (i, ((window, &user), obj)) in windows.iter().zip(users).zip(objs).enumerate() {
+            self.encode(
+                be,
+                window,
+                user,
+                obj,
+                state,
+                ids,
+                [&mut *a, &mut *b, &mut *c, &mut *d],
+                e,
+            )?;
+            be.copy_rows(e, 0, out, i, 1, self.score_dim())?;
+        }
+        Ok(())
+    }
+
     /// Appends one event to a state whose window is not full; returns `false` (doing nothing)
     /// when the architecture cannot extend its state incrementally, in which case the caller
     /// re-encodes the window.

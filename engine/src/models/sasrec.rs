@@ -165,6 +165,45 @@ impl<B: Backend> SasRec<B> {
         Ok(rows)
     }
 
+    /// Encodes a batch of validated windows into rows `0 .. windows.len()` of `out`: their
+    /// positions stacked into one `[Σ len, H]` activation, so that every projection and
+    /// feed-forward sublayer is one large product (the last layer only for each window's last
+    /// position). `ids` and `lens` are scratch.
+    pub fn encode_batch(
+        &self,
+        be: &B,
+        windows: &[&[u32]],
+        ids: &mut Vec<u32>,
+        lens: &mut Vec<usize>,
+        bufs: [&mut B::Buf; 3],
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        let [x, y, scratch] = bufs;
+        ids.clear();
+        lens.clear();
+        for w in windows {
+            ids.extend_from_slice(w);
+            lens.push(w.len());
+        }
+        let (total, b) = (ids.len(), windows.len());
+        be.embedding_seqs(&self.item_emb, ids, lens, Some(&self.pos_emb), x)?;
+        be.layer_norm(&self.ln, x, total)?;
+        if self.layers.is_empty() {
+            let mut end = 0;
+            for (i, &len) in lens.iter().enumerate() {
+                end += len;
+                be.copy_rows(x, end - 1, out, i, 1, self.hidden)?;
+            }
+            return Ok(());
+        }
+        for (l, (att, ff)) in self.layers.iter().enumerate() {
+            let last = l + 1 == self.layers.len();
+            be.attention_seqs(att, x, lens, last, scratch, y)?;
+            be.feed_forward(ff, y, if last { b } else { total }, scratch, x)?;
+        }
+        be.copy_rows(x, 0, out, 0, b, self.hidden)
+    }
+
     /// Appends one event at position `state.len` (which must be below `max_len`) and writes
     /// the new user vector to row 0 of `out`.
     pub fn push(

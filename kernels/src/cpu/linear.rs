@@ -141,6 +141,33 @@ pub fn linear_isa(
     });
 }
 
+/// `y = x·wᵀ` (no bias) with the dot tiles for `isa` whatever the shape: every output is the
+/// lane-wise fused multiply-add sum over the vectors of its row pair followed by the
+/// instruction set's horizontal sum, in an order that depends on neither `m` nor `n` (see
+/// [`super::score`]); allocates nothing.
+///
+/// # Panics
+/// If `x.len() != m·k`, `w.len() != n·k` or `y.len() != m·n`.
+pub(crate) fn dot_tiles_isa(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear(x, w, None, y, m, k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    isa.run(small::LinearDot { x, w, y, m, k, n });
+}
+
 /// Products with at most this many rows always run on our allocation-free kernels (every
 /// per-request product of the sequence encoders at the usual sequence lengths).
 pub const SMALL_MAX_ROWS: usize = 64;

@@ -43,7 +43,7 @@ pub struct ScoreArgs {
 }
 
 pub(crate) fn parse_dtype(s: &str) -> Result<DType, String> {
-    DType::parse(s).ok_or_else(|| format!("`{s}` is not one of f32, f16, bf16"))
+    DType::parse(s).ok_or_else(|| format!("`{s}` is not one of f32, f16, bf16, i8"))
 }
 
 /// Parses `12,7,99` (spaces allowed around ids).

@@ -400,6 +400,26 @@ fn pack_transposed(panel: &mut [f32], nr: usize, w: &[f32], k: usize, width: usi
     }
 }
 
+/// `y = x·wᵀ` with the dot tiles whatever the shape (the catalog scan: every output is summed
+/// in the same order for any `m` and `n`); shapes checked by the caller, `m`, `k`, `n` positive.
+pub(super) struct LinearDot<'a> {
+    pub x: &'a [f32],
+    pub w: &'a [f32],
+    pub y: &'a mut [f32],
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl WithSimd for LinearDot<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let Self { x, w, y, m, k, n } = self;
+        linear_dot(s, x, w, None, y, m, k, n);
+    }
+}
+
 /// `linear` with dot tiles: [`DOT_R`] rows of `x` × [`DOT_C`] rows of `w` (12 accumulators),
 /// the last one or two rows with 1 × 8 or 2 × 6 tiles; `w` in blocks of rows that stay in
 /// cache while every row of `x` passes over them.

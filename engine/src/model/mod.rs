@@ -16,6 +16,10 @@ use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
+mod batch;
+
+pub use batch::BATCH_GROUP;
+
 /// RecBole's default `MAX_ITEM_LIST_LENGTH`.
 pub const DEFAULT_MAX_LEN: usize = 50;
 
@@ -447,15 +451,17 @@ impl<B: Backend> Model<B> {
         scores: &mut [f32],
     ) -> Result<usize> {
         let (lists, [.., out]) = ws.parts::<5>(&self.be)?;
-        let WsLists { topk, exclude, .. } = lists;
+        let WsLists {
+            topk,
+            exclude,
+            parts,
+            ..
+        } = lists;
         exclude.clear();
-        exclude.push(0);
-        exclude.extend_from_slice(history);
-        exclude.extend_from_slice(extra);
-        exclude.sort_unstable();
-        exclude.dedup();
+        exclusions(exclude, history, extra);
         topk.reset(k);
-        self.be.topk(&self.items, h.unwrap_or(out), exclude, topk)?;
+        self.be
+            .topk(&self.items, h.unwrap_or(out), exclude, topk, parts)?;
         Ok(topk.finish(&mut items[..k], &mut scores[..k]))
     }
 
@@ -471,27 +477,6 @@ impl<B: Backend> Model<B> {
             .take(n)
             .map(|(&item, &score)| Scored { item, score })
             .collect())
-    }
-
-    /// Top-k for many requests, in parallel across cores (one workspace per worker). The
-    /// result is in input order; each request fails or succeeds on its own.
-    #[cfg(feature = "std")]
-    pub fn topk_batch(&self, queries: &[Query<'_>], k: usize) -> Vec<Result<Vec<Scored>>> {
-        use rayon::prelude::*;
-        queries
-            .par_iter()
-            .map_init(Workspace::new, |ws, q| self.topk(q, k, ws))
-            .collect()
-    }
-
-    /// Top-k for many requests on the calling thread, reusing one workspace.
-    pub fn topk_batch_sequential(
-        &self,
-        queries: &[Query<'_>],
-        k: usize,
-        ws: &mut Workspace<B>,
-    ) -> Vec<Result<Vec<Scored>>> {
-        queries.iter().map(|q| self.topk(q, k, ws)).collect()
     }
 
     /// A fresh session (for models with a user embedding, use [`Self::new_session_for_user`]).
@@ -713,6 +698,24 @@ impl<B: Backend> Model<B> {
             ws: Workspace::new(),
         })
     }
+}
+
+/// Appends to `list` the ids never recommended for a request, sorted and deduplicated: the
+/// padding id 0, `history` (when excluded) and `extra`.
+pub(crate) fn exclusions(list: &mut Vec<u32>, history: &[u32], extra: &[u32]) {
+    let start = list.len();
+    list.push(0);
+    list.extend_from_slice(history);
+    list.extend_from_slice(extra);
+    list[start..].sort_unstable();
+    let mut end = start + 1;
+    for i in start + 1..list.len() {
+        if list[i] != list[end - 1] {
+            list[end] = list[i];
+            end += 1;
+        }
+    }
+    list.truncate(end);
 }
 
 /// Incremental per-user state (see [`Model::session_push`]). Belongs to one model; use it from
