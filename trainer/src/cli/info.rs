@@ -64,7 +64,7 @@ pub fn run(args: InfoArgs) -> CliResult {
             out(format!("parameters:    {params}"))?;
             let specs = model.objective_specs();
             if specs.is_empty() {
-                out("objectives:    none (plain backbone)")?;
+                out("objectives:    none")?;
             }
             for o in specs {
                 let default = if o.is_optional() {
