@@ -30,7 +30,7 @@
 //! products once).
 
 use super::isa::Isa;
-use super::linear::dot_tiles_isa;
+use super::linear::{broadcast_tiles_isa, dot_tiles_isa};
 use alloc::vec::Vec;
 
 #[track_caller]
@@ -86,6 +86,27 @@ pub fn scores_isa(
 ) {
     check_scores(users, items, out, m, n, d);
     dot_tiles_isa(isa, users, items, out, m, d, n);
+}
+
+/// `out[r·n + j] = users[r] · items[j]` with the broadcast tiles (6 users × 16 items of
+/// registers, the items packed transposed: no horizontal sums), about three times the
+/// throughput of [`scores_isa`] for a batch of users, for `isa`. Each score is summed in the
+/// order of its tile (not that of a single user's scan: equal to [`scores`] up to f32
+/// rounding); allocates nothing.
+///
+/// # Panics
+/// As [`scores`].
+pub fn scores_batch_isa(
+    isa: Isa,
+    users: &[f32],
+    items: &[f32],
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    d: usize,
+) {
+    check_scores(users, items, out, m, n, d);
+    broadcast_tiles_isa(isa, users, items, out, m, d, n);
 }
 
 /// `out[r·n + j] = users[r] · items[j]` for `m` users and `n` items of width `d`, every score
