@@ -1,6 +1,7 @@
 //! End-to-end scoring benches on RecBole-shaped models with random weights (RecBole's default
 //! hyper-parameters, window 50), run on a rayon pool of all cores (2 on the reference
-//! machine), as a server would call the engine from its worker threads:
+//! machine; `SEQREC_BENCH_THREADS=1` for one), as a server would call the engine from its
+//! worker threads:
 //! - SASRec (d=64, 2 layers, 2 heads) at catalogs of 23,716 and 352,602 items: batch-1 top-10
 //!   latency with f32, bf16 and int8 item tables (a request splits its catalog scan across
 //!   the pool), and at 23,716 items batch-256 throughput of the batched path next to the
@@ -156,7 +157,8 @@ fn session_vs_reencode(c: &mut Criterion) {
             })
         });
         // Push one event (then top-10) on a session of 49 events (the 50th still fits the
-        // window: an incremental step), timed alone after an untimed rebuild of the session;
+        // window: an incremental step), timed alone after an untimed rebuild of the session
+        // and an untimed request that brings the item table back into cache;
         // and on a session whose window is full (every push slides the window), in a steady
         // loop.
         let mut setup_ws = m.new_workspace();
@@ -175,12 +177,34 @@ fn session_vs_reencode(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let mut s = new_session(&mut setup_ws, &hs[0][..49]);
+                    // The re-encode below finds the item table in cache: so does the push.
+                    let q = Query::new(&hs[0]);
+                    let q = match user {
+                        Some(u) => q.user(u),
+                        None => q,
+                    };
+                    m.topk_into(&q, 10, &mut ws, &mut items, &mut scores)
+                        .unwrap();
                     let t = Instant::now();
                     m.session_push(&mut s, 42, &mut ws).unwrap();
                     m.session_topk_into(&s, 10, false, &mut ws, &mut items, &mut scores)
                         .unwrap();
                     total += t.elapsed();
                     black_box(&items);
+                }
+                total
+            })
+        });
+        // The incremental step alone (49 -> 50 events), without the top-10.
+        g.bench_function(BenchmarkId::new("push", 50), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut s = new_session(&mut setup_ws, &hs[0][..49]);
+                    let t = Instant::now();
+                    m.session_push(&mut s, 42, &mut ws).unwrap();
+                    total += t.elapsed();
+                    black_box(&s);
                 }
                 total
             })
@@ -208,9 +232,13 @@ criterion_group!(
 );
 
 fn main() {
-    // Every bench runs on a worker of a pool of all cores, so that a single request may split
-    // its catalog scan and a batch spreads over the cores.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Every bench runs on a worker of a pool of all cores (or `SEQREC_BENCH_THREADS`), so that
+    // a single request may split its catalog scan and a batch spreads over the cores.
+    let threads = std::env::var("SEQREC_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

@@ -205,8 +205,8 @@ pub trait Backend: Sized + Send + Sync + core::fmt::Debug + 'static {
 
     /// Top-k over the catalog for the `topks.len()` user vectors in the rows of `h`, user `r`
     /// skipping the sorted ids `excludes[offsets[r] .. offsets[r + 1]]`, into `topks[r]` (reset
-    /// and read by the caller). Every score equals the one [`Backend::topk`] computes for the
-    /// same user vector, so the selections are the same. `scratch` holds a block of scores.
+    /// and read by the caller). The scores equal those [`Backend::topk`] computes for the same
+    /// user vector up to f32 rounding. `scratch` holds a block of scores.
     fn topk_rows(
         &self,
         items: &ItemTable<Self>,

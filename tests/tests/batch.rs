@@ -187,10 +187,9 @@ fn batch_reports_bad_requests_on_their_own() {
     let out = m.topk_batch(&qs, 5);
     assert_eq!(out.len(), 4);
     let mut ws = m.new_workspace();
-    assert_eq!(
-        out[0].as_ref().unwrap(),
-        &m.topk(&qs[0], 5, &mut ws).unwrap()
-    );
+    let want = m.topk(&qs[0], 5, &mut ws).unwrap();
+    let tol = tolerance(std::slice::from_ref(&want));
+    assert_same_selection("request 0", out[0].as_ref().unwrap(), &want, tol);
     let msg = |i: usize| out[i].as_ref().unwrap_err().to_string();
     assert!(msg(1).contains("item id 50"), "{}", msg(1));
     assert!(msg(2).contains("empty history"), "{}", msg(2));
@@ -271,7 +270,8 @@ fn ties_resolve_to_the_smaller_id_in_both_paths() {
 }
 
 /// The int8 table shortlists with a guaranteed bound and re-scores in f32: its selections are
-/// the f32 table's, items and scores bit for bit, for single requests, sessions and batches.
+/// the f32 table's, items and scores bit for bit, for single requests (sessions and batches
+/// equal them up to f32 rounding).
 #[test]
 fn int8_table_returns_the_f32_selection() {
     let (n_items, max_len) = (3000, 12);

@@ -7,19 +7,20 @@
 //!   enough is split into shares scanned by the threads of that pool (each share with its own
 //!   selector, merged at the end); the caller scans shares itself, so a busy pool costs no
 //!   more than a scan on one thread.
-//! - A batch of user vectors ([`topk_rows`]): a block of [`BATCH_BLOCK`] item rows stays in
-//!   L1/L2 while every user of the batch is scored against it (dot tiles of 3 users × 4 items),
-//!   then each user's row of scores goes to that user's selector.
+//! - A batch of user vectors ([`topk_rows`]): a block of [`BATCH_BLOCK`] item rows is packed
+//!   once and stays in L1/L2 while every user of the batch is scored against it (broadcast
+//!   tiles of 6 users × 16 items), then each user's row of scores goes to that user's selector.
 //!
-//! f32 tables (and the f32 rows behind an int8 table) are scored with
-//! `seqrec_kernels::cpu::score::scores`, whose per-score summation order does not depend on
-//! the number of users or items scored together: a batch, a share and a re-scored item all get
-//! the scores a single-user scan gives them. int8 tables are scanned for upper bounds
-//! (`score + scale·C(h)`, see `seqrec_kernels::cpu::score::i8_error_bound`) and only the items
+//! Single-user scans score f32 tables (and the f32 rows behind an int8 table) with
+//! `seqrec_kernels::cpu::score::scores`, whose per-score summation order does not depend on the
+//! number of items scored together: a share of a split scan and a re-scored item get the
+//! scores a whole scan gives them. The batched scan sums in its tiles' order, equal to those
+//! scores up to f32 rounding. int8 tables are scanned for upper bounds
+//! (`score + scale·C`, see `seqrec_kernels::cpu::score::i8_error_bound`) and only the items
 //! whose bound reaches the selection's threshold are re-scored from the f32 rows, so the
 //! selection equals the f32 table's (the user vector is quantized to int8 too, so the scan runs
-//! on exact integer multiply-adds). f16 and bf16 tables are scored row by row with the
-//! half-precision products.
+//! on exact integer multiply-adds); a batch scans the f32 rows. f16 and bf16 tables are scored
+//! row by row with the half-precision products.
 
 use super::Cpu;
 use crate::blocks::{ItemData, ItemTable};
@@ -241,7 +242,7 @@ pub(super) fn topk_rows(
         let buf = &mut scratch[..users * nb];
         match &items.data {
             ItemData::F32(t) | ItemData::I8 { exact: t, .. } => {
-                score::scores_isa(isa, h, &t.as_slice()[rows], buf, users, nb, d);
+                score::scores_batch_isa(isa, h, &t.as_slice()[rows], buf, users, nb, d);
             }
             ItemData::F16(t) => {
                 for (hr, out) in h.chunks_exact(d).zip(buf.chunks_exact_mut(nb)) {

@@ -8,10 +8,9 @@
 //! straight to that request's streaming selector. Under `std` the groups run in parallel on the
 //! current rayon pool.
 //!
-//! The selections equal those of [`Model::topk_into`] request by request: the catalog scores
-//! come from the same kernel, bit for bit, for the same user vector, and a user vector differs
-//! from the single-request one only in the f32 summation order of the encoder's products
-//! (relative differences of order 1e-6, which can swap two items whose scores are that close).
+//! The selections equal those of [`Model::topk_into`] request by request up to f32 rounding:
+//! the encoder's products and the catalog scores are summed in another order (relative
+//! differences of order 1e-6, which can swap two items whose scores are that close).
 
 use super::{Model, Query, Scored, exclusions};
 use crate::backend::Backend;

@@ -138,6 +138,42 @@ pub fn linear_isa(
         m,
         k,
         n,
+        broadcast: false,
+    });
+}
+
+/// `y = x·wᵀ` (no bias) with the broadcast tiles for `isa` whatever the shape (`w` packed
+/// transposed panel by panel; no horizontal sums): the batched catalog scan, where `x` holds
+/// the users of a batch and `w` a block of item rows; allocates nothing.
+///
+/// # Panics
+/// If `x.len() != m·k`, `w.len() != n·k` or `y.len() != m·n`.
+pub(crate) fn broadcast_tiles_isa(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear(x, w, None, y, m, k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    isa.run(small::LinearSmall {
+        x,
+        w,
+        bias: None,
+        y,
+        m,
+        k,
+        n,
+        broadcast: true,
     });
 }
 

@@ -8,11 +8,12 @@
 //! [`quantize_query_i8`] (`x[p] ≈ t·xq[p]`), and `scores_i8` computes
 //! `out[j] = (Σ_p q[j·d + p]·xq[p]) · scales[j] · t` with an exact integer sum.
 //!
-//! Order of summation: every f32 score is summed in one fixed order, lane-wise fused
+//! Order of summation: [`scores`] sums every score in one fixed order, lane-wise fused
 //! multiply-adds over the vectors of `d` (a partial last vector zero-filled) followed by the
 //! instruction set's horizontal sum, whatever `m`, `n` and the tile that computes it (dot tiles
-//! of up to 3 users × 4 items, see `linear`). So a batch of users scores bit for bit as each of
-//! its users alone, and re-scoring one item gives the score a full scan gave it.
+//! of up to 3 users × 4 items, see `linear`): any share of a scan, and one item re-scored
+//! alone, get the scores a full scan gives them. [`scores_batch_isa`] (broadcast tiles, for a
+//! batch of users) sums in its tiles' order, about three times faster for many users.
 //!
 //! The int8 scan is a filter with a guarantee: [`i8_error_bound`] gives `C` such that for every
 //! row, `|fl(items[j]·x) − out[j]| ≤ scales[j]·C` for an f32 dot product summed in any order,
@@ -30,7 +31,7 @@
 //! products once).
 
 use super::isa::Isa;
-use super::linear::dot_tiles_isa;
+use super::linear::{broadcast_tiles_isa, dot_tiles_isa};
 use alloc::vec::Vec;
 
 #[track_caller]
@@ -86,6 +87,27 @@ pub fn scores_isa(
 ) {
     check_scores(users, items, out, m, n, d);
     dot_tiles_isa(isa, users, items, out, m, d, n);
+}
+
+/// `out[r·n + j] = users[r] · items[j]` with the broadcast tiles (6 users × 16 items of
+/// registers, the items packed transposed: no horizontal sums), about three times the
+/// throughput of [`scores_isa`] for a batch of users, for `isa`. Each score is summed in the
+/// order of its tile (not that of a single user's scan: equal to [`scores`] up to f32
+/// rounding); allocates nothing.
+///
+/// # Panics
+/// As [`scores`].
+pub fn scores_batch_isa(
+    isa: Isa,
+    users: &[f32],
+    items: &[f32],
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    d: usize,
+) {
+    check_scores(users, items, out, m, n, d);
+    broadcast_tiles_isa(isa, users, items, out, m, d, n);
 }
 
 /// `out[r·n + j] = users[r] · items[j]` for `m` users and `n` items of width `d`, every score

@@ -316,7 +316,8 @@ fn pack_rows<S: Simd>(s: S, panel: &mut [f32], b: &[f32], ldb: usize, width: usi
 }
 
 /// `y = x·wᵀ + bias` (`w` is `[n, k]`); shapes checked by the caller, and `m`, `k`, `n` all
-/// positive.
+/// positive. With `broadcast`, always the broadcast tiles (else the dot tiles when `x` has few
+/// rows for its depth).
 pub(super) struct LinearSmall<'a> {
     pub x: &'a [f32],
     pub w: &'a [f32],
@@ -325,6 +326,7 @@ pub(super) struct LinearSmall<'a> {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+    pub broadcast: bool,
 }
 
 impl WithSimd for LinearSmall<'_> {
@@ -339,8 +341,9 @@ impl WithSimd for LinearSmall<'_> {
             m,
             k,
             n,
+            broadcast,
         } = self;
-        if linear_prefers_dot(m, k) {
+        if !broadcast && linear_prefers_dot(m, k) {
             linear_dot(s, x, w, bias, y, m, k, n);
             return;
         }

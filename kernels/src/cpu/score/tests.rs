@@ -44,6 +44,40 @@ fn check_scores(isa: Isa) {
 }
 crate::isa_tests!(scores, check_scores);
 
+fn check_scores_batch(isa: Isa) {
+    let mut rng = Rng::new(67);
+    for d in [1, 7, 8, 33, 64, 100] {
+        for &(m, n) in &[
+            (1, 37),
+            (5, 17),
+            (6, 33),
+            (13, 256),
+            (64, 70),
+            (0, 3),
+            (3, 0),
+        ] {
+            let users = rng.normal_vec(m * d, 1.0);
+            let items = rng.normal_vec(n * d, 0.5);
+            let mut want = vec![0.0; m * n];
+            scores_ref(&users, &items, &mut want, m, n, d);
+            let mut got = vec![f32::NAN; m * n];
+            scores_batch_isa(isa, &users, &items, &mut got, m, n, d);
+            for r in 0..m {
+                for j in 0..n {
+                    let mag = magnitude(&users[r * d..(r + 1) * d], &items[j * d..(j + 1) * d]);
+                    let (g, w) = (got[r * n + j], want[r * n + j]);
+                    // f32 sums in another order: 1e-5·(1 + Σ|u·w|).
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + mag),
+                        "scores_batch {isa} {m}x{n}x{d}: [{r},{j}] got {g} want {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+crate::isa_tests!(scores_batch, check_scores_batch);
+
 /// Scoring a batch of users gives bit for bit the scores of each user alone, and of each item
 /// alone: the property the batched catalog scan and the int8 re-scoring rely on.
 fn check_batch_equals_single(isa: Isa) {
