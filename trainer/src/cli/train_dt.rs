@@ -39,10 +39,10 @@ pub struct DtArgs {
     /// MODT4R/MRDT: no LayerNorm over MoTrans's token embeddings.
     #[arg(long)]
     no_embed_ln: bool,
-    /// MODT4R/MRDT: score both heads against the item table (W_u = W_a = item embedding, as
-    /// SASRec does) instead of separate output layers.
-    #[arg(long)]
-    tie_heads: bool,
+    /// MODT4R/MRDT: heads scored against the item table instead of separate output layers,
+    /// as SASRec does: `user` (W_u = item embedding), `action` (W_a), or both (`user,action`).
+    #[arg(long, default_value = "")]
+    tie_heads: String,
 }
 
 /// The shared `seqrec train` settings a Decision Transformer reads.
@@ -141,7 +141,22 @@ pub fn fit(
         cfg.beta = b;
     }
     cfg.embed_ln = !args.no_embed_ln;
-    cfg.tie_heads = args.tie_heads;
+    for name in args
+        .tie_heads
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match name {
+            "user" => cfg.tie_heads[0] = true,
+            "action" => cfg.tie_heads[1] = true,
+            _ => {
+                return Err(CliError::input(format!(
+                    "--tie-heads: `{name}` is not one of user, action"
+                )));
+            }
+        }
+    }
     cfg.objectives = parse_objectives(&args.dt_objectives)?;
     cfg.validate()
         .map_err(|e| CliError::input(format!("--model {}: {e}", c.arch)))?;

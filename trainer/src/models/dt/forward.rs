@@ -210,7 +210,7 @@ impl DtModel {
         let (states, user) = self.user.forward(&ub, rng.as_deref_mut());
         let tied = self.cfg.tie_heads;
         let table = self.user.item_table();
-        let user_logits = head_forward(&self.user_head, table, tied, &states, steps.len());
+        let user_logits = head_forward(&self.user_head, table, tied[0], &states, steps.len());
 
         let slots = self.cfg.order.slots();
         let table = &table.value;
@@ -267,7 +267,7 @@ impl DtModel {
         let action_logits = head_forward(
             &self.action_head,
             self.user.item_table(),
-            tied,
+            tied[1],
             &action_in,
             steps.len(),
         );
@@ -330,7 +330,7 @@ impl DtModel {
         head_backward(
             &mut self.user_head,
             table,
-            tied,
+            tied[0],
             &cache.states,
             s,
             &d.user_logits,
@@ -340,7 +340,7 @@ impl DtModel {
         head_backward(
             &mut self.action_head,
             table,
-            tied,
+            tied[1],
             &cache.action_in,
             s,
             &d.action_logits,

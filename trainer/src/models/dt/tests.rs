@@ -8,14 +8,14 @@ use crate::nn::gradcheck::{GradCheck, assert_param_grads, project, randomize};
 
 /// A tiny model: 9 ids, window 4, width 4, UserTrans 1 layer, MoTrans 2 layers.
 fn tiny(order: TokenOrder, embed_ln: bool, objectives: [bool; N_OBJ], seed: u64) -> DtModel {
-    tiny_tied(order, embed_ln, objectives, false, seed)
+    tiny_tied(order, embed_ln, objectives, [false; 2], seed)
 }
 
 fn tiny_tied(
     order: TokenOrder,
     embed_ln: bool,
     objectives: [bool; N_OBJ],
-    tie_heads: bool,
+    tie_heads: [bool; 2],
     seed: u64,
 ) -> DtModel {
     let mut rng = Rng::new(seed);
@@ -92,10 +92,16 @@ fn output_gradients_of_both_orders() {
     // heads tied to the item table.
     let b = tiny_batch();
     for (i, (order, ln, objectives, tied)) in [
-        (TokenOrder::StateFirst, true, [true; N_OBJ], false),
-        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], false),
-        (TokenOrder::StateFirst, false, [true, false, true], false),
-        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], true),
+        (TokenOrder::StateFirst, true, [true; N_OBJ], [false; 2]),
+        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], [false; 2]),
+        (
+            TokenOrder::StateFirst,
+            false,
+            [true, false, true],
+            [false; 2],
+        ),
+        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], [true; 2]),
+        (TokenOrder::StateFirst, true, [true; N_OBJ], [true, false]),
     ]
     .into_iter()
     .enumerate()
