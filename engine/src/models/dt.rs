@@ -551,7 +551,7 @@ mod tests {
         let col = |o: usize| out.iter().map(|r| r[o]).collect::<Vec<_>>();
         assert_eq!(col(0), [10.0, 9.0, 8.0, 7.0]);
         assert_eq!(col(1), [2.0, 2.0, 1.0, 0.0]);
-        assert!((out[3][2] - 0.5).abs() < 1e-6 && (out[0][2] - (4.0 - 2.442810)).abs() < 1e-5);
+        assert!((out[3][2] - 0.5).abs() < 1e-6 && (out[0][2] - (4.0 - 2.44281)).abs() < 1e-5);
     }
 
     #[test]
