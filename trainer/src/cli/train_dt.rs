@@ -43,6 +43,10 @@ pub struct DtArgs {
     /// as SASRec does: `user` (W_u = item embedding), `action` (W_a), or both (`user,action`).
     #[arg(long, default_value = "")]
     tie_heads: String,
+    /// MODT4R/MRDT: MoTrans's gradient does not reach UserTrans and the item table (they
+    /// learn from the supervised loss only).
+    #[arg(long)]
+    no_user_grad: bool,
 }
 
 /// The shared `seqrec train` settings a Decision Transformer reads.
@@ -141,6 +145,7 @@ pub fn fit(
         cfg.beta = b;
     }
     cfg.embed_ln = !args.no_embed_ln;
+    cfg.user_grad = !args.no_user_grad;
     for name in args
         .tie_heads
         .split(',')

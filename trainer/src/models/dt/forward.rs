@@ -377,6 +377,7 @@ impl DtModel {
         }
 
         // Tokens.
+        let user_grad = self.cfg.user_grad;
         let slots = self.cfg.order.slots();
         for (k, &(r, t)) in cache.steps.iter().enumerate() {
             let cell = r * len + t;
@@ -385,6 +386,8 @@ impl DtModel {
                 let g = &dx[(base + slot) * h..(base + slot + 1) * h];
                 axpy(&mut self.step_emb.weight.grad[t * h..(t + 1) * h], g, 1.0);
                 match kind {
+                    STATE if !user_grad => {}
+                    ACTION if !user_grad => {}
                     STATE => axpy(&mut d_states[k * h..(k + 1) * h], g, 1.0),
                     ACTION => {
                         let a = batch.actions[cell] as usize;

@@ -118,6 +118,11 @@ pub struct DtConfig {
     /// `Linear(d → N)` layers. A tied checkpoint stores copies of `E` under the head names, so
     /// serving does not change.
     pub tie_heads: [bool; 2],
+    /// Whether MoTrans's gradient reaches UserTrans and the item table through the state
+    /// tokens and the action tokens (the specification's end-to-end training, on by
+    /// default). Off, UserTrans and the item table learn from `L_S` (and a tied action head)
+    /// only, as a plain SASRec would, and MoTrans reads them as features.
+    pub user_grad: bool,
 }
 
 impl DtConfig {
@@ -140,6 +145,7 @@ impl DtConfig {
             objectives: [true; N_OBJ],
             beta: 0.6,
             tie_heads: [false; 2],
+            user_grad: true,
         }
     }
 
@@ -378,6 +384,7 @@ impl DtModel {
             .with("dt_beta", c.beta as f64)
             .with("dt_tie_user_head", c.tie_heads[0])
             .with("dt_tie_action_head", c.tie_heads[1])
+            .with("dt_user_grad", c.user_grad)
             .with(
                 "dt_similarity_dim",
                 self.tables

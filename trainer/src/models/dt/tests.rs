@@ -152,6 +152,39 @@ fn full_loss_gradient() {
 }
 
 #[test]
+fn without_user_grad_usertrans_learns_from_the_supervised_head_only() {
+    // With `user_grad` off, UserTrans's parameters and the item table get exactly the
+    // gradient of the Ŷ outputs alone (the same f32 operations in the same order), and
+    // MoTrans's parameters still get theirs.
+    let b = tiny_batch();
+    let mut base = tiny(TokenOrder::StateFirst, true, [true; N_OBJ], 21);
+    base.cfg.user_grad = false;
+    let mut rng = Rng::new(4);
+    let c = random_grads(&base, &b, &mut rng);
+    let only_user = DtGrads {
+        user_logits: c.user_logits.clone(),
+        action_logits: vec![0.0; c.action_logits.len()],
+        ret_pred: std::array::from_fn(|o| vec![0.0; c.ret_pred[o].len()]),
+    };
+    let run = |d: &DtGrads| {
+        let mut m = base.clone();
+        let (_, cache) = m.forward(&b, None);
+        m.backward(&cache, d);
+        m
+    };
+    let (all, user) = (run(&c), run(&only_user));
+    let n_user = base.user.params().len();
+    for (p, q) in all.params().iter().zip(user.params()).take(n_user) {
+        assert_eq!(p.grad, q.grad, "{}", p.name);
+    }
+    let moved = all.params()[n_user..]
+        .iter()
+        .zip(&user.params()[n_user..])
+        .any(|(p, q)| p.grad != q.grad);
+    assert!(moved, "MoTrans got no gradient");
+}
+
+#[test]
 fn loss_terms_count_the_right_steps() {
     // 6 real steps: every cross-entropy row, and every return except MRDT's first R_acc.
     let b = tiny_batch();
