@@ -497,3 +497,68 @@ fn parse_objectives(list: &str) -> Result<[bool; N_OBJ]> {
     }
     Ok(on)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The specification's 2-d embeddings e1=(1,0), e2=(0,1), e3=(1,1)/√2, e4=(−1,0),
+    /// normalised, with items 3 and 4 in the long tail.
+    fn spec() -> (Vec<f32>, Vec<bool>) {
+        let r = core::f32::consts::FRAC_1_SQRT_2;
+        let sim = vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, r, r, -1.0, 0.0, 0.0, -1.0];
+        (sim, vec![false, false, false, true, true, false])
+    }
+
+    fn knobs() -> ReturnKnobs {
+        ReturnKnobs {
+            acc_offset: 1.0,
+            novelty_eps: 0.5,
+            lambda_div: 1.0,
+            targets: [f32::NAN; N_OBJ],
+        }
+    }
+
+    #[test]
+    fn algorithm_2_on_the_specification_example() {
+        let (sim, tail) = spec();
+        let mut out = Vec::new();
+        inference_returns(&[2], &tail, &sim, 2, &knobs(), &mut out);
+        assert_eq!(out, [[2.0, 1.0, 1.0]]);
+        // Known novelty rewards (0, 1, 1): mean 2/3 ≥ 0.5, so the predicted step's is 1;
+        // R_div = 1 + Sim of the prefixes (1, 0, 0.471405), the last copied.
+        inference_returns(&[1, 2, 3, 4], &tail, &sim, 2, &knobs(), &mut out);
+        let want = [
+            [5.0, 3.0, 2.0],
+            [4.0, 3.0, 1.0],
+            [3.0, 2.0, 1.471405],
+            [2.0, 1.0, 1.471405],
+        ];
+        for (got, want) in out.iter().zip(want) {
+            for o in 0..N_OBJ {
+                // Published to 6 decimals; f32 rows.
+                assert!((got[o] - want[o]).abs() < 1e-6, "{out:?}");
+            }
+        }
+        // ε above the mean, λ = 2, and explicit accuracy and diversity targets.
+        let k = ReturnKnobs {
+            novelty_eps: 0.7,
+            lambda_div: 2.0,
+            targets: [7.0, f32::NAN, 0.5],
+            ..knobs()
+        };
+        inference_returns(&[1, 2, 3, 4], &tail, &sim, 2, &k, &mut out);
+        let col = |o: usize| out.iter().map(|r| r[o]).collect::<Vec<_>>();
+        assert_eq!(col(0), [10.0, 9.0, 8.0, 7.0]);
+        assert_eq!(col(1), [2.0, 2.0, 1.0, 0.0]);
+        assert!((out[3][2] - 0.5).abs() < 1e-6 && (out[0][2] - (4.0 - 2.44281)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn objective_lists_are_checked() {
+        assert_eq!(parse_objectives("acc, div").unwrap(), [true, false, true]);
+        assert_eq!(parse_objectives("").unwrap(), [false; N_OBJ]);
+        let e = parse_objectives("acc,fun").unwrap_err();
+        assert!(alloc::format!("{e}").contains("`fun`"));
+    }
+}

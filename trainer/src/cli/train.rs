@@ -140,7 +140,7 @@ pub fn run(args: TrainArgs) -> CliResult {
             quiet: args.quiet,
             backbone: args.rl.backbone.as_deref(),
             similarity_model: args.rl.similarity_model.as_deref(),
-            tie_heads: args.dt.tie_heads,
+            tie_heads: args.dt.tie_heads.is_some(),
         };
         return super::hier::train(&common, &args.hier, &split);
     }

@@ -35,11 +35,16 @@ pub struct DtArgs {
     /// MODT4R/MRDT: no LayerNorm over MoTrans's token embeddings.
     #[arg(long)]
     no_embed_ln: bool,
-    /// MODT4R/MRDT (and hdt, interdt, hier): score the catalog heads against the item table
-    /// (W_u = W_a = item embedding, as SASRec does; each with its own bias for the
-    /// hierarchical models) instead of separate output layers.
+    /// Score the catalog heads against the item table instead of separate output layers, as
+    /// SASRec does. MODT4R/MRDT: `--tie-heads` ties both, `--tie-heads user` (W_u = item
+    /// embedding) or `--tie-heads action` (W_a) one of them; hdt, interdt, hier: the flag ties
+    /// both heads (each keeps its own bias).
+    #[arg(long, num_args = 0..=1, default_missing_value = "user,action", value_name = "HEADS")]
+    pub(crate) tie_heads: Option<String>,
+    /// MODT4R/MRDT: MoTrans's gradient does not reach UserTrans and the item table (they
+    /// learn from the supervised loss only).
     #[arg(long)]
-    pub(crate) tie_heads: bool,
+    no_user_grad: bool,
 }
 
 /// The shared `seqrec train` settings a Decision Transformer reads.
@@ -136,7 +141,25 @@ pub fn fit(
         cfg.beta = b;
     }
     cfg.embed_ln = !args.no_embed_ln;
-    cfg.tie_heads = args.tie_heads;
+    cfg.user_grad = !args.no_user_grad;
+    for name in args
+        .tie_heads
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match name {
+            "user" => cfg.tie_heads[0] = true,
+            "action" => cfg.tie_heads[1] = true,
+            _ => {
+                return Err(CliError::input(format!(
+                    "--tie-heads: `{name}` is not one of user, action"
+                )));
+            }
+        }
+    }
     cfg.objectives = parse_objectives(&args.dt_objectives)?;
     cfg.validate()
         .map_err(|e| CliError::input(format!("--model {}: {e}", c.arch)))?;

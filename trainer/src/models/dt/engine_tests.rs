@@ -16,8 +16,8 @@ const N: usize = 40;
 fn model(order: TokenOrder, seed: u64) -> (DtModel, Similarity, Vec<bool>) {
     let mut rng = Rng::new(seed);
     let mut cfg = DtConfig::new(order, N, 6).with_hidden(8);
-    // MRDT with heads tied to the item table (the checkpoint carries copies).
-    cfg.tie_heads = order == TokenOrder::ReturnsFirst;
+    // MRDT with both heads tied to the item table (the checkpoint carries copies).
+    cfg.tie_heads = [order == TokenOrder::ReturnsFirst; 2];
     cfg.layers = 2;
     cfg.heads = 2;
     let mut m = DtModel::new(cfg, &mut rng);

@@ -210,7 +210,7 @@ impl DtModel {
         let (states, user) = self.user.forward(&ub, rng.as_deref_mut());
         let tied = self.cfg.tie_heads;
         let table = self.user.item_table();
-        let user_logits = head_forward(&self.user_head, table, tied, &states, steps.len());
+        let user_logits = head_forward(&self.user_head, table, tied[0], &states, steps.len());
 
         let slots = self.cfg.order.slots();
         let table = &table.value;
@@ -267,7 +267,7 @@ impl DtModel {
         let action_logits = head_forward(
             &self.action_head,
             self.user.item_table(),
-            tied,
+            tied[1],
             &action_in,
             steps.len(),
         );
@@ -330,7 +330,7 @@ impl DtModel {
         head_backward(
             &mut self.user_head,
             table,
-            tied,
+            tied[0],
             &cache.states,
             s,
             &d.user_logits,
@@ -340,7 +340,7 @@ impl DtModel {
         head_backward(
             &mut self.action_head,
             table,
-            tied,
+            tied[1],
             &cache.action_in,
             s,
             &d.action_logits,
@@ -377,6 +377,7 @@ impl DtModel {
         }
 
         // Tokens.
+        let user_grad = self.cfg.user_grad;
         let slots = self.cfg.order.slots();
         for (k, &(r, t)) in cache.steps.iter().enumerate() {
             let cell = r * len + t;
@@ -385,6 +386,8 @@ impl DtModel {
                 let g = &dx[(base + slot) * h..(base + slot + 1) * h];
                 axpy(&mut self.step_emb.weight.grad[t * h..(t + 1) * h], g, 1.0);
                 match kind {
+                    STATE if !user_grad => {}
+                    ACTION if !user_grad => {}
                     STATE => axpy(&mut d_states[k * h..(k + 1) * h], g, 1.0),
                     ACTION => {
                         let a = batch.actions[cell] as usize;

@@ -112,11 +112,17 @@ pub struct DtConfig {
     pub objectives: [bool; N_OBJ],
     /// Weight `β` of the return loss.
     pub beta: f32,
-    /// Score both heads against the item table (`W_u = W_a = E`, as RecBole's SASRec ties its
-    /// output to its input embedding), keeping their biases. Off by default: the
-    /// specification's heads are separate `Linear(d → N)` layers. A tied checkpoint stores
-    /// copies of `E` under the head names, so serving does not change.
-    pub tie_heads: bool,
+    /// Score the supervised head (`[0]`: `W_u = E`) and/or the action head (`[1]`: `W_a = E`)
+    /// against the item table, as RecBole's SASRec ties its output to its input embedding,
+    /// keeping their biases. Off by default: the specification's heads are separate
+    /// `Linear(d → N)` layers. A tied checkpoint stores copies of `E` under the head names, so
+    /// serving does not change.
+    pub tie_heads: [bool; 2],
+    /// Whether MoTrans's gradient reaches UserTrans and the item table through the state
+    /// tokens and the action tokens (the specification's end-to-end training, on by
+    /// default). Off, UserTrans and the item table learn from `L_S` (and a tied action head)
+    /// only, as a plain SASRec would, and MoTrans reads them as features.
+    pub user_grad: bool,
 }
 
 impl DtConfig {
@@ -138,7 +144,8 @@ impl DtConfig {
             embed_ln: true,
             objectives: [true; N_OBJ],
             beta: 0.6,
-            tie_heads: false,
+            tie_heads: [false; 2],
+            user_grad: true,
         }
     }
 
@@ -375,7 +382,9 @@ impl DtModel {
             .with("dt_embed_ln", c.embed_ln)
             .with("dt_objectives", objectives.join(","))
             .with("dt_beta", c.beta as f64)
-            .with("dt_tie_heads", c.tie_heads)
+            .with("dt_tie_user_head", c.tie_heads[0])
+            .with("dt_tie_action_head", c.tie_heads[1])
+            .with("dt_user_grad", c.user_grad)
             .with(
                 "dt_similarity_dim",
                 self.tables
@@ -397,15 +406,13 @@ impl DtModel {
         })?;
         let json = self.engine_config().to_json();
         let mut params = self.params();
-        let copies: Vec<Param> = if self.cfg.tie_heads {
-            let e = self.user.item_table();
-            [&self.user_head, &self.action_head]
-                .iter()
-                .map(|h| Param::from_values(h.weight.name.clone(), &e.shape, e.value.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let e = self.user.item_table();
+        let copies: Vec<Param> = [&self.user_head, &self.action_head]
+            .iter()
+            .zip(self.cfg.tie_heads)
+            .filter(|(_, tied)| *tied)
+            .map(|(h, _)| Param::from_values(h.weight.name.clone(), &e.shape, e.value.clone()))
+            .collect();
         params.extend(&copies);
         params.push(&tables.long_tail);
         params.push(&tables.similarity);
@@ -434,7 +441,7 @@ impl Module for DtModel {
     fn params(&self) -> Vec<&Param> {
         let tied = self.cfg.tie_heads;
         let mut v = self.user.params();
-        v.extend(head_params(&self.user_head, tied));
+        v.extend(head_params(&self.user_head, tied[0]));
         v.push(&self.step_emb.weight);
         v.push(&self.ret_emb);
         v.extend(self.embed_ln.params());
@@ -443,14 +450,14 @@ impl Module for DtModel {
             v.extend(f.params());
         }
         v.extend(self.ret_head.params());
-        v.extend(head_params(&self.action_head, tied));
+        v.extend(head_params(&self.action_head, tied[1]));
         v
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
         let tied = self.cfg.tie_heads;
         let mut v = self.user.params_mut();
-        v.extend(head_params_mut(&mut self.user_head, tied));
+        v.extend(head_params_mut(&mut self.user_head, tied[0]));
         v.push(&mut self.step_emb.weight);
         v.push(&mut self.ret_emb);
         v.extend(self.embed_ln.params_mut());
@@ -459,7 +466,7 @@ impl Module for DtModel {
             v.extend(f.params_mut());
         }
         v.extend(self.ret_head.params_mut());
-        v.extend(head_params_mut(&mut self.action_head, tied));
+        v.extend(head_params_mut(&mut self.action_head, tied[1]));
         v
     }
 }

@@ -8,14 +8,14 @@ use crate::nn::gradcheck::{GradCheck, assert_param_grads, project, randomize};
 
 /// A tiny model: 9 ids, window 4, width 4, UserTrans 1 layer, MoTrans 2 layers.
 fn tiny(order: TokenOrder, embed_ln: bool, objectives: [bool; N_OBJ], seed: u64) -> DtModel {
-    tiny_tied(order, embed_ln, objectives, false, seed)
+    tiny_tied(order, embed_ln, objectives, [false; 2], seed)
 }
 
 fn tiny_tied(
     order: TokenOrder,
     embed_ln: bool,
     objectives: [bool; N_OBJ],
-    tie_heads: bool,
+    tie_heads: [bool; 2],
     seed: u64,
 ) -> DtModel {
     let mut rng = Rng::new(seed);
@@ -92,10 +92,16 @@ fn output_gradients_of_both_orders() {
     // heads tied to the item table.
     let b = tiny_batch();
     for (i, (order, ln, objectives, tied)) in [
-        (TokenOrder::StateFirst, true, [true; N_OBJ], false),
-        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], false),
-        (TokenOrder::StateFirst, false, [true, false, true], false),
-        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], true),
+        (TokenOrder::StateFirst, true, [true; N_OBJ], [false; 2]),
+        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], [false; 2]),
+        (
+            TokenOrder::StateFirst,
+            false,
+            [true, false, true],
+            [false; 2],
+        ),
+        (TokenOrder::ReturnsFirst, true, [true; N_OBJ], [true; 2]),
+        (TokenOrder::StateFirst, true, [true; N_OBJ], [true, false]),
     ]
     .into_iter()
     .enumerate()
@@ -143,6 +149,39 @@ fn full_loss_gradient() {
             &check_cfg(),
         );
     }
+}
+
+#[test]
+fn without_user_grad_usertrans_learns_from_the_supervised_head_only() {
+    // With `user_grad` off, UserTrans's parameters and the item table get exactly the
+    // gradient of the Ŷ outputs alone (the same f32 operations in the same order), and
+    // MoTrans's parameters still get theirs.
+    let b = tiny_batch();
+    let mut base = tiny(TokenOrder::StateFirst, true, [true; N_OBJ], 21);
+    base.cfg.user_grad = false;
+    let mut rng = Rng::new(4);
+    let c = random_grads(&base, &b, &mut rng);
+    let only_user = DtGrads {
+        user_logits: c.user_logits.clone(),
+        action_logits: vec![0.0; c.action_logits.len()],
+        ret_pred: std::array::from_fn(|o| vec![0.0; c.ret_pred[o].len()]),
+    };
+    let run = |d: &DtGrads| {
+        let mut m = base.clone();
+        let (_, cache) = m.forward(&b, None);
+        m.backward(&cache, d);
+        m
+    };
+    let (all, user) = (run(&c), run(&only_user));
+    let n_user = base.user.params().len();
+    for (p, q) in all.params().iter().zip(user.params()).take(n_user) {
+        assert_eq!(p.grad, q.grad, "{}", p.name);
+    }
+    let moved = all.params()[n_user..]
+        .iter()
+        .zip(&user.params()[n_user..])
+        .any(|(p, q)| p.grad != q.grad);
+    assert!(moved, "MoTrans got no gradient");
 }
 
 #[test]
