@@ -40,11 +40,11 @@ mod train;
 mod tests;
 
 pub use blocks::{InterDt, IntraDt};
-pub use data::{SessionReturns, UserSessions, prepare_sessions};
+pub use data::{LongSessions, SessionReturns, SessionWindow, UserSessions, prepare_sessions};
 pub use forward::{HdtBatch, Knobs, LossParts, StepOutput};
 pub use heads::Head;
 pub use infer::assumed_novelty;
-pub use train::{HdtTrainOptions, train_hdt};
+pub use train::{Batching, HdtTrainOptions, train_hdt};
 
 use crate::models::{Gru4RecConfig, Gru4RecModel, SasRecConfig, SasRecModel};
 use crate::nn::{Activation, Gru, Linear, Module, Param, Rng};
