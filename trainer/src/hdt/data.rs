@@ -159,13 +159,22 @@ pub fn prepare_sessions(
     Ok(out)
 }
 
+/// A window of a session with its index in the session and the session's carried states.
+type Row<'a> = (
+    &'a SessionReturns,
+    &'a SessionWindow,
+    usize,
+    &'a [f32],
+    &'a [f32],
+);
+
 /// The rows of a batch: every window of each session, with its carried states (`s`, `u`:
 /// `[d]` each per session). Returns the batch and, per session, the row of its last window.
 pub(super) fn make_batch(
     items: &[(&SessionReturns, &[f32], &[f32])],
     dim: usize,
 ) -> (HdtBatch, Vec<usize>) {
-    let rows: Vec<(&SessionReturns, &SessionWindow, usize, &[f32], &[f32])> = items
+    let rows: Vec<Row<'_>> = items
         .iter()
         .flat_map(|&(sess, s, u)| {
             sess.windows
