@@ -200,6 +200,7 @@ pub fn train_hdt(
             .collect();
         let mut slots: Vec<Option<usize>> = vec![None; opts.slots.max(1)];
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
+        let mut parts_sum = [0.0f64; 4];
         let mut out_of_time = false;
         loop {
             let busy: Vec<usize> = match opts.batching {
@@ -268,6 +269,10 @@ pub fn train_hdt(
             }
             for ((ks, _, last), out) in parts.iter().zip(&outs) {
                 loss_sum += out.loss.total * ks.len() as f64;
+                let l = &out.loss;
+                for (a, v) in parts_sum.iter_mut().zip([l.seq, l.ret, l.act, l.goal]) {
+                    *a += v * ks.len() as f64;
+                }
                 loss_n += ks.len();
                 for (&k, &j) in ks.iter().zip(last) {
                     // The session's last window carries its states on.
@@ -297,8 +302,10 @@ pub fn train_hdt(
             elapsed: start.elapsed().as_secs_f64(),
         };
         if opts.progress {
+            let [ls, lr, la, lg] = parts_sum.map(|v| v / loss_n.max(1) as f64);
             eprintln!(
-                "epoch {epoch}: loss {:.4}, valid {metric} {value:.4} ({:.1}s)",
+                "epoch {epoch}: loss {:.4} (L_S {ls:.4}, L_R {lr:.4}, L_a {la:.4}, L_g {lg:.4}), \
+                 valid {metric} {value:.4} ({:.1}s)",
                 entry.loss, entry.elapsed
             );
         }
