@@ -41,6 +41,10 @@ pub struct EvalArgs {
     /// Remove history items from the ranking.
     #[arg(long)]
     exclude_history: bool,
+    /// With a session split: give a plain model only the current session's prefix, not the
+    /// user's earlier sessions.
+    #[arg(long)]
+    session_history_only: bool,
     /// Evaluate on the validation events instead of the test events.
     #[arg(long)]
     valid: bool,
@@ -83,7 +87,7 @@ pub fn run(args: EvalArgs) -> CliResult {
         metrics,
         protocol,
         exclude_history: args.exclude_history,
-        ..Default::default()
+        session_history_only: args.session_history_only,
     };
     let evaluator = Evaluator::new(&split, opts).map_err(CliError::input)?;
     let seqs = if args.valid {

@@ -5,7 +5,8 @@ use super::{CliError, out};
 use crate::data::{Dataset, SessionFilter, Split, SplitMethod, filter_sessions};
 use crate::eval::long_tail;
 use crate::hdt::{
-    BackboneKind, HdtConfig, HdtModel, HdtTrainOptions, Variant, prepare_sessions, train_hdt,
+    BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, Variant,
+    prepare_sessions, train_hdt,
 };
 use crate::nn::Rng;
 use crate::objectives::Similarity;
@@ -62,6 +63,16 @@ pub struct HierArgs {
     /// InterDT attention mask over (R_c, s_c): none or causal.
     #[arg(long, default_value = "none")]
     inter_mask: String,
+    /// Sessions longer than the window: `truncate` to their last --max-len items (the
+    /// thesis), or `windows` (every target once, windows of --max-len items every half
+    /// window, all with the session's goal).
+    #[arg(long, default_value = "truncate")]
+    long_sessions: String,
+    /// How users' sessions form updates: `slots` (HRNN's user-parallel slots, the thesis) or
+    /// `interleaved` (each update draws --slots users weighted by their remaining sessions;
+    /// every user's sessions stay in order).
+    #[arg(long, default_value = "slots")]
+    batching: String,
 }
 
 /// What `seqrec train` passes on.
@@ -140,6 +151,24 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         }
         (None, false) => None,
     };
+    let long = match h.long_sessions.as_str() {
+        "truncate" => LongSessions::Truncate,
+        "windows" => LongSessions::Windows,
+        other => {
+            return Err(CliError::input(format!(
+                "--long-sessions `{other}` is not one of truncate, windows"
+            )));
+        }
+    };
+    let batching = match h.batching.as_str() {
+        "slots" => Batching::Slots,
+        "interleaved" => Batching::Interleaved,
+        other => {
+            return Err(CliError::input(format!(
+                "--batching `{other}` is not one of slots, interleaved"
+            )));
+        }
+    };
     let lt = long_tail(&split.item_counts());
     let mut rng = Rng::new(c.seed);
     let mut model =
@@ -150,11 +179,13 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         sim.as_ref(),
         &lt,
         model.config().dis_max,
+        long,
     )
     .map_err(CliError::input)?;
     let mut opts = HdtTrainOptions {
         epochs: c.epochs,
         slots: h.slots.max(1),
+        batching,
         lr: c.lr,
         weight_decay: c.weight_decay,
         seed: c.seed,

@@ -12,18 +12,27 @@ use crate::nn::loss::{mse, softmax_cross_entropy};
 use crate::nn::{Module, Param, Rng};
 use seqrec_kernels::cpu::vector;
 
-/// One session per slot: the slot's next session with the carried inter-session state.
+/// Windows of sessions (one or more per session) with the carried inter-session states: the
+/// rows of one training step, or one inference request.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HdtBatch {
-    /// Sessions.
+    /// Windows (rows).
     pub n: usize,
-    /// Window length (the longest session of the batch, at most `max_len`).
+    /// Window length (the longest window of the batch, at most `max_len`).
     pub len: usize,
-    /// Item ids `[n, len]`, each session's last `max_len` items, right-padded with 0.
+    /// Item ids `[n, len]`, right-padded with 0.
     pub items: Vec<u32>,
-    /// Real items per session (`1..=len`).
+    /// Real items per window (`1..=len`).
     pub lens: Vec<usize>,
-    /// The first item of each (whole) session: the goal loss's target.
+    /// Per window: the first step with a loss (steps before it are context, trained by an
+    /// earlier window of the same session).
+    pub from: Vec<usize>,
+    /// Per window: the weight of each of its steps' losses (1 / the number of trained steps
+    /// of its session, so that a session's steps average to one session).
+    pub step_weight: Vec<f32>,
+    /// Per window: the weight of its goal loss (1 for one window of each session, else 0).
+    pub goal_weight: Vec<f32>,
+    /// The first item of each window's (whole) session: the goal loss's target.
     pub first: Vec<u32>,
     /// Inter-session return `R_c` per session.
     pub r_inter: Vec<f32>,
@@ -226,18 +235,17 @@ impl HdtModel {
             d,
             &(0..n).map(|r| r * len + b.lens[r] - 1).collect::<Vec<_>>(),
         );
-        // Steps with an action: positions t < len_b − 1, weighted 1/(len_b − 1) so that each
-        // session's steps average to one session's share.
+        // Steps with an action and a loss: positions from_b ≤ t < len_b − 1, each weighted so
+        // that a session's steps average to one session's share.
         let steps = len - 1;
         let mut step_rows = Vec::new();
         let mut step_w = Vec::new();
         let mut step_bt = Vec::new();
         let mut targets = Vec::new();
         for r in 0..n {
-            let m = b.lens[r].saturating_sub(1);
-            for t in 0..m {
+            for t in b.from[r]..b.lens[r].saturating_sub(1) {
                 step_rows.push(r * len + t);
-                step_w.push(1.0 / m as f32);
+                step_w.push(b.step_weight[r]);
                 step_bt.push((r, t));
                 targets.push(b.items[r * len + t + 1]);
             }
@@ -253,7 +261,7 @@ impl HdtModel {
         let d_seq_logits = ce.grad;
         let goal = self.goal_head.as_ref().map(|head| {
             let (logits, c) = head.forward(table, &g, n);
-            let ce = softmax_cross_entropy(&logits, n, n_items, &b.first, None);
+            let ce = softmax_cross_entropy(&logits, n, n_items, &b.first, Some(&b.goal_weight));
             loss.goal = ce.loss;
             (c, ce.grad)
         });

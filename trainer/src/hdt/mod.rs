@@ -15,7 +15,8 @@
 //!   current session is unknown and `R_c = dis_max − dis(C_1 ∪ … ∪ C_{c−1})`.
 //! - **Backbone.** `x̃_t = W_g[emb(x_t) || g_c] + b_g` (`input_proj`) is fed to the backbone
 //!   `G` (GRU4Rec or SASRec over input vectors), giving per-position states `s_{c,t}`;
-//!   `Ŷ_t = W_s s_{c,t} + b_s` (`seq_head`).
+//!   `Ŷ_t = W_s s_{c,t} + b_s` (`seq_head`). `W_g` starts as `[I | small]`, so that the
+//!   backbone first reads the items as the plain model does.
 //! - **IntraDT** (HDT only): a causal transformer (embedding LayerNorm, then RecBole
 //!   attention + feed-forward layers) over four tokens per step,
 //!   `(R̃_c, R^n_t·E_n, s_{c,t}, emb(a_t))`, each plus a per-step position embedding `P_t`.
@@ -40,11 +41,11 @@ mod train;
 mod tests;
 
 pub use blocks::{InterDt, IntraDt};
-pub use data::{SessionReturns, UserSessions, prepare_sessions};
+pub use data::{LongSessions, SessionReturns, SessionWindow, UserSessions, prepare_sessions};
 pub use forward::{HdtBatch, Knobs, LossParts, StepOutput};
 pub use heads::Head;
 pub use infer::assumed_novelty;
-pub use train::{HdtTrainOptions, train_hdt};
+pub use train::{Batching, HdtTrainOptions, train_hdt};
 
 use crate::models::{Gru4RecConfig, Gru4RecModel, SasRecConfig, SasRecModel};
 use crate::nn::{Activation, Gru, Linear, Module, Param, Rng};
@@ -350,8 +351,16 @@ impl HdtModel {
                 Backbone::SasRec(SasRecModel::new(c, rng))
             }
         };
-        let mut input_proj = Linear::new("input_proj", 2 * d, d, true, 0.0, rng);
-        input_proj.weight.init_xavier_uniform(rng);
+        // x̃ = W_g[e || g] + b_g starts as the item embedding itself plus a small share of the
+        // goal (W_g = [I | N(0, 0.02²)], b_g = 0): the backbone starts as the plain model
+        // reading the session, and learns how much of the goal to mix in. (A generic
+        // initialisation lets the goal, whose entries are of order 1 after InterDT's
+        // LayerNorm or the user GRU, drown the item embeddings, of order 0.02.)
+        let mut input_proj = Linear::new("input_proj", 2 * d, d, true, 0.02, rng);
+        for r in 0..d {
+            input_proj.weight.value[r * 2 * d..r * 2 * d + d].fill(0.0);
+            input_proj.weight.value[r * 2 * d + r] = 1.0;
+        }
         let tied = cfg.tied_heads;
         let head = |name: &str, rng: &mut Rng| Head::new(name, d, n, tied, rng);
         let seq_head = head("seq_head", rng);

@@ -44,7 +44,8 @@ fn model_with(
     m
 }
 
-/// Three sessions of 5, 3 and 1 items with random carried states and returns.
+/// Three sessions of 5, 3 and 1 items with random carried states and returns, the first with
+/// a second window.
 fn batch(rng: &mut Rng) -> HdtBatch {
     let sessions: [&[u32]; 3] = [&[3, 9, 1, 12, 3], &[5, 2, 7], &[4]];
     let len = 5;
@@ -57,6 +58,9 @@ fn batch(rng: &mut Rng) -> HdtBatch {
         b.items.extend_from_slice(s);
         b.items.resize(b.items.len() + len - s.len(), 0);
         b.lens.push(s.len());
+        b.from.push(0);
+        b.step_weight.push(1.0 / (s.len() - 1).max(1) as f32);
+        b.goal_weight.push(1.0);
         b.first.push(s[0] % 7 + 1);
         b.r_inter.push(rng.uniform(0.0, 2.0));
         for t in 0..len - 1 {
@@ -68,6 +72,22 @@ fn batch(rng: &mut Rng) -> HdtBatch {
     }
     b.s_prev = rng.normal_vec(3 * D, 0.5);
     b.u_prev = rng.normal_vec(3 * D, 0.5);
+    // A second window of the first session (its steps from 2 on are new; no goal loss).
+    b.n = 4;
+    b.items.extend_from_slice(&[1, 12, 3, 6, 8]);
+    b.lens.push(5);
+    b.from.push(2);
+    b.goal_weight.push(0.0);
+    let w = 1.0 / (4 + 2) as f32;
+    b.step_weight[0] = w;
+    b.step_weight.push(w);
+    b.first.push(b.first[0]);
+    b.r_inter.push(b.r_inter[0]);
+    b.r_intra.extend(rng.uniform_vec(4, -0.5, 1.0));
+    b.rn.extend_from_slice(&[2.0, 2.0, 1.0, 0.0]);
+    let (s0, u0) = (b.s_prev[..D].to_vec(), b.u_prev[..D].to_vec());
+    b.s_prev.extend(s0);
+    b.u_prev.extend(u0);
     b
 }
 

@@ -6,7 +6,10 @@
 //! whose user has no session left takes the next user with zero states; an epoch ends when
 //! every user was consumed (idle slots simply sit out the last iterations). Users are
 //! shuffled every epoch and then ordered by decreasing number of sessions (a stable sort),
-//! so that long histories start early and the slots stay busy.
+//! so that long histories start early and the slots stay busy. With
+//! [`Batching::Interleaved`] each update instead draws `slots` users at random (weighted by
+//! their remaining sessions), which keeps every user's sessions in order but spreads them
+//! over the epoch instead of ending it with the few users who have the most sessions.
 //!
 //! As the backbone loop, a mini-batch is split across worker threads (one model replica
 //! each) and the parts' gradients are averaged with weights equal to their share of the
@@ -34,6 +37,8 @@ pub struct HdtTrainOptions {
     pub epochs: usize,
     /// User slots B (sessions per update).
     pub slots: usize,
+    /// How users' sessions are grouped into updates.
+    pub batching: Batching,
     /// Learning rate (Adam).
     pub lr: f32,
     /// Decoupled weight decay (AdamW); 0 gives Adam.
@@ -59,6 +64,7 @@ impl Default for HdtTrainOptions {
         HdtTrainOptions {
             epochs: 200,
             slots: 32,
+            batching: Batching::Slots,
             lr: 1e-3,
             weight_decay: 0.0,
             seed: 2020,
@@ -72,11 +78,52 @@ impl Default for HdtTrainOptions {
     }
 }
 
-struct Slot {
-    user: usize,
+/// How the sessions of different users are grouped into updates.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// HRNN's user-parallel slots: a slot keeps its user until the user's sessions are
+    /// consumed (the thesis).
+    Slots,
+    /// Each update takes the next session of `slots` distinct users drawn with probability
+    /// proportional to their remaining sessions: a user's sessions stay in time order with the
+    /// carried state, but every user's sessions are spread over the whole epoch.
+    Interleaved,
+}
+
+struct UserState {
     next: usize,
     s: Vec<f32>,
     u: Vec<f32>,
+}
+
+/// Up to `b` distinct users with sessions left, drawn with probability proportional to their
+/// remaining sessions (without replacement).
+fn interleave(data: &[UserSessions], users: &[UserState], b: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut left: Vec<(usize, usize)> = users
+        .iter()
+        .enumerate()
+        .map(|(k, st)| (k, data[k].sessions.len() - st.next))
+        .filter(|&(_, r)| r > 0)
+        .collect();
+    let mut out = Vec::with_capacity(b);
+    while out.len() < b && !left.is_empty() {
+        let total: usize = left.iter().map(|&(_, r)| r).sum();
+        let mut x = rng.below(total);
+        let i = left
+            .iter()
+            .position(|&(_, r)| {
+                if x < r {
+                    true
+                } else {
+                    x -= r;
+                    false
+                }
+            })
+            .expect("x < total");
+        out.push(left.swap_remove(i).0);
+    }
+    out.sort_unstable();
+    out
 }
 
 /// Validates `model` through the engine on the split's validation events.
@@ -143,19 +190,28 @@ pub fn train_hdt(
         }
         order.sort_by_key(|&u| std::cmp::Reverse(data[u].sessions.len()));
         let mut queue = order.into_iter();
-        let mut slots: Vec<Option<Slot>> = (0..opts.slots.max(1)).map(|_| None).collect();
+        // Per user: the next session and the carried states.
+        let mut users: Vec<UserState> = (0..data.len())
+            .map(|_| UserState {
+                next: 0,
+                s: zeros.clone(),
+                u: zeros.clone(),
+            })
+            .collect();
+        let mut slots: Vec<Option<usize>> = vec![None; opts.slots.max(1)];
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
+        let mut parts_sum = [0.0f64; 4];
         let mut out_of_time = false;
         loop {
-            for slot in slots.iter_mut().filter(|s| s.is_none()) {
-                *slot = queue.next().map(|user| Slot {
-                    user,
-                    next: 0,
-                    s: zeros.clone(),
-                    u: zeros.clone(),
-                });
-            }
-            let busy: Vec<usize> = (0..slots.len()).filter(|&k| slots[k].is_some()).collect();
+            let busy: Vec<usize> = match opts.batching {
+                Batching::Slots => {
+                    for slot in slots.iter_mut().filter(|s| s.is_none()) {
+                        *slot = queue.next();
+                    }
+                    slots.iter().flatten().copied().collect()
+                }
+                Batching::Interleaved => interleave(data, &users, opts.slots.max(1), &mut shuffle),
+            };
             if busy.is_empty() {
                 break;
             }
@@ -166,24 +222,25 @@ pub fn train_hdt(
                 break;
             }
             let per = busy.len().div_ceil(threads);
-            let parts: Vec<(Vec<usize>, HdtBatch)> = busy
+            let parts: Vec<(Vec<usize>, HdtBatch, Vec<usize>)> = busy
                 .chunks(per)
                 .map(|ks| {
                     let items: Vec<_> = ks
                         .iter()
                         .map(|&k| {
-                            let s = slots[k].as_ref().expect("busy");
-                            (&data[s.user].sessions[s.next], &s.s[..], &s.u[..])
+                            let st = &users[k];
+                            (&data[k].sessions[st.next], &st.s[..], &st.u[..])
                         })
                         .collect();
-                    (ks.to_vec(), make_batch(&items, d))
+                    let (b, last) = make_batch(&items, d);
+                    (ks.to_vec(), b, last)
                 })
                 .collect();
             let outs: Vec<_> = replicas
                 .par_iter_mut()
                 .zip(rngs.par_iter_mut())
                 .zip(parts.par_iter())
-                .map(|((rep, rng), (_, b))| {
+                .map(|((rep, rng), (_, b, _))| {
                     zero_grads(&mut rep.params_mut());
                     rep.train_step(b, Some(rng))
                 })
@@ -192,8 +249,8 @@ pub fn train_hdt(
                 let mut main = model.params_mut();
                 zero_grads(&mut main);
                 // Idle slots are masked out: the loss is the sum over busy slots / B.
-                for (r, (ks, _)) in replicas.iter().zip(&parts) {
-                    let w = ks.len() as f32 / slots.len() as f32;
+                for (r, (ks, ..)) in replicas.iter().zip(&parts) {
+                    let w = ks.len() as f32 / opts.slots.max(1) as f32;
                     for (p, q) in main.iter_mut().zip(r.params()) {
                         for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
                             *g += s * w;
@@ -210,18 +267,25 @@ pub fn train_hdt(
                     q.value.copy_from_slice(&p.value);
                 }
             }
-            for ((ks, _), out) in parts.iter().zip(&outs) {
+            for ((ks, _, last), out) in parts.iter().zip(&outs) {
                 loss_sum += out.loss.total * ks.len() as f64;
+                let l = &out.loss;
+                for (a, v) in parts_sum.iter_mut().zip([l.seq, l.ret, l.act, l.goal]) {
+                    *a += v * ks.len() as f64;
+                }
                 loss_n += ks.len();
-                for (j, &k) in ks.iter().enumerate() {
-                    let slot = slots[k].as_mut().expect("busy");
-                    slot.s.copy_from_slice(&out.s_next[j * d..(j + 1) * d]);
+                for (&k, &j) in ks.iter().zip(last) {
+                    // The session's last window carries its states on.
+                    let st = &mut users[k];
+                    st.s.copy_from_slice(&out.s_next[j * d..(j + 1) * d]);
                     if !out.u_next.is_empty() {
-                        slot.u.copy_from_slice(&out.u_next[j * d..(j + 1) * d]);
+                        st.u.copy_from_slice(&out.u_next[j * d..(j + 1) * d]);
                     }
-                    slot.next += 1;
-                    if slot.next == data[slot.user].sessions.len() {
-                        slots[k] = None;
+                    st.next += 1;
+                    if st.next == data[k].sessions.len()
+                        && let Some(slot) = slots.iter_mut().find(|s| **s == Some(k))
+                    {
+                        *slot = None;
                     }
                 }
             }
@@ -238,8 +302,10 @@ pub fn train_hdt(
             elapsed: start.elapsed().as_secs_f64(),
         };
         if opts.progress {
+            let [ls, lr, la, lg] = parts_sum.map(|v| v / loss_n.max(1) as f64);
             eprintln!(
-                "epoch {epoch}: loss {:.4}, valid {metric} {value:.4} ({:.1}s)",
+                "epoch {epoch}: loss {:.4} (L_S {ls:.4}, L_R {lr:.4}, L_a {la:.4}, L_g {lg:.4}), \
+                 valid {metric} {value:.4} ({:.1}s)",
                 entry.loss, entry.elapsed
             );
         }
