@@ -54,6 +54,16 @@ pub struct HierArgs {
     /// HDT / InterDT loss weight λ of the goal loss L_g.
     #[arg(long, default_value_t = 0.2)]
     lambda_g: f32,
+    /// Standard deviation of the goal block of W_g = [I | N(0, σ²)] at initialisation (0 starts
+    /// it at zero).
+    #[arg(long, default_value_t = 0.02)]
+    goal_init: f32,
+    /// γ of InterDT's output LayerNorm at initialisation (1 is PyTorch's default).
+    #[arg(long, default_value_t = 0.02)]
+    inter_gain: f32,
+    /// Global gradient-norm clipping of each update (0: off).
+    #[arg(long, default_value_t = 5.0)]
+    clip: f32,
     /// User slots per update (sessions per mini-batch).
     #[arg(long, default_value_t = 32)]
     slots: usize,
@@ -141,6 +151,7 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
     };
     (cfg.alpha_r, cfg.beta_a, cfg.lambda_g) = (h.alpha_r, h.beta_a, h.lambda_g);
     cfg.tied_heads = c.tie_heads;
+    (cfg.goal_init, cfg.inter_gain) = (h.goal_init, h.inter_gain);
     let sim = match (c.similarity_model, variant.has_inter()) {
         (Some(p), _) => Some(Similarity::from_model_file(p).map_err(CliError::input)?),
         (None, true) => {
@@ -193,6 +204,7 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         patience: c.patience,
         valid_metric: c.valid_metric.to_string(),
         progress: !c.quiet,
+        clip: (h.clip > 0.0).then_some(h.clip),
         ..Default::default()
     };
     if let Some(t) = c.threads {

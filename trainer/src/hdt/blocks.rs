@@ -47,6 +47,10 @@ impl InterDt {
             rng,
         );
         att.causal = cfg.inter_causal;
+        // γ of the output LayerNorm starts at the scale of the item embeddings: with γ = 1 the
+        // goal (entries of order 1) drowns the items (order 0.02) in W_g[e || g] and the
+        // backbone learns little more than popularity.
+        att.ln.weight.value.fill(cfg.inter_gain);
         InterDt {
             e_r: Param::normal("inter.return_embedding", &[d], 0.02, rng),
             att,

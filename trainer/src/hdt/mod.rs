@@ -179,6 +179,12 @@ pub struct HdtConfig {
     /// The catalog heads (`W_s`, `W_u`, `W_a`) are the item table with biases of their own
     /// instead of linear layers (off: the specification's heads).
     pub tied_heads: bool,
+    /// Standard deviation of the goal block of `W_g` at initialisation (0.02; 0 starts it at
+    /// zero, so the goal enters the backbone only as fast as its gradient lets it).
+    pub goal_init: f32,
+    /// γ of InterDT's output LayerNorm at initialisation (0.02, the scale of the item
+    /// embeddings; 1 is PyTorch's default, under which the goal drowns the items).
+    pub inter_gain: f32,
 }
 
 impl HdtConfig {
@@ -208,12 +214,22 @@ impl HdtConfig {
             beta_a: 0.1,
             lambda_g: 0.2,
             tied_heads: false,
+            goal_init: 0.02,
+            inter_gain: 0.02,
         }
     }
 
     /// Checks sizes before blocks are built.
     pub fn validate(&self) -> Result<(), String> {
         let d = self.dim;
+        for (what, v) in [
+            ("goal_init", self.goal_init),
+            ("inter_gain", self.inter_gain),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{what} {v} must be a finite value ≥ 0"));
+            }
+        }
         if d == 0 || self.max_len < 2 || self.n_items < 2 {
             return Err(format!(
                 "dim {d}, max_len {} and n_items {} must be at least 1, 2 and 2",
@@ -358,8 +374,12 @@ impl HdtModel {
         // LayerNorm or the user GRU, drown the item embeddings, of order 0.02.)
         let mut input_proj = Linear::new("input_proj", 2 * d, d, true, 0.02, rng);
         for r in 0..d {
-            input_proj.weight.value[r * 2 * d..r * 2 * d + d].fill(0.0);
-            input_proj.weight.value[r * 2 * d + r] = 1.0;
+            let row = &mut input_proj.weight.value[r * 2 * d..(r + 1) * 2 * d];
+            row[..d].fill(0.0);
+            row[r] = 1.0;
+            for w in &mut row[d..] {
+                *w *= cfg.goal_init / 0.02;
+            }
         }
         let tied = cfg.tied_heads;
         let head = |name: &str, rng: &mut Rng| Head::new(name, d, n, tied, rng);

@@ -44,6 +44,39 @@ fn model_with(
     m
 }
 
+/// At initialisation the goal InterDT hands the backbone is at the scale of the item
+/// embeddings (RMS of order 0.02), not of order 1 as after a unit-gain LayerNorm, under which it
+/// drowned the items and training stalled at popularity.
+#[test]
+fn initial_goals_are_at_the_item_scale() {
+    let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+    let goal_rms = |gain: f32| {
+        let mut rng = Rng::new(5);
+        let (sim, lt) = data(&mut rng);
+        let mut cfg = small(Variant::InterDt, BackboneKind::SasRec);
+        cfg.inter_gain = gain;
+        let m = HdtModel::new(cfg, Some(&sim), Some(&lt), &mut rng).unwrap();
+        let b = batch(&mut Rng::new(8));
+        rms(&m.goals(&b, None).1)
+    };
+    let items = {
+        let mut rng = Rng::new(5);
+        let (sim, lt) = data(&mut rng);
+        let cfg = small(Variant::InterDt, BackboneKind::SasRec);
+        let m = HdtModel::new(cfg, Some(&sim), Some(&lt), &mut rng).unwrap();
+        rms(&m.backbone.item_table().value)
+    };
+    let (small_gain, unit_gain) = (goal_rms(0.02), goal_rms(1.0));
+    assert!(
+        small_gain < 2.0 * items,
+        "goal RMS {small_gain} vs item RMS {items}"
+    );
+    assert!(unit_gain > 0.5, "unit gain: goal RMS {unit_gain}");
+    let mut bad = small(Variant::InterDt, BackboneKind::SasRec);
+    bad.inter_gain = f32::NAN;
+    assert!(bad.validate().unwrap_err().contains("inter_gain"));
+}
+
 /// Three sessions of 5, 3 and 1 items with random carried states and returns, the first with
 /// a second window.
 fn batch(rng: &mut Rng) -> HdtBatch {
