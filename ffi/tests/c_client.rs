@@ -4,6 +4,11 @@
 //! the Rust API's, eight threads share one model, every error path has its status, and mutated
 //! files load or fail cleanly.
 //!
+//! A SMORL and a MODT4R model go through `client knobs`: objective knobs set through
+//! `seqrec_session_set_objective` change the ranking exactly as the Rust sessions say, bad knob
+//! names and values are refused without touching the session, and `seqrec_session_end` marks a
+//! boundary.
+//!
 //! `SEQREC_SANITIZE=1` builds the client with `-fsanitize=address,undefined` instead (leaks
 //! included, through LeakSanitizer); `.ci/run` runs that. Skips with a notice when no C++
 //! compiler is found (`CXX`, else `c++`, `g++`, `clang++`).
@@ -195,6 +200,66 @@ fn with_user(q: Query<'_>, u: Option<u32>) -> Query<'_> {
     }
 }
 
+/// A multi-objective model with random weights: SMORL on SASRec (knobs `w_acc`, `w_div`,
+/// `w_nov`) or MODT4R (`alpha`, `lambda_div`, `novelty_eps`, ...), its long-tail flags 0 or 1.
+fn knob_model_bytes(kind: &str, n_items: usize, seed: u64) -> Vec<u8> {
+    let cfg = match kind {
+        "smorl" => seqrec_tests::small_rl_config("smorl", "sasrec", "linear", n_items, 6),
+        "modt4r" => seqrec_tests::small_config("sasrec", n_items, 6)
+            .with("model", "modt4r")
+            .with("dt_n_layers", 1)
+            .with("dt_inner_size", 32)
+            .with("dt_similarity_dim", 4),
+        other => panic!("no knob model {other}"),
+    };
+    let mut rng = Rng::new(seed ^ 0x7a11);
+    seqrec_engine::testing::random_model_bytes_with(&cfg, seed, 0.5, |name, v| {
+        if name == "objectives.long_tail" {
+            for x in v.iter_mut() {
+                *x = rng.below(2) as f32;
+            }
+        }
+    })
+    .expect("valid knob model")
+}
+
+/// What Rust sessions answer under a sequence of knob changes, in the format `client knobs`
+/// reads: the knob list, the history, then each change followed by the session's top-10.
+fn knob_expected(model: &Model, changes: &[(&str, f32)], seed: u64) -> String {
+    let specs = model.objective_specs();
+    let mut out = format!("objectives {}\n", specs.len());
+    for s in specs {
+        writeln!(out, "objective {} {:?}", s.name, s.default).unwrap();
+    }
+    let n = model.info().n_items;
+    let mut rng = Rng::new(seed);
+    let history: Vec<u32> = (0..5).map(|_| 1 + rng.below(n - 1) as u32).collect();
+    write!(out, "history {}", history.len()).unwrap();
+    ids(&mut out, &history);
+    out.push('\n');
+    let mut session = model.session().unwrap();
+    for &id in &history {
+        session.push(id).unwrap();
+    }
+    let top = |session: &mut seqrec_engine::Session<'_>, out: &mut String| {
+        let t = session.topk(10, false).unwrap();
+        write!(out, "topk").unwrap();
+        ids(out, &t.iter().map(|r| r.item).collect::<Vec<_>>());
+        floats(out, &t.iter().map(|r| r.score).collect::<Vec<_>>());
+        out.push('\n');
+        t.iter().map(|r| r.item).collect::<Vec<_>>()
+    };
+    let first = top(&mut session, &mut out);
+    let mut changed = false;
+    for &(name, value) in changes {
+        session.set_objective(name, value).unwrap();
+        writeln!(out, "set {name} {value:?}").unwrap();
+        changed |= top(&mut session, &mut out) != first;
+    }
+    assert!(changed, "the knob changes leave the ranking as it was");
+    out
+}
+
 /// What the Rust API answers, in the format `client check` reads.
 fn expected(model: &Model, seed: u64) -> String {
     let info = model.info();
@@ -346,6 +411,37 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
         })
         .collect();
 
+    // Multi-objective models and the knob changes their sessions go through.
+    let mut knob_models = Vec::new();
+    for (kind, changes) in [
+        (
+            "smorl",
+            &[
+                ("w_div", 30.0),
+                ("w_acc", 0.0),
+                ("w_nov", 0.0),
+                ("w_div", 0.0),
+            ][..],
+        ),
+        (
+            "modt4r",
+            &[
+                ("alpha", 0.0),
+                ("alpha", 5.0),
+                ("lambda_div", 4.0),
+                ("novelty_eps", 1.0),
+            ][..],
+        ),
+    ] {
+        let bytes = knob_model_bytes(kind, 60, 0x0b1);
+        let path = tmp.0.join(format!("{kind}.safetensors"));
+        std::fs::write(&path, &bytes).unwrap();
+        let rust = Model::load(&path).unwrap();
+        let want = tmp.0.join(format!("knobs-{kind}.txt"));
+        std::fs::write(&want, knob_expected(&rust, changes, 21)).unwrap();
+        knob_models.push((path, want));
+    }
+
     for (label, exe) in &clients {
         for (i, (name, path)) in models.iter().enumerate() {
             let rust = Model::load(path).unwrap();
@@ -370,6 +466,13 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
             &format!("client ({label}) mutants"),
         );
         eprint!("[{label}] {out}");
+        for (model, want) in &knob_models {
+            let out = run(
+                client(exe).arg("knobs").arg(model).arg(want),
+                &format!("client ({label}) knobs {}", model.display()),
+            );
+            eprint!("[{label}] {out}");
+        }
     }
 }
 

@@ -7,6 +7,9 @@
 //   client errors  MODEL CASER      every error path, with statuses, messages and untouched
 //                                   out-parameters
 //   client mutants FILE...          corrupt files load or fail cleanly; loaded ones score
+//   client knobs   MODEL EXPECTED   a multi-objective model's knobs: listed, set on a session
+//                                   (the ranking follows EXPECTED and changes), refused when
+//                                   bad (session untouched), session boundaries
 //
 // Exit status 0 when every check passed; the first failure is printed and exits with 1.
 
@@ -559,6 +562,100 @@ int run_mutants(int argc, char **argv) {
   return 0;
 }
 
+// ---- objective knobs -----------------------------------------------------------------------
+
+int run_knobs(const std::string &path, const std::string &expected_path) {
+  std::ifstream in(expected_path);
+  CHECK(in.good(), "cannot open " + expected_path);
+  Model model;
+  CHECK_OK(seqrec_model_load(path.c_str(), &model.p));
+  const seqrec_model *m = model.p;
+  Session s;
+  CHECK_OK(seqrec_session_new(m, &s.p));
+  std::vector<uint32_t> items(10), first, last;
+  std::vector<float> scores(10);
+  std::string line, knob;
+  size_t n_knobs = 0, listed = 0, changes = 0;
+  bool changed = false;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string tag;
+    ls >> tag;
+    if (tag == "objectives") {
+      size_t want = 0;
+      ls >> want;
+      CHECK_OK(seqrec_model_num_objectives(m, &n_knobs));
+      CHECK(n_knobs == want && n_knobs > 0, "number of knobs");
+    } else if (tag == "objective") {
+      std::string name, def;
+      ls >> name >> def;
+      const char *got = nullptr;
+      float got_def = 0.f;
+      CHECK_OK(seqrec_model_objective(m, listed, &got, &got_def));
+      float want_def = to_float(def);
+      CHECK(name == got, "knob " + std::to_string(listed) + " is " + got + ", expected " + name);
+      CHECK((std::isnan(want_def) && std::isnan(got_def)) || got_def == want_def,
+            name + ": default " + std::to_string(got_def));
+      if (knob.empty()) knob = name;
+      ++listed;
+    } else if (tag == "history") {
+      size_t len = 0;
+      ls >> len;
+      for (size_t i = 0; i < len; ++i) {
+        uint32_t id = 0;
+        ls >> id;
+        CHECK_OK(seqrec_session_push(s.p, id));
+      }
+    } else if (tag == "set") {
+      std::string name, value;
+      ls >> name >> value;
+      CHECK_OK(seqrec_session_set_objective(s.p, name.c_str(), to_float(value)));
+      ++changes;
+    } else if (tag == "topk") {
+      std::vector<uint32_t> want_items(10);
+      std::vector<float> want_scores(10);
+      std::string v;
+      for (auto &id : want_items) ls >> id;
+      for (auto &x : want_scores) {
+        ls >> v;
+        x = to_float(v);
+      }
+      CHECK_OK(seqrec_session_topk(s.p, 10, 0, items.data(), scores.data()));
+      compare(items, scores, want_items, want_scores,
+              path + " after " + std::to_string(changes) + " knob changes");
+      if (first.empty()) first = items;
+      changed = changed || items != first;
+      last = items;
+    }
+  }
+  CHECK(listed == n_knobs && changes > 0, "knob records in " + expected_path);
+  CHECK(changed, "setting the knobs never changed the ranking");
+
+  // Refused knobs name the problem and leave the session as it was.
+  const seqrec_status IA = SEQREC_ERR_INVALID_ARGUMENT;
+  CHECK_ERR(seqrec_session_set_objective(s.p, "no_such_knob", 1.f), IA, "no_such_knob");
+  CHECK_ERR(seqrec_session_set_objective(s.p, knob.c_str(), -1e9f), IA, knob);
+  CHECK_ERR(seqrec_session_set_objective(s.p, knob.c_str(), NAN), IA, knob);
+  CHECK_ERR(seqrec_session_set_objective(s.p, nullptr, 1.f), IA, "NULL");
+  CHECK_ERR(seqrec_session_set_objective(nullptr, knob.c_str(), 1.f), IA, "NULL");
+  const char bad_utf8[] = {'\xff', '\xfe', 0};
+  CHECK_ERR(seqrec_session_set_objective(s.p, bad_utf8, 1.f), IA, "UTF-8");
+  CHECK_OK(seqrec_session_topk(s.p, 10, 0, items.data(), scores.data()));
+  CHECK(items == last, "a refused knob changed the ranking");
+  const char *name = nullptr;
+  float def = 0.f;
+  CHECK_ERR(seqrec_model_objective(m, n_knobs, &name, &def), SEQREC_ERR_OUT_OF_RANGE, "");
+
+  // A session boundary: the session goes on and still recommends.
+  CHECK_OK(seqrec_session_end(s.p));
+  CHECK_ERR(seqrec_session_end(nullptr), IA, "NULL");
+  CHECK_OK(seqrec_session_push(s.p, first[0]));
+  CHECK_OK(seqrec_session_topk(s.p, 10, 0, items.data(), scores.data()));
+  std::printf("knobs: %zu knobs, %zu changes followed, %d refusals\n", n_knobs, changes,
+              g_errors_checked);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -567,7 +664,9 @@ int main(int argc, char **argv) {
   if (mode == "check" && argc == 4) return run_check(argv[2], argv[3]);
   if (mode == "errors" && argc == 4) return run_errors(argv[2], argv[3]);
   if (mode == "mutants") return run_mutants(argc, argv);
+  if (mode == "knobs" && argc == 4) return run_knobs(argv[2], argv[3]);
   std::fprintf(stderr,
-               "usage: client check MODEL EXPECTED | errors MODEL CASER | mutants FILE...\n");
+               "usage: client check MODEL EXPECTED | errors MODEL CASER | mutants FILE... | "
+               "knobs MODEL EXPECTED\n");
   return 2;
 }
