@@ -144,14 +144,13 @@ fn session_vs_reencode(c: &mut Criterion) {
         // A full re-encode + top-10 of a 50-event window.
         let mut ws = m.new_workspace();
         let (mut items, mut scores) = ([0u32; 10], [0f32; 10]);
+        let query = || match user {
+            Some(u) => Query::new(&hs[0]).user(u),
+            None => Query::new(&hs[0]),
+        };
         g.bench_function(BenchmarkId::new("reencode_topk10", 50), |b| {
             b.iter(|| {
-                let q = Query::new(&hs[0]);
-                let q = match user {
-                    Some(u) => q.user(u),
-                    None => q,
-                };
-                m.topk_into(&q, 10, &mut ws, &mut items, &mut scores)
+                m.topk_into(&query(), 10, &mut ws, &mut items, &mut scores)
                     .unwrap();
                 black_box(&items);
             })
@@ -178,12 +177,7 @@ fn session_vs_reencode(c: &mut Criterion) {
                 for _ in 0..iters {
                     let mut s = new_session(&mut setup_ws, &hs[0][..49]);
                     // The re-encode below finds the item table in cache: so does the push.
-                    let q = Query::new(&hs[0]);
-                    let q = match user {
-                        Some(u) => q.user(u),
-                        None => q,
-                    };
-                    m.topk_into(&q, 10, &mut ws, &mut items, &mut scores)
+                    m.topk_into(&query(), 10, &mut ws, &mut items, &mut scores)
                         .unwrap();
                     let t = Instant::now();
                     m.session_push(&mut s, 42, &mut ws).unwrap();

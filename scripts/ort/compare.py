@@ -51,10 +51,12 @@ VARIANTS = {
 # (label, model, batch, extra seqrec bench arguments); ORT always runs the f32 graph.
 WORKLOADS = [
     ("SASRec 23,716 items, batch 1", "sasrec-23716", 1, []),
+    ("SASRec 23,716 items, batch 1, seqrec int8 table", "sasrec-23716", 1, ["--item-dtype", "i8"]),
     ("SASRec 23,716 items, batch 256", "sasrec-23716", 256, []),
     ("SASRec 352,602 items, batch 1", "sasrec-352602", 1, []),
     ("SASRec 352,602 items, batch 1, seqrec f16 table", "sasrec-352602", 1, ["--item-dtype", "f16"]),
     ("SASRec 352,602 items, batch 1, seqrec bf16 table", "sasrec-352602", 1, ["--item-dtype", "bf16"]),
+    ("SASRec 352,602 items, batch 1, seqrec int8 table", "sasrec-352602", 1, ["--item-dtype", "i8"]),
     ("GRU4Rec 23,716 items, batch 1", "gru4rec-23716", 1, []),
     ("GRU4Rec 23,716 items, batch 256", "gru4rec-23716", 256, []),
     ("NextItNet 23,716 items, batch 1", "nextitnet-23716", 1, []),

@@ -142,6 +142,16 @@ pub fn linear_isa(
     });
 }
 
+/// Checks the operands of a bias-free `y = x·wᵀ` and completes the products with nothing to
+/// sum (`m`, `n` or `k` zero): true when nothing is left to compute.
+fn empty_product(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
+    check_linear(x, w, None, y, m, k, n);
+    if k == 0 {
+        y.fill(0.0);
+    }
+    m == 0 || n == 0 || k == 0
+}
+
 /// `y = x·wᵀ` (no bias) with the broadcast tiles for `isa` whatever the shape (`w` packed
 /// transposed panel by panel; no horizontal sums): the batched catalog scan, where `x` holds
 /// the users of a batch and `w` a block of item rows; allocates nothing.
@@ -157,12 +167,7 @@ pub(crate) fn broadcast_tiles_isa(
     k: usize,
     n: usize,
 ) {
-    check_linear(x, w, None, y, m, k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        y.fill(0.0);
+    if empty_product(x, w, y, m, k, n) {
         return;
     }
     isa.run(small::LinearSmall {
@@ -193,12 +198,7 @@ pub(crate) fn dot_tiles_isa(
     k: usize,
     n: usize,
 ) {
-    check_linear(x, w, None, y, m, k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        y.fill(0.0);
+    if empty_product(x, w, y, m, k, n) {
         return;
     }
     isa.run(small::LinearDot { x, w, y, m, k, n });

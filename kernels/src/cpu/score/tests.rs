@@ -8,73 +8,69 @@ fn magnitude(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x * y).abs()).sum()
 }
 
-fn check_scores(isa: Isa) {
-    let mut rng = Rng::new(61);
-    let ds = AWKWARD_SIZES.iter().copied().chain([0]);
+type ScoresFn = fn(Isa, &[f32], &[f32], &mut [f32], usize, usize, usize);
+
+/// `kernel` against `scores_ref` on random `m × n` products of width `d` for every `d` of
+/// `ds` and `(m, n)` of `shapes`, to 1e-5·(1 + Σ|u·w|) (f32 sums in another order).
+fn check_against_ref(
+    what: &str,
+    isa: Isa,
+    kernel: ScoresFn,
+    seed: u64,
+    ds: impl Iterator<Item = usize>,
+    shapes: &[(usize, usize)],
+) {
+    let mut rng = Rng::new(seed);
     for d in ds {
-        for &(m, n) in &[
-            (1, 37),
-            (2, 17),
-            (3, 9),
-            (4, 65),
-            (7, 33),
-            (0, 5),
-            (5, 0),
-            (1, 1),
-        ] {
+        for &(m, n) in shapes {
             let users = rng.normal_vec(m * d, 1.0);
             let items = rng.normal_vec(n * d, 0.5);
             let mut want = vec![0.0; m * n];
             scores_ref(&users, &items, &mut want, m, n, d);
             let mut got = vec![f32::NAN; m * n];
-            scores_isa(isa, &users, &items, &mut got, m, n, d);
+            kernel(isa, &users, &items, &mut got, m, n, d);
             for r in 0..m {
                 for j in 0..n {
                     let mag = magnitude(&users[r * d..(r + 1) * d], &items[j * d..(j + 1) * d]);
                     let (g, w) = (got[r * n + j], want[r * n + j]);
-                    // f32 sums in another order: 1e-5·(1 + Σ|u·w|).
                     assert!(
                         (g - w).abs() <= 1e-5 * (1.0 + mag),
-                        "scores {isa} {m}x{n}x{d}: [{r},{j}] got {g} want {w}"
+                        "{what} {isa} {m}x{n}x{d}: [{r},{j}] got {g} want {w}"
                     );
                 }
             }
         }
     }
 }
+
+fn check_scores(isa: Isa) {
+    let ds = AWKWARD_SIZES.iter().copied().chain([0]);
+    let shapes = [
+        (1, 37),
+        (2, 17),
+        (3, 9),
+        (4, 65),
+        (7, 33),
+        (0, 5),
+        (5, 0),
+        (1, 1),
+    ];
+    check_against_ref("scores", isa, scores_isa, 61, ds, &shapes);
+}
 crate::isa_tests!(scores, check_scores);
 
 fn check_scores_batch(isa: Isa) {
-    let mut rng = Rng::new(67);
-    for d in [1, 7, 8, 33, 64, 100] {
-        for &(m, n) in &[
-            (1, 37),
-            (5, 17),
-            (6, 33),
-            (13, 256),
-            (64, 70),
-            (0, 3),
-            (3, 0),
-        ] {
-            let users = rng.normal_vec(m * d, 1.0);
-            let items = rng.normal_vec(n * d, 0.5);
-            let mut want = vec![0.0; m * n];
-            scores_ref(&users, &items, &mut want, m, n, d);
-            let mut got = vec![f32::NAN; m * n];
-            scores_batch_isa(isa, &users, &items, &mut got, m, n, d);
-            for r in 0..m {
-                for j in 0..n {
-                    let mag = magnitude(&users[r * d..(r + 1) * d], &items[j * d..(j + 1) * d]);
-                    let (g, w) = (got[r * n + j], want[r * n + j]);
-                    // f32 sums in another order: 1e-5·(1 + Σ|u·w|).
-                    assert!(
-                        (g - w).abs() <= 1e-5 * (1.0 + mag),
-                        "scores_batch {isa} {m}x{n}x{d}: [{r},{j}] got {g} want {w}"
-                    );
-                }
-            }
-        }
-    }
+    let ds = [1, 7, 8, 33, 64, 100].into_iter();
+    let shapes = [
+        (1, 37),
+        (5, 17),
+        (6, 33),
+        (13, 256),
+        (64, 70),
+        (0, 3),
+        (3, 0),
+    ];
+    check_against_ref("scores_batch", isa, scores_batch_isa, 67, ds, &shapes);
 }
 crate::isa_tests!(scores_batch, check_scores_batch);
 
