@@ -39,7 +39,7 @@ pub enum Error {
     #[error("config: {0}")]
     Config(String),
     /// The config names an architecture this build does not know.
-    #[error("unknown model `{0}` (known: sasrec, gru4rec, nextitnet, caser)")]
+    #[error("unknown model `{0}` (known: {known})", known = crate::models::ARCHITECTURES.join(", "))]
     UnknownModel(String),
     /// A tensor the architecture needs is absent.
     #[error("tensor `{name}` is missing")]

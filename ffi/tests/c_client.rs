@@ -170,8 +170,17 @@ fn build_clients(cxx: &str, libs: &Path, out: &Path) -> Vec<(String, PathBuf)> {
     ]
 }
 
-fn client(exe: &Path) -> Command {
+/// A command running `exe` against this build's `libseqrec`: the loader searches
+/// `LD_LIBRARY_PATH` (which cargo sets to include `target/<profile>`, where an older `cargo
+/// build` may have left an older library) before the executable's run path.
+fn with_this_lib(exe: &Path) -> Command {
     let mut cmd = Command::new(exe);
+    cmd.env("LD_LIBRARY_PATH", lib_dir());
+    cmd
+}
+
+fn client(exe: &Path) -> Command {
+    let mut cmd = with_this_lib(exe);
     // Leaks fail the run; UBSan stops at the first report.
     cmd.env(
         "ASAN_OPTIONS",
@@ -510,7 +519,7 @@ fn readme_c_example_builds_and_runs() {
     let bytes = common::model_bytes("sasrec", 200, 8, 11);
     let model = tmp.0.join("model.safetensors");
     std::fs::write(&model, &bytes).unwrap();
-    let out = run(Command::new(&exe).arg(&model), "running the C example");
+    let out = run(with_this_lib(&exe).arg(&model), "running the C example");
     let got: Vec<u32> = out
         .lines()
         .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
