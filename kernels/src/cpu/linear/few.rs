@@ -8,7 +8,9 @@
 //! vector partial sums of each (row, weight row) pair stay in a stack array across the chunks
 //! and are reduced once at the end. The weights are prefetched a whole number of column tiles,
 //! at least [`PREFETCH_BYTES`], ahead (the `C` rows of a tile are read side by side, so that
-//! the hardware prefetchers alone fall behind at these short rows).
+//! the hardware prefetchers alone fall behind at these short rows), but never past the end of
+//! the weights: a product split across threads by blocks of rows of `w` would otherwise fetch
+//! the start of the next thread's block into this core's caches as well.
 //!
 //! f32 weights are read in place. f16 weights are widened exactly in registers, by every row
 //! block (measured: cheaper than widening a chunk once into a stack buffer for every row count
@@ -57,9 +59,29 @@ const PREFETCH_BYTES: usize = 8192;
 /// Bytes in a cache line (the prefetch granularity).
 pub(super) const LINE: usize = 64;
 
+/// Where the weights are prefetched: `values` past the value being read, never past the end
+/// of the weights (the address `end`), which would fetch another thread's block of a split
+/// product (or unrelated memory) into this core's caches.
+#[derive(Copy, Clone)]
+pub(super) struct Ahead {
+    pub values: usize,
+    pub end: usize,
+}
+
+impl Ahead {
+    /// Prefetches the line `self.values` values past `row[i]`, if it lies within the weights.
+    #[inline(always)]
+    pub(super) fn fetch<T>(self, row: &[T], i: usize) {
+        let p = row.as_ptr().wrapping_add(i + self.values);
+        if (p as usize) < self.end {
+            prefetch(p.cast());
+        }
+    }
+}
+
 /// Hints the cache to load the line holding `p`.
 #[inline(always)]
-pub(super) fn prefetch(p: *const u8) {
+fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint without architectural effect: it never faults and reads
     // nothing into the program, whatever the address (`p` comes from `wrapping_add` and may lie
@@ -153,14 +175,15 @@ pub(super) enum Chunk<'b> {
 pub(super) trait FewWeights: Copy {
     /// Bytes per weight.
     const BYTES: usize;
-    /// Rows `j0 .. j0 + CC`, depth `p0 .. p0 + kc` (rows of `k` values); `ahead` is the
-    /// prefetch distance in values.
+    /// The address one past the last weight.
+    fn end(self) -> usize;
+    /// Rows `j0 .. j0 + CC`, depth `p0 .. p0 + kc` (rows of `k` values), prefetching `ahead`.
     fn chunk<'b, S: Simd, const CC: usize>(
         self,
         s: S,
         at: (usize, usize),
         size: (usize, usize),
-        ahead: usize,
+        ahead: Ahead,
     ) -> Chunk<'b>
     where
         Self: 'b;
@@ -169,12 +192,16 @@ pub(super) trait FewWeights: Copy {
 impl FewWeights for &[f32] {
     const BYTES: usize = 4;
     #[inline(always)]
+    fn end(self) -> usize {
+        self.as_ptr_range().end as usize
+    }
+    #[inline(always)]
     fn chunk<'b, S: Simd, const CC: usize>(
         self,
         _s: S,
         (j0, p0): (usize, usize),
         (kc, k): (usize, usize),
-        _ahead: usize,
+        _ahead: Ahead,
     ) -> Chunk<'b>
     where
         Self: 'b,
@@ -188,6 +215,10 @@ impl FewWeights for &[f32] {
 
 impl FewWeights for F16Weights<'_> {
     const BYTES: usize = 2;
+    #[inline(always)]
+    fn end(self) -> usize {
+        self.0.as_ptr_range().end as usize
+    }
     /// Scans the chunk's rows for inf/NaN, which brings them in from memory (prefetching
     /// ahead), then hands them to the dot tiles to widen in registers.
     #[inline(always)]
@@ -196,7 +227,7 @@ impl FewWeights for F16Weights<'_> {
         s: S,
         (j0, p0): (usize, usize),
         (kc, k): (usize, usize),
-        ahead: usize,
+        ahead: Ahead,
     ) -> Chunk<'b>
     where
         Self: 'b,
@@ -246,7 +277,10 @@ impl<W: FewWeights> pulp::WithSimd for FewRows<'_, W> {
         } = self;
         let mut acc = [[s.splat_f32s(0.0); C]; FEW_MAX_ROWS];
         // Prefetch distance in values: whole column tiles, at least PREFETCH_BYTES.
-        let ahead = (PREFETCH_BYTES / W::BYTES).div_ceil(C * k) * C * k;
+        let ahead = Ahead {
+            values: (PREFETCH_BYTES / W::BYTES).div_ceil(C * k) * C * k,
+            end: w.end(),
+        };
         let tile = Tile {
             x,
             bias,
@@ -274,7 +308,7 @@ struct Tile<'a> {
     m: usize,
     k: usize,
     n: usize,
-    ahead: usize,
+    ahead: Ahead,
 }
 
 /// Outputs `y[i, j0 + c]` for every row `i` and `c < CC`.
@@ -336,7 +370,7 @@ fn row_blocks<S: Simd, Rd: Reader, const CC: usize>(
     (m, k): (usize, usize),
     acc: &mut [[S::f32s; C]; FEW_MAX_ROWS],
     first: bool,
-    pf: Option<usize>,
+    pf: Option<Ahead>,
 ) {
     let mut i = 0;
     while i < m {
@@ -355,7 +389,7 @@ fn row_blocks<S: Simd, Rd: Reader, const CC: usize>(
 }
 
 /// `acc[r][c] (= 0 if first) += Σ_p x[r·ldx + p]·w[c·ldw + p]` over `p < kc` for `r < RR`,
-/// `c < CC`, prefetching `ahead` values past every weight row when `pf` is `Some(ahead)`.
+/// `c < CC`, prefetching ahead of every weight row when `pf` is `Some(ahead)`.
 #[inline(always)]
 fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
     s: S,
@@ -365,7 +399,7 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
     (ldx, ldw, kc): (usize, usize, usize),
     acc: &mut [[S::f32s; C]],
     first: bool,
-    pf: Option<usize>,
+    pf: Option<Ahead>,
 ) {
     let lanes = S::F32_LANES;
     // Units of two vectors; every row is viewed as `nu` whole units (as `[T; 2·lanes]`-sized
@@ -385,7 +419,7 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
         if let Some(ahead) = pf {
             if u % per_line == 0 {
                 for row in &ws {
-                    prefetch(row.as_ptr().wrapping_add(u * unit + ahead).cast());
+                    ahead.fetch(row, u * unit);
                 }
             }
         }

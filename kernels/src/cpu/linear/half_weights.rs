@@ -21,16 +21,16 @@ use pulp::Simd;
 pub(super) struct F16Weights<'a>(pub &'a [u16]);
 
 /// Whether `w` holds an inf or NaN (as [`f16_row_has_non_finite`]), prefetching the line
-/// `ahead` values past each line of `w`.
+/// ahead of each line of `w`.
 #[inline(always)]
-pub(super) fn f16_non_finite<S: Simd>(s: S, w: &[u16], ahead: usize) -> bool {
+pub(super) fn f16_non_finite<S: Simd>(s: S, w: &[u16], ahead: few::Ahead) -> bool {
     let (head, tail) = S::as_simd_u16s(w);
     let lanes = core::mem::size_of::<S::u16s>() / 2;
     let per_line = (few::LINE / 2 / lanes).max(1);
     let mut max = s.splat_u16s(0);
     for (v, &h) in head.iter().enumerate() {
         if v % per_line == 0 {
-            few::prefetch(w.as_ptr().wrapping_add(v * lanes + ahead).cast());
+            ahead.fetch(w, v * lanes);
         }
         max = s.max_u16s(max, s.and_u16s(h, s.splat_u16s(0x7FFF)));
     }
