@@ -167,6 +167,31 @@ enum seqrec_status seqrec_model_dim(const struct seqrec_model *model, size_t *ou
 enum seqrec_status seqrec_model_arch(const struct seqrec_model *model, const char **out);
 
 /**
+ * Writes the number of objective knobs of the model to `*out` (0 for plain backbones; see
+ * `seqrec_model_objective` and `seqrec_session_set_objective`).
+ *
+ * # Safety
+ * `model` must be NULL or a live handle; `out` NULL or valid for a write.
+ */
+enum seqrec_status seqrec_model_num_objectives(const struct seqrec_model *model, size_t *out);
+
+/**
+ * Describes objective knob `index` (`0 .. num_objectives - 1`): `*name_out` receives its
+ * NUL-terminated name (owned by the model, valid until `seqrec_model_free`) and
+ * `*default_out` its default value (NaN for optional knobs, where the model chooses unless
+ * told). Errors: `SEQREC_ERR_OUT_OF_RANGE` (index too large), `SEQREC_ERR_INVALID_ARGUMENT`
+ * (NULL pointer).
+ *
+ * # Safety
+ * `model` must be NULL or a live handle; `name_out` and `default_out` NULL or valid for a
+ * write.
+ */
+enum seqrec_status seqrec_model_objective(const struct seqrec_model *model,
+                                          size_t index,
+                                          const char **name_out,
+                                          float *default_out);
+
+/**
  * Writes the scores of every item for `history` (item ids, oldest first, `len >= 1`) to
  * `scores_out[0 .. num_items - 1]`; `scores_out[i]` scores item `i` (index 0 is the padding
  * id, scored as RecBole does). `scores_len` is the buffer's capacity and must be at least
@@ -247,7 +272,10 @@ enum seqrec_status seqrec_model_topk_user(const struct seqrec_model *model,
  * entries and `histories` must hold at least `offsets[batch]` ids (the library cannot check
  * that length). Row `i` of the results is `items_out[i*k .. i*k + k - 1]` and
  * `scores_out[i*k .. i*k + k - 1]` (row-major, `batch * k` values each), as
- * `seqrec_model_topk` would write it, including the id 0 / `-INFINITY` filling.
+ * `seqrec_model_topk` would write it, including the id 0 / `-INFINITY` filling. (Requests are
+ * encoded in groups with larger matrix products, whose sums run in another order: scores
+ * agree with `seqrec_model_topk` to f32 rounding, about 1e-6 relative, and two items whose
+ * scores are that close may come in the other order.)
  *
  * `batch == 0` succeeds without reading or writing anything but `model`. A failing request
  * fails the whole call, with `seqrec_last_error()` naming its index (`history 3: ...`), and no
@@ -356,6 +384,33 @@ enum seqrec_status seqrec_session_topk(struct seqrec_session *session,
 enum seqrec_status seqrec_session_score(const struct seqrec_session *session,
                                         float *scores_out,
                                         size_t scores_len);
+
+/**
+ * Sets the objective knob `name` (a NUL-terminated string such as `"alpha"`,
+ * `"lambda_div"`, `"novelty_eps"`; `seqrec_model_num_objectives` / `seqrec_model_objective`
+ * list a model's knobs) to `value` for this session; the next recommendations follow it.
+ * Errors: `SEQREC_ERR_INVALID_ARGUMENT` (unknown knob — plain backbones have none —, a
+ * value outside the knob's range or not finite, a name that is not UTF-8, NULL pointer); the
+ * session is unchanged on error.
+ *
+ * # Safety
+ * `session` must be NULL or a live session not used by another thread during the call;
+ * `name` NULL or a NUL-terminated string.
+ */
+enum seqrec_status seqrec_session_set_objective(struct seqrec_session *session,
+                                                const char *name,
+                                                float value);
+
+/**
+ * Marks a session boundary (the user's visit ended, e.g. after 60 minutes of inactivity).
+ * Hierarchical models carry the finished session into the user's inter-session state and
+ * start the next session empty; plain backbones treat all sessions as one sequence, so the
+ * call changes nothing for them. Errors: `SEQREC_ERR_INVALID_ARGUMENT` (NULL session).
+ *
+ * # Safety
+ * `session` must be NULL or a live session not used by another thread during the call.
+ */
+enum seqrec_status seqrec_session_end(struct seqrec_session *session);
 
 /**
  * Releases a session. `seqrec_session_free(NULL)` does nothing; does not change

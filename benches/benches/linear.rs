@@ -1,7 +1,8 @@
 //! Linear layers and matrix products: our allocation-free kernels (`linear_isa`,
 //! `matmul_isa`: "small"), the `gemm` crate called directly on the same operands ("gemm_crate",
 //! one thread), and the dispatched fast path (`linear` / `matmul`: "chosen", which picks one
-//! of the two by shape). Shapes: the per-request products of the sequence encoders (50 rows:
+//! of the two by shape); on the catalog shapes also the scan's scoring kernels
+//! (`score::scores_isa` for one user, `score::scores_batch_isa` for a batch: "scores"). Shapes: the per-request products of the sequence encoders (50 rows:
 //! SASRec's 64 → 192 / 64 / 256 and 256 → 64, GRU4Rec's 64 → 384 input projection, NextItNet's
 //! 64 × 64 tap product) and catalog scoring (x[m,64] · w[23716,64]ᵀ for 1, 64 and 256 rows),
 //! plus the half-precision row-vector products against a 352,602-item table, and a few rows
@@ -13,7 +14,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use half::{bf16, f16};
 use seqrec_kernels::Isa;
-use seqrec_kernels::cpu::linear;
+use seqrec_kernels::cpu::{linear, score};
 use seqrec_kernels::testing::Rng;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -151,6 +152,23 @@ fn bench_linear(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("chosen", &shape), &m, |bch, _| {
             bch.iter(|| linear::linear(black_box(&x), black_box(&w), None, &mut y, m, k, n))
         });
+        if n > 10_000 {
+            // The catalog scan's kernels: dot tiles for one user (`scores_isa`), broadcast
+            // tiles for a batch (`scores_batch_isa`), as the engine calls them.
+            let scores = |x: &[f32], w: &[f32], y: &mut [f32]| {
+                if m == 1 {
+                    score::scores_isa(isa, x, w, y, m, n, k)
+                } else {
+                    score::scores_batch_isa(isa, x, w, y, m, n, k)
+                }
+            };
+            print_gflops(&format!("linear/{isa}/scores/{shape}"), flops, || {
+                scores(&x, &w, &mut y)
+            });
+            group.bench_with_input(BenchmarkId::new("scores", &shape), &m, |bch, _| {
+                bch.iter(|| scores(black_box(&x), black_box(&w), &mut y))
+            });
+        }
         let mut pars = vec![("gemm_crate", gemm::Parallelism::None)];
         if m > 1 && n > 10_000 {
             pars.push(("gemm_crate_rayon", gemm::Parallelism::Rayon(0)));

@@ -17,6 +17,7 @@ use crate::blocks::{
 };
 use crate::error::Result;
 use crate::weights::Tensor;
+use alloc::vec::Vec;
 use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::topk::TopK;
 
@@ -64,6 +65,18 @@ pub trait Backend: Sized + Send + Sync + core::fmt::Debug + 'static {
         out: &mut Self::Buf,
     ) -> Result<()>;
 
+    /// [`Backend::embedding`] for a batch of sequences stacked row-wise: `ids` is the
+    /// concatenation of sequences of `lens[s]` ids, and the positions (when given) restart at 0
+    /// for every sequence. `out` is `[ids.len(), dim]`.
+    fn embedding_seqs(
+        &self,
+        table: &Embedding<Self>,
+        ids: &[u32],
+        lens: &[usize],
+        positions: Option<&Embedding<Self>>,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+
     /// `out = act(x·Wᵀ + b)` over `rows` rows.
     fn linear(
         &self,
@@ -91,6 +104,23 @@ pub trait Backend: Sized + Send + Sync + core::fmt::Debug + 'static {
         pos0: usize,
         q_from: usize,
         cache: &mut KvCache<Self>,
+        scratch: &mut Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+
+    /// [`Backend::attention`] over a batch of independent sequences stacked row-wise in `x`
+    /// (`[Σ lens, H]`): sequence `s` holds `lens[s]` rows at positions `0 .. lens[s]`, starting at
+    /// row `Σ_{t<s} lens[t]`. Every row is computed (`out` is `[Σ lens, H]`), or with
+    /// `last_only` only each sequence's last row (`out` is `[lens.len(), H]`, row `s` for
+    /// sequence `s`), as SASRec's last layer needs. Keys and values are not kept. Each
+    /// sequence's rows equal those of a separate [`Backend::attention`] call up to f32
+    /// summation order.
+    fn attention_seqs(
+        &self,
+        blk: &AttentionBlock<Self>,
+        x: &Self::Buf,
+        lens: &[usize],
+        last_only: bool,
         scratch: &mut Self::Buf,
         out: &mut Self::Buf,
     ) -> Result<()>;
@@ -162,13 +192,29 @@ pub trait Backend: Sized + Send + Sync + core::fmt::Debug + 'static {
     ) -> Result<()>;
 
     /// Top-k over the catalog for one user vector (row 0 of `h`), skipping the sorted ids in
-    /// `exclude`, into `topk` (which the caller resets and reads).
+    /// `exclude`, into `topk` (which the caller resets and reads). A backend may split the scan
+    /// (across threads): `parts` holds the extra selectors it needs, grown on first use.
     fn topk(
         &self,
         items: &ItemTable<Self>,
         h: &Self::Buf,
         exclude: &[u32],
         topk: &mut TopK,
+        parts: &mut Vec<TopK>,
+    ) -> Result<()>;
+
+    /// Top-k over the catalog for the `topks.len()` user vectors in the rows of `h`, user `r`
+    /// skipping the sorted ids `excludes[offsets[r] .. offsets[r + 1]]`, into `topks[r]` (reset
+    /// and read by the caller). The scores equal those [`Backend::topk`] computes for the same
+    /// user vector up to f32 rounding. `scratch` holds a block of scores.
+    fn topk_rows(
+        &self,
+        items: &ItemTable<Self>,
+        h: &Self::Buf,
+        excludes: &[u32],
+        offsets: &[usize],
+        topks: &mut [TopK],
+        scratch: &mut Self::Buf,
     ) -> Result<()>;
 }
 

@@ -10,6 +10,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use half::{bf16, f16};
 use seqrec_kernels::cpu::activation::Activation;
+use seqrec_kernels::cpu::score::quantize_rows_i8_vec;
 
 /// An embedding table `[rows, dim]`.
 #[derive(Debug)]
@@ -401,7 +402,8 @@ impl<B: Backend> CaserConvs<B> {
 }
 
 /// The catalog's item vectors used for scoring, optionally stored in half precision to halve
-/// the bytes read per request.
+/// the bytes read per request, or as int8 to shortlist the top-k (a quarter of the bytes)
+/// before re-scoring the shortlist from the f32 rows.
 #[derive(Debug)]
 pub struct ItemTable<B: Backend> {
     /// Number of rows (items, padding row 0 included).
@@ -421,6 +423,17 @@ pub enum ItemData<B: Backend> {
     F16(Vec<f16>),
     /// bf16 copy, row-major `[rows, dim]`.
     BF16(Vec<bf16>),
+    /// int8 copy with one scale per row (`seqrec_kernels::cpu::score::quantize_rows_i8`) that
+    /// bounds every f32 score, and the f32 rows that re-score the items the bounds cannot rule
+    /// out: top-k selections equal the f32 table's; full-catalog scores come from `exact`.
+    I8 {
+        /// Quantized rows `[rows, dim]`.
+        q: Vec<i8>,
+        /// Scale of every row `[rows]`.
+        scales: Vec<f32>,
+        /// The f32 rows (the embedding table itself).
+        exact: B::Param,
+    },
 }
 
 impl<B: Backend> ItemTable<B> {
@@ -446,6 +459,14 @@ impl<B: Backend> ItemTable<B> {
                     .map(|&v| bf16::from_f32(v))
                     .collect(),
             ),
+            DType::I8 => {
+                let (q, scales) = quantize_rows_i8_vec(table.as_slice(), rows, dim);
+                ItemData::I8 {
+                    q,
+                    scales,
+                    exact: be.upload(table)?,
+                }
+            }
         };
         Ok(ItemTable { rows, dim, data })
     }
@@ -456,6 +477,7 @@ impl<B: Backend> ItemTable<B> {
             ItemData::F32(_) => DType::F32,
             ItemData::F16(_) => DType::F16,
             ItemData::BF16(_) => DType::BF16,
+            ItemData::I8 { .. } => DType::I8,
         }
     }
 }

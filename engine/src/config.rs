@@ -83,6 +83,18 @@ impl Config {
         }
     }
 
+    /// A boolean, or `default` when absent.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(Error::Config(format!(
+                "`{key}` must be a boolean, found {}",
+                kind(other)
+            ))),
+        }
+    }
+
     /// A number, or `default` when absent.
     pub fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
         match self.map.get(key) {

@@ -28,6 +28,7 @@ pub mod cpu;
 pub mod error;
 pub mod model;
 pub mod models;
+pub mod objectives;
 pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;
@@ -38,6 +39,7 @@ pub use backend::Backend;
 pub use config::{CONFIG_KEY, Config};
 pub use cpu::Cpu;
 pub use error::{Error, Result};
-pub use model::{LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState};
+pub use model::{BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState};
+pub use objectives::{ObjectiveSpec, Objectives};
 pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};
 pub use workspace::Workspace;

@@ -15,6 +15,17 @@ use seqrec_kernels::testing::Rng;
 /// A safetensors file image with weights drawn from N(0, std²) (LayerNorm scales from
 /// 1 + N(0, 0.05²)) for `cfg`, which must name `model` and `n_items`.
 pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Result<Vec<u8>> {
+    random_model_bytes_with(cfg, seed, std, |_, _| {})
+}
+
+/// [`random_model_bytes`] with `edit` applied to every tensor (its name and values) before
+/// the file image is written, e.g. to duplicate item rows.
+pub fn random_model_bytes_with(
+    cfg: &Config,
+    seed: u64,
+    std: f32,
+    mut edit: impl FnMut(&str, &mut [f32]),
+) -> Result<Vec<u8>> {
     let specs = tensor_specs(cfg)?;
     let mut rng = Rng::new(seed);
     let values: Vec<Vec<f32>> = specs
@@ -32,6 +43,10 @@ pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Result<Vec<u8>> 
             }
         })
         .collect();
+    let mut values = values;
+    for (s, v) in specs.iter().zip(&mut values) {
+        edit(&s.name, v);
+    }
     let tensors: Vec<(&str, &[usize], &[f32])> = specs
         .iter()
         .zip(&values)

@@ -26,6 +26,9 @@ pub enum DType {
     F16,
     /// bfloat16.
     BF16,
+    /// int8 with one f32 scale per row: only as the storage of a scoring item table
+    /// ([`crate::LoadOptions::item_dtype`]); weight files never hold it.
+    I8,
 }
 
 impl DType {
@@ -34,24 +37,27 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::I8 => 1,
         }
     }
 
-    /// Name as safetensors writes it (`F32`, `F16`, `BF16`).
+    /// Name as safetensors writes it (`F32`, `F16`, `BF16`, `I8`).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
+            DType::I8 => "I8",
         }
     }
 
-    /// Parses `f32` / `f16` / `bf16` (any case).
+    /// Parses `f32` / `f16` / `bf16` / `i8` (any case).
     pub fn parse(s: &str) -> Option<DType> {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Some(DType::F32),
             "f16" | "float16" | "half" => Some(DType::F16),
             "bf16" | "bfloat16" => Some(DType::BF16),
+            "i8" | "int8" => Some(DType::I8),
             _ => None,
         }
     }
@@ -363,6 +369,13 @@ impl WeightFile {
                     data: TensorData::Owned(v),
                     shape: expected.to_vec(),
                 }
+            }
+            // `stored_dtype` accepts only float tensors; I8 names item-table storage.
+            DType::I8 => {
+                return Err(Error::Dtype {
+                    name: name.into(),
+                    found: dtype.name().to_owned(),
+                });
             }
         };
         check_finite(name, tensor.as_slice())?;

@@ -19,6 +19,12 @@ pub struct Workspace<B: Backend = Cpu> {
     pub(crate) state: Option<ArchState<B>>,
     /// Id of the model whose state `state` holds (a workspace may serve several models).
     pub(crate) owner: u64,
+    /// Selectors of the extra shares of a split catalog scan.
+    pub(crate) parts: Vec<TopK>,
+    /// Batches: sequence lengths, one selector per request, exclusion offsets.
+    pub(crate) lens: Vec<usize>,
+    pub(crate) topks: Vec<TopK>,
+    pub(crate) offsets: Vec<usize>,
 }
 
 impl<B: Backend> Default for Workspace<B> {
@@ -37,6 +43,10 @@ impl<B: Backend> Workspace<B> {
             exclude: Vec::new(),
             state: None,
             owner: 0,
+            parts: Vec::new(),
+            lens: Vec::new(),
+            topks: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 
@@ -56,6 +66,10 @@ impl<B: Backend> Workspace<B> {
             ids: &mut self.ids,
             exclude: &mut self.exclude,
             state: &mut self.state,
+            parts: &mut self.parts,
+            lens: &mut self.lens,
+            topks: &mut self.topks,
+            offsets: &mut self.offsets,
         };
         Ok((lists, bufs))
     }
@@ -69,4 +83,8 @@ pub(crate) struct WsLists<'a, B: Backend> {
     pub exclude: &'a mut Vec<u32>,
     pub state: &'a mut Option<ArchState<B>>,
     pub owner: &'a mut u64,
+    pub parts: &'a mut Vec<TopK>,
+    pub lens: &'a mut Vec<usize>,
+    pub topks: &'a mut Vec<TopK>,
+    pub offsets: &'a mut Vec<usize>,
 }

@@ -15,6 +15,8 @@ pub struct seqrec_model {
     pub(crate) model: Arc<Model>,
     pub(crate) pool: Pool,
     arch: CString,
+    /// NUL-terminated names of the model's objective knobs, in declaration order.
+    objectives: Vec<CString>,
 }
 
 /// Workspaces not in use. A call takes one (or makes one the first time), scores with it and
@@ -79,10 +81,16 @@ impl Drop for Pooled<'_> {
 impl seqrec_model {
     fn new(model: Model) -> Self {
         let arch = CString::new(model.info().arch).unwrap_or_default();
+        let objectives = model
+            .objective_specs()
+            .iter()
+            .map(|o| CString::new(o.name).unwrap_or_default())
+            .collect();
         seqrec_model {
             model: Arc::new(model),
             pool: Pool::default(),
             arch,
+            objectives,
         }
     }
 
@@ -317,6 +325,61 @@ pub unsafe extern "C" fn seqrec_model_arch(
     unsafe { property("seqrec_model_arch", model, out, |m| Ok(m.arch.as_ptr())) }
 }
 
+/// Writes the number of objective knobs of the model to `*out` (0 for plain backbones; see
+/// `seqrec_model_objective` and `seqrec_session_set_objective`).
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `out` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_model_num_objectives(
+    model: *const seqrec_model,
+    out: *mut usize,
+) -> seqrec_status {
+    // SAFETY: forwarded caller guarantees.
+    unsafe {
+        property("seqrec_model_num_objectives", model, out, |m| {
+            Ok(m.objectives.len())
+        })
+    }
+}
+
+/// Describes objective knob `index` (`0 .. num_objectives - 1`): `*name_out` receives its
+/// NUL-terminated name (owned by the model, valid until `seqrec_model_free`) and
+/// `*default_out` its default value (NaN for optional knobs, where the model chooses unless
+/// told). Errors: `SEQREC_ERR_OUT_OF_RANGE` (index too large), `SEQREC_ERR_INVALID_ARGUMENT`
+/// (NULL pointer).
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `name_out` and `default_out` NULL or valid for a
+/// write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_model_objective(
+    model: *const seqrec_model,
+    index: usize,
+    name_out: *mut *const c_char,
+    default_out: *mut f32,
+) -> seqrec_status {
+    boundary("seqrec_model_objective", || {
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let m = unsafe { handle(model, "model") }?;
+        out_ptr(name_out, "name_out")?;
+        out_ptr(default_out, "default_out")?;
+        let n = m.objectives.len();
+        if index >= n {
+            return Err(Error::OutOfRange(format!(
+                "objective index {index} is out of range: the model has {n} objective knobs"
+            )));
+        }
+        let default = m.model.objective_specs()[index].default;
+        // SAFETY: both checked above; the caller guarantees they are writable.
+        unsafe {
+            write_out(name_out, m.objectives[index].as_ptr());
+            write_out(default_out, default);
+        }
+        Ok(())
+    })
+}
+
 /// Full-catalog scores for one request.
 ///
 /// # Safety
@@ -470,7 +533,7 @@ unsafe fn topk(
         history,
         user,
         exclude_history: exclude_history != 0,
-        exclude: &[],
+        ..Default::default()
     };
     let n = m
         .model

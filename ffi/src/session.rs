@@ -4,7 +4,7 @@ use crate::args::{handle, handle_mut, out_ptr, slice_mut, write_out};
 use crate::error::{Result, boundary, boundary_void, invalid, seqrec_status};
 use crate::model::{check_k, fill_tail, seqrec_model, topk_outputs};
 use seqrec_engine::{Model, SessionState, Workspace};
-use std::ffi::c_int;
+use std::ffi::{CStr, c_char, c_int};
 use std::sync::Arc;
 
 /// A user's session: the events pushed so far and the model state they produced, with its own
@@ -182,6 +182,55 @@ pub unsafe extern "C" fn seqrec_session_score(
         // pointer.
         let scores = unsafe { slice_mut(scores_out, n, "scores_out") }?;
         s.model.session_scores(&s.state, scores)?;
+        Ok(())
+    })
+}
+
+/// Sets the objective knob `name` (a NUL-terminated string such as `"alpha"`,
+/// `"lambda_div"`, `"novelty_eps"`; `seqrec_model_num_objectives` / `seqrec_model_objective`
+/// list a model's knobs) to `value` for this session; the next recommendations follow it.
+/// Errors: `SEQREC_ERR_INVALID_ARGUMENT` (unknown knob — plain backbones have none —, a
+/// value outside the knob's range or not finite, a name that is not UTF-8, NULL pointer); the
+/// session is unchanged on error.
+///
+/// # Safety
+/// `session` must be NULL or a live session not used by another thread during the call;
+/// `name` NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_set_objective(
+    session: *mut seqrec_session,
+    name: *const c_char,
+    value: f32,
+) -> seqrec_status {
+    boundary("seqrec_session_set_objective", || {
+        // SAFETY: the caller guarantees NULL or a live session used by this thread only.
+        let s = unsafe { handle_mut(session, "session") }?;
+        if name.is_null() {
+            return Err(invalid("name is NULL"));
+        }
+        // SAFETY: non-NULL, and the caller guarantees a NUL-terminated string.
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_str()
+            .map_err(|_| invalid("objective name is not valid UTF-8"))?;
+        s.model
+            .session_set_objective(&mut s.state, name, value, &mut s.ws)?;
+        Ok(())
+    })
+}
+
+/// Marks a session boundary (the user's visit ended, e.g. after 60 minutes of inactivity).
+/// Hierarchical models carry the finished session into the user's inter-session state and
+/// start the next session empty; plain backbones treat all sessions as one sequence, so the
+/// call changes nothing for them. Errors: `SEQREC_ERR_INVALID_ARGUMENT` (NULL session).
+///
+/// # Safety
+/// `session` must be NULL or a live session not used by another thread during the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_end(session: *mut seqrec_session) -> seqrec_status {
+    boundary("seqrec_session_end", || {
+        // SAFETY: the caller guarantees NULL or a live session used by this thread only.
+        let s = unsafe { handle_mut(session, "session") }?;
+        s.model.session_end(&mut s.state, &mut s.ws)?;
         Ok(())
     })
 }

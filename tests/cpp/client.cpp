@@ -172,14 +172,15 @@ Expected read_expected(const std::string &path) {
   return e;
 }
 
-// Same library code on the same machine: identical ids, scores equal to float rounding.
+// Same library on the same machine: identical ids, scores equal up to f32 summation order
+// (single requests and batches encode through different but equivalent GEMM paths).
 void compare(const std::vector<uint32_t> &items, const std::vector<float> &scores,
              const std::vector<uint32_t> &want_items, const std::vector<float> &want_scores,
              const std::string &ctx) {
   CHECK(items == want_items, ctx + ": items differ");
   for (size_t i = 0; i < scores.size(); ++i) {
     float w = want_scores[i], g = scores[i];
-    bool same = (std::isinf(w) && g == w) || std::fabs(g - w) <= 1e-6f * std::fmax(1.f, std::fabs(w));
+    bool same = (std::isinf(w) && g == w) || std::fabs(g - w) <= 1e-5f * std::fmax(1.f, std::fabs(w));
     CHECK(same, ctx + ": score " + std::to_string(i) + " " + std::to_string(g) + " vs " +
                     std::to_string(w));
   }

@@ -52,6 +52,21 @@ pub fn small_config(arch: &str, n_items: usize, max_len: usize) -> Config {
     }
 }
 
+/// [`small_config`] of `backbone` under the RL heads `method` (sqn, snqn, sa2c, smorl) with
+/// the supervised head `sup_head` (linear or tied).
+pub fn small_rl_config(
+    method: &str,
+    backbone: &str,
+    sup_head: &str,
+    n_items: usize,
+    max_len: usize,
+) -> Config {
+    small_config(backbone, n_items, max_len)
+        .with("model", method)
+        .with("backbone", backbone)
+        .with("sup_head", sup_head)
+}
+
 /// A safetensors file image with random weights (N(0, std²)) for `cfg`, config in metadata.
 pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Vec<u8> {
     seqrec_engine::testing::random_model_bytes(cfg, seed, std).expect("valid config")

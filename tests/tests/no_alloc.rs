@@ -1,8 +1,10 @@
 //! After warm-up, scoring allocates nothing: a counting global allocator watches the calling
-//! thread while it scores (full catalog and fused top-k) with a reused workspace.
+//! thread while it scores (full catalog and fused top-k) with a reused workspace, also when
+//! the catalog scan is split across the threads of a rayon pool, and for every item dtype.
 
+use seqrec_engine::Config;
 use seqrec_engine::{Model, Query};
-use seqrec_tests::{random_model_bytes, small_config};
+use seqrec_tests::{random_model_bytes, small_config, small_rl_config};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -40,10 +42,22 @@ fn allocations() -> usize {
 
 #[test]
 fn scoring_does_not_allocate_after_warm_up() {
-    for arch in ["sasrec", "gru4rec", "nextitnet", "caser"] {
-        let bytes = random_model_bytes(&small_config(arch, 300, 10), 3, 0.2);
+    let mut configs: Vec<(String, Config)> = ["sasrec", "gru4rec", "nextitnet", "caser"]
+        .iter()
+        .map(|a| (a.to_string(), small_config(a, 300, 10)))
+        .collect();
+    for (method, backbone, head) in [
+        ("sqn", "gru4rec", "linear"),
+        ("smorl", "sasrec", "linear"),
+        ("smorl", "caser", "tied"),
+    ] {
+        let cfg = small_rl_config(method, backbone, head, 300, 10);
+        configs.push((format!("{method} on {backbone} ({head})"), cfg));
+    }
+    for (arch, cfg) in &configs {
+        let bytes = random_model_bytes(cfg, 3, 0.2);
         let m = Model::from_bytes(&bytes, &Default::default()).unwrap();
-        let user = if arch == "caser" { Some(2) } else { None };
+        let user = m.info().n_users.map(|_| 2);
         let histories: Vec<Vec<u32>> = vec![vec![5; 10], vec![1, 2, 3], (1..40).collect(), vec![7]];
         let mut ws = m.new_workspace();
         let mut scores = vec![0f32; 300];
@@ -67,6 +81,47 @@ fn scoring_does_not_allocate_after_warm_up() {
             allocations() - before,
             0,
             "{arch}: scoring allocated after warm-up"
+        );
+    }
+}
+
+/// Inside a pool of two threads a large catalog is scanned in shares on both threads; neither
+/// the caller nor the split allocates after warm-up (the count covers the calling worker).
+#[test]
+fn split_scans_do_not_allocate_after_warm_up() {
+    use seqrec_engine::{DType, LoadOptions};
+    let n_items = 40_000;
+    let bytes = random_model_bytes(&small_config("sasrec", n_items, 10), 4, 0.2);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for dtype in [DType::F32, DType::F16, DType::BF16, DType::I8] {
+        let opts = LoadOptions {
+            item_dtype: dtype,
+            ..Default::default()
+        };
+        let m = Model::from_bytes(&bytes, &opts).unwrap();
+        let histories: Vec<Vec<u32>> = vec![vec![5; 10], (1..9).collect(), vec![39_999]];
+        let allocated = pool.install(|| {
+            let mut ws = m.new_workspace();
+            let (mut items, mut top) = (vec![0u32; 10], vec![0f32; 10]);
+            let mut run = |ws: &mut _| {
+                for h in &histories {
+                    let q = Query::new(h).exclude_history(true);
+                    m.topk_into(&q, 10, ws, &mut items, &mut top).unwrap();
+                }
+            };
+            run(&mut ws);
+            let before = allocations();
+            for _ in 0..20 {
+                run(&mut ws);
+            }
+            allocations() - before
+        });
+        assert_eq!(
+            allocated, 0,
+            "{dtype}: split scoring allocated after warm-up"
         );
     }
 }

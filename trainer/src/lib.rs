@@ -4,8 +4,11 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod hdt;
 pub mod models;
 pub mod nn;
+pub mod objectives;
 pub mod scorer;
+pub mod session_scorer;
 pub mod synthetic;
 pub mod train;

@@ -2,7 +2,7 @@
 //! evaluation history, from several threads at once, each thread with its own workspace.
 
 use crate::eval::{ScorerError, SharedScorer};
-use seqrec_engine::{Model, Query, Workspace};
+use seqrec_engine::{Model, Objectives, Query, Workspace};
 use std::cell::RefCell;
 
 thread_local! {
@@ -14,12 +14,22 @@ thread_local! {
 #[derive(Debug)]
 pub struct EngineScorer<'m> {
     model: &'m Model,
+    objectives: Objectives,
 }
 
 impl<'m> EngineScorer<'m> {
-    /// A scorer over `model`.
+    /// A scorer over `model` with its default objective knobs.
     pub fn new(model: &'m Model) -> Self {
-        EngineScorer { model }
+        EngineScorer {
+            model,
+            objectives: model.default_objectives(),
+        }
+    }
+
+    /// Scores under `objectives` (made from the model's [`Model::default_objectives`]).
+    pub fn with_objectives(mut self, objectives: Objectives) -> Self {
+        self.objectives = objectives;
+        self
     }
 }
 
@@ -30,7 +40,7 @@ impl SharedScorer for EngineScorer<'_> {
         user: Option<u32>,
         scores: &mut [f32],
     ) -> Result<(), ScorerError> {
-        let mut q = Query::new(history);
+        let mut q = Query::new(history).objectives(&self.objectives);
         if self.model.info().n_users.is_some() {
             q = q.user(user.unwrap_or(0));
         }

@@ -184,6 +184,18 @@ fn bad_input_is_one_line_and_exit_2() {
             vec!["info", "/nonexistent/m.safetensors"],
             "/nonexistent/m.safetensors",
         ),
+        (
+            vec!["score", s, "--history", "4", "--alpha", "2"],
+            "unknown objective `alpha`: this model has no objective knobs",
+        ),
+        (
+            vec!["score", s, "--history", "4", "--objective", "alpha"],
+            "expected NAME=VALUE",
+        ),
+        (
+            vec!["score", s, "--history", "4", "--objective", "alpha=x"],
+            "`x` is not a number",
+        ),
     ];
     for (args, needle) in cases {
         let o = seqrec(&args);
@@ -261,6 +273,23 @@ fn bench_prints_the_documented_json() {
         }
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bench_builds_a_random_model_in_memory() {
+    let o = seqrec(&[
+        "bench", "--random", "gru4rec", "--items", "60", "--iters", "2", "--format", "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model"], "gru4rec");
+    assert_eq!(v["n_items"], 60);
+    // Unknown architectures and a missing model are bad input.
+    let o = seqrec(&["bench", "--random", "bert4rec", "--iters", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_line(&o).contains("bert4rec"));
+    let o = seqrec(&["bench", "--iters", "1"]);
+    assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]

@@ -252,6 +252,15 @@ fn recbole_benchmark_files() {
         &["already split"],
     );
     assert_eq!(ds.split(&SplitMethod::Given).unwrap(), p.split);
+    // A ratio split re-splits the longest sequence shown per user (here the test ones).
+    let Dataset::Presplit(pre) = &ds else {
+        panic!("a benchmark")
+    };
+    let inter = pre.interactions();
+    let longest: Vec<usize> = s.test.iter().map(|e| e.items.len()).collect();
+    assert_eq!(inter.n_interactions(), longest.iter().sum::<usize>());
+    let r = ds.split(&SplitMethod::ratio_8_1_1()).unwrap();
+    assert_eq!(r.n_items, s.n_items);
     // Errors: a missing history column, an empty history.
     d.write("S.valid.inter", "user_id:token\titem_id:token\n0\t1\n");
     assert_mentions(

@@ -130,6 +130,33 @@ impl<B: Backend> Gru4Rec<B> {
     }
 }
 
+impl<B: Backend> Gru4Rec<B> {
+    /// Runs `steps` input rows already in `x` (`[steps, emb]`, used in place of item
+    /// embeddings) through every layer from zero states and writes every position's projected
+    /// output to `out` (`[steps, emb]`). `x` is overwritten.
+    pub(crate) fn encode_inputs(
+        &self,
+        be: &B,
+        x: &mut B::Buf,
+        steps: usize,
+        state: &mut Gru4RecState<B>,
+        bufs: [&mut B::Buf; 2],
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        let [y, scratch] = bufs;
+        for h in &mut state.h {
+            be.zero(h, self.hidden)?;
+        }
+        let (mut cur, mut next) = (x, y);
+        for (layer, h) in self.layers.iter().zip(state.h.iter_mut()) {
+            be.gru(layer, cur, steps, h, scratch, next)?;
+            core::mem::swap(&mut cur, &mut next);
+        }
+        state.len = steps;
+        be.linear(&self.dense, cur, steps, Activation::Identity, out)
+    }
+}
+
 impl<B: Backend> Gru4RecState<B> {
     /// Events consumed since the last reset.
     pub fn len(&self) -> usize {

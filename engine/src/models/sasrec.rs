@@ -119,18 +119,89 @@ impl<B: Backend> SasRec<B> {
         out: &mut B::Buf,
     ) -> Result<()> {
         let [x, y, scratch] = bufs;
+        let rows = self.run(be, window, state, [&mut *x, y, scratch], false)?;
+        be.copy_rows(x, rows - 1, out, 0, 1, self.hidden)
+    }
+
+    /// Encodes `window` from scratch, leaving the output of every position in the first
+    /// buffer (`[window.len(), hidden]`), refilling `state` (the Decision Transformers read
+    /// a state per step).
+    pub(crate) fn encode_all(
+        &self,
+        be: &B,
+        window: &[u32],
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 3],
+    ) -> Result<()> {
+        self.run(be, window, state, bufs, true).map(|_| ())
+    }
+
+    /// The layers over `window` into the first buffer; the last layer computes every
+    /// position when `all`, else the last one only. Returns the rows computed.
+    fn run(
+        &self,
+        be: &B,
+        window: &[u32],
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 3],
+        all: bool,
+    ) -> Result<usize> {
+        let [x, y, scratch] = bufs;
         let n = window.len();
         be.embedding(&self.item_emb, window, Some((&self.pos_emb, 0)), x)?;
         be.layer_norm(&self.ln, x, n)?;
         let mut rows = n;
         for (l, (att, ff)) in self.layers.iter().enumerate() {
-            let q_from = if l + 1 == self.layers.len() { n - 1 } else { 0 };
+            let q_from = if !all && l + 1 == self.layers.len() {
+                n - 1
+            } else {
+                0
+            };
             be.attention(att, x, n, 0, q_from, &mut state.caches[l], scratch, y)?;
             rows = n - q_from;
             be.feed_forward(ff, y, rows, scratch, x)?;
         }
         state.len = n;
-        be.copy_rows(x, rows - 1, out, 0, 1, self.hidden)
+        Ok(rows)
+    }
+
+    /// Encodes a batch of validated windows into rows `0 .. windows.len()` of `out`: their
+    /// positions stacked into one `[Σ len, H]` activation, so that every projection and
+    /// feed-forward sublayer is one large product (the last layer only for each window's last
+    /// position). `ids` and `lens` are scratch.
+    pub fn encode_batch(
+        &self,
+        be: &B,
+        windows: &[&[u32]],
+        ids: &mut Vec<u32>,
+        lens: &mut Vec<usize>,
+        bufs: [&mut B::Buf; 3],
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        let [x, y, scratch] = bufs;
+        ids.clear();
+        lens.clear();
+        for w in windows {
+            ids.extend_from_slice(w);
+            lens.push(w.len());
+        }
+        let (total, b) = (ids.len(), windows.len());
+        be.embedding_seqs(&self.item_emb, ids, lens, Some(&self.pos_emb), x)?;
+        be.layer_norm(&self.ln, x, total)?;
+        if self.layers.is_empty() {
+            let mut end = 0;
+            for (i, &len) in lens.iter().enumerate() {
+                end += len;
+                be.copy_rows(x, end - 1, out, i, 1, self.hidden)?;
+            }
+            return Ok(());
+        }
+        for (l, (att, ff)) in self.layers.iter().enumerate() {
+            let last = l + 1 == self.layers.len();
+            be.attention_seqs(att, x, lens, last, scratch, y)?;
+            be.feed_forward(ff, y, if last { b } else { total }, scratch, x)?;
+        }
+        be.copy_rows(x, 0, out, 0, b, self.hidden)
     }
 
     /// Appends one event at position `state.len` (which must be below `max_len`) and writes
@@ -154,6 +225,44 @@ impl<B: Backend> SasRec<B> {
         }
         state.len = pos + 1;
         be.copy_rows(x, 0, out, 0, 1, self.hidden)
+    }
+}
+
+impl<B: Backend> SasRec<B> {
+    /// Encodes `n` input rows already in `x` (`[n, H]`, used in place of item embeddings;
+    /// position embeddings are added here) through every layer, leaving every position's
+    /// output in `x`. `ids` and `host` are scratch.
+    pub(crate) fn encode_inputs(
+        &self,
+        be: &B,
+        x: &mut B::Buf,
+        n: usize,
+        state: &mut SasRecState<B>,
+        bufs: [&mut B::Buf; 2],
+        ids: &mut Vec<u32>,
+        host: [&mut Vec<f32>; 2],
+    ) -> Result<()> {
+        let [y, scratch] = bufs;
+        let [hx, hp] = host;
+        let h = self.hidden;
+        ids.clear();
+        ids.extend(0..n as u32);
+        be.embedding(&self.pos_emb, ids, None, y)?;
+        hx.resize(n * h, 0.0);
+        hp.resize(n * h, 0.0);
+        be.read(x, 0, hx)?;
+        be.read(y, 0, hp)?;
+        for (a, b) in hx.iter_mut().zip(hp.iter()) {
+            *a += b;
+        }
+        be.write(hx, x, 0)?;
+        be.layer_norm(&self.ln, x, n)?;
+        for (l, (att, ff)) in self.layers.iter().enumerate() {
+            be.attention(att, x, n, 0, 0, &mut state.caches[l], scratch, y)?;
+            be.feed_forward(ff, y, n, scratch, x)?;
+        }
+        state.len = n;
+        Ok(())
     }
 }
 

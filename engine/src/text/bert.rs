@@ -161,10 +161,11 @@ impl BertLinear {
                 }
                 LayerWeight::F16(h)
             }
-            DType::BF16 => {
-                return Err(Error::Config(
-                    "bf16 weights are not supported by the text encoder (f32 or f16)".into(),
-                ));
+            DType::BF16 | DType::I8 => {
+                return Err(Error::Config(format!(
+                    "{} weights are not supported by the text encoder (f32 or f16)",
+                    dtype.name().to_ascii_lowercase()
+                )));
             }
         };
         Ok(BertLinear {

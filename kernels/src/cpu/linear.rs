@@ -152,7 +152,70 @@ pub fn linear_isa(
         m,
         k,
         n,
+        broadcast: false,
     });
+}
+
+/// `y = x·wᵀ` (no bias) with the broadcast tiles for `isa` whatever the shape (`w` packed
+/// transposed panel by panel; no horizontal sums): the batched catalog scan, where `x` holds
+/// the users of a batch and `w` a block of item rows; allocates nothing.
+///
+/// # Panics
+/// If `x.len() != m·k`, `w.len() != n·k` or `y.len() != m·n`.
+pub(crate) fn broadcast_tiles_isa(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear(x, w, None, y, m, k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    isa.run(small::LinearSmall {
+        x,
+        w,
+        bias: None,
+        y,
+        m,
+        k,
+        n,
+        broadcast: true,
+    });
+}
+
+/// `y = x·wᵀ` (no bias) with the dot tiles for `isa` whatever the shape: every output is the
+/// lane-wise fused multiply-add sum over the vectors of its row pair followed by the
+/// instruction set's horizontal sum, in an order that depends on neither `m` nor `n` (see
+/// [`super::score`]); allocates nothing.
+///
+/// # Panics
+/// If `x.len() != m·k`, `w.len() != n·k` or `y.len() != m·n`.
+pub(crate) fn dot_tiles_isa(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear(x, w, None, y, m, k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    isa.run(small::LinearDot { x, w, y, m, k, n });
 }
 
 /// Products with at most this many rows always run on our allocation-free kernels (every

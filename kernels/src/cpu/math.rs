@@ -37,6 +37,12 @@ pub fn sqrt(x: f32) -> f32 {
     libm::sqrtf(x)
 }
 
+/// `x` rounded to the nearest integer, ties away from zero (scalar).
+#[inline(always)]
+pub fn round(x: f32) -> f32 {
+    libm::roundf(x)
+}
+
 /// Natural logarithm `ln(x)` (scalar).
 #[inline(always)]
 pub fn ln(x: f32) -> f32 {

@@ -12,6 +12,7 @@ pub mod linear;
 pub mod math;
 pub mod matrix;
 pub mod norm;
+pub mod score;
 pub mod softmax;
 pub mod topk;
 pub mod vector;

@@ -180,6 +180,79 @@ impl TopK {
         });
     }
 
+    /// Offers the items `base + i` (skipping ids in `exclude`, sorted ascending) whose exact
+    /// score may enter the selection, given an upper bound `upper[i]` of each: items whose
+    /// bound is below the current k-th best score are skipped, the others are scored with
+    /// `rescore(id)` and offered. With valid bounds the result is exactly that of offering
+    /// every exact score, while `rescore` runs only for the few items near the top (a
+    /// quantized scan shortlisting, an f32 product re-scoring).
+    ///
+    /// The comparison leaves room for the f32 rounding of a bound computed as `score + margin`:
+    /// the threshold is lowered by `2⁻²⁰` relative and `2⁻¹⁰⁰` absolute before the bounds are
+    /// compared with it. A NaN bound skips its item.
+    ///
+    /// # Panics
+    /// As [`TopK::push_block`].
+    #[inline]
+    pub fn push_block_bounded(
+        &mut self,
+        base: u32,
+        upper: &[f32],
+        exclude: &[u32],
+        rescore: impl FnMut(u32) -> f32,
+    ) {
+        self.push_block_bounded_isa(Isa::detect(), base, upper, exclude, rescore);
+    }
+
+    /// [`TopK::push_block_bounded`] with the scan body instantiated for `isa`.
+    ///
+    /// # Panics
+    /// As [`TopK::push_block`].
+    pub fn push_block_bounded_isa(
+        &mut self,
+        isa: Isa,
+        base: u32,
+        upper: &[f32],
+        exclude: &[u32],
+        rescore: impl FnMut(u32) -> f32,
+    ) {
+        assert!(
+            base as u64 + upper.len() as u64 <= 1 << 32,
+            "TopK::push_block: ids base + scores.len() = {base} + {} exceed u32",
+            upper.len()
+        );
+        assert!(
+            exclude.windows(2).all(|w| w[0] <= w[1]),
+            "TopK::push_block: exclude ({} ids) is not sorted ascending",
+            exclude.len()
+        );
+        if self.k == 0 || upper.is_empty() {
+            return;
+        }
+        let end = base as u64 + upper.len() as u64;
+        let lo = exclude.partition_point(|&id| id < base);
+        let hi = exclude.partition_point(|&id| (id as u64) < end);
+        isa.run(BoundedBody {
+            topk: self,
+            base,
+            upper,
+            exclude: &exclude[lo..hi],
+            rescore,
+        });
+    }
+
+    /// The threshold bounds are compared with: [`TopK::threshold`] lowered by `2⁻²⁰` relative
+    /// and `2⁻¹⁰⁰` absolute (infinite thresholds unchanged).
+    #[inline(always)]
+    fn bound_threshold(&self) -> f32 {
+        let t = self.threshold();
+        if t.is_finite() {
+            t - t.abs() * BOUND_REL - BOUND_ABS
+        } else {
+            t
+        }
+    }
+
     /// Adds every item held by `other` to `self` (keeping `self`'s `k`). The two selectors
     /// must have been offered disjoint ids.
     pub fn merge(&mut self, other: &TopK) {
@@ -234,6 +307,81 @@ fn scan_scalar(topk: &mut TopK, base: u32, offset: usize, scores: &[f32], exclud
                 thr = topk.threshold();
             }
         }
+    }
+}
+
+/// Relative slack of [`TopK::bound_threshold`] (`2⁻²⁰`).
+const BOUND_REL: f32 = 1.0 / (1u32 << 20) as f32;
+/// Absolute slack of [`TopK::bound_threshold`] (`2⁻¹⁰⁰`).
+const BOUND_ABS: f32 = 7.888_609e-31;
+
+/// Scalar handling of a run of bounds that had a lane reaching the lowered threshold.
+#[inline(always)]
+fn bounded_scalar(
+    topk: &mut TopK,
+    base: u32,
+    offset: usize,
+    upper: &[f32],
+    exclude: &[u32],
+    rescore: &mut impl FnMut(u32) -> f32,
+) {
+    let mut thr = topk.bound_threshold();
+    for (i, &bound) in upper.iter().enumerate() {
+        if bound >= thr {
+            let id = base + (offset + i) as u32;
+            if exclude.binary_search(&id).is_err() {
+                topk.offer(Entry {
+                    score: rescore(id),
+                    id,
+                });
+                thr = topk.bound_threshold();
+            }
+        }
+    }
+}
+
+struct BoundedBody<'a, F> {
+    topk: &'a mut TopK,
+    base: u32,
+    upper: &'a [f32],
+    exclude: &'a [u32],
+    rescore: F,
+}
+
+impl<F: FnMut(u32) -> f32> WithSimd for BoundedBody<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let Self {
+            topk,
+            base,
+            upper,
+            exclude,
+            mut rescore,
+        } = self;
+        let lanes = S::F32_LANES;
+        let (head, _) = S::as_simd_f32s(upper);
+        let groups = head.chunks_exact(GROUP);
+        let grouped = groups.len() * GROUP * lanes;
+        let mut thr = s.splat_f32s(topk.bound_threshold());
+        for (g, group) in groups.enumerate() {
+            let m01 = s.or_m32s(
+                s.greater_than_or_equal_f32s(group[0], thr),
+                s.greater_than_or_equal_f32s(group[1], thr),
+            );
+            let m23 = s.or_m32s(
+                s.greater_than_or_equal_f32s(group[2], thr),
+                s.greater_than_or_equal_f32s(group[3], thr),
+            );
+            if any_lane(s, s.or_m32s(m01, m23)) {
+                let offset = g * GROUP * lanes;
+                let run = &upper[offset..offset + GROUP * lanes];
+                bounded_scalar(topk, base, offset, run, exclude, &mut rescore);
+                thr = s.splat_f32s(topk.bound_threshold());
+            }
+        }
+        let rest = &upper[grouped..];
+        bounded_scalar(topk, base, grouped, rest, exclude, &mut rescore);
     }
 }
 
@@ -512,6 +660,59 @@ mod tests {
         }
     }
     crate::isa_tests!(topk_blocks, check_blocks_and_merge);
+
+    /// Bounded offers: bounds at or above the exact scores (loose, tight, some equal to the
+    /// score, ties on the grid) give exactly the reference top-k; `rescore` never sees an
+    /// excluded id and, with tight bounds, runs far less often than once per item.
+    fn check_bounded(isa: Isa) {
+        let mut rng = Rng::new(54);
+        for n in [0, 1, 7, 33, 300, 4099] {
+            for kind in 0..3 {
+                let scores: Vec<f32> = match kind {
+                    0 => rng.normal_vec(n, 1.0),
+                    1 => (0..n).map(|_| (rng.below(9) as f32 - 4.0) * 0.5).collect(),
+                    _ => (0..n).map(|i| i as f32).collect(),
+                };
+                for slack in [0.0f32, 0.01, 0.5] {
+                    let upper: Vec<f32> = scores
+                        .iter()
+                        .map(|&v| v + slack * rng.uniform(0.0, 1.0))
+                        .collect();
+                    for k in [1, 10, n + 3] {
+                        let exclude = random_exclude(&mut rng, n, n / 10);
+                        let want = reference(&scores, k, &exclude);
+                        let mut sel = TopK::new(k);
+                        let mut calls = 0usize;
+                        for start in (0..n).step_by(64) {
+                            let end = (start + 64).min(n);
+                            sel.push_block_bounded_isa(
+                                isa,
+                                start as u32,
+                                &upper[start..end],
+                                &exclude,
+                                |id| {
+                                    calls += 1;
+                                    assert!(exclude.binary_search(&id).is_err(), "excluded {id}");
+                                    scores[id as usize]
+                                },
+                            );
+                        }
+                        let mut items = vec![0; k];
+                        let mut out = vec![0.0; k];
+                        let m = sel.finish(&mut items, &mut out);
+                        items.truncate(m);
+                        out.truncate(m);
+                        let ctx = alloc::format!("bounded {isa} n={n} kind={kind} slack={slack}");
+                        assert_same(&alloc::format!("{ctx} k={k}"), &(items, out), &want);
+                        if kind == 0 && slack == 0.0 && k == 10 && n >= 300 {
+                            assert!(calls < n / 4, "{ctx}: {calls} re-scorings of {n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    crate::isa_tests!(topk_bounded, check_bounded);
 
     #[test]
     fn ties_nan_inf_and_order() {

@@ -1,8 +1,11 @@
 //! `seqrec bench MODEL`: times top-k scoring of seeded random full-length histories after a
-//! warm-up, and prints latency percentiles and throughput.
+//! warm-up, and prints latency percentiles and throughput. `seqrec bench --random ARCH
+//! [--items N]` times a RecBole-shaped model with seeded random weights built in memory
+//! (RecBole's default hyper-parameters, window 50), so that no model file is needed.
 
 use super::{CliError, CliResult, Format, out};
 use clap::Args;
+use seqrec_engine::testing::{random_model_bytes, recbole_default_config};
 use seqrec_engine::{DType, LoadOptions, Model, Query};
 use seqrec_kernels::testing::Rng;
 use serde_json::json;
@@ -12,7 +15,15 @@ use std::time::Instant;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Model file (safetensors).
-    model: PathBuf,
+    #[arg(required_unless_present = "random")]
+    model: Option<PathBuf>,
+    /// Instead of a file: a RecBole-shaped ARCH (sasrec, gru4rec, nextitnet, caser) with
+    /// RecBole's default hyper-parameters, window 50 and seeded random weights (N(0, 0.1²)).
+    #[arg(long, value_name = "ARCH", conflicts_with = "model")]
+    random: Option<String>,
+    /// Catalog size of the `--random` model (padding id 0 included).
+    #[arg(long, default_value_t = 23_716, requires = "random")]
+    items: usize,
     /// Histories per timed call (1 = latency of a single request).
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -39,6 +50,17 @@ pub struct BenchArgs {
     format: Format,
 }
 
+/// Caser's user count for `--random` models.
+const RANDOM_USERS: usize = 1000;
+
+/// A RecBole-shaped `arch` over `n_items` items with RecBole's defaults and seeded random
+/// weights, as the criterion benches build them.
+fn random_model(arch: &str, n_items: usize, opts: &LoadOptions) -> Result<Model, CliError> {
+    let cfg = recbole_default_config(arch, n_items, RANDOM_USERS)?;
+    let bytes = random_model_bytes(&cfg, 1, 0.1)?;
+    Ok(Model::from_bytes(&bytes, opts)?)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -60,13 +82,15 @@ pub fn run(args: BenchArgs) -> CliResult {
         .num_threads(threads)
         .build()
         .map_err(|e| CliError::internal(format!("thread pool: {e}")))?;
-    let model = Model::load_with(
-        &args.model,
-        &LoadOptions {
-            item_dtype: args.item_dtype,
-            ..Default::default()
-        },
-    )?;
+    let opts = LoadOptions {
+        item_dtype: args.item_dtype,
+        ..Default::default()
+    };
+    let model = match (&args.model, &args.random) {
+        (Some(path), _) => Model::load_with(path, &opts)?,
+        (None, Some(arch)) => random_model(arch, args.items, &opts)?,
+        (None, None) => return Err(CliError::input("give a MODEL file or --random ARCH")),
+    };
     let info = model.info().clone();
     // Models with a user embedding score as user 1 (the first real user; 0 is padding).
     let user = info.n_users.map(|n| u32::from(n > 1));
@@ -77,53 +101,58 @@ pub fn run(args: BenchArgs) -> CliResult {
             .collect()
     };
     let warmup = args.iters.min(20);
-    let mut times = Vec::with_capacity(args.iters);
-    if args.session {
-        let mut ws = model.new_workspace();
-        let (mut items, mut scores) = (vec![0u32; args.k], vec![0f32; args.k]);
-        let mut s = match user {
-            Some(u) => model.new_session_for_user(u)?,
-            None => model.new_session()?,
-        };
-        for item in random_history() {
-            model.session_push(&mut s, item, &mut ws)?;
-        }
-        let events = random_history();
-        for i in 0..warmup + args.iters {
-            let t = Instant::now();
-            model.session_push(&mut s, events[i % events.len()], &mut ws)?;
-            model.session_topk_into(&s, args.k, false, &mut ws, &mut items, &mut scores)?;
-            if i >= warmup {
-                times.push(t.elapsed().as_secs_f64());
+    // The timing loop runs on a worker of the pool, so that `--threads` also bounds the
+    // threads a single request may use and no call pays a hand-over to the pool.
+    let mut times = pool.install(|| -> Result<Vec<f64>, CliError> {
+        let mut times = Vec::with_capacity(args.iters);
+        if args.session {
+            let mut ws = model.new_workspace();
+            let (mut items, mut scores) = (vec![0u32; args.k], vec![0f32; args.k]);
+            let mut s = match user {
+                Some(u) => model.new_session_for_user(u)?,
+                None => model.new_session()?,
+            };
+            for item in random_history() {
+                model.session_push(&mut s, item, &mut ws)?;
             }
-        }
-    } else {
-        let histories: Vec<Vec<u32>> = (0..args.batch * 4).map(|_| random_history()).collect();
-        let queries: Vec<Query<'_>> = histories
-            .iter()
-            .map(|h| match user {
-                Some(u) => Query::new(h).user(u),
-                None => Query::new(h),
-            })
-            .collect();
-        let mut ws = model.new_workspace();
-        let (mut items, mut scores) = (vec![0u32; args.k], vec![0f32; args.k]);
-        for i in 0..warmup + args.iters {
-            let start = (i % 4) * args.batch;
-            let batch = &queries[start..start + args.batch];
-            let t = Instant::now();
-            if args.batch == 1 {
-                model.topk_into(&batch[0], args.k, &mut ws, &mut items, &mut scores)?;
-            } else {
-                for r in pool.install(|| model.topk_batch(batch, args.k)) {
-                    r?;
+            let events = random_history();
+            for i in 0..warmup + args.iters {
+                let t = Instant::now();
+                model.session_push(&mut s, events[i % events.len()], &mut ws)?;
+                model.session_topk_into(&s, args.k, false, &mut ws, &mut items, &mut scores)?;
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
                 }
             }
-            if i >= warmup {
-                times.push(t.elapsed().as_secs_f64());
+        } else {
+            let histories: Vec<Vec<u32>> = (0..args.batch * 4).map(|_| random_history()).collect();
+            let queries: Vec<Query<'_>> = histories
+                .iter()
+                .map(|h| match user {
+                    Some(u) => Query::new(h).user(u),
+                    None => Query::new(h),
+                })
+                .collect();
+            let mut ws = model.new_workspace();
+            let (mut items, mut scores) = (vec![0u32; args.k], vec![0f32; args.k]);
+            for i in 0..warmup + args.iters {
+                let start = (i % 4) * args.batch;
+                let batch = &queries[start..start + args.batch];
+                let t = Instant::now();
+                if args.batch == 1 {
+                    model.topk_into(&batch[0], args.k, &mut ws, &mut items, &mut scores)?;
+                } else {
+                    for r in model.topk_batch(batch, args.k) {
+                        r?;
+                    }
+                }
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
             }
         }
-    }
+        Ok(times)
+    })?;
     times.sort_by(f64::total_cmp);
     let p50 = percentile(&times, 0.5) * 1e3;
     let p99 = percentile(&times, 0.99) * 1e3;

@@ -2,9 +2,11 @@
 //! most-popular baseline, `MODEL` = `pop`) on a data set's test (or validation) events.
 
 use super::{CliError, CliResult, Format, out};
+use crate::data::session_boundaries;
 use crate::data::{self, DataFormat, SplitMethod};
 use crate::eval::{EvalOptions, Evaluator, Popularity, Protocol, parse_metrics};
 use crate::scorer::EngineScorer;
+use crate::session_scorer::SessionScorer;
 use clap::Args;
 use seqrec_engine::Model;
 use serde_json::json;
@@ -24,6 +26,11 @@ pub struct EvalArgs {
     /// set's own split for pre-split benchmarks, leave-one-out otherwise).
     #[arg(long)]
     split: Option<String>,
+    /// With --split session: the thesis's preprocessing ITEMS:SESSION_LEN:SESSIONS (default
+    /// 3:3:5; `none` keeps every session). Hierarchical models (hdt, interdt, hier) replay
+    /// each user's earlier sessions through sessions, with a boundary between sessions.
+    #[arg(long)]
+    session_filter: Option<String>,
     /// full, or sampled100 / sampled[:N][@SEED] (the SASRec paper's protocol).
     #[arg(long, default_value = "full")]
     protocol: String,
@@ -34,12 +41,18 @@ pub struct EvalArgs {
     /// Remove history items from the ranking.
     #[arg(long)]
     exclude_history: bool,
+    /// With a session split: give a plain model only the current session's prefix, not the
+    /// user's earlier sessions.
+    #[arg(long)]
+    session_history_only: bool,
     /// Evaluate on the validation events instead of the test events.
     #[arg(long)]
     valid: bool,
     /// Seed of the sampled protocol's negatives (and of ratio splits).
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    objectives: super::objectives::ObjectiveArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -67,13 +80,14 @@ pub fn run(args: EvalArgs) -> CliResult {
             protocol = Protocol::Sampled { negatives, seed };
         }
     }
+    let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
     let metrics = parse_metrics(&args.metrics).map_err(CliError::input)?;
     let opts = EvalOptions {
         metrics,
         protocol,
         exclude_history: args.exclude_history,
-        ..Default::default()
+        session_history_only: args.session_history_only,
     };
     let evaluator = Evaluator::new(&split, opts).map_err(CliError::input)?;
     let seqs = if args.valid {
@@ -93,7 +107,20 @@ pub fn run(args: EvalArgs) -> CliResult {
                 args.model, split.n_items
             )));
         }
-        evaluator.evaluate_par(seqs, &EngineScorer::new(&model))
+        let objectives = args.objectives.apply(&model)?;
+        if super::hier::HIERARCHICAL.contains(&model.info().arch) {
+            if !matches!(split.method, SplitMethod::Session { .. }) {
+                return Err(CliError::input(format!(
+                    "{}: a hierarchical model ({}) is evaluated on sessions: use --split session",
+                    args.model,
+                    model.info().arch
+                )));
+            }
+            let scorer = SessionScorer::new(&model, session_boundaries(&split));
+            evaluator.evaluate_par(seqs, &scorer.with_objectives(objectives))
+        } else {
+            evaluator.evaluate_par(seqs, &EngineScorer::new(&model).with_objectives(objectives))
+        }
     }
     .map_err(CliError::input)?;
     match args.format {

@@ -39,6 +39,11 @@ pub fn run(args: InfoArgs) -> CliResult {
             "max_len": info.max_len,
             "dim": info.dim,
             "parameters": params,
+            "objectives": model.objective_specs().iter().map(|o| json!({
+                "name": o.name,
+                "default": if o.default.is_nan() { None } else { Some(o.default) },
+                "min": o.min, "max": o.max, "doc": o.doc,
+            })).collect::<Vec<_>>(),
             "config": model.config().as_map(),
             "config_source": if file.metadata(CONFIG_KEY).is_some() { "metadata" } else { "sidecar" },
             "tensors": tensors.iter().map(|(n, d, s)| json!({"name": n, "dtype": d, "shape": s})).collect::<Vec<_>>(),
@@ -57,6 +62,21 @@ pub fn run(args: InfoArgs) -> CliResult {
             out(format!("window:        {} most recent items", info.max_len))?;
             out(format!("dim:           {}", info.dim))?;
             out(format!("parameters:    {params}"))?;
+            let specs = model.objective_specs();
+            if specs.is_empty() {
+                out("objectives:    none")?;
+            }
+            for o in specs {
+                let default = if o.is_optional() {
+                    "model chooses".to_string()
+                } else {
+                    o.default.to_string()
+                };
+                out(format!(
+                    "objective:     {:<12} default {default}, range {}..={}: {}",
+                    o.name, o.min, o.max, o.doc
+                ))?;
+            }
             out(format!("config:        {}", model.config().to_json()))?;
             out(format!("tensors:       {}", tensors.len()))?;
             for (n, d, s) in &tensors {

@@ -6,10 +6,14 @@ mod bench;
 mod demo;
 mod embed;
 mod eval;
+mod hier;
 mod info;
 mod item_text;
+mod objectives;
+mod rl;
 mod score;
 mod train;
+mod train_dt;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Display;
@@ -95,7 +99,7 @@ enum Command {
     /// baseline).
     Eval(eval::EvalArgs),
     /// Train a model with hand-derived gradients; saves the best validation checkpoint.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Time top-k scoring (latency percentiles and throughput) on random histories.
     Bench(bench::BenchArgs),
     /// Sentence embeddings of texts with a text encoder (all-MiniLM-L6-v2).
@@ -120,7 +124,7 @@ pub fn main() -> i32 {
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Embed(args) => embed::run(args),
         Command::EmbedItems(args) => embed::run_items(args),
     };

@@ -2,7 +2,7 @@
 
 use super::{CliError, CliResult, Format, out};
 use clap::Args;
-use seqrec_engine::{DType, LoadOptions, Model, Query, Scored};
+use seqrec_engine::{DType, LoadOptions, Model, Objectives, Query, Scored};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -11,8 +11,15 @@ pub struct ScoreArgs {
     /// Model file (safetensors).
     model: PathBuf,
     /// Comma-separated item ids, oldest first.
-    #[arg(long, conflicts_with = "batch", required_unless_present = "batch")]
+    #[arg(long, conflicts_with_all = ["batch", "sessions"], required_unless_present_any = ["batch", "sessions"])]
     history: Option<String>,
+    /// A user's sessions through a session, oldest first, separated by `|`
+    /// (`12,7|99,4|31`): every group but the last is a finished session followed by a session
+    /// boundary, the last is the current session. Hierarchical models (hdt, interdt, hier)
+    /// carry the finished sessions into their state; after a trailing `|` hdt and interdt
+    /// predict the next session's first item.
+    #[arg(long, conflicts_with = "batch")]
+    sessions: Option<String>,
     /// File with one comma-separated history per line.
     #[arg(long)]
     batch: Option<PathBuf>,
@@ -28,13 +35,15 @@ pub struct ScoreArgs {
     /// Storage of the scoring item table.
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     item_dtype: DType,
+    #[command(flatten)]
+    objectives: super::objectives::ObjectiveArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
 pub(crate) fn parse_dtype(s: &str) -> Result<DType, String> {
-    DType::parse(s).ok_or_else(|| format!("`{s}` is not one of f32, f16, bf16"))
+    DType::parse(s).ok_or_else(|| format!("`{s}` is not one of f32, f16, bf16, i8"))
 }
 
 /// Parses `12,7,99` (spaces allowed around ids).
@@ -80,24 +89,58 @@ pub fn run(args: ScoreArgs) -> CliResult {
             ..Default::default()
         },
     )?;
+    let objectives = args.objectives.apply(&model)?;
     let (user, exclude_history) = (args.user, args.exclude_history);
-    fn query(h: &[u32], user: Option<u32>, exclude_history: bool) -> Query<'_> {
-        let q = Query::new(h).exclude_history(exclude_history);
+    fn query<'a>(
+        h: &'a [u32],
+        user: Option<u32>,
+        exclude_history: bool,
+        objectives: &'a Objectives,
+    ) -> Query<'a> {
+        let q = Query::new(h)
+            .exclude_history(exclude_history)
+            .objectives(objectives);
         match user {
             Some(u) => q.user(u),
             None => q,
         }
     }
+    if let Some(spec) = &args.sessions {
+        let mut s = match user {
+            Some(u) => model.session_for_user(u)?,
+            None => model.session()?,
+        };
+        for (name, value) in objectives.iter() {
+            s.set_objective(name, value)?;
+        }
+        let groups: Vec<&str> = spec.split('|').collect();
+        for (k, g) in groups.iter().enumerate() {
+            if !g.trim().is_empty() {
+                let items = parse_history(g)
+                    .map_err(|e| CliError::input(format!("--sessions, session {}: {e}", k + 1)))?;
+                s.extend(&items)?;
+            }
+            if k + 1 < groups.len() {
+                s.end()?;
+            }
+        }
+        let recs = s.topk(args.k, exclude_history)?;
+        return out(render(&recs, args.format));
+    }
     if let Some(h) = &args.history {
         let history = parse_history(h).map_err(|e| CliError::input(format!("--history: {e}")))?;
         let mut ws = model.new_workspace();
-        let recs = model.topk(&query(&history, user, exclude_history), args.k, &mut ws)?;
+        let recs = model.topk(
+            &query(&history, user, exclude_history, &objectives),
+            args.k,
+            &mut ws,
+        )?;
         return out(render(&recs, args.format));
     }
     let path = args
         .batch
         .as_ref()
-        .expect("clap requires --history or --batch");
+        .expect("clap requires --history, --sessions or --batch");
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
     let mut histories = Vec::new();
@@ -108,7 +151,7 @@ pub fn run(args: ScoreArgs) -> CliResult {
     }
     let queries: Vec<Query<'_>> = histories
         .iter()
-        .map(|h| query(h, user, exclude_history))
+        .map(|h| query(h, user, exclude_history, &objectives))
         .collect();
     let results = model.topk_batch(&queries, args.k);
     let mut lines = Vec::with_capacity(results.len());

@@ -1,7 +1,8 @@
 //! `seqrec train --model ARCH --data PATH --out MODEL.safetensors`.
 
 use super::{CliError, CliResult, out};
-use crate::data::{self, DataFormat, SplitMethod};
+use crate::data::{self, DataFormat, Split, SplitMethod};
+use crate::models::rl::RlKind;
 use crate::models::{
     CaserConfig, CaserModel, Gru4RecConfig, Gru4RecModel, NextItNetConfig, NextItNetModel,
     SasRecConfig, SasRecModel, TrainModel,
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: sasrec, gru4rec, nextitnet, caser.
+    /// Architecture: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt; an RL method on
+    /// --backbone: sqn, snqn, sa2c, smorl; or a hierarchical session model hdt, interdt, hier
+    /// (with --split session).
     #[arg(long)]
     model: String,
     /// Data set: a directory or file.
@@ -26,6 +29,11 @@ pub struct TrainArgs {
     /// Split: loo, ratio[:A:B:C][@SEED], session[:MINUTES], given.
     #[arg(long)]
     split: Option<String>,
+    /// With --split session: the thesis's preprocessing, ITEMS:SESSION_LEN:SESSIONS (drop items
+    /// with fewer interactions, then shorter sessions, then users with fewer sessions);
+    /// default 3:3:5, `none` to keep every session.
+    #[arg(long)]
+    session_filter: Option<String>,
     /// Where to write the best validation checkpoint.
     #[arg(long)]
     out: PathBuf,
@@ -50,16 +58,17 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long)]
     n_heads: Option<usize>,
-    /// Window length (MAX_ITEM_LIST_LENGTH).
-    #[arg(long, default_value_t = 50)]
-    max_len: usize,
+    /// Window length (MAX_ITEM_LIST_LENGTH; default 50, 10 for modt4r and mrdt; for
+    /// hierarchical models the session length 20).
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Dropout probability.
     #[arg(long)]
     dropout: Option<f32>,
     /// Loss: ce, sampled-ce, bce, bpr.
     #[arg(long, default_value = "ce")]
     loss: LossKind,
-    /// Negatives per target for sampled losses.
+    /// Negatives per target for sampled losses (per transition for snqn and sa2c).
     #[arg(long, default_value_t = 1)]
     neg: usize,
     /// Seed.
@@ -80,10 +89,22 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// Settings of the RL methods.
+    #[command(flatten)]
+    rl: super::rl::RlArgs,
+    /// Settings of the Decision Transformers.
+    #[command(flatten)]
+    dt: super::train_dt::DtArgs,
+    /// Settings of the hierarchical session models.
+    #[command(flatten)]
+    hier: super::hier::HierArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
-    if args.batch_size == 0 || args.max_len == 0 || args.epochs == 0 {
+    let model_name = args.model.to_ascii_lowercase();
+    let is_dt = matches!(model_name.as_str(), "modt4r" | "mrdt");
+    let max_len = args.max_len.unwrap_or(if is_dt { 10 } else { 50 });
+    if args.batch_size == 0 || max_len == 0 || args.epochs == 0 {
         return Err(CliError::input(
             "--batch-size, --max-len and --epochs must be at least 1",
         ));
@@ -98,7 +119,31 @@ pub fn run(args: TrainArgs) -> CliResult {
         Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
         None => dataset.default_split_method(),
     };
+    let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
+    if super::hier::HIERARCHICAL.contains(&model_name.as_str()) {
+        let common = super::hier::Common {
+            model: &model_name,
+            out: &args.out,
+            epochs: args.epochs,
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            hidden_size: args.hidden_size,
+            n_heads: args.n_heads,
+            max_len: args.max_len,
+            dropout: args.dropout,
+            seed: args.seed,
+            time_budget: args.time_budget,
+            threads: args.threads,
+            patience: args.patience,
+            valid_metric: &args.valid_metric,
+            quiet: args.quiet,
+            backbone: args.rl.backbone.as_deref(),
+            similarity_model: args.rl.similarity_model.as_deref(),
+            tie_heads: args.dt.tie_heads.is_some(),
+        };
+        return super::hier::train(&common, &args.hier, &split);
+    }
     let mut opts = TrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -116,10 +161,107 @@ pub fn run(args: TrainArgs) -> CliResult {
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }
-    let mut rng = Rng::new(args.seed);
-    let result = match args.model.to_ascii_lowercase().as_str() {
+    let name = model_name;
+    let result = match name.parse::<RlKind>() {
+        Ok(kind) => {
+            if args.loss != LossKind::Ce {
+                return Err(CliError::input(format!(
+                    "--loss {:?}: {kind} trains its supervised head with cross-entropy (plus its TD terms)",
+                    args.loss
+                )));
+            }
+            let fit = super::rl::RlFit {
+                kind,
+                args: &args.rl,
+                split: &split,
+                opts: &opts,
+                seed: args.seed,
+                out: &args.out,
+            };
+            with_backbone(
+                &args
+                    .rl
+                    .backbone
+                    .as_deref()
+                    .unwrap_or("sasrec")
+                    .to_ascii_lowercase(),
+                &args,
+                max_len,
+                &split,
+                fit,
+            )?
+        }
+        Err(_) if is_dt => {
+            let common = super::train_dt::Common {
+                arch: &name,
+                max_len,
+                hidden: args.hidden_size,
+                n_layers: args.n_layers,
+                n_heads: args.n_heads,
+                dropout: args.dropout,
+                out: &args.out,
+                similarity_model: args.rl.similarity_model.as_deref(),
+            };
+            super::train_dt::fit(&args.dt, &common, &split, &opts)?
+        }
+        Err(_) => with_backbone(
+            &name,
+            &args,
+            max_len,
+            &split,
+            Plain {
+                split: &split,
+                opts: &opts,
+                seed: args.seed,
+            },
+        )?,
+    };
+    std::fs::write(&args.out, &result.0)
+        .map_err(|e| CliError::input(format!("{}: {e}", args.out.display())))?;
+    out(format!(
+        "saved {} (best epoch {}, {})",
+        args.out.display(),
+        result.1,
+        result.2
+    ))
+}
+
+/// Something to do with a backbone architecture, given a factory of freshly initialised
+/// backbones (called once per model to build: RL methods build two copies, SMORL's similarity
+/// baseline a third).
+pub(crate) trait WithBackbone {
+    /// What it returns.
+    type Out;
+    /// Runs with the factory.
+    fn run<M: TrainModel>(self, make: &mut dyn FnMut(&mut Rng) -> M)
+    -> Result<Self::Out, CliError>;
+}
+
+/// Plain training of the backbone with its own loss.
+struct Plain<'a> {
+    split: &'a Split,
+    opts: &'a TrainOptions,
+    seed: u64,
+}
+
+impl WithBackbone for Plain<'_> {
+    type Out = Fitted;
+    fn run<M: TrainModel>(self, make: &mut dyn FnMut(&mut Rng) -> M) -> Result<Fitted, CliError> {
+        fit(make(&mut Rng::new(self.seed)), self.split, self.opts)
+    }
+}
+
+/// Builds the configuration of backbone `name` from the arguments and runs `v` with it.
+fn with_backbone<V: WithBackbone>(
+    name: &str,
+    args: &TrainArgs,
+    max_len: usize,
+    split: &Split,
+    v: V,
+) -> Result<V::Out, CliError> {
+    match name {
         "sasrec" => {
-            let mut cfg = SasRecConfig::new(split.n_items, args.max_len);
+            let mut cfg = SasRecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.hidden = h;
                 cfg.inner = 4 * h;
@@ -140,10 +282,10 @@ pub fn run(args: TrainArgs) -> CliResult {
                     cfg.hidden, cfg.n_heads
                 )));
             }
-            fit(SasRecModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| SasRecModel::new(cfg.clone(), rng))
         }
         "gru4rec" => {
-            let mut cfg = Gru4RecConfig::new(split.n_items, args.max_len);
+            let mut cfg = Gru4RecConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
                 cfg.hidden = 2 * h;
@@ -154,51 +296,50 @@ pub fn run(args: TrainArgs) -> CliResult {
             if let Some(p) = args.dropout {
                 cfg.dropout = p;
             }
-            fit(Gru4RecModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| Gru4RecModel::new(cfg.clone(), rng))
         }
         "nextitnet" => {
-            let mut cfg = NextItNetConfig::new(split.n_items, args.max_len);
+            let mut cfg = NextItNetConfig::new(split.n_items, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
             if let Some(n) = args.n_layers {
                 cfg.block_num = n.max(1);
             }
-            fit(NextItNetModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| NextItNetModel::new(cfg.clone(), rng))
         }
         "caser" => {
-            let mut cfg = CaserConfig::new(split.n_items, split.n_users, args.max_len);
+            let mut cfg = CaserConfig::new(split.n_items, split.n_users, max_len);
             if let Some(h) = args.hidden_size {
                 cfg.emb = h;
             }
             if let Some(p) = args.dropout {
                 cfg.dropout = p;
             }
-            fit(CaserModel::new(cfg, &mut rng), &split, &opts)?
+            v.run(&mut |rng| CaserModel::new(cfg.clone(), rng))
         }
-        other => {
-            return Err(CliError::input(format!(
-                "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser)"
-            )));
-        }
-    };
-    std::fs::write(&args.out, &result.0)
-        .map_err(|e| CliError::input(format!("{}: {e}", args.out.display())))?;
-    out(format!(
-        "saved {} (best epoch {}, {})",
-        args.out.display(),
-        result.1,
-        result.2
-    ))
+        other => Err(CliError::input(format!(
+            "unknown model `{other}` (trainable: sasrec, gru4rec, nextitnet, caser, modt4r, \
+             mrdt, and with --backbone: sqn, snqn, sa2c, smorl)"
+        ))),
+    }
 }
 
+/// A trained checkpoint, its best epoch and a summary line.
+pub(crate) type Fitted = (Vec<u8>, usize, String);
+
 /// Trains and returns the checkpoint, the best epoch and a summary line.
-fn fit<M: TrainModel>(
+pub(crate) fn fit<M: TrainModel>(
     mut model: M,
-    split: &crate::data::Split,
+    split: &Split,
     opts: &TrainOptions,
-) -> Result<(Vec<u8>, usize, String), CliError> {
+) -> Result<Fitted, CliError> {
     let r = train(&mut model, split, opts).map_err(CliError::input)?;
+    Ok(summarize(&r))
+}
+
+/// The checkpoint, best epoch and summary line of a run.
+pub(crate) fn summarize(r: &crate::train::TrainResult) -> Fitted {
     let valid = r
         .best_report
         .as_ref()
@@ -216,5 +357,5 @@ fn fit<M: TrainModel>(
         r.stop,
         r.windows_per_sec
     );
-    Ok((r.checkpoint, r.best_epoch, summary))
+    (r.checkpoint.clone(), r.best_epoch, summary)
 }

@@ -60,6 +60,7 @@ pub struct Gru4RecModel {
 #[derive(Debug)]
 pub struct Gru4RecCache {
     items: Vec<u32>,
+    out: Vec<f32>,
     rows: usize,
     out_rows: Vec<usize>,
     drop: DropoutCache,
@@ -110,6 +111,73 @@ impl Gru4RecModel {
     pub fn config(&self) -> &Gru4RecConfig {
         &self.cfg
     }
+
+    /// The model over input rows `x` (`[n·len, emb]`, used in place of the item embeddings of
+    /// the ids): dropout, the GRU layers, and the dense projection of every position, giving
+    /// the per-position states `[n·len, emb]`. The state at position `t` depends on rows
+    /// `0..=t` of its sequence only. Dropout is active when `rng` is given.
+    pub fn forward_inputs(
+        &self,
+        x: &[f32],
+        n: usize,
+        len: usize,
+        rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, Gru4RecCache) {
+        let mut cache = self.run(x.to_vec(), n, len, (0..n * len).collect(), rng);
+        (std::mem::take(&mut cache.out), cache)
+    }
+
+    /// The backward of [`Self::forward_inputs`]: adds the parameter gradients for `d_states`
+    /// (`[n·len, emb]`) and returns the gradient of the input rows.
+    pub fn backward_inputs(&mut self, cache: &Gru4RecCache, d_states: &[f32]) -> Vec<f32> {
+        self.unrun(cache, d_states)
+    }
+
+    fn run(
+        &self,
+        mut x: Vec<f32>,
+        n: usize,
+        len: usize,
+        out_rows: Vec<usize>,
+        rng: Option<&mut Rng>,
+    ) -> Gru4RecCache {
+        assert_eq!(
+            x.len(),
+            n * len * self.cfg.emb,
+            "gru4rec: {} input values for [{n}, {len}, {}]",
+            x.len(),
+            self.cfg.emb
+        );
+        let drop = self.dropout.forward(&mut x, rng);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for g in &self.layers {
+            let (y, c) = g.forward(&x, n, len, None);
+            layers.push(c);
+            x = y;
+        }
+        let top = gather_rows(&x, self.cfg.hidden, &out_rows);
+        let (out, dense) = self.dense.forward(&top, out_rows.len());
+        Gru4RecCache {
+            items: Vec::new(),
+            out,
+            rows: n * len,
+            out_rows,
+            drop,
+            layers,
+            dense,
+        }
+    }
+
+    /// Parameter gradients for `d_h` and the gradient of the (pre-dropout) input rows.
+    fn unrun(&mut self, cache: &Gru4RecCache, d_h: &[f32]) -> Vec<f32> {
+        let d_top = self.dense.backward(&cache.dense, d_h);
+        let mut d = scatter_rows(&d_top, self.cfg.hidden, cache.rows, &cache.out_rows);
+        for (g, c) in self.layers.iter_mut().zip(&cache.layers).rev() {
+            d = g.backward(c, &d).0;
+        }
+        self.dropout.backward(&cache.drop, &mut d);
+        d
+    }
 }
 
 impl Module for Gru4RecModel {
@@ -149,36 +217,14 @@ impl TrainModel for Gru4RecModel {
 
     fn forward(&self, batch: &Batch, rng: Option<&mut Rng>) -> (Vec<f32>, Gru4RecCache) {
         batch.assert_shape("gru4rec", self.cfg.max_len, false);
-        let (n, len) = (batch.n, batch.len);
-        let mut x = self.item_emb.forward(&batch.items);
-        let drop = self.dropout.forward(&mut x, rng);
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for g in &self.layers {
-            let (y, c) = g.forward(&x, n, len, None);
-            layers.push(c);
-            x = y;
-        }
-        let out_rows = batch.out_rows();
-        let top = gather_rows(&x, self.cfg.hidden, &out_rows);
-        let (out, dense) = self.dense.forward(&top, out_rows.len());
-        let cache = Gru4RecCache {
-            items: batch.items.clone(),
-            rows: n * len,
-            out_rows,
-            drop,
-            layers,
-            dense,
-        };
-        (out, cache)
+        let x = self.item_emb.forward(&batch.items);
+        let mut cache = self.run(x, batch.n, batch.len, batch.out_rows(), rng);
+        cache.items = batch.items.clone();
+        (std::mem::take(&mut cache.out), cache)
     }
 
     fn backward(&mut self, cache: &Gru4RecCache, d_h: &[f32]) {
-        let d_top = self.dense.backward(&cache.dense, d_h);
-        let mut d = scatter_rows(&d_top, self.cfg.hidden, cache.rows, &cache.out_rows);
-        for (g, c) in self.layers.iter_mut().zip(&cache.layers).rev() {
-            d = g.backward(c, &d).0;
-        }
-        self.dropout.backward(&cache.drop, &mut d);
+        let d = self.unrun(cache, d_h);
         self.item_emb.backward(&cache.items, &d);
     }
 

@@ -13,8 +13,10 @@
 //!   example is one such window and one output (RecBole's data augmentation).
 
 pub mod caser;
+pub mod dt;
 pub mod gru4rec;
 pub mod nextitnet;
+pub mod rl;
 pub mod sasrec;
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub struct SasRecModel {
 #[derive(Debug)]
 pub struct SasRecCache {
     batch: Batch,
+    n: usize,
+    len: usize,
     ln: LayerNormCache,
     drop: DropoutCache,
     layers: Vec<(SelfAttentionCache, FeedForwardCache)>,
@@ -119,6 +121,90 @@ impl SasRecModel {
     pub fn config(&self) -> &SasRecConfig {
         &self.cfg
     }
+
+    /// The item embedding `item_embedding.weight`.
+    pub fn item_table(&self) -> &Param {
+        &self.item_emb.weight
+    }
+
+    /// The encoder over input rows `x` (`[n·len, H]`, used in place of the item embeddings of
+    /// the ids; position embeddings are added here) with the key mask `valid` (`[n·len]`,
+    /// false at padding), giving every position's output `[n·len, H]`. Position `t` depends on
+    /// rows `0..=t` of its sequence only. Dropout is active when `rng` is given.
+    pub fn forward_inputs(
+        &self,
+        x: &[f32],
+        n: usize,
+        len: usize,
+        valid: &[bool],
+        rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, SasRecCache) {
+        assert!(
+            len <= self.cfg.max_len,
+            "sasrec: {len} positions, the model has {}",
+            self.cfg.max_len
+        );
+        self.run(x.to_vec(), n, len, valid, rng)
+    }
+
+    /// The backward of [`Self::forward_inputs`]: adds the parameter gradients for `d_out`
+    /// (`[n·len, H]`) and returns the gradient of the input rows.
+    pub fn backward_inputs(&mut self, cache: &SasRecCache, d_out: &[f32]) -> Vec<f32> {
+        self.unrun(cache, d_out.to_vec())
+    }
+
+    fn run(
+        &self,
+        mut x: Vec<f32>,
+        n: usize,
+        len: usize,
+        valid: &[bool],
+        mut rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, SasRecCache) {
+        let rows = n * len;
+        assert_eq!(
+            x.len(),
+            rows * self.cfg.hidden,
+            "sasrec: {} input values for [{n}, {len}, {}]",
+            x.len(),
+            self.cfg.hidden
+        );
+        let pos = self.pos_emb.forward(&positions(n, len));
+        for (a, b) in x.iter_mut().zip(&pos) {
+            *a += b;
+        }
+        let (mut x, ln) = self.ln.forward(&x, rows);
+        let drop = self.dropout.forward(&mut x, rng.as_deref_mut());
+        let mut caches = Vec::with_capacity(self.layers.len());
+        for (att, ff) in &self.layers {
+            let (y, ac) = att.forward(&x, n, len, Some(valid), rng.as_deref_mut());
+            let (z, fc) = ff.forward(&y, rows, rng.as_deref_mut());
+            caches.push((ac, fc));
+            x = z;
+        }
+        let cache = SasRecCache {
+            batch: Batch::default(),
+            n,
+            len,
+            ln,
+            drop,
+            layers: caches,
+        };
+        (x, cache)
+    }
+
+    /// Parameter gradients for `d` (every position's output) and the gradient of the input
+    /// rows (the position embeddings' share is added to their table).
+    fn unrun(&mut self, cache: &SasRecCache, mut d: Vec<f32>) -> Vec<f32> {
+        for ((att, ff), (ac, fc)) in self.layers.iter_mut().zip(&cache.layers).rev() {
+            let dy = ff.backward(fc, &d);
+            d = att.backward(ac, &dy);
+        }
+        self.dropout.backward(&cache.drop, &mut d);
+        let d = self.ln.backward(&cache.ln, &d);
+        self.pos_emb.backward(&positions(cache.n, cache.len), &d);
+        d
+    }
 }
 
 impl Module for SasRecModel {
@@ -143,8 +229,8 @@ impl Module for SasRecModel {
     }
 }
 
-fn positions(batch: &Batch) -> Vec<u32> {
-    (0..batch.n).flat_map(|_| 0..batch.len as u32).collect()
+fn positions(n: usize, len: usize) -> Vec<u32> {
+    (0..n).flat_map(|_| 0..len as u32).collect()
 }
 
 impl TrainModel for SasRecModel {
@@ -166,49 +252,22 @@ impl TrainModel for SasRecModel {
         self.cfg.hidden
     }
 
-    fn forward(&self, batch: &Batch, mut rng: Option<&mut Rng>) -> (Vec<f32>, SasRecCache) {
-        let (n, len, h) = (batch.n, batch.len, self.cfg.hidden);
+    fn forward(&self, batch: &Batch, rng: Option<&mut Rng>) -> (Vec<f32>, SasRecCache) {
         batch.assert_shape("sasrec", self.cfg.max_len, false);
-        let rows = n * len;
-        let mut x = self.item_emb.forward(&batch.items);
-        let pos = self.pos_emb.forward(&positions(batch));
-        for (a, b) in x.iter_mut().zip(&pos) {
-            *a += b;
-        }
-        let (mut x, ln) = self.ln.forward(&x, rows);
-        let drop = self.dropout.forward(&mut x, rng.as_deref_mut());
+        let x = self.item_emb.forward(&batch.items);
         let valid: Vec<bool> = batch.items.iter().map(|&i| i != 0).collect();
-        let mut caches = Vec::with_capacity(self.layers.len());
-        for (att, ff) in &self.layers {
-            let (y, ac) = att.forward(&x, n, len, Some(&valid), rng.as_deref_mut());
-            let (z, fc) = ff.forward(&y, rows, rng.as_deref_mut());
-            caches.push((ac, fc));
-            x = z;
-        }
-        let out = gather_rows(&x, h, &batch.out_rows());
-        (
-            out,
-            SasRecCache {
-                batch: batch.clone(),
-                ln,
-                drop,
-                layers: caches,
-            },
-        )
+        let (y, mut cache) = self.run(x, batch.n, batch.len, &valid, rng);
+        let out = gather_rows(&y, self.cfg.hidden, &batch.out_rows());
+        cache.batch = batch.clone();
+        (out, cache)
     }
 
     fn backward(&mut self, cache: &SasRecCache, d_h: &[f32]) {
         let batch = &cache.batch;
-        let (len, h) = (batch.len, self.cfg.hidden);
-        let mut d = scatter_rows(d_h, h, batch.n * len, &batch.out_rows());
-        for ((att, ff), (ac, fc)) in self.layers.iter_mut().zip(&cache.layers).rev() {
-            let dy = ff.backward(fc, &d);
-            d = att.backward(ac, &dy);
-        }
-        self.dropout.backward(&cache.drop, &mut d);
-        let d = self.ln.backward(&cache.ln, &d);
+        let h = self.cfg.hidden;
+        let d = scatter_rows(d_h, h, batch.n * batch.len, &batch.out_rows());
+        let d = self.unrun(cache, d);
         self.item_emb.backward(&batch.items, &d);
-        self.pos_emb.backward(&positions(batch), &d);
     }
 
     fn item_table_mut(&mut self) -> &mut Param {

@@ -158,6 +158,7 @@ pub fn linear_f16_isa(
             m,
             k,
             n,
+            broadcast: false,
         });
     }
 }

@@ -389,7 +389,8 @@ impl PackWeights for F16Weights<'_> {
 }
 
 /// `y = x·wᵀ + bias` (`w` is `[n, k]`); shapes checked by the caller, and `m`, `k`, `n` all
-/// positive.
+/// positive. With `broadcast`, always the broadcast tiles (else the dot tiles when `x` has few
+/// rows for its depth and `w` is f32 in place).
 pub(super) struct LinearSmall<'a, W> {
     pub x: &'a [f32],
     pub w: W,
@@ -398,6 +399,7 @@ pub(super) struct LinearSmall<'a, W> {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+    pub broadcast: bool,
 }
 
 impl<W: PackWeights> WithSimd for LinearSmall<'_, W> {
@@ -412,9 +414,10 @@ impl<W: PackWeights> WithSimd for LinearSmall<'_, W> {
             m,
             k,
             n,
+            broadcast,
         } = self;
         if let Some(w) = w.in_place() {
-            if linear_prefers_dot(m, k) {
+            if !broadcast && linear_prefers_dot(m, k) {
                 linear_dot(s, x, w, bias, y, m, k, n);
                 return;
             }
@@ -473,6 +476,26 @@ fn pack_transposed(panel: &mut [f32], nr: usize, w: &[f32], k: usize, width: usi
         for q in c..nr {
             dst[q] = if q < width { w[q * k + p] } else { 0.0 };
         }
+    }
+}
+
+/// `y = x·wᵀ` with the dot tiles whatever the shape (the catalog scan: every output is summed
+/// in the same order for any `m` and `n`); shapes checked by the caller, `m`, `k`, `n` positive.
+pub(super) struct LinearDot<'a> {
+    pub x: &'a [f32],
+    pub w: &'a [f32],
+    pub y: &'a mut [f32],
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl WithSimd for LinearDot<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let Self { x, w, y, m, k, n } = self;
+        linear_dot(s, x, w, None, y, m, k, n);
     }
 }
 

@@ -8,12 +8,17 @@ use crate::config::{CONFIG_KEY, Config};
 use crate::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::models::{ARCHITECTURES, Arch, ArchState};
+use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{DType, TensorLoader, WeightFile};
 use crate::workspace::{Workspace, WsLists};
 use alloc::format;
 #[cfg(feature = "std")]
 use alloc::string::ToString;
 use alloc::vec::Vec;
+
+mod batch;
+
+pub use batch::BATCH_GROUP;
 
 /// RecBole's default `MAX_ITEM_LIST_LENGTH`.
 pub const DEFAULT_MAX_LEN: usize = 50;
@@ -53,7 +58,8 @@ pub struct ModelInfo {
     pub n_users: Option<usize>,
     /// Window length `MAX_ITEM_LIST_LENGTH`: longer histories keep their most recent items.
     pub max_len: usize,
-    /// Width of the user vector and of item embeddings.
+    /// Width of the user (scoring) vector and of the scoring table's rows: the item
+    /// embedding width for plain backbones, wider for models that score with several heads.
     pub dim: usize,
     /// Storage dtype of the scoring item table.
     pub item_dtype: DType,
@@ -79,6 +85,9 @@ pub struct Query<'a> {
     pub exclude_history: bool,
     /// Further ids never to recommend.
     pub exclude: &'a [u32],
+    /// Objective knobs (`None`: the model's defaults); made by
+    /// [`Model::default_objectives`].
+    pub objectives: Option<&'a Objectives>,
 }
 
 impl<'a> Query<'a> {
@@ -104,6 +113,11 @@ impl<'a> Query<'a> {
         self.exclude = ids;
         self
     }
+    /// Scores under these objective knobs instead of the model's defaults.
+    pub fn objectives(mut self, objectives: &'a Objectives) -> Self {
+        self.objectives = Some(objectives);
+        self
+    }
 }
 
 /// A loaded recommender. Immutable after loading; `Send + Sync`, so one instance serves many
@@ -115,6 +129,8 @@ pub struct Model<B: Backend = Cpu> {
     items: ItemTable<B>,
     config: Config,
     info: ModelInfo,
+    /// The knobs at their defaults.
+    objectives: Objectives,
     /// Process-unique id, so a workspace shared by several models never reuses another
     /// model's cached state.
     id: u64,
@@ -216,8 +232,8 @@ impl<B: Backend> Model<B> {
         let mut ld = TensorLoader::new(file);
         let arch = Arch::load(&be, &config, &mut ld, n_items, max_len)?;
         ld.finish(arch.name())?;
-        let dim = arch.dim();
-        let table = file.tensor("item_embedding.weight", &[n_items, dim])?;
+        let dim = arch.score_dim();
+        let table = arch.scoring_table(file, n_items)?;
         let items = ItemTable::new(&be, &table, opts.item_dtype)?;
         let info = ModelInfo {
             arch: arch.name(),
@@ -229,6 +245,7 @@ impl<B: Backend> Model<B> {
         };
         Ok(Model {
             be,
+            objectives: Objectives::new(arch.objective_specs()),
             arch,
             items,
             config,
@@ -255,6 +272,29 @@ impl<B: Backend> Model<B> {
     /// The backend.
     pub fn backend(&self) -> &B {
         &self.be
+    }
+
+    /// The inference-time objective knobs of the architecture (empty for plain backbones).
+    pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        self.objectives.specs()
+    }
+
+    /// Every knob at its default: set values on it and pass it with
+    /// [`Query::objectives`].
+    pub fn default_objectives(&self) -> Objectives {
+        self.objectives.clone()
+    }
+
+    fn check_objectives<'o>(&'o self, o: Option<&'o Objectives>) -> Result<&'o Objectives> {
+        match o {
+            None => Ok(&self.objectives),
+            Some(o) if o.same_knobs(&self.objectives) => Ok(o),
+            Some(_) => Err(Error::InvalidArgument(format!(
+                "the objectives were made for another model: make them with this model's \
+                 default_objectives() (model `{}`)",
+                self.info.arch
+            ))),
+        }
     }
 
     /// A workspace for this model (grows on first use).
@@ -308,6 +348,7 @@ impl<B: Backend> Model<B> {
     fn encode_query(&self, q: &Query<'_>, ws: &mut Workspace<B>) -> Result<()> {
         let window = self.window(q.history)?;
         let user = self.check_user(q.user)?;
+        let obj = self.check_objectives(q.objectives)?;
         let (lists, [a, b, c, d, out]) = ws.parts::<5>(&self.be)?;
         let WsLists {
             ids, state, owner, ..
@@ -321,7 +362,7 @@ impl<B: Backend> Model<B> {
         }
         let state = state.as_mut().expect("state was just created");
         self.arch
-            .encode(&self.be, window, user, state, ids, [a, b, c, d], out)
+            .encode(&self.be, window, user, obj, state, ids, [a, b, c, d], out)
     }
 
     fn user_buf<'w>(&self, ws: &'w mut Workspace<B>) -> Result<&'w mut B::Buf> {
@@ -410,15 +451,17 @@ impl<B: Backend> Model<B> {
         scores: &mut [f32],
     ) -> Result<usize> {
         let (lists, [.., out]) = ws.parts::<5>(&self.be)?;
-        let WsLists { topk, exclude, .. } = lists;
+        let WsLists {
+            topk,
+            exclude,
+            parts,
+            ..
+        } = lists;
         exclude.clear();
-        exclude.push(0);
-        exclude.extend_from_slice(history);
-        exclude.extend_from_slice(extra);
-        exclude.sort_unstable();
-        exclude.dedup();
+        exclusions(exclude, history, extra);
         topk.reset(k);
-        self.be.topk(&self.items, h.unwrap_or(out), exclude, topk)?;
+        self.be
+            .topk(&self.items, h.unwrap_or(out), exclude, topk, parts)?;
         Ok(topk.finish(&mut items[..k], &mut scores[..k]))
     }
 
@@ -434,27 +477,6 @@ impl<B: Backend> Model<B> {
             .take(n)
             .map(|(&item, &score)| Scored { item, score })
             .collect())
-    }
-
-    /// Top-k for many requests, in parallel across cores (one workspace per worker). The
-    /// result is in input order; each request fails or succeeds on its own.
-    #[cfg(feature = "std")]
-    pub fn topk_batch(&self, queries: &[Query<'_>], k: usize) -> Vec<Result<Vec<Scored>>> {
-        use rayon::prelude::*;
-        queries
-            .par_iter()
-            .map_init(Workspace::new, |ws, q| self.topk(q, k, ws))
-            .collect()
-    }
-
-    /// Top-k for many requests on the calling thread, reusing one workspace.
-    pub fn topk_batch_sequential(
-        &self,
-        queries: &[Query<'_>],
-        k: usize,
-        ws: &mut Workspace<B>,
-    ) -> Vec<Result<Vec<Scored>>> {
-        queries.iter().map(|q| self.topk(q, k, ws)).collect()
     }
 
     /// A fresh session (for models with a user embedding, use [`Self::new_session_for_user`]).
@@ -474,7 +496,9 @@ impl<B: Backend> Model<B> {
             state: self.arch.new_state(&self.be)?,
             history: Vec::new(),
             user,
+            objectives: self.objectives.clone(),
             h: self.be.alloc(self.info.dim)?,
+            scorable: false,
         })
     }
 
@@ -495,28 +519,121 @@ impl<B: Backend> Model<B> {
                 max: (self.info.n_items - 1) as u32,
             })?;
         s.history.push(item);
+        s.scorable = false;
         let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
         let n = s.history.len();
         let pushed = n <= self.info.max_len
             && self.arch.push(
                 &self.be,
                 item,
+                &s.objectives,
                 &mut s.state,
                 lists.ids,
                 [a, b, c, d],
                 &mut s.h,
             )?;
-        if !pushed {
-            let window = &s.history[n.saturating_sub(self.info.max_len)..];
-            self.arch.encode(
+        if pushed {
+            s.scorable = true;
+        } else {
+            self.session_reencode(s, ws)?;
+        }
+        Ok(())
+    }
+
+    /// Appends several events at once (for example a finished session being replayed) and
+    /// encodes the window once: the same state as pushing them one by one.
+    pub fn session_extend(
+        &self,
+        s: &mut SessionState<B>,
+        items: &[u32],
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        self.check_session(s)?;
+        let max = (self.info.n_items - 1) as u32;
+        if let Some(k) = items.iter().position(|&id| id == 0 || id > max) {
+            return Err(Error::ItemOutOfRange {
+                id: items[k],
+                position: s.history.len() + k,
+                max,
+            });
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        s.history.extend_from_slice(items);
+        self.session_reencode(s, ws)
+    }
+
+    /// Re-encodes a session's window from its history. On an empty history, hierarchical
+    /// architectures may still write a scoring vector (the next session's first item).
+    fn session_reencode(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
+        s.scorable = false;
+        let n = s.history.len();
+        let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
+        if n == 0 {
+            s.scorable = self.arch.encode_empty(
                 &self.be,
-                window,
-                s.user,
+                &s.objectives,
                 &mut s.state,
-                lists.ids,
                 [a, b, c, d],
                 &mut s.h,
             )?;
+            return Ok(());
+        }
+        let window = &s.history[n.saturating_sub(self.info.max_len)..];
+        self.arch.encode(
+            &self.be,
+            window,
+            s.user,
+            &s.objectives,
+            &mut s.state,
+            lists.ids,
+            [a, b, c, d],
+            &mut s.h,
+        )?;
+        s.scorable = true;
+        Ok(())
+    }
+
+    /// Sets one objective knob of a session (see [`Self::objective_specs`]); the next
+    /// recommendations follow it. The session's state is recomputed under the new value.
+    ///
+    /// # Errors
+    /// An unknown knob or a value out of its range; the session is unchanged.
+    pub fn session_set_objective(
+        &self,
+        s: &mut SessionState<B>,
+        name: &str,
+        value: f32,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        self.check_session(s)?;
+        let old = s.objectives.clone();
+        s.objectives.set(name, value)?;
+        if s.objectives != old {
+            if let Err(e) = self.session_reencode(s, ws) {
+                s.objectives = old;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the end of the session's current visit (a session boundary, e.g. after 60
+    /// minutes of inactivity). Hierarchical models carry what they learned about the user
+    /// into the next session and start it empty; plain backbones treat a user's sessions as
+    /// one sequence, so for them this changes nothing. After a boundary, `hdt` and `interdt`
+    /// can already recommend (their goal head predicts the next session's first item); the
+    /// other architectures answer [`Error::EmptyHistory`] until the next event.
+    pub fn session_end(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
+        self.check_session(s)?;
+        let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
+        if self
+            .arch
+            .end_session(&self.be, &mut s.state, &s.history, lists.ids, [a, b, c, d])?
+        {
+            s.history.clear();
+            self.session_reencode(s, ws)?;
         }
         Ok(())
     }
@@ -532,7 +649,7 @@ impl<B: Backend> Model<B> {
         scores: &mut [f32],
     ) -> Result<usize> {
         self.check_session(s)?;
-        if s.history.is_empty() {
+        if !s.scorable {
             return Err(Error::EmptyHistory);
         }
         if items.len() < k || scores.len() < k {
@@ -547,7 +664,7 @@ impl<B: Backend> Model<B> {
     /// Full-catalog scores for a session's current state.
     pub fn session_scores(&self, s: &SessionState<B>, scores: &mut [f32]) -> Result<()> {
         self.check_session(s)?;
-        if s.history.is_empty() {
+        if !s.scorable {
             return Err(Error::EmptyHistory);
         }
         self.check_len("scores", scores.len(), self.info.n_items)?;
@@ -583,6 +700,24 @@ impl<B: Backend> Model<B> {
     }
 }
 
+/// Appends to `list` the ids never recommended for a request, sorted and deduplicated: the
+/// padding id 0, `history` (when excluded) and `extra`.
+pub(crate) fn exclusions(list: &mut Vec<u32>, history: &[u32], extra: &[u32]) {
+    let start = list.len();
+    list.push(0);
+    list.extend_from_slice(history);
+    list.extend_from_slice(extra);
+    list[start..].sort_unstable();
+    let mut end = start + 1;
+    for i in start + 1..list.len() {
+        if list[i] != list[end - 1] {
+            list[end] = list[i];
+            end += 1;
+        }
+    }
+    list.truncate(end);
+}
+
 /// Incremental per-user state (see [`Model::session_push`]). Belongs to one model; use it from
 /// one thread at a time.
 #[derive(Debug)]
@@ -591,13 +726,22 @@ pub struct SessionState<B: Backend = Cpu> {
     state: ArchState<B>,
     history: Vec<u32>,
     user: u32,
+    objectives: Objectives,
     h: B::Buf,
+    /// Whether `h` holds a scoring vector for the current state (after an event, or after a
+    /// session boundary for architectures that predict a session's first item).
+    scorable: bool,
 }
 
 impl<B: Backend> SessionState<B> {
     /// Every event pushed so far, oldest first.
     pub fn history(&self) -> &[u32] {
         &self.history
+    }
+
+    /// The session's objective knobs.
+    pub fn objectives(&self) -> &Objectives {
+        &self.objectives
     }
 }
 
@@ -639,6 +783,23 @@ impl<B: Backend> Session<'_, B> {
     /// Full-catalog scores now.
     pub fn scores(&self, out: &mut [f32]) -> Result<()> {
         self.model.session_scores(&self.state, out)
+    }
+
+    /// Appends several events at once (see [`Model::session_extend`]).
+    pub fn extend(&mut self, items: &[u32]) -> Result<()> {
+        self.model
+            .session_extend(&mut self.state, items, &mut self.ws)
+    }
+
+    /// Sets an objective knob (see [`Model::session_set_objective`]).
+    pub fn set_objective(&mut self, name: &str, value: f32) -> Result<()> {
+        self.model
+            .session_set_objective(&mut self.state, name, value, &mut self.ws)
+    }
+
+    /// Ends the current visit (see [`Model::session_end`]).
+    pub fn end(&mut self) -> Result<()> {
+        self.model.session_end(&mut self.state, &mut self.ws)
     }
 
     /// Events so far.

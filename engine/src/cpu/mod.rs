@@ -15,18 +15,64 @@ use alloc::vec::Vec;
 use seqrec_kernels::cpu::activation::{self, Activation};
 use seqrec_kernels::cpu::attention::{self, AttentionShape, AttnMask};
 use seqrec_kernels::cpu::topk::TopK;
-use seqrec_kernels::cpu::{conv, embedding, gru, linear, norm, vector};
+use seqrec_kernels::cpu::{conv, embedding, gru, linear, norm, score, vector};
+
+mod scan;
 
 /// The CPU backend (SIMD kernels dispatched at run time; register-blocked, allocation-free
 /// matrix products).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Cpu;
 
-/// Items scored per block in the fused catalog scan + top-k (the scores stay in L1).
-const SCAN_BLOCK: usize = 512;
+/// Rows of a batch of stacked sequences that go through one attention sublayer together (whole
+/// sequences, at least one): their projections (`[rows, 3H]`) stay in L2.
+const SEQ_GROUP_ROWS: usize = 256;
+
+/// Rows per pass of the feed-forward sublayer: the inner activations (`[rows, inner]`) stay in
+/// L2 between the two products.
+const FF_ROWS: usize = 128;
 
 fn split(buf: &mut [f32], n: usize) -> (&mut [f32], &mut [f32]) {
     buf.split_at_mut(n)
+}
+
+/// Output rows `from .. to` of a linear layer (e.g. the query, or the key and value, parts of
+/// the fused Q/K/V projection) over `rows` rows of `x`: `out = x·W[from..to]ᵀ + b[from..to]`.
+fn linear_part(lin: &Linear<Cpu>, from: usize, to: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let k = lin.in_dim;
+    linear::linear(
+        &x[..rows * k],
+        &lin.w.as_slice()[from * k..to * k],
+        lin.b.as_ref().map(|b| &b.as_slice()[from..to]),
+        &mut out[..rows * (to - from)],
+        rows,
+        k,
+        to - from,
+    );
+}
+
+/// The output projection, residual and LayerNorm of an attention sublayer:
+/// `out = LN(dense(ctx) + residual)` over `rows` rows, `proj` is scratch.
+fn attention_output(
+    blk: &AttentionBlock<Cpu>,
+    ctx: &[f32],
+    residual: &[f32],
+    rows: usize,
+    proj: &mut [f32],
+    out: &mut [f32],
+) {
+    let h = blk.hidden();
+    Cpu::apply_linear(&blk.dense, ctx, rows, proj);
+    norm::add_layer_norm(
+        &proj[..rows * h],
+        &residual[..rows * h],
+        rows,
+        h,
+        blk.ln.gamma.as_slice(),
+        blk.ln.beta.as_slice(),
+        blk.ln.eps,
+        &mut out[..rows * h],
+    );
 }
 
 impl Cpu {
@@ -162,6 +208,30 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn embedding_seqs(
+        &self,
+        table: &Embedding<Cpu>,
+        ids: &[u32],
+        lens: &[usize],
+        positions: Option<&Embedding<Cpu>>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let d = table.dim;
+        self.ensure(out, ids.len() * d)?;
+        let out = &mut out[..ids.len() * d];
+        embedding::gather(table.table.as_slice(), d, ids, out);
+        if let Some(pos) = positions {
+            let mut rows = out.chunks_mut(d);
+            for &len in lens {
+                let pos = &pos.table.as_slice()[..len * d];
+                for (row, p) in rows.by_ref().take(len).zip(pos.chunks_exact(d)) {
+                    vector::add(row, p);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn linear(
         &self,
         lin: &Linear<Cpu>,
@@ -208,32 +278,51 @@ impl Backend for Cpu {
                 cache.max_len
             )));
         }
+        // Only the queries of rows `q_from..` are needed: with `q_from > 0` (SASRec's last
+        // layer) the keys and values of every row and the queries of those rows are two
+        // products, else one fused Q/K/V product.
+        let (q_width, q_stride) = if q_from == 0 {
+            (3 * h, 3 * h)
+        } else {
+            (2 * h, h)
+        };
         let shape = AttentionShape {
             lq,
             lk,
             n_heads: blk.n_heads,
             head_dim: blk.head_dim,
-            q_stride: 3 * h,
+            q_stride,
             kv_stride: h,
             out_stride: h,
         };
         let att_len = attention::attention_scratch_len(&shape);
-        self.ensure(scratch, rows * 3 * h + 2 * lq * h + att_len)?;
+        let q_len = if q_from == 0 { 0 } else { lq * h };
+        self.ensure(scratch, rows * q_width + q_len + 2 * lq * h + att_len)?;
         self.ensure(out, lq * h)?;
-        let (qkv, rest) = split(scratch, rows * 3 * h);
+        let (proj_in, rest) = split(scratch, rows * q_width);
+        let (q_only, rest) = split(rest, q_len);
         let (ctx, rest) = split(rest, lq * h);
         let (proj, att_scratch) = split(rest, lq * h);
-        Cpu::apply_linear(&blk.qkv, x, rows, qkv);
+        // Key and value columns of `proj_in` (width `q_width`): after the queries, or alone.
+        let kv0 = if q_from == 0 {
+            Cpu::apply_linear(&blk.qkv, x, rows, proj_in);
+            h
+        } else {
+            linear_part(&blk.qkv, h, 3 * h, x, rows, proj_in);
+            linear_part(&blk.qkv, 0, h, &x[q_from * h..], lq, q_only);
+            0
+        };
         for r in 0..rows {
-            let row = &qkv[r * 3 * h..(r + 1) * 3 * h];
+            let row = &proj_in[r * q_width + kv0..(r + 1) * q_width];
             let p = pos0 + r;
-            cache.k[p * h..(p + 1) * h].copy_from_slice(&row[h..2 * h]);
-            cache.v[p * h..(p + 1) * h].copy_from_slice(&row[2 * h..]);
+            cache.k[p * h..(p + 1) * h].copy_from_slice(&row[..h]);
+            cache.v[p * h..(p + 1) * h].copy_from_slice(&row[h..]);
         }
         cache.len = lk;
+        let q: &[f32] = if q_from == 0 { proj_in } else { q_only };
         attention::attention(
             &shape,
-            &qkv[q_from * 3 * h..],
+            q,
             &cache.k[..lk * h],
             &cache.v[..lk * h],
             AttnMask::Causal {
@@ -244,17 +333,122 @@ impl Backend for Cpu {
             ctx,
             &mut att_scratch[..att_len],
         );
-        Cpu::apply_linear(&blk.dense, ctx, lq, proj);
-        norm::add_layer_norm(
-            proj,
-            &x[q_from * h..rows * h],
-            lq,
-            h,
-            blk.ln.gamma.as_slice(),
-            blk.ln.beta.as_slice(),
-            blk.ln.eps,
-            &mut out[..lq * h],
-        );
+        attention_output(blk, ctx, &x[q_from * h..rows * h], lq, proj, out);
+        Ok(())
+    }
+
+    fn attention_seqs(
+        &self,
+        blk: &AttentionBlock<Cpu>,
+        x: &Vec<f32>,
+        lens: &[usize],
+        last_only: bool,
+        scratch: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let h = blk.hidden();
+        let total: usize = lens.iter().sum();
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        if lens.contains(&0) {
+            return Err(Error::InvalidArgument(
+                "attention over a batch holding an empty sequence".into(),
+            ));
+        }
+        self.ensure(out, if last_only { lens.len() } else { total } * h)?;
+        // A group of whole sequences: at most SEQ_GROUP_ROWS rows, or one longer sequence.
+        let cap = SEQ_GROUP_ROWS.max(longest);
+        let att_len = attention::attention_scratch_len(&AttentionShape::packed(
+            longest,
+            longest,
+            blk.n_heads,
+            blk.head_dim,
+        ));
+        // Projections [cap, 3H] (or K/V [cap, 2H] + queries and residuals of last rows), the
+        // attention output and its projection [cap, H] each, the attention scratch.
+        self.ensure(scratch, cap * 3 * h + 2 * cap * h + cap * h + att_len)?;
+        let (proj_in, rest) = split(scratch, cap * 3 * h);
+        let (ctx, rest) = split(rest, cap * h);
+        let (proj, rest) = split(rest, cap * h);
+        let (last_x, att_scratch) = split(rest, cap * h);
+        let scale = 1.0 / libm::sqrtf(blk.head_dim as f32);
+        let (mut seq, mut row0) = (0, 0);
+        while seq < lens.len() {
+            // Sequences seq..end, rows row0..row0 + rows.
+            let (mut end, mut rows) = (seq, 0);
+            while end < lens.len() && (end == seq || rows + lens[end] <= cap) {
+                rows += lens[end];
+                end += 1;
+            }
+            let group = &lens[seq..end];
+            let xg = &x[row0 * h..(row0 + rows) * h];
+            if last_only {
+                let (kv, q) = proj_in.split_at_mut(rows * 2 * h);
+                linear_part(&blk.qkv, h, 3 * h, xg, rows, kv);
+                let mut r = 0;
+                for (i, &len) in group.iter().enumerate() {
+                    r += len;
+                    last_x[i * h..(i + 1) * h].copy_from_slice(&xg[(r - 1) * h..r * h]);
+                }
+                let gb = group.len();
+                linear_part(&blk.qkv, 0, h, last_x, gb, q);
+                let mut r = 0;
+                for (i, &len) in group.iter().enumerate() {
+                    let shape = AttentionShape {
+                        lq: 1,
+                        lk: len,
+                        n_heads: blk.n_heads,
+                        head_dim: blk.head_dim,
+                        q_stride: h,
+                        kv_stride: 2 * h,
+                        out_stride: h,
+                    };
+                    attention::attention(
+                        &shape,
+                        &q[i * h..(i + 1) * h],
+                        &kv[r * 2 * h..(r + len) * 2 * h],
+                        &kv[r * 2 * h + h..(r + len) * 2 * h],
+                        AttnMask::Causal { q_offset: len - 1 },
+                        None,
+                        scale,
+                        &mut ctx[i * h..(i + 1) * h],
+                        &mut att_scratch[..attention::attention_scratch_len(&shape)],
+                    );
+                    r += len;
+                }
+                attention_output(blk, ctx, last_x, gb, proj, &mut out[seq * h..end * h]);
+            } else {
+                Cpu::apply_linear(&blk.qkv, xg, rows, proj_in);
+                let mut r = 0;
+                for &len in group {
+                    let shape = AttentionShape {
+                        lq: len,
+                        lk: len,
+                        n_heads: blk.n_heads,
+                        head_dim: blk.head_dim,
+                        q_stride: 3 * h,
+                        kv_stride: 3 * h,
+                        out_stride: h,
+                    };
+                    let qkv = &proj_in[r * 3 * h..(r + len) * 3 * h];
+                    attention::attention(
+                        &shape,
+                        qkv,
+                        &qkv[h..],
+                        &qkv[2 * h..],
+                        AttnMask::Causal { q_offset: 0 },
+                        None,
+                        scale,
+                        &mut ctx[r * h..(r + len) * h],
+                        &mut att_scratch[..attention::attention_scratch_len(&shape)],
+                    );
+                    r += len;
+                }
+                let dst = &mut out[row0 * h..(row0 + rows) * h];
+                attention_output(blk, ctx, xg, rows, proj, dst);
+            }
+            seq = end;
+            row0 += rows;
+        }
         Ok(())
     }
 
@@ -268,22 +462,27 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let h = blk.dense_1.in_dim;
         let inner = blk.dense_1.out_dim;
-        self.ensure(scratch, rows * (inner + h))?;
+        let pass = rows.min(FF_ROWS);
+        self.ensure(scratch, pass * (inner + h))?;
         self.ensure(out, rows * h)?;
-        let (mid, tmp) = split(scratch, rows * inner);
-        Cpu::apply_linear(&blk.dense_1, x, rows, mid);
-        activation::activate(blk.act, mid);
-        Cpu::apply_linear(&blk.dense_2, mid, rows, tmp);
-        norm::add_layer_norm(
-            &tmp[..rows * h],
-            &x[..rows * h],
-            rows,
-            h,
-            blk.ln.gamma.as_slice(),
-            blk.ln.beta.as_slice(),
-            blk.ln.eps,
-            &mut out[..rows * h],
-        );
+        let (mid, tmp) = split(scratch, pass * inner);
+        for r0 in (0..rows).step_by(FF_ROWS) {
+            let n = pass.min(rows - r0);
+            let xs = &x[r0 * h..(r0 + n) * h];
+            Cpu::apply_linear(&blk.dense_1, xs, n, mid);
+            activation::activate(blk.act, &mut mid[..n * inner]);
+            Cpu::apply_linear(&blk.dense_2, mid, n, tmp);
+            norm::add_layer_norm(
+                &tmp[..n * h],
+                xs,
+                n,
+                h,
+                blk.ln.gamma.as_slice(),
+                blk.ln.beta.as_slice(),
+                blk.ln.eps,
+                &mut out[r0 * h..(r0 + n) * h],
+            );
+        }
         Ok(())
     }
 
@@ -427,7 +626,10 @@ impl Backend for Cpu {
         let (n, d) = (items.rows, items.dim);
         let (h, out) = (&h[..rows * d], &mut out[..rows * n]);
         match &items.data {
-            ItemData::F32(t) => linear::linear(h, t.as_slice(), None, out, rows, d, n),
+            // The scores the top-k scan computes, bit for bit.
+            ItemData::F32(t) | ItemData::I8 { exact: t, .. } => {
+                score::scores(h, t.as_slice(), out, rows, n, d)
+            }
             ItemData::F16(t) => {
                 for (hr, or) in h.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
                     linear::gemv_f16(t, hr, or, n, d);
@@ -455,16 +657,13 @@ impl Backend for Cpu {
         for (&id, o) in ids.iter().zip(out.iter_mut()) {
             let r = id as usize * d..(id as usize + 1) * d;
             match &items.data {
-                ItemData::F32(t) => *o = vector::dot(h, &t.as_slice()[r]),
-                ItemData::F16(t) => {
-                    linear::gemv_f16(&t[r], h, &mut row, 1, d);
-                    *o = row[0];
+                ItemData::F32(t) | ItemData::I8 { exact: t, .. } => {
+                    score::scores(h, &t.as_slice()[r], &mut row, 1, 1, d);
                 }
-                ItemData::BF16(t) => {
-                    linear::gemv_bf16(&t[r], h, &mut row, 1, d);
-                    *o = row[0];
-                }
+                ItemData::F16(t) => linear::gemv_f16(&t[r], h, &mut row, 1, d),
+                ItemData::BF16(t) => linear::gemv_bf16(&t[r], h, &mut row, 1, d),
             }
+            *o = row[0];
         }
         Ok(())
     }
@@ -475,20 +674,29 @@ impl Backend for Cpu {
         h: &Vec<f32>,
         exclude: &[u32],
         topk: &mut TopK,
+        parts: &mut Vec<TopK>,
     ) -> Result<()> {
-        let (n, d) = (items.rows, items.dim);
-        let h = &h[..d];
-        let mut block = [0.0f32; SCAN_BLOCK];
-        for start in (0..n).step_by(SCAN_BLOCK) {
-            let nb = SCAN_BLOCK.min(n - start);
-            let (rows, scores) = (start * d..(start + nb) * d, &mut block[..nb]);
-            match &items.data {
-                ItemData::F32(t) => linear::linear(h, &t.as_slice()[rows], None, scores, 1, d, nb),
-                ItemData::F16(t) => linear::gemv_f16(&t[rows], h, scores, nb, d),
-                ItemData::BF16(t) => linear::gemv_bf16(&t[rows], h, scores, nb, d),
-            }
-            topk.push_block(start as u32, scores, exclude);
+        scan::topk_one(items, &h[..items.dim], exclude, topk, parts);
+        Ok(())
+    }
+
+    fn topk_rows(
+        &self,
+        items: &ItemTable<Cpu>,
+        h: &Vec<f32>,
+        excludes: &[u32],
+        offsets: &[usize],
+        topks: &mut [TopK],
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        if offsets.len() != topks.len() + 1 {
+            return Err(Error::InvalidArgument(format!(
+                "{} exclusion offsets for {} selectors",
+                offsets.len(),
+                topks.len()
+            )));
         }
+        scan::topk_rows(items, h, excludes, offsets, topks, scratch);
         Ok(())
     }
 }

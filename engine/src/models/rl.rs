@@ -1,0 +1,246 @@
+//! RL-head recommenders (`spec/thesis-models.md` §3): SQN, SNQN, SA2C and SMORL on a plain
+//! backbone (SASRec, GRU4Rec, NextItNet or Caser, named by the config key `backbone`).
+//!
+//! The backbone gives the state `h` (width `d`). Serving scores are
+//! - SQN / SNQN / SA2C: the supervised head, `W_s h + b_s` (`sup_head.weight` `[n_items, d]`,
+//!   `sup_head.bias` `[n_items]`), or with `sup_head = "tied"` the item embedding `E h`;
+//! - SMORL: the supervised logits plus `Σ_o w_o·(W_o h + b_o)` over the Q heads `q_acc`,
+//!   `q_div`, `q_nov`, with the knobs `w_acc`, `w_div`, `w_nov` (default 1 each, the weights
+//!   SMORL is trained with; all 0 serve the supervised head alone).
+//!
+//! As every architecture, it scores with one fused catalog scan: the scoring table is the
+//! heads' weights side by side, then their biases as extra columns,
+//! `[W_s | W_acc | W_div | W_nov | b_s | b_acc | b_div | b_nov]` (`E` and no `b_s` when tied;
+//! only `[W_s | b_s]` for the single-head methods), and the scoring vector
+//! `[h, w_acc·h, w_div·h, w_nov·h, 1, w_acc, w_div, w_nov]` (matching columns). The Q head of
+//! SQN/SNQN/SA2C (`q_head.*`) is loaded and checked but not used for serving, as in the papers.
+
+use super::Arch;
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::objectives::{ObjectiveSpec, Objectives};
+use crate::weights::{Tensor, TensorLoader, WeightFile};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// The RL methods this module serves (the config's `model`).
+pub const RL_MODELS: &[&str] = &["sqn", "snqn", "sa2c", "smorl"];
+
+/// Backbones an RL method may sit on (the config's `backbone`).
+pub const RL_BACKBONES: &[&str] = &["sasrec", "gru4rec", "nextitnet", "caser"];
+
+/// SMORL's knobs: the weight of each Q head added to the supervised logits.
+pub const SMORL_OBJECTIVES: &[ObjectiveSpec] = &[
+    ObjectiveSpec {
+        name: "w_acc",
+        default: 1.0,
+        min: 0.0,
+        max: 1000.0,
+        doc: "weight of the accuracy Q head added to the supervised logits",
+    },
+    ObjectiveSpec {
+        name: "w_div",
+        default: 1.0,
+        min: 0.0,
+        max: 1000.0,
+        doc: "weight of the diversity Q head added to the supervised logits",
+    },
+    ObjectiveSpec {
+        name: "w_nov",
+        default: 1.0,
+        min: 0.0,
+        max: 1000.0,
+        doc: "weight of the novelty Q head added to the supervised logits",
+    },
+];
+
+const SMORL_HEADS: &[&str] = &["q_acc", "q_div", "q_nov"];
+
+/// A backbone with a supervised head and Q head(s). See the module docs.
+#[derive(Debug)]
+pub struct RlHeads<B: Backend> {
+    name: &'static str,
+    pub(crate) backbone: Box<Arch<B>>,
+    tied: bool,
+    smorl: bool,
+    d: usize,
+}
+
+impl<B: Backend> RlHeads<B> {
+    /// Loads method `name` (one of [`RL_MODELS`]): the backbone's tensors under RecBole's
+    /// names, then `sup_head.*` (unless tied) and the Q heads.
+    pub fn load(
+        be: &B,
+        cfg: &Config,
+        ld: &mut TensorLoader<'_>,
+        n_items: usize,
+        max_len: usize,
+        name: &'static str,
+    ) -> Result<Self> {
+        let backbone_name = cfg.str_or("backbone", "")?;
+        if !RL_BACKBONES.contains(&backbone_name.as_str()) {
+            return Err(Error::Config(format!(
+                "model `{name}` needs a `backbone` key naming one of {} (found `{backbone_name}`)",
+                RL_BACKBONES.join(", ")
+            )));
+        }
+        let backbone = Arch::load_named(be, &backbone_name, cfg, ld, n_items, max_len)?;
+        let d = backbone.dim();
+        let tied = match cfg.str_or("sup_head", "linear")?.as_str() {
+            "linear" => false,
+            "tied" => true,
+            other => {
+                return Err(Error::Config(format!(
+                    "sup_head `{other}` is not one of linear, tied"
+                )));
+            }
+        };
+        let smorl = name == "smorl";
+        let mut heads: Vec<&str> = Vec::new();
+        if !tied {
+            heads.push("sup_head");
+        }
+        heads.extend_from_slice(if smorl { SMORL_HEADS } else { &["q_head"] });
+        for h in heads {
+            ld.get(&format!("{h}.weight"), &[n_items, d])?;
+            ld.get(&format!("{h}.bias"), &[n_items])?;
+        }
+        Ok(RlHeads {
+            name,
+            backbone: Box::new(backbone),
+            tied,
+            smorl,
+            d,
+        })
+    }
+
+    /// The method's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The backbone.
+    pub fn backbone(&self) -> &Arch<B> {
+        &self.backbone
+    }
+
+    /// Width of the state `h`.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    /// Whether the supervised head is the item embedding.
+    pub fn is_tied(&self) -> bool {
+        self.tied
+    }
+
+    /// Width of the scoring vector.
+    pub fn score_dim(&self) -> usize {
+        let heads = if self.smorl { 4 } else { 1 };
+        heads * self.d + heads - usize::from(self.tied)
+    }
+
+    /// Tensor names of the scoring table's weight blocks and bias columns, in order.
+    fn columns(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        let mut w = vec![if self.tied {
+            "item_embedding.weight"
+        } else {
+            "sup_head.weight"
+        }];
+        let mut b = if self.tied {
+            vec![]
+        } else {
+            vec!["sup_head.bias"]
+        };
+        if self.smorl {
+            w.extend_from_slice(&["q_acc.weight", "q_div.weight", "q_nov.weight"]);
+            b.extend_from_slice(&["q_acc.bias", "q_div.bias", "q_nov.bias"]);
+        }
+        (w, b)
+    }
+
+    /// The scoring table `[n_items, score_dim]` (see the module docs); the item embedding
+    /// itself, zero-copy, for a tied single-head method.
+    pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+        let (weights, biases) = self.columns();
+        if weights.len() == 1 && biases.is_empty() {
+            return file.tensor(weights[0], &[n_items, self.d]);
+        }
+        let d = self.d;
+        let ws = weights
+            .iter()
+            .map(|n| file.tensor(n, &[n_items, d]))
+            .collect::<Result<Vec<_>>>()?;
+        let bs = biases
+            .iter()
+            .map(|n| file.tensor(n, &[n_items]))
+            .collect::<Result<Vec<_>>>()?;
+        let width = self.score_dim();
+        let mut data = Vec::with_capacity(n_items * width);
+        for i in 0..n_items {
+            for w in &ws {
+                data.extend_from_slice(&w.as_slice()[i * d..(i + 1) * d]);
+            }
+            data.extend(bs.iter().map(|b| b.as_slice()[i]));
+        }
+        Tensor::from_vec(vec![n_items, width], data)
+    }
+
+    /// SMORL's knobs; none for the single-head methods.
+    pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        if self.smorl { SMORL_OBJECTIVES } else { &[] }
+    }
+
+    /// Turns the state `h` in row 0 of `out` into the scoring vector under `obj`, using
+    /// `scratch` (a free workspace buffer). Allocates nothing: the scaled copies of `h` go
+    /// through a small stack buffer.
+    pub(crate) fn scoring_vector(
+        &self,
+        be: &B,
+        obj: &Objectives,
+        scratch: &mut B::Buf,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        const CHUNK: usize = 64;
+        let (d, width) = (self.d, self.score_dim());
+        if width == d {
+            return Ok(());
+        }
+        // `ensure` may drop the contents: keep h in `scratch` meanwhile.
+        be.copy_rows(out, 0, scratch, 0, 1, d)?;
+        be.ensure(out, width)?;
+        be.copy_rows(scratch, 0, out, 0, 1, d)?;
+        let mut w = [0.0f32; 3];
+        if self.smorl {
+            for (wo, spec) in w.iter_mut().zip(SMORL_OBJECTIVES) {
+                *wo = obj.value(spec.name);
+            }
+            let (mut chunk, mut scaled) = ([0.0f32; CHUNK], [0.0f32; CHUNK]);
+            for c0 in (0..d).step_by(CHUNK) {
+                let len = (d - c0).min(CHUNK);
+                be.read(scratch, c0, &mut chunk[..len])?;
+                for (o, &wo) in w.iter().enumerate() {
+                    for (y, &x) in scaled[..len].iter_mut().zip(&chunk[..len]) {
+                        *y = wo * x;
+                    }
+                    be.write(&scaled[..len], out, (1 + o) * d + c0)?;
+                }
+            }
+        }
+        // The bias columns: 1 for b_s, then the weights of the Q heads' biases.
+        let mut tail = [0.0f32; 4];
+        let mut k = 0;
+        if !self.tied {
+            tail[0] = 1.0;
+            k = 1;
+        }
+        if self.smorl {
+            tail[k..k + 3].copy_from_slice(&w);
+            k += 3;
+        }
+        be.write(&tail[..k], out, width - k)
+    }
+}

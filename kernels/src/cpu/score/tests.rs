@@ -1,0 +1,301 @@
+use super::*;
+use crate::testing::{AWKWARD_SIZES, Rng};
+use alloc::format;
+use alloc::vec;
+
+/// Σ|a_p·b_p| of two rows.
+fn magnitude(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x * y).abs()).sum()
+}
+
+fn check_scores(isa: Isa) {
+    let mut rng = Rng::new(61);
+    let ds = AWKWARD_SIZES.iter().copied().chain([0]);
+    for d in ds {
+        for &(m, n) in &[
+            (1, 37),
+            (2, 17),
+            (3, 9),
+            (4, 65),
+            (7, 33),
+            (0, 5),
+            (5, 0),
+            (1, 1),
+        ] {
+            let users = rng.normal_vec(m * d, 1.0);
+            let items = rng.normal_vec(n * d, 0.5);
+            let mut want = vec![0.0; m * n];
+            scores_ref(&users, &items, &mut want, m, n, d);
+            let mut got = vec![f32::NAN; m * n];
+            scores_isa(isa, &users, &items, &mut got, m, n, d);
+            for r in 0..m {
+                for j in 0..n {
+                    let mag = magnitude(&users[r * d..(r + 1) * d], &items[j * d..(j + 1) * d]);
+                    let (g, w) = (got[r * n + j], want[r * n + j]);
+                    // f32 sums in another order: 1e-5·(1 + Σ|u·w|).
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + mag),
+                        "scores {isa} {m}x{n}x{d}: [{r},{j}] got {g} want {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+crate::isa_tests!(scores, check_scores);
+
+fn check_scores_batch(isa: Isa) {
+    let mut rng = Rng::new(67);
+    for d in [1, 7, 8, 33, 64, 100] {
+        for &(m, n) in &[
+            (1, 37),
+            (5, 17),
+            (6, 33),
+            (13, 256),
+            (64, 70),
+            (0, 3),
+            (3, 0),
+        ] {
+            let users = rng.normal_vec(m * d, 1.0);
+            let items = rng.normal_vec(n * d, 0.5);
+            let mut want = vec![0.0; m * n];
+            scores_ref(&users, &items, &mut want, m, n, d);
+            let mut got = vec![f32::NAN; m * n];
+            scores_batch_isa(isa, &users, &items, &mut got, m, n, d);
+            for r in 0..m {
+                for j in 0..n {
+                    let mag = magnitude(&users[r * d..(r + 1) * d], &items[j * d..(j + 1) * d]);
+                    let (g, w) = (got[r * n + j], want[r * n + j]);
+                    // f32 sums in another order: 1e-5·(1 + Σ|u·w|).
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + mag),
+                        "scores_batch {isa} {m}x{n}x{d}: [{r},{j}] got {g} want {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+crate::isa_tests!(scores_batch, check_scores_batch);
+
+/// Scoring a batch of users gives bit for bit the scores of each user alone, and of each item
+/// alone: the property the batched catalog scan and the int8 re-scoring rely on.
+fn check_batch_equals_single(isa: Isa) {
+    let mut rng = Rng::new(62);
+    for d in [1, 7, 8, 33, 64, 100] {
+        let (m, n) = (11, 203);
+        let users = rng.normal_vec(m * d, 1.0);
+        let items = rng.normal_vec(n * d, 0.5);
+        let mut batch = vec![0.0; m * n];
+        scores_isa(isa, &users, &items, &mut batch, m, n, d);
+        for r in 0..m {
+            let mut one = vec![0.0; n];
+            scores_isa(isa, &users[r * d..(r + 1) * d], &items, &mut one, 1, n, d);
+            for j in 0..n {
+                let mut single = [0.0];
+                let item = &items[j * d..(j + 1) * d];
+                scores_isa(isa, &users[r * d..(r + 1) * d], item, &mut single, 1, 1, d);
+                let b = batch[r * n + j].to_bits();
+                assert_eq!(b, one[j].to_bits(), "{isa} d={d}: user {r} item {j} alone");
+                assert_eq!(
+                    b,
+                    single[0].to_bits(),
+                    "{isa} d={d}: user {r}, item {j} alone"
+                );
+            }
+        }
+    }
+}
+crate::isa_tests!(scores_batch_equals_single, check_batch_equals_single);
+
+#[test]
+fn quantization_rounds_to_nearest_within_the_row_scale() {
+    let mut rng = Rng::new(63);
+    for d in [1, 3, 64, 100] {
+        let n = 50;
+        let mut w = rng.normal_vec(n * d, 0.3);
+        w[..2 * d].fill(0.0); // an all-zero row
+        w[d] = 1e-30; // a tiny row
+        for v in &mut w[2 * d..3 * d] {
+            *v *= 1e6; // a huge row
+        }
+        let (q, scales) = quantize_rows_i8_vec(&w, n, d);
+        assert_eq!(scales[0], 0.0, "zero row");
+        assert!(q[..d].iter().all(|&v| v == 0));
+        assert!(
+            q[d..2 * d].iter().all(|&v| v == 0),
+            "tiny row stored as zeros"
+        );
+        assert_eq!(
+            scales[1], 2e-30,
+            "tiny row keeps twice its magnitude as scale"
+        );
+        for j in 2..n {
+            let row = &w[j * d..(j + 1) * d];
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(scales[j], max / 127.0, "row {j} scale");
+            assert!(q[j * d..(j + 1) * d].iter().any(|&v| v.abs() == 127));
+            for p in 0..d {
+                let err = (row[p] - scales[j] * q[j * d + p] as f32).abs();
+                // Nearest int8: half a step, plus the f32 rounding of w/scale and of the
+                // product (a few ulps of 127 steps).
+                assert!(
+                    err <= scales[j] * (0.5 + 1e-5),
+                    "d={d} row {j} col {p}: {} ~ {}·{}",
+                    row[p],
+                    scales[j],
+                    q[j * d + p]
+                );
+            }
+        }
+    }
+}
+
+/// Quantizes `x`, panicking on `None`.
+fn query(x: &[f32]) -> (Vec<i8>, f32) {
+    let mut xq = vec![0i8; x.len()];
+    let t = quantize_query_i8(x, &mut xq).expect("quantizable query");
+    (xq, t)
+}
+
+#[test]
+fn queries_quantize_like_rows_or_not_at_all() {
+    let mut rng = Rng::new(66);
+    let x = rng.normal_vec(100, 2.0);
+    let (xq, t) = query(&x);
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_eq!(t, max / 127.0);
+    assert!(xq.iter().any(|v| v.abs() == 127) && !xq.contains(&i8::MIN));
+    for (v, q) in x.iter().zip(&xq) {
+        // Half a step, plus the f32 rounding of x/t and of the product.
+        assert!(
+            (v - t * *q as f32).abs() <= t * (0.5 + 1e-5),
+            "{v} ~ {t}·{q}"
+        );
+    }
+    let mut buf = vec![0i8; 3];
+    assert_eq!(quantize_query_i8(&[1.0, f32::NAN, 2.0], &mut buf), None);
+    assert_eq!(
+        quantize_query_i8(&[1.0, f32::INFINITY, 2.0], &mut buf),
+        None
+    );
+    assert_eq!(quantize_query_i8(&[0.0, -0.0, 1e-30], &mut buf), None);
+    let wide = vec![1.0f32; I8_MAX_DIM + 1];
+    assert_eq!(quantize_query_i8(&wide, &mut vec![0; I8_MAX_DIM + 1]), None);
+}
+
+fn check_scores_i8(isa: Isa) {
+    let mut rng = Rng::new(64);
+    let ds = AWKWARD_SIZES.iter().copied().chain([0, 1000]);
+    for d in ds {
+        for n in [0, 1, 3, 7, 8, 9, 17, 66] {
+            let w = rng.normal_vec(n * d, 0.5);
+            let (q, scales) = quantize_rows_i8_vec(&w, n, d);
+            let x = rng.normal_vec(d, 1.0);
+            let (xq, t) = if d == 0 { (Vec::new(), 0.0) } else { query(&x) };
+            let mut want = vec![0.0; n];
+            scores_i8_ref(&q, &scales, &xq, t, &mut want, n);
+            let mut got = vec![f32::NAN; n];
+            scores_i8_isa(isa, &q, &scales, &xq, t, &mut got, n);
+            let mut portable = vec![f32::NAN; n];
+            scores_i8_isa(Isa::Scalar, &q, &scales, &xq, t, &mut portable, n);
+            for j in 0..n {
+                // Exact integer sums; two f32 products against the reference's f64 ones:
+                // 2⁻²¹ relative.
+                assert!(
+                    (got[j] - want[j]).abs() <= want[j].abs() * 4.8e-7,
+                    "scores_i8 {isa} n={n} d={d}: [{j}] got {} want {}",
+                    got[j],
+                    want[j]
+                );
+                // Every path computes the same bits.
+                assert_eq!(
+                    got[j].to_bits(),
+                    portable[j].to_bits(),
+                    "{isa} n={n} d={d} [{j}]"
+                );
+            }
+        }
+    }
+}
+crate::isa_tests!(scores_i8, check_scores_i8);
+
+/// The bound holds between the int8 scores and the f32 scores of the original rows (and the
+/// exact real scores) on tables with outliers, tiny and zero rows and queries of mixed scale;
+/// and it is not loose: the row term is about half a step per unit of ‖x‖₁.
+fn check_i8_bound(isa: Isa) {
+    let mut rng = Rng::new(65);
+    for d in [1, 5, 16, 33, 64, 65, 300] {
+        let n = 400;
+        let mut w = rng.normal_vec(n * d, 0.2);
+        for j in 0..n {
+            match j % 7 {
+                0 => w[j * d + rng.below(d)] *= 40.0, // one outlier per row
+                1 => w[j * d..(j + 1) * d].fill(0.0),
+                2 => w[j * d..(j + 1) * d].iter_mut().for_each(|v| *v *= 1e-20),
+                3 => w[j * d..(j + 1) * d]
+                    .iter_mut()
+                    .for_each(|v| *v = v.signum()),
+                _ => {}
+            }
+        }
+        let (q, scales) = quantize_rows_i8_vec(&w, n, d);
+        for trial in 0..4 {
+            let mut x = rng.normal_vec(d, 1.0);
+            if trial == 1 {
+                x.iter_mut().for_each(|v| *v *= 1e4);
+            }
+            if trial == 2 {
+                x[0] *= 1e3; // one dominant coordinate
+            }
+            let (xq, t) = query(&x);
+            let c = i8_error_bound(&x, t);
+            let l1: f32 = x.iter().map(|v| v.abs()).sum();
+            let query_term = t * 127.0 * d as f32 * 0.5;
+            assert!(
+                c >= 0.5 * l1 + query_term && c <= 0.52 * l1 + 1.01 * query_term,
+                "d={d}: C = {c}, ‖x‖₁ = {l1}, t = {t}"
+            );
+            let mut approx = vec![0.0; n];
+            scores_i8_isa(isa, &q, &scales, &xq, t, &mut approx, n);
+            let mut exact = vec![0.0; n];
+            scores_isa(isa, &x, &w, &mut exact, 1, n, d);
+            for j in 0..n {
+                let row = &w[j * d..(j + 1) * d];
+                let real: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let bound = scales[j] * c;
+                let ctx = format!("{isa} d={d} trial {trial} row {j}: bound {bound}");
+                assert!(
+                    (exact[j] - approx[j]).abs() <= bound,
+                    "{ctx}: f32 {} vs int8 {}",
+                    exact[j],
+                    approx[j]
+                );
+                assert!(
+                    (real - approx[j] as f64).abs() <= bound as f64,
+                    "{ctx}: real {real} vs int8 {}",
+                    approx[j]
+                );
+            }
+        }
+    }
+}
+crate::isa_tests!(i8_bound, check_i8_bound);
+
+#[test]
+#[should_panic(expected = "scores: items has 5 values, expected n·d = 2·3")]
+fn scores_checks_items() {
+    scores(&[0.0; 3], &[0.0; 5], &mut [0.0; 2], 1, 2, 3);
+}
+
+#[test]
+#[should_panic(expected = "scores_i8: scales has 1 values, expected n = 2")]
+fn scores_i8_checks_scales() {
+    scores_i8(&[0; 6], &[1.0], &[0; 3], 1.0, &mut [0.0; 2], 2);
+}
+
+#[test]
+#[should_panic(expected = "scores_i8: xq holds -128")]
+fn scores_i8_rejects_minus_128() {
+    scores_i8(&[0; 3], &[1.0], &[0, -128, 0], 1.0, &mut [0.0; 1], 1);
+}

@@ -1,0 +1,223 @@
+//! The session-data parts of `seqrec train` and `seqrec eval`: the HDT preprocessing of a
+//! session split (`--session-filter`) and the hierarchical models (`--model hdt|interdt|hier`).
+
+use super::{CliError, out};
+use crate::data::{Dataset, SessionFilter, Split, SplitMethod, filter_sessions};
+use crate::eval::long_tail;
+use crate::hdt::{
+    BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, Variant,
+    prepare_sessions, train_hdt,
+};
+use crate::nn::Rng;
+use crate::objectives::Similarity;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Architectures trained by [`train`].
+pub const HIERARCHICAL: &[&str] = &["hdt", "interdt", "hier"];
+
+/// Applies the thesis's session preprocessing (§5.1) to a session split: `filter` is
+/// `None` (the default thresholds 3:3:5), `none` (off) or `ITEMS:SESSION_LEN:SESSIONS`.
+/// Other splits accept no filter.
+pub fn session_data(
+    dataset: Dataset,
+    method: &SplitMethod,
+    filter: Option<&str>,
+) -> Result<Dataset, CliError> {
+    let off = filter.is_some_and(|f| f.eq_ignore_ascii_case("none"));
+    match (method, dataset) {
+        (SplitMethod::Session { gap_secs }, Dataset::Interactions(inter)) if !off => {
+            let f = match filter {
+                Some(f) => f.parse::<SessionFilter>().map_err(CliError::input)?,
+                None => SessionFilter::default(),
+            };
+            let inter = filter_sessions(&inter, *gap_secs, &f).map_err(CliError::input)?;
+            Ok(Dataset::Interactions(inter))
+        }
+        (_, dataset) if filter.is_none() || off => Ok(dataset),
+        _ => Err(CliError::input(
+            "--session-filter applies to a session split of interactions (--split session)",
+        )),
+    }
+}
+
+/// Flags of the hierarchical models.
+#[derive(Args, Debug)]
+pub struct HierArgs {
+    /// HDT loss weight α of the intra-session return loss L_R.
+    #[arg(long, default_value_t = 0.5)]
+    alpha_r: f32,
+    /// HDT loss weight β of the action loss L_a.
+    #[arg(long, default_value_t = 0.1)]
+    beta_a: f32,
+    /// HDT / InterDT loss weight λ of the goal loss L_g.
+    #[arg(long, default_value_t = 0.2)]
+    lambda_g: f32,
+    /// User slots per update (sessions per mini-batch).
+    #[arg(long, default_value_t = 32)]
+    slots: usize,
+    /// IntraDT layers.
+    #[arg(long, default_value_t = 3)]
+    intra_layers: usize,
+    /// InterDT attention mask over (R_c, s_c): none or causal.
+    #[arg(long, default_value = "none")]
+    inter_mask: String,
+    /// Sessions longer than the window: `truncate` to their last --max-len items (the
+    /// thesis), or `windows` (every target once, windows of --max-len items every half
+    /// window, all with the session's goal).
+    #[arg(long, default_value = "truncate")]
+    long_sessions: String,
+    /// How users' sessions form updates: `slots` (HRNN's user-parallel slots, the thesis) or
+    /// `interleaved` (each update draws --slots users weighted by their remaining sessions;
+    /// every user's sessions stay in order).
+    #[arg(long, default_value = "slots")]
+    batching: String,
+}
+
+/// What `seqrec train` passes on.
+pub struct Common<'a> {
+    pub model: &'a str,
+    pub out: &'a PathBuf,
+    pub epochs: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub hidden_size: Option<usize>,
+    pub n_heads: Option<usize>,
+    pub max_len: Option<usize>,
+    pub dropout: Option<f32>,
+    pub seed: u64,
+    pub time_budget: Option<f64>,
+    pub threads: Option<usize>,
+    pub patience: usize,
+    pub valid_metric: &'a str,
+    pub quiet: bool,
+    /// `--backbone` (default gru4rec).
+    pub backbone: Option<&'a str>,
+    /// `--similarity-model`: the item table for the returns (E_div), a plain backbone trained
+    /// on the same split (required by hdt and interdt).
+    pub similarity_model: Option<&'a std::path::Path>,
+    /// `--tie-heads`: catalog heads (W_s, W_u, W_a) tied to the item table, each with its own
+    /// bias, instead of linear layers.
+    pub tie_heads: bool,
+}
+
+/// Trains a hierarchical model on a session split and writes the best checkpoint.
+pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError> {
+    if !matches!(split.method, SplitMethod::Session { .. }) {
+        return Err(CliError::input(format!(
+            "{} trains on sessions: use --split session",
+            c.model
+        )));
+    }
+    let variant: Variant = c.model.parse().map_err(CliError::input)?;
+    let backbone: BackboneKind = c
+        .backbone
+        .unwrap_or("gru4rec")
+        .parse()
+        .map_err(CliError::input)?;
+    let mut cfg = HdtConfig::new(variant, backbone, split.n_items);
+    if let Some(d) = c.hidden_size {
+        (cfg.dim, cfg.gru_hidden, cfg.sas_inner, cfg.intra_inner) = (d, d, 4 * d, 4 * d);
+    }
+    if let Some(n) = c.n_heads {
+        (cfg.sas_heads, cfg.intra_heads, cfg.inter_heads) = (n, n, n);
+    }
+    if let Some(l) = c.max_len {
+        cfg.max_len = l;
+    }
+    if let Some(p) = c.dropout {
+        cfg.dropout = p;
+    }
+    cfg.intra_layers = h.intra_layers;
+    cfg.inter_causal = match h.inter_mask.as_str() {
+        "none" => false,
+        "causal" => true,
+        other => {
+            return Err(CliError::input(format!(
+                "--inter-mask `{other}` is not one of none, causal"
+            )));
+        }
+    };
+    (cfg.alpha_r, cfg.beta_a, cfg.lambda_g) = (h.alpha_r, h.beta_a, h.lambda_g);
+    cfg.tied_heads = c.tie_heads;
+    let sim = match (c.similarity_model, variant.has_inter()) {
+        (Some(p), _) => Some(Similarity::from_model_file(p).map_err(CliError::input)?),
+        (None, true) => {
+            return Err(CliError::input(format!(
+                "{variant} needs --similarity-model FILE: a plain backbone trained on the same \
+                 split (its item table gives the returns' similarities)"
+            )));
+        }
+        (None, false) => None,
+    };
+    let long = match h.long_sessions.as_str() {
+        "truncate" => LongSessions::Truncate,
+        "windows" => LongSessions::Windows,
+        other => {
+            return Err(CliError::input(format!(
+                "--long-sessions `{other}` is not one of truncate, windows"
+            )));
+        }
+    };
+    let batching = match h.batching.as_str() {
+        "slots" => Batching::Slots,
+        "interleaved" => Batching::Interleaved,
+        other => {
+            return Err(CliError::input(format!(
+                "--batching `{other}` is not one of slots, interleaved"
+            )));
+        }
+    };
+    let lt = long_tail(&split.item_counts());
+    let mut rng = Rng::new(c.seed);
+    let mut model =
+        HdtModel::new(cfg, sim.as_ref(), Some(&lt), &mut rng).map_err(CliError::input)?;
+    let data = prepare_sessions(
+        split,
+        model.config().max_len,
+        sim.as_ref(),
+        &lt,
+        model.config().dis_max,
+        long,
+    )
+    .map_err(CliError::input)?;
+    let mut opts = HdtTrainOptions {
+        epochs: c.epochs,
+        slots: h.slots.max(1),
+        batching,
+        lr: c.lr,
+        weight_decay: c.weight_decay,
+        seed: c.seed,
+        time_budget: c.time_budget.map(Duration::from_secs_f64),
+        patience: c.patience,
+        valid_metric: c.valid_metric.to_string(),
+        progress: !c.quiet,
+        ..Default::default()
+    };
+    if let Some(t) = c.threads {
+        opts.threads = t.max(1);
+    }
+    let r = train_hdt(&mut model, split, &data, &opts).map_err(CliError::input)?;
+    std::fs::write(c.out, &r.checkpoint)
+        .map_err(|e| CliError::input(format!("{}: {e}", c.out.display())))?;
+    let valid = r
+        .best_report
+        .as_ref()
+        .map(|rep| {
+            rep.values
+                .iter()
+                .map(|(k, v)| format!("valid {k} {v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    out(format!(
+        "saved {} (best epoch {}, {valid}; {} epochs, stopped by {:?}, {:.0} sessions/s)",
+        c.out.display(),
+        r.best_epoch,
+        r.log.len(),
+        r.stop,
+        r.windows_per_sec
+    ))
+}

@@ -1,0 +1,355 @@
+//! RL-head recommenders on any backbone (`spec/thesis-models.md` §3): SQN, SNQN, SA2C (Xin et
+//! al.) and SMORL (Stamenkovic et al.).
+//!
+//! A backbone `G` ([`TrainModel`]: SASRec, GRU4Rec, NextItNet or Caser, with RecBole's tensor
+//! names and layout) gives the state `h_t` of a window; on it sit
+//! - a **supervised head** `logits = W_s h_t + b_s` over the catalog (`sup_head.weight`
+//!   `[n_items, d]`, `sup_head.bias` `[n_items]`, the SQN code's layer [C]), or with
+//!   [`SupHead::Tied`] the item embedding itself, `h_t · E_iᵀ` without a bias (RecBole's
+//!   scoring);
+//! - **Q heads** `Q(h_t, ·) = W_q h_t + b_q`: one (`q_head.*`) for SQN/SNQN/SA2C, three
+//!   (`q_acc.*`, `q_div.*`, `q_nov.*`, in that order) for SMORL.
+//!
+//! Serving ([`RlModel::serve_scores`]) uses the supervised logits, plus `Σ_o w_o·Q_o` for SMORL
+//! (`w = 0` gives the supervised head alone). Heads are initialised as TensorFlow's
+//! `fully_connected` layers of the SQN code: Glorot-uniform weights, zero biases.
+//!
+//! The losses and the training loop are in [`loss`], [`step`] and [`train`]; the replay-buffer
+//! samples in [`samples`].
+
+pub mod loss;
+pub mod samples;
+pub mod step;
+pub mod train;
+
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod grad_tests;
+
+use super::TrainModel;
+use crate::nn::score::{candidate_scores, candidate_scores_backward, full_scores};
+use crate::nn::{Linear, Module, Param, Rng};
+use seqrec_engine::Config;
+use std::fmt;
+use std::str::FromStr;
+
+/// Which RL method.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RlKind {
+    /// Supervised head + one double-Q head, reward 1 per interaction.
+    Sqn,
+    /// SQN plus a TD term per sampled negative action (bootstrapping on the current state).
+    Snqn,
+    /// SNQN with the supervised loss weighted by the detached advantage (after a warm-up).
+    Sa2c,
+    /// Three Q heads (accuracy, diversity, novelty) with scalarised double Q-learning.
+    Smorl,
+}
+
+impl RlKind {
+    /// Every kind, in CLI order.
+    pub const ALL: [RlKind; 4] = [RlKind::Sqn, RlKind::Snqn, RlKind::Sa2c, RlKind::Smorl];
+
+    /// Lower-case name (`sqn`, `snqn`, `sa2c`, `smorl`): the checkpoint's `model` key.
+    pub fn name(self) -> &'static str {
+        match self {
+            RlKind::Sqn => "sqn",
+            RlKind::Snqn => "snqn",
+            RlKind::Sa2c => "sa2c",
+            RlKind::Smorl => "smorl",
+        }
+    }
+
+    /// Tensor-name prefixes of the Q heads, in parameter order.
+    pub fn q_heads(self) -> &'static [&'static str] {
+        match self {
+            RlKind::Smorl => &["q_acc", "q_div", "q_nov"],
+            _ => &["q_head"],
+        }
+    }
+
+    /// Whether training samples negative actions (SNQN, SA2C).
+    pub fn uses_negatives(self) -> bool {
+        matches!(self, RlKind::Snqn | RlKind::Sa2c)
+    }
+}
+
+impl fmt::Display for RlKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for RlKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.to_ascii_lowercase();
+        RlKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("`{s}` is not one of sqn, snqn, sa2c, smorl"))
+    }
+}
+
+/// The supervised head.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SupHead {
+    /// `Linear(d → n_items)` with bias (`sup_head.*`), as the SQN code.
+    Linear,
+    /// The backbone's item embedding, no bias (RecBole's scoring).
+    Tied,
+}
+
+impl SupHead {
+    /// `linear` or `tied`: the checkpoint's `sup_head` key.
+    pub fn name(self) -> &'static str {
+        match self {
+            SupHead::Linear => "linear",
+            SupHead::Tied => "tied",
+        }
+    }
+}
+
+impl FromStr for SupHead {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "linear" => Ok(SupHead::Linear),
+            "tied" => Ok(SupHead::Tied),
+            _ => Err(format!("supervised head `{s}` is not one of linear, tied")),
+        }
+    }
+}
+
+/// Name of the backbone's item table (the tied head scores with it).
+const ITEM_TABLE: &str = "item_embedding.weight";
+
+/// A backbone with a supervised head and Q head(s). See the module docs.
+#[derive(Clone, Debug)]
+pub struct RlModel<M> {
+    kind: RlKind,
+    backbone: M,
+    sup: Option<Linear>,
+    q: Vec<Linear>,
+    n_items: usize,
+    /// Training settings recorded in the checkpoint's config (provenance only).
+    extra: Vec<(String, serde_json::Value)>,
+}
+
+fn head(prefix: &str, d: usize, n: usize, rng: &mut Rng) -> Linear {
+    let mut l = Linear {
+        weight: Param::zeros(format!("{prefix}.weight"), &[n, d]),
+        bias: Some(Param::zeros(format!("{prefix}.bias"), &[n])),
+        in_dim: d,
+        out_dim: n,
+    };
+    l.weight.init_xavier_uniform(rng);
+    l
+}
+
+impl<M: TrainModel> RlModel<M> {
+    /// Heads for `kind` over `n_items` ids (padding included) on `backbone`.
+    pub fn new(kind: RlKind, sup: SupHead, n_items: usize, backbone: M, rng: &mut Rng) -> Self {
+        let d = backbone.dim();
+        RlModel {
+            kind,
+            sup: (sup == SupHead::Linear).then(|| head("sup_head", d, n_items, rng)),
+            q: kind
+                .q_heads()
+                .iter()
+                .map(|p| head(p, d, n_items, rng))
+                .collect(),
+            backbone,
+            n_items,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The method.
+    pub fn kind(&self) -> RlKind {
+        self.kind
+    }
+
+    /// The supervised head's form.
+    pub fn sup_head(&self) -> SupHead {
+        if self.sup.is_some() {
+            SupHead::Linear
+        } else {
+            SupHead::Tied
+        }
+    }
+
+    /// Catalog size including the padding id 0.
+    pub fn n_items(&self) -> usize {
+        self.n_items
+    }
+
+    /// Number of Q heads.
+    pub fn n_q(&self) -> usize {
+        self.q.len()
+    }
+
+    /// The backbone.
+    pub fn backbone(&self) -> &M {
+        &self.backbone
+    }
+
+    /// The backbone, mutable (its forward caches and backward).
+    pub fn backbone_mut(&mut self) -> &mut M {
+        &mut self.backbone
+    }
+
+    /// Records a training setting in the checkpoint's config.
+    pub fn record(&mut self, key: &str, value: impl Into<serde_json::Value>) {
+        let value = value.into();
+        match self.extra.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.extra.push((key.to_string(), value)),
+        }
+    }
+
+    fn item_table(&self) -> &Param {
+        self.backbone
+            .params()
+            .into_iter()
+            .find(|p| p.name == ITEM_TABLE)
+            .expect("every backbone has `item_embedding.weight`")
+    }
+
+    /// Supervised logits `[rows, n_items]` for states `h` (`[rows, d]`).
+    pub fn sup_logits(&self, h: &[f32], rows: usize) -> Vec<f32> {
+        match &self.sup {
+            Some(l) => l.infer(h, rows),
+            None => full_scores(h, rows, self.item_table()),
+        }
+    }
+
+    /// Adds the supervised head's parameter gradients for `d_logits` and returns `dh`.
+    pub fn sup_backward(&mut self, h: &[f32], rows: usize, d_logits: &[f32]) -> Vec<f32> {
+        match &mut self.sup {
+            Some(l) => {
+                let mut dh = vec![0.0; rows * l.in_dim];
+                l.backward_with_input(h, rows, d_logits, &mut dh, false);
+                dh
+            }
+            None => crate::nn::score::full_scores_backward(
+                h,
+                rows,
+                self.backbone.item_table_mut(),
+                d_logits,
+            ),
+        }
+    }
+
+    /// All Q values `[rows, n_items]` of head `o`.
+    pub fn q_full(&self, o: usize, h: &[f32], rows: usize) -> Vec<f32> {
+        self.q[o].infer(h, rows)
+    }
+
+    /// `Q_o(h_r, ids[r·k + c])`, `[rows, k]`.
+    pub fn q_columns(&self, o: usize, h: &[f32], rows: usize, ids: &[u32], k: usize) -> Vec<f32> {
+        let l = &self.q[o];
+        let mut q = candidate_scores(h, rows, &l.weight, ids, k);
+        let b = &l.bias.as_ref().expect("Q heads have a bias").value;
+        for (v, &id) in q.iter_mut().zip(ids) {
+            *v += b[id as usize];
+        }
+        q
+    }
+
+    /// Backward of [`Self::q_columns`]: adds the head's gradients for `d` (`[rows, k]`) and
+    /// returns `dh`.
+    pub fn q_columns_backward(
+        &mut self,
+        o: usize,
+        h: &[f32],
+        rows: usize,
+        ids: &[u32],
+        k: usize,
+        d: &[f32],
+    ) -> Vec<f32> {
+        let l = &mut self.q[o];
+        let dh = candidate_scores_backward(h, rows, &mut l.weight, ids, k, d);
+        let b = l.bias.as_mut().expect("Q heads have a bias");
+        for (&g, &id) in d.iter().zip(ids) {
+            b.grad[id as usize] += g;
+        }
+        dh
+    }
+
+    /// Serving scores `[rows, n_items]`: supervised logits plus `Σ_o w[o]·Q_o` (SMORL; `w` has
+    /// one weight per Q head and is ignored by the other kinds, which serve the supervised
+    /// head alone).
+    pub fn serve_scores(&self, h: &[f32], rows: usize, w: &[f32]) -> Vec<f32> {
+        let mut s = self.sup_logits(h, rows);
+        if self.kind == RlKind::Smorl {
+            assert_eq!(w.len(), self.q.len(), "smorl: one weight per Q head");
+            for (o, &wo) in w.iter().enumerate() {
+                if wo != 0.0 {
+                    let q = self.q_full(o, h, rows);
+                    for (a, b) in s.iter_mut().zip(&q) {
+                        *a += wo * b;
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// Serving scores of one history (its most recent `max_len` items) in evaluation mode.
+    pub fn score_history(&self, history: &[u32], user: u32, w: &[f32]) -> Vec<f32> {
+        let window = &history[history.len().saturating_sub(self.backbone.max_len())..];
+        let batch = samples::window_batch(&[(window, user)], &self.backbone);
+        let (h, _) = self.backbone.forward(&batch, None);
+        self.serve_scores(&h, 1, w)
+    }
+
+    /// The checkpoint configuration: the backbone's keys, `model` = the method, `backbone` =
+    /// the backbone's architecture, `sup_head`, and the recorded training settings.
+    pub fn engine_config(&self) -> Config {
+        let mut c = self
+            .backbone
+            .engine_config()
+            .with("model", self.kind.name())
+            .with("backbone", self.backbone.arch())
+            .with("sup_head", self.sup_head().name());
+        for (k, v) in &self.extra {
+            c = c.with(k, v.clone());
+        }
+        c
+    }
+
+    /// A safetensors image: backbone tensors, then the heads, config in the metadata.
+    pub fn to_safetensors(&self) -> seqrec_engine::Result<Vec<u8>> {
+        let json = self.engine_config().to_json();
+        crate::nn::param::to_safetensors(
+            &self.params(),
+            &[(seqrec_engine::CONFIG_KEY, json.as_str())],
+        )
+    }
+}
+
+impl<M: TrainModel> Module for RlModel<M> {
+    fn params(&self) -> Vec<&Param> {
+        let mut v = self.backbone.params();
+        if let Some(l) = &self.sup {
+            v.extend(l.params());
+        }
+        for l in &self.q {
+            v.extend(l.params());
+        }
+        v
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = self.backbone.params_mut();
+        if let Some(l) = &mut self.sup {
+            v.extend(l.params_mut());
+        }
+        for l in &mut self.q {
+            v.extend(l.params_mut());
+        }
+        v
+    }
+}
