@@ -22,6 +22,7 @@
 //! reference (of the exactly widened weights).
 
 use super::half_weights::{F16Weights, f16_non_finite};
+use super::int16_weights::{I16Weights, i16_sext_to_f32s};
 use super::{Decode, f16_bits_to_f32s, f16_finite_sext_to_f32s, load_widen_i16, load_widen_u16};
 use bytemuck::Pod;
 use pulp::Simd;
@@ -159,10 +160,31 @@ impl Reader for F16ExactReader {
     }
 }
 
+/// i16 weights (the row scales are applied to the sums).
+#[derive(Copy, Clone)]
+struct I16Reader;
+
+impl Reader for I16Reader {
+    type Elem = u16;
+    #[inline(always)]
+    fn unit<S: Simd>(self, s: S, w: &[u16]) -> [S::f32s; 2] {
+        let lanes = S::F32_LANES;
+        let lo = i16_sext_to_f32s(s, load_widen_i16(s, &w[..lanes]));
+        let hi = i16_sext_to_f32s(s, load_widen_i16(s, &w[lanes..2 * lanes]));
+        [lo, hi]
+    }
+    #[inline(always)]
+    fn part<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
+        i16_sext_to_f32s(s, load_widen_i16(s, w))
+    }
+}
+
 /// One depth chunk of a column tile as the dot tiles read it: rows of `ld` values.
 pub(super) enum Chunk<'b> {
     /// f32 values, prefetched by the dot tiles.
     F32 { w: &'b [f32], ld: usize },
+    /// i16 values widened in registers, prefetched by the dot tiles.
+    I16 { w: &'b [u16], ld: usize },
     /// f16 values widened in registers.
     F16 {
         w: &'b [u16],
@@ -177,6 +199,11 @@ pub(super) trait FewWeights: Copy {
     const BYTES: usize;
     /// The address one past the last weight.
     fn end(self) -> usize;
+    /// The factor of the sums of row `j` (1 but for scaled integer rows).
+    #[inline(always)]
+    fn scale(self, _j: usize) -> f32 {
+        1.0
+    }
     /// Rows `j0 .. j0 + CC`, depth `p0 .. p0 + kc` (rows of `k` values), prefetching `ahead`.
     fn chunk<'b, S: Simd, const CC: usize>(
         self,
@@ -246,6 +273,34 @@ impl FewWeights for F16Weights<'_> {
             w: &self.0[j0 * k + p0..(j0 + CC - 1) * k + p0 + kc],
             ld: k,
             decode,
+        }
+    }
+}
+
+impl FewWeights for I16Weights<'_> {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn end(self) -> usize {
+        self.q.as_ptr_range().end as usize
+    }
+    #[inline(always)]
+    fn scale(self, j: usize) -> f32 {
+        self.scales[j]
+    }
+    #[inline(always)]
+    fn chunk<'b, S: Simd, const CC: usize>(
+        self,
+        _s: S,
+        (j0, p0): (usize, usize),
+        (kc, k): (usize, usize),
+        _ahead: Ahead,
+    ) -> Chunk<'b>
+    where
+        Self: 'b,
+    {
+        Chunk::I16 {
+            w: &self.q[j0 * k + p0..(j0 + CC - 1) * k + p0 + kc],
+            ld: k,
         }
     }
 }
@@ -338,6 +393,10 @@ fn column_tile<S: Simd, W: FewWeights, const CC: usize>(
                 let rd = F32Reader;
                 row_blocks::<S, _, CC>(s, rd, x, w, (ld, kc), (m, k), acc, first, Some(ahead));
             }
+            Chunk::I16 { w, ld } => {
+                let rd = I16Reader;
+                row_blocks::<S, _, CC>(s, rd, x, w, (ld, kc), (m, k), acc, first, Some(ahead));
+            }
             Chunk::F16 { w, ld, decode } => match decode {
                 Decode::F16Finite => {
                     let rd = F16FiniteReader;
@@ -353,7 +412,7 @@ fn column_tile<S: Simd, W: FewWeights, const CC: usize>(
     for (i, acc) in acc[..m].iter().enumerate() {
         for (c, &a) in acc[..CC].iter().enumerate() {
             let b = bias.map_or(0.0, |b| b[j0 + c]);
-            y[i * n + j0 + c] = s.reduce_sum_f32s(a) + b;
+            y[i * n + j0 + c] = s.reduce_sum_f32s(a) * w.scale(j0 + c) + b;
         }
     }
 }

@@ -23,6 +23,7 @@
 //! Edge rows use the same tiles with fewer rows; edge columns use partial loads and stores.
 
 use super::half_weights::{F16Weights, widen_f16};
+use super::int16_weights::{I16Weights, widen_i16_scaled};
 use pulp::{Simd, WithSimd};
 
 /// Output rows per broadcast tile.
@@ -383,6 +384,36 @@ impl PackWeights for F16Weights<'_> {
         for (c, dst) in buf.chunks_exact_mut(kc).take(width).enumerate() {
             let at = (j + c) * k + p0;
             widen_f16(s, &self.0[at..at + kc], dst);
+        }
+        pack_transposed(panel, nr, &buf[..], kc, width, kc);
+    }
+}
+
+impl PackWeights for I16Weights<'_> {
+    type Buf = [f32; PANEL];
+    #[inline(always)]
+    fn buf() -> [f32; PANEL] {
+        [0.0; PANEL]
+    }
+    #[inline(always)]
+    fn in_place(&self) -> Option<&[f32]> {
+        None
+    }
+    /// Widens the rows times their scales into the buffer (`width·kc ≤ PANEL` values), then
+    /// packs them.
+    #[inline(always)]
+    fn pack<S: Simd>(
+        self,
+        s: S,
+        buf: &mut [f32; PANEL],
+        panel: &mut [f32],
+        nr: usize,
+        (j, p0): (usize, usize),
+        (width, kc, k): (usize, usize, usize),
+    ) {
+        for (c, dst) in buf.chunks_exact_mut(kc).take(width).enumerate() {
+            let at = (j + c) * k + p0;
+            widen_i16_scaled(s, &self.q[at..at + kc], self.scales[j + c], dst);
         }
         pack_transposed(panel, nr, &buf[..], kc, width, kc);
     }
