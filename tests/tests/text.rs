@@ -1,7 +1,8 @@
 //! The text encoder on the real all-MiniLM-L6-v2 (fetched by `scripts/fetch-minilm.sh`;
 //! every test skips with a notice without it): WordPiece ids checked against entries of the
 //! model's `tokenizer.json` vocabulary, embeddings against the f64 reference forward (with the
-//! default f16 transformer weights and with f32 ones), and truncation at `max_seq_length`.
+//! default i16 transformer weights, with f16 and with f32 ones), and truncation at
+//! `max_seq_length`.
 
 use seqrec_engine::text::reference::RefBert;
 use seqrec_engine::text::{Pooling, TextEncoder, TextOptions};
@@ -155,14 +156,34 @@ fn minilm_embeddings_match_the_f64_reference() {
     assert_eq!((enc.dim(), enc.max_seq_length()), (384, 256));
     assert_eq!(enc.pooling(), Pooling::Mean);
     assert!(enc.normalizes());
-    // The default stores the transformer weights in f16: their rounding moves the embedding
-    // by 6e-5 to 8e-5 per component at most on these texts (over all 1682 ml-100k titles:
-    // median 6.6e-5, 99th percentile 1.2e-4, largest 1.5e-4), with cosines above 0.9999998.
-    assert_eq!(enc.weight_dtype(), DType::F16);
+    // The default stores the transformer weights as i16 with one scale per row: their
+    // quantization moves the embedding by at most 6.1e-5 per component over all 1682 ml-100k
+    // titles (median of the per-title largest 1.8e-5, 99th percentile 4.0e-5), with cosines
+    // above 0.99999995.
+    assert_eq!(enc.weight_dtype(), DType::I16);
     let texts = reference_texts();
     for (text, (max_err, cos)) in texts.iter().zip(errors_against_the_reference(enc, &texts)) {
         // The contract: 1e-4 per component and cosine ≥ 0.9999 against the f64 forward.
-        assert!(max_err < 1e-4, "f16 {text}: max |Δ| {max_err:e}");
+        assert!(max_err < 1e-4, "i16 {text}: max |Δ| {max_err:e}");
+        assert!(cos >= 0.9999, "i16 {text}: cosine {cos}");
+    }
+}
+
+#[test]
+fn minilm_f16_weights_stay_near_the_f64_reference() {
+    let Some(dir) = minilm_dir("MiniLM f16 vs reference") else {
+        return;
+    };
+    let options = TextOptions {
+        weight_dtype: DType::F16,
+    };
+    let enc = TextEncoder::load_with(&dir, &options).unwrap();
+    let texts = reference_texts();
+    for (text, (max_err, cos)) in texts.iter().zip(errors_against_the_reference(&enc, &texts)) {
+        // Rounding the weights to f16 moves the embedding by 6e-5 to 8e-5 per component on
+        // these texts, but over all 1682 ml-100k titles by up to 1.5e-4 (44 titles beyond the
+        // 1e-4 contract; median 6.6e-5), which is why f16 is an option and not the default.
+        assert!(max_err < 2e-4, "f16 {text}: max |Δ| {max_err:e}");
         assert!(cos >= 0.9999, "f16 {text}: cosine {cos}");
     }
 }
@@ -251,7 +272,7 @@ fn minilm_encodes_every_ml100k_title() {
 
 #[test]
 fn minilm_reproduces_sentence_transformers_published_similarities() {
-    let Some(enc16) = encoder("MiniLM vs sentence-transformers") else {
+    let Some(enc_i16) = encoder("MiniLM vs sentence-transformers") else {
         return;
     };
     let dir = minilm_dir("MiniLM vs sentence-transformers").unwrap();
@@ -259,6 +280,10 @@ fn minilm_reproduces_sentence_transformers_published_similarities() {
         weight_dtype: DType::F32,
     };
     let enc32 = TextEncoder::load_with(&dir, &options).unwrap();
+    let options = TextOptions {
+        weight_dtype: DType::F16,
+    };
+    let enc16 = TextEncoder::load_with(&dir, &options).unwrap();
     // sentence-transformers' usage page (sbert.net, "Computing embeddings") prints these
     // cosine similarities for all-MiniLM-L6-v2, rounded to 4 decimals.
     let texts = [
@@ -268,7 +293,7 @@ fn minilm_reproduces_sentence_transformers_published_similarities() {
     ];
     // f32 weights: half a unit of the last printed digit, plus f32 rounding. f16 weights move
     // these similarities by up to 1e-4 (measured: 0.66589 for 0.6660): 2e-4.
-    for (enc, tol) in [(&enc32, 6e-5), (enc16, 2e-4)] {
+    for (enc, tol) in [(&enc32, 6e-5), (enc_i16, 6e-5), (&enc16, 2e-4)] {
         let v = enc.encode_batch(&texts).unwrap();
         let cos =
             |i: usize, j: usize| -> f32 { (0..384).map(|d| v[i * 384 + d] * v[j * 384 + d]).sum() };

@@ -112,7 +112,7 @@ fn embed_writes_a_safetensors_table() {
     assert_eq!(t.as_slice(), &want[..]);
     let meta = f.metadata("seqrec.text_encoder").unwrap();
     assert!(
-        meta.contains("\"dim\":16") && meta.contains("\"weight_dtype\":\"f16\""),
+        meta.contains("\"dim\":16") && meta.contains("\"weight_dtype\":\"i16\""),
         "{meta}"
     );
 
@@ -153,7 +153,11 @@ fn embed_writes_a_safetensors_table() {
         "a",
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("not one of f16, f32"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not one of i16, f16, f32"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -125,6 +125,9 @@ enum LayerWeight {
     F32(Tensor),
     /// Rounded to f16 at load (widened exactly in the kernel).
     F16(Vec<f16>),
+    /// Quantized at load to i16 with one scale per output row
+    /// ([`linear::quantize_rows_i16`]).
+    I16 { q: Vec<i16>, scales: Vec<f32> },
 }
 
 /// A linear layer of the transformer: weight in the chosen storage, f32 bias.
@@ -161,9 +164,16 @@ impl BertLinear {
                 }
                 LayerWeight::F16(h)
             }
+            DType::I16 => {
+                let src = lin.w.as_slice();
+                let mut q = vec![0i16; src.len()];
+                let mut scales = vec![0.0f32; lin.out_dim];
+                linear::quantize_rows_i16(src, lin.out_dim, lin.in_dim, &mut q, &mut scales);
+                LayerWeight::I16 { q, scales }
+            }
             DType::BF16 | DType::I8 => {
                 return Err(Error::Config(format!(
-                    "{} weights are not supported by the text encoder (f32 or f16)",
+                    "{} weights are not supported by the text encoder (i16, f16 or f32)",
                     dtype.name().to_ascii_lowercase()
                 )));
             }
@@ -227,9 +237,10 @@ impl Bert {
     }
 
     /// [`Self::load`] with the weight matrices of the transformer layers (the products that
-    /// dominate an encode) stored as `weight_dtype`: `F32` as in the file, or `F16` (rounded at
-    /// load, half the bytes read per encode; embeddings, biases and LayerNorms stay f32).
-    /// `BF16` is an error, as is an f16 weight beyond ±65504.
+    /// dominate an encode) stored as `weight_dtype`: `F32` as in the file, `I16` (quantized at
+    /// load with one scale per row) or `F16` (rounded at load); the last two read half the bytes
+    /// per encode. Embeddings, biases and LayerNorms stay f32. `BF16` and `I8` are errors, as
+    /// is an f16 weight beyond ±65504.
     pub fn load_with(file: &WeightFile, cfg: BertConfig, weight_dtype: DType) -> Result<Bert> {
         Self::load_inner(file, cfg, weight_dtype).map_err(|e| e.in_origin(file.origin()))
     }
@@ -307,7 +318,7 @@ impl Bert {
         &self.cfg
     }
 
-    /// Storage of the transformer layers' weight matrices (`F32` or `F16`).
+    /// Storage of the transformer layers' weight matrices (`F32`, `I16` or `F16`).
     pub fn weight_dtype(&self) -> DType {
         self.weight_dtype
     }
@@ -509,6 +520,10 @@ fn linear_cols(
             linear::linear(x, &w.as_slice()[j0 * k..j1 * k], b, out, rows, k, nb)
         }
         LayerWeight::F16(w) => linear::linear_f16(x, &w[j0 * k..j1 * k], b, out, rows, k, nb),
+        LayerWeight::I16 { q, scales } => {
+            let (q, s) = (&q[j0 * k..j1 * k], &scales[j0..j1]);
+            linear::linear_i16(x, q, s, b, out, rows, k, nb)
+        }
     }
 }
 
