@@ -4,8 +4,8 @@
 //!   `[SEP]`), `Mr. Holland's Opus` (8; the 256 titles average 6.1) and a long one (20);
 //! - throughput of a batch of the first 256 titles;
 //!
-//! each on a rayon pool of 1 and of 2 threads, with the default f16 transformer weights
-//! (`minilm/...`) and with f32 ones (`minilm_f32/...`). Prints a `skipped:` notice and
+//! each on a rayon pool of 1 and of 2 threads, with the default i16 transformer weights
+//! (`minilm/...`), with f16 ones (`minilm_f16/...`) and with f32 ones (`minilm_f32/...`). Prints a `skipped:` notice and
 //! measures nothing when the model or the data is absent.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -52,7 +52,12 @@ fn titles() -> Option<Vec<String>> {
 }
 
 fn text_encoder(c: &mut Criterion) {
-    for (dtype, prefix) in [(DType::F16, "minilm"), (DType::F32, "minilm_f32")] {
+    let dtypes = [
+        (DType::I16, "minilm"),
+        (DType::F16, "minilm_f16"),
+        (DType::F32, "minilm_f32"),
+    ];
+    for (dtype, prefix) in dtypes {
         let (Some(enc), Some(titles)) = (encoder(dtype), titles()) else {
             return;
         };
