@@ -5,7 +5,8 @@
 //! (`score::scores_isa` for one user, `score::scores_batch_isa` for a batch: "scores"). Shapes: the per-request products of the sequence encoders (50 rows:
 //! SASRec's 64 → 192 / 64 / 256 and 256 → 64, GRU4Rec's 64 → 384 input projection, NextItNet's
 //! 64 × 64 tap product) and catalog scoring (x[m,64] · w[23716,64]ᵀ for 1, 64 and 256 rows),
-//! plus the half-precision row-vector products against a 352,602-item table.
+//! plus the half-precision row-vector products against a 352,602-item table, and a few rows
+//! through MiniLM's layer shapes with the weights coming from memory (f32 and f16 weights).
 //!
 //! Criterion's throughput is set to 2·m·k·n elements, so its "elem/s" figure is FLOP/s; each
 //! case also prints GFLOP/s and µs of the fastest call in a short loop of its own (robust to a
@@ -216,6 +217,60 @@ fn bench_linear(c: &mut Criterion) {
     group.finish();
 }
 
+/// A few rows (the tokens of one short text) through MiniLM's four layer shapes (384 → 1152,
+/// 384 → 384, 384 → 1536, 1536 → 384), with the weights of each call taken in turn from 96 MiB
+/// of copies so that they come from memory, as in the encoder: `linear` (f32 weights) against
+/// `linear_f16`. Throughput in weight bytes read, so criterion's "B/s" is the bandwidth.
+fn bench_few_rows(c: &mut Criterion) {
+    let isa = Isa::detect();
+    let mut group = c.benchmark_group(format!("linear_few_rows/{}", isa.name()));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    let mut rng = Rng::new(3);
+    let shapes = [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)];
+    let layer: usize = shapes.iter().map(|(k, n)| k * n).sum();
+    let copies = (96 << 20) / (4 * layer);
+    let wf = rng.normal_vec(copies * layer, 0.05);
+    let w16: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+    for m in [1usize, 4, 8, 20] {
+        let xs: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|(k, _)| rng.normal_vec(m * k, 1.0))
+            .collect();
+        let mut y = vec![0.0f32; m * 1536];
+        // One call per layer shape, on the next copy of the weights.
+        let mut next = 0;
+        let mut layer_f32 = |w: &[f32]| {
+            let mut at = next * layer;
+            next = (next + 1) % copies;
+            for ((k, n), x) in shapes.iter().zip(&xs) {
+                linear::linear(x, &w[at..at + k * n], None, &mut y[..m * n], m, *k, *n);
+                at += k * n;
+            }
+        };
+        group.throughput(Throughput::Bytes((4 * layer) as u64));
+        group.bench_function(BenchmarkId::new("f32", m), |b| {
+            b.iter(|| layer_f32(black_box(&wf)))
+        });
+        let mut next = 0;
+        let mut layer_f16 = |w: &[f16]| {
+            let mut at = next * layer;
+            next = (next + 1) % copies;
+            for ((k, n), x) in shapes.iter().zip(&xs) {
+                linear::linear_f16(x, &w[at..at + k * n], None, &mut y[..m * n], m, *k, *n);
+                at += k * n;
+            }
+        };
+        group.throughput(Throughput::Bytes((2 * layer) as u64));
+        group.bench_function(BenchmarkId::new("f16", m), |b| {
+            b.iter(|| layer_f16(black_box(&w16)))
+        });
+    }
+    group.finish();
+}
+
 /// NextItNet's per-tap product (50 rows, 64 → 64 channels) and a wide one.
 fn bench_matmul(c: &mut Criterion) {
     let isa = Isa::detect();
@@ -256,5 +311,5 @@ fn bench_matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_linear, bench_matmul);
+criterion_group!(benches, bench_linear, bench_few_rows, bench_matmul);
 criterion_main!(benches);

@@ -4,11 +4,13 @@
 //!   `[SEP]`), `Mr. Holland's Opus` (8; the 256 titles average 6.1) and a long one (20);
 //! - throughput of a batch of the first 256 titles;
 //!
-//! each on a rayon pool of 1 and of 2 threads. Prints a `skipped:` notice and measures nothing
-//! when the model or the data is absent.
+//! each on a rayon pool of 1 and of 2 threads, with the default i16 transformer weights
+//! (`minilm/...`), with f16 ones (`minilm_f16/...`) and with f32 ones (`minilm_f32/...`). Prints a `skipped:` notice and
+//! measures nothing when the model or the data is absent.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use seqrec_engine::text::TextEncoder;
+use seqrec_engine::DType;
+use seqrec_engine::text::{TextEncoder, TextOptions};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +19,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn encoder() -> Option<TextEncoder> {
+fn encoder(weight_dtype: DType) -> Option<TextEncoder> {
     let dir = std::env::var_os("SEQREC_MINILM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".minilm"));
@@ -28,7 +30,8 @@ fn encoder() -> Option<TextEncoder> {
         );
         return None;
     }
-    Some(TextEncoder::load(&dir).expect("all-MiniLM-L6-v2 loads"))
+    let options = TextOptions { weight_dtype };
+    Some(TextEncoder::load_with(&dir, &options).expect("all-MiniLM-L6-v2 loads"))
 }
 
 fn titles() -> Option<Vec<String>> {
@@ -49,9 +52,20 @@ fn titles() -> Option<Vec<String>> {
 }
 
 fn text_encoder(c: &mut Criterion) {
-    let (Some(enc), Some(titles)) = (encoder(), titles()) else {
-        return;
-    };
+    let dtypes = [
+        (DType::I16, "minilm"),
+        (DType::F16, "minilm_f16"),
+        (DType::F32, "minilm_f32"),
+    ];
+    for (dtype, prefix) in dtypes {
+        let (Some(enc), Some(titles)) = (encoder(dtype), titles()) else {
+            return;
+        };
+        encoder_group(c, &enc, &titles, prefix);
+    }
+}
+
+fn encoder_group(c: &mut Criterion, enc: &TextEncoder, titles: &[String], prefix: &str) {
     let batch: Vec<&str> = titles.iter().take(256).map(String::as_str).collect();
     let tokens: usize = batch.iter().map(|t| enc.tokenize(t).unwrap().len()).sum();
     let singles = [
@@ -65,7 +79,7 @@ fn text_encoder(c: &mut Criterion) {
             .num_threads(threads)
             .build()
             .unwrap();
-        let mut g = c.benchmark_group(format!("minilm/threads{threads}"));
+        let mut g = c.benchmark_group(format!("{prefix}/threads{threads}"));
         g.sample_size(20)
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(4));

@@ -459,6 +459,13 @@ impl<B: Backend> ItemTable<B> {
                     .map(|&v| bf16::from_f32(v))
                     .collect(),
             ),
+            DType::I16 => {
+                return Err(Error::InvalidArgument(
+                    "an item table is stored as f32, f16, bf16 or i8 (i16 is a storage of text \
+                     encoder weights)"
+                        .into(),
+                ));
+            }
             DType::I8 => {
                 let (q, scales) = quantize_rows_i8_vec(table.as_slice(), rows, dim);
                 ItemData::I8 {

@@ -29,6 +29,9 @@ pub enum DType {
     /// int8 with one f32 scale per row: only as the storage of a scoring item table
     /// ([`crate::LoadOptions::item_dtype`]); weight files never hold it.
     I8,
+    /// int16 with one f32 scale per row: only as the storage of a text encoder's layer weights
+    /// (`text::TextOptions::weight_dtype`); weight files never hold it.
+    I16,
 }
 
 impl DType {
@@ -36,28 +39,30 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
             DType::I8 => 1,
         }
     }
 
-    /// Name as safetensors writes it (`F32`, `F16`, `BF16`, `I8`).
+    /// Name as safetensors writes it (`F32`, `F16`, `BF16`, `I8`, `I16`).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
             DType::I8 => "I8",
+            DType::I16 => "I16",
         }
     }
 
-    /// Parses `f32` / `f16` / `bf16` / `i8` (any case).
+    /// Parses `f32` / `f16` / `bf16` / `i8` / `i16` (any case).
     pub fn parse(s: &str) -> Option<DType> {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Some(DType::F32),
             "f16" | "float16" | "half" => Some(DType::F16),
             "bf16" | "bfloat16" => Some(DType::BF16),
             "i8" | "int8" => Some(DType::I8),
+            "i16" | "int16" => Some(DType::I16),
             _ => None,
         }
     }
@@ -370,8 +375,8 @@ impl WeightFile {
                     shape: expected.to_vec(),
                 }
             }
-            // `stored_dtype` accepts only float tensors; I8 names item-table storage.
-            DType::I8 => {
+            // `stored_dtype` accepts only float tensors; I8 and I16 name in-memory storage.
+            DType::I8 | DType::I16 => {
                 return Err(Error::Dtype {
                     name: name.into(),
                     found: dtype.name().to_owned(),

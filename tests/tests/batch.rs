@@ -372,3 +372,18 @@ fn split_scan_equals_one_thread() {
         assert_eq!(run(&four), run(&one), "{dtype}");
     }
 }
+
+/// i16 is a storage of text-encoder weights: a scoring item table refuses it with an error.
+#[test]
+fn item_table_refuses_i16() {
+    let bytes = random_model_bytes(&small_config(ARCHS[0], 50, 8), 40, 0.3);
+    let opts = LoadOptions {
+        item_dtype: DType::I16,
+        ..Default::default()
+    };
+    let e = Model::from_bytes(&bytes, &opts).unwrap_err().to_string();
+    assert!(
+        e.contains("i16") && e.contains("f32, f16, bf16 or i8"),
+        "{e}"
+    );
+}

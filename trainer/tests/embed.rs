@@ -1,9 +1,9 @@
 //! `seqrec embed` and `seqrec embed-items` end to end: a small random BERT model folder
 //! (always) and all-MiniLM-L6-v2 on ml-100k (when fetched and when `../shared` is present).
 
-use seqrec_engine::WeightFile;
 use seqrec_engine::testing::write_random_bert;
-use seqrec_engine::text::{BertConfig, TextEncoder};
+use seqrec_engine::text::{BertConfig, TextEncoder, TextOptions};
+use seqrec_engine::{DType, WeightFile};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -110,10 +110,53 @@ fn embed_writes_a_safetensors_table() {
         .encode_batch(&["toy", "drama"])
         .unwrap();
     assert_eq!(t.as_slice(), &want[..]);
+    let meta = f.metadata("seqrec.text_encoder").unwrap();
     assert!(
-        f.metadata("seqrec.text_encoder")
-            .unwrap()
-            .contains("\"dim\":16")
+        meta.contains("\"dim\":16") && meta.contains("\"weight_dtype\":\"i16\""),
+        "{meta}"
+    );
+
+    // --weight-dtype f32 keeps the weights as stored.
+    let o = seqrec(&[
+        "embed",
+        "--model-dir",
+        s(&dir),
+        "--weight-dtype",
+        "f32",
+        "--text",
+        "toy",
+        "--text",
+        "drama",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = WeightFile::open(&out).unwrap();
+    let t = f.tensor("item_text_embedding", &[2, 16]).unwrap();
+    let options = TextOptions {
+        weight_dtype: DType::F32,
+    };
+    let want = TextEncoder::load_with(&dir, &options)
+        .unwrap()
+        .encode_batch(&["toy", "drama"])
+        .unwrap();
+    assert_eq!(t.as_slice(), &want[..]);
+    let meta = f.metadata("seqrec.text_encoder").unwrap();
+    assert!(meta.contains("\"weight_dtype\":\"f32\""), "{meta}");
+    let o = seqrec(&[
+        "embed",
+        "--model-dir",
+        s(&dir),
+        "--weight-dtype",
+        "bf16",
+        "--text",
+        "a",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not one of i16, f16, f32"),
+        "{}",
+        stderr(&o)
     );
 }
 

@@ -17,12 +17,14 @@ use crate::blocks::{LayerNorm, Linear};
 use crate::config::Config;
 use crate::cpu::Cpu;
 use crate::error::{Error, Result};
-use crate::weights::{Tensor, TensorLoader, WeightFile};
+use crate::weights::{DType, Tensor, TensorLoader, WeightFile};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
+use half::f16;
 use seqrec_kernels::cpu::attention::{self, AttentionShape, AttnMask};
-use seqrec_kernels::cpu::{activation, embedding, linear, norm, vector};
+use seqrec_kernels::cpu::{activation, convert, embedding, linear, norm, vector};
 
 /// The hyper-parameters of a BERT encoder, as Hugging Face's `config.json` names them.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,19 +118,88 @@ impl BertConfig {
     }
 }
 
+/// The weight matrix of a transformer-layer product, `[out, in]`.
+#[derive(Debug)]
+enum LayerWeight {
+    /// As stored in the file.
+    F32(Tensor),
+    /// Rounded to f16 at load (widened exactly in the kernel).
+    F16(Vec<f16>),
+    /// Quantized at load to i16 with one scale per output row
+    /// ([`linear::quantize_rows_i16`]).
+    I16 { q: Vec<i16>, scales: Vec<f32> },
+}
+
+/// A linear layer of the transformer: weight in the chosen storage, f32 bias.
+#[derive(Debug)]
+struct BertLinear {
+    w: LayerWeight,
+    b: Tensor,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+impl BertLinear {
+    /// Keeps `lin` in f32, or rounds its weight to f16; `name` (the tensor) is named in the
+    /// error when a weight is beyond the f16 range.
+    fn new(lin: Linear<Cpu>, dtype: DType, name: &str) -> Result<BertLinear> {
+        let b = lin
+            .b
+            .ok_or_else(|| Error::Config(format!("{name}: the layer has no bias")))?;
+        let w = match dtype {
+            DType::F32 => LayerWeight::F32(lin.w),
+            DType::F16 => {
+                let src = lin.w.as_slice();
+                let mut h = vec![f16::ZERO; src.len()];
+                convert::f32_to_f16(src, &mut h);
+                if let Some((i, &v)) = src
+                    .iter()
+                    .enumerate()
+                    .find(|(i, v)| v.is_finite() && !h[*i].is_finite())
+                {
+                    return Err(Error::Config(format!(
+                        "{name}: weight {i} = {v} is beyond the f16 range (±65504); load the \
+                         text encoder with f32 weights"
+                    )));
+                }
+                LayerWeight::F16(h)
+            }
+            DType::I16 => {
+                let src = lin.w.as_slice();
+                let mut q = vec![0i16; src.len()];
+                let mut scales = vec![0.0f32; lin.out_dim];
+                linear::quantize_rows_i16(src, lin.out_dim, lin.in_dim, &mut q, &mut scales);
+                LayerWeight::I16 { q, scales }
+            }
+            DType::BF16 | DType::I8 => {
+                return Err(Error::Config(format!(
+                    "{} weights are not supported by the text encoder (i16, f16 or f32)",
+                    dtype.name().to_ascii_lowercase()
+                )));
+            }
+        };
+        Ok(BertLinear {
+            w,
+            b,
+            in_dim: lin.in_dim,
+            out_dim: lin.out_dim,
+        })
+    }
+}
+
 /// Weights of one transformer layer.
 #[derive(Debug)]
 struct BertLayer {
     /// `attention.self.{query,key,value}` stacked: `[3H, H]`.
-    qkv: Linear<Cpu>,
+    qkv: BertLinear,
     /// `attention.output.dense`: `[H, H]`.
-    attn_out: Linear<Cpu>,
+    attn_out: BertLinear,
     /// `attention.output.LayerNorm`.
     attn_ln: LayerNorm<Cpu>,
     /// `intermediate.dense`: `[I, H]`.
-    inter: Linear<Cpu>,
+    inter: BertLinear,
     /// `output.dense`: `[H, I]`.
-    out: Linear<Cpu>,
+    out: BertLinear,
     /// `output.LayerNorm`.
     out_ln: LayerNorm<Cpu>,
 }
@@ -137,6 +208,7 @@ struct BertLayer {
 #[derive(Debug)]
 pub struct Bert {
     cfg: BertConfig,
+    weight_dtype: DType,
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
@@ -158,12 +230,22 @@ pub(crate) fn name_prefix(file: &WeightFile) -> &'static str {
 }
 
 impl Bert {
-    /// Loads the encoder's tensors from `file`, checking every shape against `cfg`.
+    /// Loads the encoder's tensors from `file`, checking every shape against `cfg`, with the
+    /// transformer layers' weight matrices in f32 (as stored).
     pub fn load(file: &WeightFile, cfg: BertConfig) -> Result<Bert> {
-        Self::load_inner(file, cfg).map_err(|e| e.in_origin(file.origin()))
+        Self::load_with(file, cfg, DType::F32)
     }
 
-    fn load_inner(file: &WeightFile, cfg: BertConfig) -> Result<Bert> {
+    /// [`Self::load`] with the weight matrices of the transformer layers (the products that
+    /// dominate an encode) stored as `weight_dtype`: `F32` as in the file, `I16` (quantized at
+    /// load with one scale per row) or `F16` (rounded at load); the last two read half the bytes
+    /// per encode. Embeddings, biases and LayerNorms stay f32. `BF16` and `I8` are errors, as
+    /// is an f16 weight beyond ±65504.
+    pub fn load_with(file: &WeightFile, cfg: BertConfig, weight_dtype: DType) -> Result<Bert> {
+        Self::load_inner(file, cfg, weight_dtype).map_err(|e| e.in_origin(file.origin()))
+    }
+
+    fn load_inner(file: &WeightFile, cfg: BertConfig, dtype: DType) -> Result<Bert> {
         cfg.validate()?;
         let p = name_prefix(file);
         let be = Cpu;
@@ -192,16 +274,14 @@ impl Bert {
             ];
             let qkv_refs: Vec<&str> = qkv_names.iter().map(String::as_str).collect();
             let inner = cfg.intermediate_size;
+            let dense = |ld: &mut TensorLoader<'_>, name: &str, k: usize, n: usize| {
+                let lin = Linear::load(&be, ld, name, k, n, true)?;
+                BertLinear::new(lin, dtype, &format!("{name}.weight"))
+            };
+            let qkv = Linear::load_fused(&be, &mut ld, &qkv_refs, h, h)?;
             layers.push(BertLayer {
-                qkv: Linear::load_fused(&be, &mut ld, &qkv_refs, h, h)?,
-                attn_out: Linear::load(
-                    &be,
-                    &mut ld,
-                    &format!("{l}.attention.output.dense"),
-                    h,
-                    h,
-                    true,
-                )?,
+                qkv: BertLinear::new(qkv, dtype, &format!("{l}.attention.self.*.weight"))?,
+                attn_out: dense(&mut ld, &format!("{l}.attention.output.dense"), h, h)?,
                 attn_ln: LayerNorm::load(
                     &be,
                     &mut ld,
@@ -209,15 +289,8 @@ impl Bert {
                     h,
                     eps,
                 )?,
-                inter: Linear::load(
-                    &be,
-                    &mut ld,
-                    &format!("{l}.intermediate.dense"),
-                    h,
-                    inner,
-                    true,
-                )?,
-                out: Linear::load(&be, &mut ld, &format!("{l}.output.dense"), inner, h, true)?,
+                inter: dense(&mut ld, &format!("{l}.intermediate.dense"), h, inner)?,
+                out: dense(&mut ld, &format!("{l}.output.dense"), inner, h)?,
                 out_ln: LayerNorm::load(&be, &mut ld, &format!("{l}.output.LayerNorm"), h, eps)?,
             });
         }
@@ -231,6 +304,7 @@ impl Bert {
         ld.finish("bert")?;
         Ok(Bert {
             cfg,
+            weight_dtype: dtype,
             word,
             position,
             token_type,
@@ -242,6 +316,11 @@ impl Bert {
     /// The configuration.
     pub fn config(&self) -> &BertConfig {
         &self.cfg
+    }
+
+    /// Storage of the transformer layers' weight matrices (`F32`, `I16` or `F16`).
+    pub fn weight_dtype(&self) -> DType {
+        self.weight_dtype
     }
 
     /// Checks a packed batch: `lens` sum to `ids.len()`, every length is within
@@ -424,10 +503,40 @@ fn add_layer_norm(ln: &LayerNorm<Cpu>, x: &[f32], residual: &[f32], rows: usize,
 /// every product, to exercise the split on small models).
 const PAR_MIN_MACS: usize = if cfg!(test) { 1 } else { 1 << 18 };
 
-/// `out = x·Wᵀ + b` over `rows` rows. With `par`, the output features are split into one
-/// block per rayon thread, each computed into its own buffer of `split` and copied into place.
+/// `out = x·Wᵀ + b` over `rows` rows, for columns `j0 .. j1` of `lin` into `out` (`rows`
+/// rows of `j1 - j0` values).
+fn linear_cols(
+    lin: &BertLinear,
+    x: &[f32],
+    rows: usize,
+    (j0, j1): (usize, usize),
+    out: &mut [f32],
+) {
+    let (k, nb) = (lin.in_dim, j1 - j0);
+    let (x, out) = (&x[..rows * k], &mut out[..rows * nb]);
+    let b = Some(&lin.b.as_slice()[j0..j1]);
+    match &lin.w {
+        LayerWeight::F32(w) => {
+            linear::linear(x, &w.as_slice()[j0 * k..j1 * k], b, out, rows, k, nb)
+        }
+        LayerWeight::F16(w) => linear::linear_f16(x, &w[j0 * k..j1 * k], b, out, rows, k, nb),
+        LayerWeight::I16 { q, scales } => {
+            let (q, s) = (&q[j0 * k..j1 * k], &scales[j0..j1]);
+            linear::linear_i16(x, q, s, b, out, rows, k, nb)
+        }
+    }
+}
+
+/// Blocks of output features per rayon thread when a product is split: a few, so that a
+/// thread that is descheduled (a machine shared with other work) or slowed does not hold up
+/// the whole product, while the others take its blocks.
+const BLOCKS_PER_THREAD: usize = 4;
+
+/// `out = x·Wᵀ + b` over `rows` rows. With `par`, the output features are split into
+/// [`BLOCKS_PER_THREAD`] blocks per rayon thread (of at least 32 features), each computed into
+/// its own buffer of `split` and copied into place.
 fn apply_linear(
-    lin: &Linear<Cpu>,
+    lin: &BertLinear,
     x: &[f32],
     rows: usize,
     out: &mut [f32],
@@ -435,19 +544,18 @@ fn apply_linear(
     par: bool,
 ) {
     let (k, n) = (lin.in_dim, lin.out_dim);
-    let w = lin.w.as_slice();
-    let b = lin.b.as_ref().map(Tensor::as_slice);
     let threads = if par && rows * k * n >= PAR_MIN_MACS {
         rayon::current_num_threads().min(n / 8).max(1)
     } else {
         1
     };
     if threads == 1 {
-        linear::linear(&x[..rows * k], w, b, &mut out[..rows * n], rows, k, n);
+        linear_cols(lin, x, rows, (0, n), out);
         return;
     }
     // Blocks of output features, rounded to 8 columns.
-    let block = n.div_ceil(threads).div_ceil(8) * 8;
+    let blocks = (threads * BLOCKS_PER_THREAD).min(n / 32).max(threads);
+    let block = n.div_ceil(blocks).div_ceil(8) * 8;
     let parts = n.div_ceil(block);
     if split.len() < parts {
         split.resize_with(parts, Vec::new);
@@ -458,19 +566,10 @@ fn apply_linear(
         .enumerate()
         .for_each(|(p, buf)| {
             let (j0, j1) = (p * block, ((p + 1) * block).min(n));
-            let nb = j1 - j0;
-            if buf.len() < rows * nb {
-                buf.resize(rows * nb, 0.0);
+            if buf.len() < rows * (j1 - j0) {
+                buf.resize(rows * (j1 - j0), 0.0);
             }
-            linear::linear(
-                &x[..rows * k],
-                &w[j0 * k..j1 * k],
-                b.map(|b| &b[j0..j1]),
-                &mut buf[..rows * nb],
-                rows,
-                k,
-                nb,
-            );
+            linear_cols(lin, x, rows, (j0, j1), buf);
         });
     for (p, buf) in split[..parts].iter().enumerate() {
         let (j0, j1) = (p * block, ((p + 1) * block).min(n));

@@ -43,7 +43,7 @@ pub use pool::{Pooling, l2_normalize};
 pub use tokenize::TextTokenizer;
 
 use crate::error::{Error, Result};
-use crate::weights::WeightFile;
+use crate::weights::{DType, WeightFile};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -56,6 +56,26 @@ use std::sync::Mutex;
 /// efficient matrix products, small enough that a chunk's activations stay in cache and that
 /// a batch splits into several chunks per thread.
 pub const CHUNK_TOKENS: usize = 256;
+
+/// How [`TextEncoder::load_with`] stores the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextOptions {
+    /// Storage of the transformer layers' weight matrices, the bytes every encode reads:
+    /// `I16` (the default) quantizes each row to 16-bit integers with one f32 scale at load,
+    /// `F16` rounds the weights to f16; both halve those bytes, which makes encoding a single
+    /// short text 1.4 to 1.7 times as fast (measured on 2 threads). `F32` keeps them as stored. Embeddings, biases and LayerNorms
+    /// stay f32 either way. On all-MiniLM-L6-v2, `I16` keeps every embedding within the 1e-4
+    /// contract of the f32 model, `F16` does not (see the README for the measured errors).
+    pub weight_dtype: DType,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        TextOptions {
+            weight_dtype: DType::I16,
+        }
+    }
+}
 
 /// Scratch memory of one encoding thread: token ids, sequence lengths and the encoder's
 /// activations.
@@ -84,6 +104,7 @@ impl core::fmt::Debug for TextEncoder {
             .field("tokenizer", &self.tokenizer)
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
+            .field("weight_dtype", &self.bert.weight_dtype())
             .finish()
     }
 }
@@ -147,8 +168,14 @@ fn parse_sbert_config(text: &str) -> Result<(Option<usize>, bool)> {
 }
 
 impl TextEncoder {
-    /// Loads a model folder (see the module docs). Errors name the file at fault.
+    /// Loads a model folder (see the module docs) with the default [`TextOptions`] (i16
+    /// transformer weights). Errors name the file at fault.
     pub fn load(dir: impl AsRef<Path>) -> Result<TextEncoder> {
+        Self::load_with(dir, &TextOptions::default())
+    }
+
+    /// Loads a model folder with `options`. Errors name the file at fault.
+    pub fn load_with(dir: impl AsRef<Path>, options: &TextOptions) -> Result<TextEncoder> {
         let dir = dir.as_ref();
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let in_file = |p: &Path| {
@@ -204,7 +231,7 @@ impl TextEncoder {
         }
 
         let weights = WeightFile::open(file("model.safetensors"))?;
-        let bert = Bert::load(&weights, cfg)?;
+        let bert = Bert::load_with(&weights, cfg, options.weight_dtype)?;
         Ok(TextEncoder {
             bert,
             tokenizer,
@@ -247,6 +274,11 @@ impl TextEncoder {
     /// Whether embeddings are L2-normalised.
     pub fn normalizes(&self) -> bool {
         self.normalize
+    }
+
+    /// Storage of the transformer layers' weight matrices (see [`TextOptions`]).
+    pub fn weight_dtype(&self) -> DType {
+        self.bert.weight_dtype()
     }
 
     /// The token ids of `text`, `[CLS]` and `[SEP]` included, cut at

@@ -4,9 +4,11 @@
 
 use super::*;
 use crate::testing::write_random_bert;
+use crate::weights::DType;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use alloc::{format, vec};
+use seqrec_kernels::cpu::linear;
 use std::path::PathBuf;
 
 const VOCAB: &[&str] = &[
@@ -81,10 +83,61 @@ fn tokenizer_follows_the_vocabulary() {
     }
 }
 
-#[test]
-fn batch_matches_the_f64_reference() {
-    let dir = model_dir("ref");
-    let enc = TextEncoder::load(&dir).unwrap();
+/// Rewrites `dir/model.safetensors` with every value rounded to the nearest f16 (kept as f32),
+/// so that f16 storage of the weights loses nothing.
+fn round_weights_to_f16(dir: &Path) {
+    round_weights(dir, |_, _, v| {
+        for x in v {
+            *x = half::f16::from_f32(*x).to_f32();
+        }
+    });
+}
+
+/// Rewrites `dir/model.safetensors` with the rows of every transformer-layer weight matrix
+/// rounded to their i16 grid (`q·scale`, as [`linear::quantize_rows_i16`] stores them), so that
+/// i16 storage of the weights loses nothing but a relative 1e-7.
+fn round_weights_to_i16(dir: &Path) {
+    round_weights(dir, |name, shape, v| {
+        if let [n, k] = *shape
+            && name.starts_with("encoder.layer.")
+            && name.ends_with(".weight")
+        {
+            let (mut q, mut s) = (vec![0i16; n * k], vec![0.0f32; n]);
+            linear::quantize_rows_i16(v, n, k, &mut q, &mut s);
+            for (j, row) in v.chunks_exact_mut(k).enumerate() {
+                for (x, &q) in row.iter_mut().zip(&q[j * k..]) {
+                    *x = q as f32 * s[j];
+                }
+            }
+        }
+    });
+}
+
+/// Rewrites `dir/model.safetensors` with `f(name, shape, values)` applied to every tensor.
+fn round_weights(dir: &Path, f: impl Fn(&str, &[usize], &mut [f32])) {
+    let path = dir.join("model.safetensors");
+    let file = WeightFile::open(&path).unwrap();
+    let names: Vec<String> = file.names().map(String::from).collect();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = names
+        .iter()
+        .map(|n| {
+            let shape = file.info(n).unwrap().shape.clone();
+            let mut v = file.tensor(n, &shape).unwrap().as_slice().to_vec();
+            f(n, &shape, &mut v);
+            (n.clone(), shape, v)
+        })
+        .collect();
+    let refs: Vec<(&str, &[usize], &[f32])> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
+        .collect();
+    let bytes = crate::weights::serialize(&refs, &[("format", "pt")]).unwrap();
+    drop(file);
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Every text of [`TEXTS`] through `enc` against the f64 oracle on the weights of `dir`.
+fn check_against_reference(enc: &TextEncoder, dir: &Path) {
     let weights = WeightFile::open(dir.join("model.safetensors")).unwrap();
     let oracle = reference::RefBert::load(&weights, enc.config()).unwrap();
     let got = enc.encode_batch(TEXTS).unwrap();
@@ -98,9 +151,103 @@ fn batch_matches_the_f64_reference() {
         // width 24: observed error ~1e-7, bound 1e-5 per component.
         assert!((norm - 1.0).abs() < 1e-5, "text {i}: norm² {norm}");
         for (d, (&g, &w)) in row.iter().zip(&want).enumerate() {
-            assert!((g as f64 - w).abs() < 1e-5, "text {i} dim {d}: {g} vs {w}");
+            let dtype = enc.weight_dtype();
+            assert!(
+                (g as f64 - w).abs() < 1e-5,
+                "{dtype} text {i} dim {d}: {g} vs {w}"
+            );
         }
     }
+}
+
+#[test]
+fn batch_matches_the_f64_reference() {
+    let dir = model_dir("ref");
+    let f32_weights = TextOptions {
+        weight_dtype: DType::F32,
+    };
+    let enc = TextEncoder::load_with(&dir, &f32_weights).unwrap();
+    assert_eq!(enc.weight_dtype(), DType::F32);
+    check_against_reference(&enc, &dir);
+}
+
+#[test]
+fn f16_weights_match_the_f64_reference_on_f16_exact_weights() {
+    // With weights that f16 represents exactly, f16 storage loses nothing: the f16 path must
+    // then agree with the oracle as tightly as the f32 one (its rounding error on the real
+    // model is measured in tests/tests/text.rs).
+    let dir = model_dir("ref16");
+    round_weights_to_f16(&dir);
+    let f16 = TextOptions {
+        weight_dtype: DType::F16,
+    };
+    let enc = TextEncoder::load_with(&dir, &f16).unwrap();
+    assert_eq!(enc.weight_dtype(), DType::F16);
+    check_against_reference(&enc, &dir);
+    let bf16 = TextOptions {
+        weight_dtype: DType::BF16,
+    };
+    let e = TextEncoder::load_with(&dir, &bf16).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("bf16"), "{e}");
+}
+
+#[test]
+fn i16_weights_match_the_f64_reference_on_i16_exact_weights() {
+    // As above for the default i16 storage: on weights already on their rows' i16 grid, the
+    // i16 path agrees with the oracle as tightly as the f32 one (its quantization error on
+    // the real model is measured in tests/tests/text.rs).
+    let dir = model_dir("ref_i16");
+    round_weights_to_i16(&dir);
+    let enc = TextEncoder::load(&dir).unwrap();
+    assert_eq!(enc.weight_dtype(), DType::I16);
+    check_against_reference(&enc, &dir);
+    let i8 = TextOptions {
+        weight_dtype: DType::I8,
+    };
+    let e = TextEncoder::load_with(&dir, &i8).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("i8"), "{e}");
+}
+
+#[test]
+fn f16_weights_beyond_the_f16_range_are_an_error_naming_the_tensor() {
+    let dir = model_dir("big16");
+    let path = dir.join("model.safetensors");
+    let file = WeightFile::open(&path).unwrap();
+    let names: Vec<String> = file.names().map(String::from).collect();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = names
+        .iter()
+        .map(|n| {
+            let shape = file.info(n).unwrap().shape.clone();
+            let mut v = file.tensor(n, &shape).unwrap().as_slice().to_vec();
+            if n == "encoder.layer.1.intermediate.dense.weight" {
+                v[5] = 1e5;
+            }
+            (n.clone(), shape, v)
+        })
+        .collect();
+    drop(file);
+    let refs: Vec<(&str, &[usize], &[f32])> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
+        .collect();
+    let bytes = crate::weights::serialize(&refs, &[("format", "pt")]).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let f16 = TextOptions {
+        weight_dtype: DType::F16,
+    };
+    let e = TextEncoder::load_with(&dir, &f16).unwrap_err().to_string();
+    assert!(
+        e.contains("encoder.layer.1.intermediate.dense.weight")
+            && e.contains("100000")
+            && e.contains("f32"),
+        "{e}"
+    );
+    // f32 and the default i16 (the row's scale follows its largest weight) take it.
+    let f32_weights = TextOptions {
+        weight_dtype: DType::F32,
+    };
+    assert!(TextEncoder::load_with(&dir, &f32_weights).is_ok());
+    assert!(TextEncoder::load(&dir).is_ok());
 }
 
 #[test]

@@ -4,15 +4,18 @@
 //! (weights stored `[out, in]`). `matmul` is the plain product `c[m, n] = a[m, k] · b[k, n]`.
 //! `gemv_f16` / `gemv_bf16` compute `y[j] = Σ_p w[j·k + p]·x[p]` for a half-precision `[n, k]`
 //! table (scoring a query against an f16 / bf16 item table), widening the weights in registers.
-//! Strided products (`MatRef`, `MatMut`, `gemm`) live in [`super::matrix`] and are re-exported
-//! here.
+//! `linear_f16` is `linear` with f16 weights (the `half_weights` submodule: a text encoder's
+//! layers in half the bytes), `linear_i16` with i16 weights and one scale per row (the
+//! `int16_weights` submodule: the same bytes, less rounding). Strided products (`MatRef`,
+//! `MatMut`, `gemm`) live in [`super::matrix`] and are re-exported here.
 //!
 //! Paths: `*_ref` plain loops (f64 accumulation); `linear_isa` / `matmul_isa` register-blocked
 //! pulp kernels that allocate nothing (the `small` submodule: broadcast tiles of 6 rows × 2
 //! vectors over panels of the right-hand side, `linear` transposing `w` panel by panel into a
 //! 16 KiB stack buffer, or dot tiles of 3 rows of `x` × 4 rows of `w` when `x` has at most
-//! `k/2` rows). The fast paths `linear` / `matmul` run them for every shape except large
-//! batches against a catalog-sized right-hand side ([`prefers_gemm`]: more than
+//! `k/2` rows), and for 2 to 8 rows of `linear` the few-row kernel that streams `w` from
+//! memory with prefetching (the `few` submodule). The fast paths `linear` / `matmul` run them
+//! for every shape except large batches against a catalog-sized right-hand side ([`prefers_gemm`]: more than
 //! [`SMALL_MAX_ROWS`] rows and more than [`GEMM_MIN_RHS`] weights), which go through the `gemm`
 //! crate under `std` (it allocates a packing buffer on every call). Measured with
 //! `cargo bench -p seqrec-benches --bench linear` on x86-64-v3, one thread, fastest call: on
@@ -40,7 +43,33 @@ use pulp::{Simd, WithSimd};
 
 pub use super::matrix::{MatMut, MatRef, gemm};
 
+mod few;
+mod half_weights;
+mod int16_weights;
 mod small;
+
+pub use half_weights::{linear_f16, linear_f16_isa, linear_f16_ref};
+pub use int16_weights::{linear_i16, linear_i16_isa, linear_i16_ref, quantize_rows_i16};
+
+/// Shape check of the `linear` family (`op` names the function in the messages).
+#[track_caller]
+fn check_linear_dims(
+    op: &str,
+    x: usize,
+    w: usize,
+    bias: Option<usize>,
+    y: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert_eq!(x, m * k, "{op}: x has {x} values, expected m·k = {m}·{k}");
+    assert_eq!(w, n * k, "{op}: w has {w} values, expected n·k = {n}·{k}");
+    assert_eq!(y, m * n, "{op}: y has {y} values, expected m·n = {m}·{n}");
+    if let Some(b) = bias {
+        assert_eq!(b, n, "{op}: bias has {b} values, expected {n}");
+    }
+}
 
 #[track_caller]
 fn check_linear(
@@ -52,32 +81,8 @@ fn check_linear(
     k: usize,
     n: usize,
 ) {
-    assert_eq!(
-        x.len(),
-        m * k,
-        "linear: x has {} values, expected m·k = {m}·{k}",
-        x.len()
-    );
-    assert_eq!(
-        w.len(),
-        n * k,
-        "linear: w has {} values, expected n·k = {n}·{k}",
-        w.len()
-    );
-    assert_eq!(
-        y.len(),
-        m * n,
-        "linear: y has {} values, expected m·n = {m}·{n}",
-        y.len()
-    );
-    if let Some(b) = bias {
-        assert_eq!(
-            b.len(),
-            n,
-            "linear: bias has {} values, expected {n}",
-            b.len()
-        );
-    }
+    let b = bias.map(<[f32]>::len);
+    check_linear_dims("linear", x.len(), w.len(), b, y.len(), m, k, n);
 }
 
 /// Reference `y = x·wᵀ + b` with f64 accumulation.
@@ -128,6 +133,18 @@ pub fn linear_isa(
                 None => row.fill(0.0),
             }
         }
+        return;
+    }
+    if few::f32_takes_few_rows(m) {
+        isa.run(few::FewRows {
+            x,
+            w,
+            bias,
+            y,
+            m,
+            k,
+            n,
+        });
         return;
     }
     isa.run(small::LinearSmall {

@@ -22,6 +22,8 @@
 //!
 //! Edge rows use the same tiles with fewer rows; edge columns use partial loads and stores.
 
+use super::half_weights::{F16Weights, widen_f16};
+use super::int16_weights::{I16Weights, widen_i16_scaled};
 use pulp::{Simd, WithSimd};
 
 /// Output rows per broadcast tile.
@@ -315,12 +317,114 @@ fn pack_rows<S: Simd>(s: S, panel: &mut [f32], b: &[f32], ldb: usize, width: usi
     }
 }
 
+/// The weights of `linear` as the broadcast tiles read them: packed panel by panel.
+pub(super) trait PackWeights: Copy {
+    /// Stack buffer for widened rows.
+    type Buf;
+    /// A fresh buffer.
+    fn buf() -> Self::Buf;
+    /// The weights as f32 in place, for the dot tiles (`None`: always broadcast tiles).
+    fn in_place(&self) -> Option<&[f32]>;
+    /// Packs rows `j .. j + width` (`width ≤ nr`), depth `p0 .. p0 + kc`, transposed into
+    /// `panel` (see [`pack_transposed`]).
+    fn pack<S: Simd>(
+        self,
+        s: S,
+        buf: &mut Self::Buf,
+        panel: &mut [f32],
+        nr: usize,
+        at: (usize, usize),
+        size: (usize, usize, usize),
+    );
+}
+
+impl PackWeights for &[f32] {
+    type Buf = ();
+    #[inline(always)]
+    fn buf() {}
+    #[inline(always)]
+    fn in_place(&self) -> Option<&[f32]> {
+        Some(self)
+    }
+    #[inline(always)]
+    fn pack<S: Simd>(
+        self,
+        _s: S,
+        _buf: &mut (),
+        panel: &mut [f32],
+        nr: usize,
+        (j, p0): (usize, usize),
+        (width, kc, k): (usize, usize, usize),
+    ) {
+        pack_transposed(panel, nr, &self[j * k + p0..], k, width, kc);
+    }
+}
+
+impl PackWeights for F16Weights<'_> {
+    type Buf = [f32; PANEL];
+    #[inline(always)]
+    fn buf() -> [f32; PANEL] {
+        [0.0; PANEL]
+    }
+    #[inline(always)]
+    fn in_place(&self) -> Option<&[f32]> {
+        None
+    }
+    /// Widens the rows into the buffer (`width·kc ≤ PANEL` values), then packs them.
+    #[inline(always)]
+    fn pack<S: Simd>(
+        self,
+        s: S,
+        buf: &mut [f32; PANEL],
+        panel: &mut [f32],
+        nr: usize,
+        (j, p0): (usize, usize),
+        (width, kc, k): (usize, usize, usize),
+    ) {
+        for (c, dst) in buf.chunks_exact_mut(kc).take(width).enumerate() {
+            let at = (j + c) * k + p0;
+            widen_f16(s, &self.0[at..at + kc], dst);
+        }
+        pack_transposed(panel, nr, &buf[..], kc, width, kc);
+    }
+}
+
+impl PackWeights for I16Weights<'_> {
+    type Buf = [f32; PANEL];
+    #[inline(always)]
+    fn buf() -> [f32; PANEL] {
+        [0.0; PANEL]
+    }
+    #[inline(always)]
+    fn in_place(&self) -> Option<&[f32]> {
+        None
+    }
+    /// Widens the rows times their scales into the buffer (`width·kc ≤ PANEL` values), then
+    /// packs them.
+    #[inline(always)]
+    fn pack<S: Simd>(
+        self,
+        s: S,
+        buf: &mut [f32; PANEL],
+        panel: &mut [f32],
+        nr: usize,
+        (j, p0): (usize, usize),
+        (width, kc, k): (usize, usize, usize),
+    ) {
+        for (c, dst) in buf.chunks_exact_mut(kc).take(width).enumerate() {
+            let at = (j + c) * k + p0;
+            widen_i16_scaled(s, &self.q[at..at + kc], self.scales[j + c], dst);
+        }
+        pack_transposed(panel, nr, &buf[..], kc, width, kc);
+    }
+}
+
 /// `y = x·wᵀ + bias` (`w` is `[n, k]`); shapes checked by the caller, and `m`, `k`, `n` all
 /// positive. With `broadcast`, always the broadcast tiles (else the dot tiles when `x` has few
-/// rows for its depth).
-pub(super) struct LinearSmall<'a> {
+/// rows for its depth and `w` is f32 in place).
+pub(super) struct LinearSmall<'a, W> {
     pub x: &'a [f32],
-    pub w: &'a [f32],
+    pub w: W,
     pub bias: Option<&'a [f32]>,
     pub y: &'a mut [f32],
     pub m: usize,
@@ -329,7 +433,7 @@ pub(super) struct LinearSmall<'a> {
     pub broadcast: bool,
 }
 
-impl WithSimd for LinearSmall<'_> {
+impl<W: PackWeights> WithSimd for LinearSmall<'_, W> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
@@ -343,13 +447,16 @@ impl WithSimd for LinearSmall<'_> {
             n,
             broadcast,
         } = self;
-        if !broadcast && linear_prefers_dot(m, k) {
-            linear_dot(s, x, w, bias, y, m, k, n);
-            return;
+        if let Some(w) = w.in_place() {
+            if !broadcast && linear_prefers_dot(m, k) {
+                linear_dot(s, x, w, bias, y, m, k, n);
+                return;
+            }
         }
         let nr = NRV * S::F32_LANES;
         let (kc_max, chunk) = blocking(nr, k);
         let mut packed = [0.0f32; PANEL];
+        let mut buf = W::buf();
         for jc in (0..n).step_by(chunk) {
             let cw = chunk.min(n - jc);
             let nq = cw.div_ceil(nr);
@@ -357,7 +464,7 @@ impl WithSimd for LinearSmall<'_> {
                 let kc = kc_max.min(k - p0);
                 for (q, dst) in packed.chunks_exact_mut(kc * nr).take(nq).enumerate() {
                     let width = nr.min(cw - q * nr);
-                    pack_transposed(dst, nr, &w[(jc + q * nr) * k + p0..], k, width, kc);
+                    w.pack(s, &mut buf, dst, nr, (jc + q * nr, p0), (width, kc, k));
                 }
                 let panels: [Panel<'_, S>; MAX_PANELS] = core::array::from_fn(|q| {
                     if q >= nq {
