@@ -15,7 +15,7 @@
 
 use super::super::isa::Isa;
 use super::super::math;
-use super::{check_linear_dims, few, small};
+use super::{check_linear_dims, few, linear_weights_isa};
 use pulp::Simd;
 
 /// i16 weights (as their bit patterns) and one scale per row.
@@ -123,8 +123,7 @@ fn check_linear_i16(
     k: usize,
     n: usize,
 ) {
-    let b = bias.map(<[f32]>::len);
-    check_linear_dims("linear_i16", x.len(), q.len(), b, y.len(), m, k, n);
+    check_linear_dims("linear_i16", x, q, bias, y, m, k, n);
     assert_eq!(
         scales.len(),
         n,
@@ -178,44 +177,11 @@ pub fn linear_i16_isa(
     n: usize,
 ) {
     check_linear_i16(x, q, scales, bias, y, m, k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for row in y.chunks_exact_mut(n) {
-            match bias {
-                Some(b) => row.copy_from_slice(b),
-                None => row.fill(0.0),
-            }
-        }
-        return;
-    }
     let w = I16Weights {
         q: bytemuck::cast_slice(q),
         scales,
     };
-    if few::f16_takes_few_rows(m) {
-        isa.run(few::FewRows {
-            x,
-            w,
-            bias,
-            y,
-            m,
-            k,
-            n,
-        });
-    } else {
-        isa.run(small::LinearSmall {
-            x,
-            w,
-            bias,
-            y,
-            m,
-            k,
-            n,
-            broadcast: false,
-        });
-    }
+    linear_weights_isa(isa, x, w, bias, y, (m, k, n), few::f16_takes_few_rows(m));
 }
 
 /// `y = x·(s ⊙ q)ᵀ + b` for i16 weights on the best instruction set ([`linear_i16_isa`]).
