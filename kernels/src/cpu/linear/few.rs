@@ -508,3 +508,26 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
         acc[r][..CC].copy_from_slice(&a[r]);
     }
 }
+
+/// Test shapes `(m, k, n)` of the 16-bit weight products: every m from one row to past the
+/// few-row limit, awkward depths (one crossing the few-row chunk of 512 and the broadcast panel
+/// depth) for each `(m, n)` of `at_depths`, widths around the tiles, and empty products.
+#[cfg(test)]
+pub(super) fn test_shapes(at_depths: &[(usize, usize)]) -> alloc::vec::Vec<(usize, usize, usize)> {
+    use crate::testing::AWKWARD_SIZES;
+    let mut v = alloc::vec::Vec::new();
+    for m in 1..=FEW_MAX_ROWS + 2 {
+        v.push((m, 33, 7));
+    }
+    for &k in AWKWARD_SIZES.iter().chain(&[384, 600, 1100]) {
+        for &(m, n) in at_depths {
+            v.push((m, k, n));
+        }
+    }
+    for &n in AWKWARD_SIZES {
+        v.push((3, 40, n));
+        v.push((20, 40, n));
+    }
+    v.extend([(0, 4, 4), (4, 0, 4), (4, 4, 0), (65, 33, 63)]);
+    v
+}

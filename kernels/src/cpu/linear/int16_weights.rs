@@ -205,30 +205,9 @@ pub fn linear_i16(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{AWKWARD_SIZES, Rng};
+    use crate::testing::Rng;
     use alloc::vec;
     use alloc::vec::Vec;
-
-    /// Every m from one row to past the few-row limit, awkward depths (one crossing the
-    /// few-row chunk of 512 and the broadcast panel depth), and widths around the tiles.
-    fn shapes() -> Vec<(usize, usize, usize)> {
-        let mut v = Vec::new();
-        for m in 1..=few::FEW_MAX_ROWS + 2 {
-            v.push((m, 33, 7));
-        }
-        for &k in AWKWARD_SIZES.iter().chain(&[384, 600, 1100]) {
-            v.push((1, k, 5));
-            v.push((4, k, 13));
-            v.push((11, k, 17));
-            v.push((40, k, 9));
-        }
-        for &n in AWKWARD_SIZES {
-            v.push((3, 40, n));
-            v.push((20, 40, n));
-        }
-        v.extend([(0, 4, 4), (4, 0, 4), (4, 4, 0), (65, 33, 63)]);
-        v
-    }
 
     /// Random integer weights over the whole i16 range (both extremes included) and scales.
     fn weights(rng: &mut Rng, n: usize, k: usize) -> (Vec<i16>, Vec<f32>) {
@@ -268,7 +247,7 @@ mod tests {
 
     fn check_linear_i16(isa: Isa) {
         let mut rng = Rng::new(41);
-        for (m, k, n) in shapes() {
+        for (m, k, n) in few::test_shapes(&[(1, 5), (4, 13), (11, 17), (40, 9)]) {
             let x = rng.normal_vec(m * k, 1.0);
             let (q, s) = weights(&mut rng, n, k);
             let b = rng.normal_vec(n, 0.5);
