@@ -182,13 +182,7 @@ fn f16_weights_match_the_f64_reference_on_f16_exact_weights() {
         weight_dtype: DType::F16,
     };
     let enc = TextEncoder::load_with(&dir, &f16).unwrap();
-    assert_eq!(enc.weight_dtype(), DType::F16);
-    check_against_reference(&enc, &dir);
-    let bf16 = TextOptions {
-        weight_dtype: DType::BF16,
-    };
-    let e = TextEncoder::load_with(&dir, &bf16).unwrap_err().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("bf16"), "{e}");
+    check_exact_storage(&enc, &dir, DType::F16, DType::BF16);
 }
 
 #[test]
@@ -199,13 +193,23 @@ fn i16_weights_match_the_f64_reference_on_i16_exact_weights() {
     let dir = model_dir("ref_i16");
     round_weights_to_i16(&dir);
     let enc = TextEncoder::load(&dir).unwrap();
-    assert_eq!(enc.weight_dtype(), DType::I16);
-    check_against_reference(&enc, &dir);
-    let i8 = TextOptions {
-        weight_dtype: DType::I8,
+    check_exact_storage(&enc, &dir, DType::I16, DType::I8);
+}
+
+/// `enc`, loaded from `dir` (whose weights `dtype` stores exactly), stores `dtype` and agrees
+/// with the f64 oracle; loading `dir` with `unsupported` weights is an error naming the weight
+/// file and that dtype.
+fn check_exact_storage(enc: &TextEncoder, dir: &Path, dtype: DType, unsupported: DType) {
+    assert_eq!(enc.weight_dtype(), dtype);
+    check_against_reference(enc, dir);
+    let options = TextOptions {
+        weight_dtype: unsupported,
     };
-    let e = TextEncoder::load_with(&dir, &i8).unwrap_err().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("i8"), "{e}");
+    let e = TextEncoder::load_with(dir, &options)
+        .unwrap_err()
+        .to_string();
+    let name = unsupported.name().to_ascii_lowercase();
+    assert!(e.contains("model.safetensors") && e.contains(&name), "{e}");
 }
 
 #[test]
