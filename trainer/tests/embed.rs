@@ -91,57 +91,17 @@ fn embed_prints_json_rows_in_input_order() {
 fn embed_writes_a_safetensors_table() {
     let dir = model_dir("out");
     let out = dir.parent().unwrap().join("e.safetensors");
-    let o = seqrec(&[
-        "embed",
-        "--model-dir",
-        s(&dir),
-        "--text",
-        "toy",
-        "--text",
-        "drama",
-        "--out",
-        s(&out),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let f = WeightFile::open(&out).unwrap();
-    let t = f.tensor("item_text_embedding", &[2, 16]).unwrap();
-    let want = TextEncoder::load(&dir)
-        .unwrap()
-        .encode_batch(&["toy", "drama"])
-        .unwrap();
-    assert_eq!(t.as_slice(), &want[..]);
-    let meta = f.metadata("seqrec.text_encoder").unwrap();
+    let meta = embed_to_table(&dir, &out, &[], &TextOptions::default());
     assert!(
         meta.contains("\"dim\":16") && meta.contains("\"weight_dtype\":\"i16\""),
         "{meta}"
     );
 
     // --weight-dtype f32 keeps the weights as stored.
-    let o = seqrec(&[
-        "embed",
-        "--model-dir",
-        s(&dir),
-        "--weight-dtype",
-        "f32",
-        "--text",
-        "toy",
-        "--text",
-        "drama",
-        "--out",
-        s(&out),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let f = WeightFile::open(&out).unwrap();
-    let t = f.tensor("item_text_embedding", &[2, 16]).unwrap();
     let options = TextOptions {
         weight_dtype: DType::F32,
     };
-    let want = TextEncoder::load_with(&dir, &options)
-        .unwrap()
-        .encode_batch(&["toy", "drama"])
-        .unwrap();
-    assert_eq!(t.as_slice(), &want[..]);
-    let meta = f.metadata("seqrec.text_encoder").unwrap();
+    let meta = embed_to_table(&dir, &out, &["--weight-dtype", "f32"], &options);
     assert!(meta.contains("\"weight_dtype\":\"f32\""), "{meta}");
     let o = seqrec(&[
         "embed",
@@ -158,6 +118,25 @@ fn embed_writes_a_safetensors_table() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `seqrec embed` of "toy" and "drama" with the model folder `dir` and `extra` arguments into
+/// the safetensors file `out`: its table is exactly that of the encoder of `dir` loaded with
+/// `options`. Returns the text encoder's metadata of the file.
+fn embed_to_table(dir: &Path, out: &Path, extra: &[&str], options: &TextOptions) -> String {
+    let mut args = vec!["embed", "--model-dir", s(dir)];
+    args.extend(extra);
+    args.extend(["--text", "toy", "--text", "drama", "--out", s(out)]);
+    let o = seqrec(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = WeightFile::open(out).unwrap();
+    let t = f.tensor("item_text_embedding", &[2, 16]).unwrap();
+    let want = TextEncoder::load_with(dir, options)
+        .unwrap()
+        .encode_batch(&["toy", "drama"])
+        .unwrap();
+    assert_eq!(t.as_slice(), &want[..]);
+    f.metadata("seqrec.text_encoder").unwrap().to_string()
 }
 
 #[test]

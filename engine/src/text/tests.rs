@@ -86,7 +86,7 @@ fn tokenizer_follows_the_vocabulary() {
 /// Rewrites `dir/model.safetensors` with every value rounded to the nearest f16 (kept as f32),
 /// so that f16 storage of the weights loses nothing.
 fn round_weights_to_f16(dir: &Path) {
-    round_weights(dir, |_, _, v| {
+    rewrite_weights(dir, |_, _, v| {
         for x in v {
             *x = half::f16::from_f32(*x).to_f32();
         }
@@ -97,7 +97,7 @@ fn round_weights_to_f16(dir: &Path) {
 /// rounded to their i16 grid (`q·scale`, as [`linear::quantize_rows_i16`] stores them), so that
 /// i16 storage of the weights loses nothing but a relative 1e-7.
 fn round_weights_to_i16(dir: &Path) {
-    round_weights(dir, |name, shape, v| {
+    rewrite_weights(dir, |name, shape, v| {
         if let [n, k] = *shape
             && name.starts_with("encoder.layer.")
             && name.ends_with(".weight")
@@ -114,7 +114,7 @@ fn round_weights_to_i16(dir: &Path) {
 }
 
 /// Rewrites `dir/model.safetensors` with `f(name, shape, values)` applied to every tensor.
-fn round_weights(dir: &Path, f: impl Fn(&str, &[usize], &mut [f32])) {
+fn rewrite_weights(dir: &Path, f: impl Fn(&str, &[usize], &mut [f32])) {
     let path = dir.join("model.safetensors");
     let file = WeightFile::open(&path).unwrap();
     let names: Vec<String> = file.names().map(String::from).collect();
@@ -182,13 +182,7 @@ fn f16_weights_match_the_f64_reference_on_f16_exact_weights() {
         weight_dtype: DType::F16,
     };
     let enc = TextEncoder::load_with(&dir, &f16).unwrap();
-    assert_eq!(enc.weight_dtype(), DType::F16);
-    check_against_reference(&enc, &dir);
-    let bf16 = TextOptions {
-        weight_dtype: DType::BF16,
-    };
-    let e = TextEncoder::load_with(&dir, &bf16).unwrap_err().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("bf16"), "{e}");
+    check_exact_storage(&enc, &dir, DType::F16, DType::BF16);
 }
 
 #[test]
@@ -199,39 +193,33 @@ fn i16_weights_match_the_f64_reference_on_i16_exact_weights() {
     let dir = model_dir("ref_i16");
     round_weights_to_i16(&dir);
     let enc = TextEncoder::load(&dir).unwrap();
-    assert_eq!(enc.weight_dtype(), DType::I16);
-    check_against_reference(&enc, &dir);
-    let i8 = TextOptions {
-        weight_dtype: DType::I8,
+    check_exact_storage(&enc, &dir, DType::I16, DType::I8);
+}
+
+/// `enc`, loaded from `dir` (whose weights `dtype` stores exactly), stores `dtype` and agrees
+/// with the f64 oracle; loading `dir` with `unsupported` weights is an error naming the weight
+/// file and that dtype.
+fn check_exact_storage(enc: &TextEncoder, dir: &Path, dtype: DType, unsupported: DType) {
+    assert_eq!(enc.weight_dtype(), dtype);
+    check_against_reference(enc, dir);
+    let options = TextOptions {
+        weight_dtype: unsupported,
     };
-    let e = TextEncoder::load_with(&dir, &i8).unwrap_err().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("i8"), "{e}");
+    let e = TextEncoder::load_with(dir, &options)
+        .unwrap_err()
+        .to_string();
+    let name = unsupported.name().to_ascii_lowercase();
+    assert!(e.contains("model.safetensors") && e.contains(&name), "{e}");
 }
 
 #[test]
 fn f16_weights_beyond_the_f16_range_are_an_error_naming_the_tensor() {
     let dir = model_dir("big16");
-    let path = dir.join("model.safetensors");
-    let file = WeightFile::open(&path).unwrap();
-    let names: Vec<String> = file.names().map(String::from).collect();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = names
-        .iter()
-        .map(|n| {
-            let shape = file.info(n).unwrap().shape.clone();
-            let mut v = file.tensor(n, &shape).unwrap().as_slice().to_vec();
-            if n == "encoder.layer.1.intermediate.dense.weight" {
-                v[5] = 1e5;
-            }
-            (n.clone(), shape, v)
-        })
-        .collect();
-    drop(file);
-    let refs: Vec<(&str, &[usize], &[f32])> = tensors
-        .iter()
-        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
-        .collect();
-    let bytes = crate::weights::serialize(&refs, &[("format", "pt")]).unwrap();
-    std::fs::write(&path, bytes).unwrap();
+    rewrite_weights(&dir, |name, _, v| {
+        if name == "encoder.layer.1.intermediate.dense.weight" {
+            v[5] = 1e5;
+        }
+    });
     let f16 = TextOptions {
         weight_dtype: DType::F16,
     };

@@ -51,22 +51,24 @@ mod small;
 pub use half_weights::{linear_f16, linear_f16_isa, linear_f16_ref};
 pub use int16_weights::{linear_i16, linear_i16_isa, linear_i16_ref, quantize_rows_i16};
 
-/// Shape check of the `linear` family (`op` names the function in the messages).
+/// Shape check of the `linear` family (`op` names the function in the messages; `w` holds the
+/// weights in whatever storage).
 #[track_caller]
-fn check_linear_dims(
+fn check_linear_dims<T>(
     op: &str,
-    x: usize,
-    w: usize,
-    bias: Option<usize>,
-    y: usize,
+    x: &[f32],
+    w: &[T],
+    bias: Option<&[f32]>,
+    y: &[f32],
     m: usize,
     k: usize,
     n: usize,
 ) {
+    let (x, w, y) = (x.len(), w.len(), y.len());
     assert_eq!(x, m * k, "{op}: x has {x} values, expected m·k = {m}·{k}");
     assert_eq!(w, n * k, "{op}: w has {w} values, expected n·k = {n}·{k}");
     assert_eq!(y, m * n, "{op}: y has {y} values, expected m·n = {m}·{n}");
-    if let Some(b) = bias {
+    if let Some(b) = bias.map(<[f32]>::len) {
         assert_eq!(b, n, "{op}: bias has {b} values, expected {n}");
     }
 }
@@ -81,8 +83,7 @@ fn check_linear(
     k: usize,
     n: usize,
 ) {
-    let b = bias.map(<[f32]>::len);
-    check_linear_dims("linear", x.len(), w.len(), b, y.len(), m, k, n);
+    check_linear_dims("linear", x, w, bias, y, m, k, n);
 }
 
 /// Reference `y = x·wᵀ + b` with f64 accumulation.
@@ -96,11 +97,24 @@ pub fn linear_ref(
     n: usize,
 ) {
     check_linear(x, w, bias, y, m, k, n);
+    linear_ref_widened(x, w, |v| v as f64, bias, y, (m, k, n));
+}
+
+/// The loops of the references of `linear` and `linear_f16`, shapes checked: `y = x·wᵀ + b`
+/// with f64 accumulation of the weights widened by `wide`.
+fn linear_ref_widened<T: Copy>(
+    x: &[f32],
+    w: &[T],
+    wide: impl Fn(T) -> f64,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+) {
     for i in 0..m {
         for j in 0..n {
             let mut acc = bias.map_or(0.0, |b| b[j] as f64);
             for p in 0..k {
-                acc += x[i * k + p] as f64 * w[j * k + p] as f64;
+                acc += x[i * k + p] as f64 * wide(w[j * k + p]);
             }
             y[i * n + j] = acc as f32;
         }
@@ -123,6 +137,23 @@ pub fn linear_isa(
     n: usize,
 ) {
     check_linear(x, w, bias, y, m, k, n);
+    linear_weights_isa(isa, x, w, bias, y, (m, k, n), few::f32_takes_few_rows(m));
+}
+
+/// The body of the `linear*_isa` functions for any weight storage, shapes checked: completes
+/// the products with nothing to sum (`m` or `n` zero: nothing to write; `k` zero: every row is
+/// the bias, or zeros), then runs the few-row kernel when `few_rows`, else the tiles of
+/// `small`.
+#[inline]
+fn linear_weights_isa<W: few::FewWeights + small::PackWeights>(
+    isa: Isa,
+    x: &[f32],
+    w: W,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    few_rows: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -135,7 +166,7 @@ pub fn linear_isa(
         }
         return;
     }
-    if few::f32_takes_few_rows(m) {
+    if few_rows {
         isa.run(few::FewRows {
             x,
             w,

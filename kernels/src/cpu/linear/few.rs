@@ -122,21 +122,35 @@ impl Reader for F32Reader {
     }
 }
 
-/// f16 weights without inf/NaN ([`Decode::F16Finite`]).
-#[derive(Copy, Clone)]
-struct F16FiniteReader;
+/// Widens one vector of 16-bit weights (at most `lanes` values, zero-padded) to f32: a
+/// [`Reader`] of 16-bit weights, which reads a unit as two such vectors.
+trait Widen16: Copy {
+    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s;
+}
 
-impl Reader for F16FiniteReader {
+impl<Wd: Widen16> Reader for Wd {
     type Elem = u16;
     #[inline(always)]
     fn unit<S: Simd>(self, s: S, w: &[u16]) -> [S::f32s; 2] {
         let lanes = S::F32_LANES;
-        let lo = f16_finite_sext_to_f32s(s, load_widen_i16(s, &w[..lanes]));
-        let hi = f16_finite_sext_to_f32s(s, load_widen_i16(s, &w[lanes..2 * lanes]));
-        [lo, hi]
+        [
+            self.widen(s, &w[..lanes]),
+            self.widen(s, &w[lanes..2 * lanes]),
+        ]
     }
     #[inline(always)]
     fn part<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
+        self.widen(s, w)
+    }
+}
+
+/// f16 weights without inf/NaN ([`Decode::F16Finite`]).
+#[derive(Copy, Clone)]
+struct F16FiniteReader;
+
+impl Widen16 for F16FiniteReader {
+    #[inline(always)]
+    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
         f16_finite_sext_to_f32s(s, load_widen_i16(s, w))
     }
 }
@@ -145,17 +159,9 @@ impl Reader for F16FiniteReader {
 #[derive(Copy, Clone)]
 struct F16ExactReader;
 
-impl Reader for F16ExactReader {
-    type Elem = u16;
+impl Widen16 for F16ExactReader {
     #[inline(always)]
-    fn unit<S: Simd>(self, s: S, w: &[u16]) -> [S::f32s; 2] {
-        let lanes = S::F32_LANES;
-        let lo = f16_bits_to_f32s(s, load_widen_u16(s, &w[..lanes]));
-        let hi = f16_bits_to_f32s(s, load_widen_u16(s, &w[lanes..2 * lanes]));
-        [lo, hi]
-    }
-    #[inline(always)]
-    fn part<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
+    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
         f16_bits_to_f32s(s, load_widen_u16(s, w))
     }
 }
@@ -164,17 +170,9 @@ impl Reader for F16ExactReader {
 #[derive(Copy, Clone)]
 struct I16Reader;
 
-impl Reader for I16Reader {
-    type Elem = u16;
+impl Widen16 for I16Reader {
     #[inline(always)]
-    fn unit<S: Simd>(self, s: S, w: &[u16]) -> [S::f32s; 2] {
-        let lanes = S::F32_LANES;
-        let lo = i16_sext_to_f32s(s, load_widen_i16(s, &w[..lanes]));
-        let hi = i16_sext_to_f32s(s, load_widen_i16(s, &w[lanes..2 * lanes]));
-        [lo, hi]
-    }
-    #[inline(always)]
-    fn part<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
+    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
         i16_sext_to_f32s(s, load_widen_i16(s, w))
     }
 }
@@ -509,4 +507,27 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
     for r in 0..RR {
         acc[r][..CC].copy_from_slice(&a[r]);
     }
+}
+
+/// Test shapes `(m, k, n)` of the 16-bit weight products: every m from one row to past the
+/// few-row limit, awkward depths (one crossing the few-row chunk of 512 and the broadcast panel
+/// depth) for each `(m, n)` of `at_depths`, widths around the tiles, and empty products.
+#[cfg(test)]
+pub(super) fn test_shapes(at_depths: &[(usize, usize)]) -> alloc::vec::Vec<(usize, usize, usize)> {
+    use crate::testing::AWKWARD_SIZES;
+    let mut v = alloc::vec::Vec::new();
+    for m in 1..=FEW_MAX_ROWS + 2 {
+        v.push((m, 33, 7));
+    }
+    for &k in AWKWARD_SIZES.iter().chain(&[384, 600, 1100]) {
+        for &(m, n) in at_depths {
+            v.push((m, k, n));
+        }
+    }
+    for &n in AWKWARD_SIZES {
+        v.push((3, 40, n));
+        v.push((20, 40, n));
+    }
+    v.extend([(0, 4, 4), (4, 0, 4), (4, 4, 0), (65, 33, 63)]);
+    v
 }

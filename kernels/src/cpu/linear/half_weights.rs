@@ -12,7 +12,9 @@
 //! `1e-5·(1 + Σ|x_i·w_i|)` per output, as every f32 linear path.
 
 use super::super::isa::Isa;
-use super::{Decode, check_linear_dims, f16_row_has_non_finite, few, small};
+use super::{
+    Decode, check_linear_dims, f16_row_has_non_finite, few, linear_ref_widened, linear_weights_isa,
+};
 use half::f16;
 use pulp::Simd;
 
@@ -61,28 +63,6 @@ pub(super) fn widen_f16<S: Simd>(s: S, src: &[u16], dst: &mut [f32]) {
     }
 }
 
-#[track_caller]
-fn check_linear_f16(
-    x: &[f32],
-    w: &[f16],
-    bias: Option<&[f32]>,
-    y: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-) {
-    check_linear_dims(
-        "linear_f16",
-        x.len(),
-        w.len(),
-        bias.map(<[f32]>::len),
-        y.len(),
-        m,
-        k,
-        n,
-    );
-}
-
 /// Reference `y = x·wᵀ + b` for f16 weights, with f64 accumulation.
 ///
 /// # Panics
@@ -96,16 +76,8 @@ pub fn linear_f16_ref(
     k: usize,
     n: usize,
 ) {
-    check_linear_f16(x, w, bias, y, m, k, n);
-    for i in 0..m {
-        for j in 0..n {
-            let mut acc = bias.map_or(0.0, |b| b[j] as f64);
-            for p in 0..k {
-                acc += x[i * k + p] as f64 * w[j * k + p].to_f64();
-            }
-            y[i * n + j] = acc as f32;
-        }
-    }
+    check_linear_dims("linear_f16", x, w, bias, y, m, k, n);
+    linear_ref_widened(x, w, f16::to_f64, bias, y, (m, k, n));
 }
 
 /// `y = x·wᵀ + b` for f16 weights with the pulp kernels for `isa`: the few-row kernel for at
@@ -125,42 +97,9 @@ pub fn linear_f16_isa(
     k: usize,
     n: usize,
 ) {
-    check_linear_f16(x, w, bias, y, m, k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for row in y.chunks_exact_mut(n) {
-            match bias {
-                Some(b) => row.copy_from_slice(b),
-                None => row.fill(0.0),
-            }
-        }
-        return;
-    }
+    check_linear_dims("linear_f16", x, w, bias, y, m, k, n);
     let w = F16Weights(bytemuck::cast_slice(w));
-    if few::f16_takes_few_rows(m) {
-        isa.run(few::FewRows {
-            x,
-            w,
-            bias,
-            y,
-            m,
-            k,
-            n,
-        });
-    } else {
-        isa.run(small::LinearSmall {
-            x,
-            w,
-            bias,
-            y,
-            m,
-            k,
-            n,
-            broadcast: false,
-        });
-    }
+    linear_weights_isa(isa, x, w, bias, y, (m, k, n), few::f16_takes_few_rows(m));
 }
 
 /// `y = x·wᵀ + b` for f16 weights on the best instruction set ([`linear_f16_isa`]).
@@ -183,29 +122,9 @@ pub fn linear_f16(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{AWKWARD_SIZES, Rng};
+    use crate::testing::Rng;
     use alloc::vec;
     use alloc::vec::Vec;
-
-    /// Every m from one row to past the few-row limit, awkward depths (one crossing the
-    /// few-row chunk of 512 and the broadcast panel depth), and widths around the tiles.
-    fn shapes() -> Vec<(usize, usize, usize)> {
-        let mut v = Vec::new();
-        for m in 1..=few::FEW_MAX_ROWS + 2 {
-            v.push((m, 33, 7));
-        }
-        for &k in AWKWARD_SIZES.iter().chain(&[384, 600, 1100]) {
-            v.push((1, k, 5));
-            v.push((4, k, 13));
-            v.push((11, k, 17));
-        }
-        for &n in AWKWARD_SIZES {
-            v.push((3, 40, n));
-            v.push((20, 40, n));
-        }
-        v.extend([(0, 4, 4), (4, 0, 4), (4, 4, 0), (65, 33, 63)]);
-        v
-    }
 
     /// Weights as f16 and their exact f32 values.
     fn weights(rng: &mut Rng, len: usize) -> (Vec<f16>, Vec<f32>) {
@@ -239,7 +158,7 @@ mod tests {
 
     fn check_linear_f16(isa: Isa) {
         let mut rng = Rng::new(31);
-        for (m, k, n) in shapes() {
+        for (m, k, n) in few::test_shapes(&[(1, 5), (4, 13), (11, 17)]) {
             let x = rng.normal_vec(m * k, 1.0);
             let (w, wf) = weights(&mut rng, n * k);
             let b = rng.normal_vec(n, 0.5);

@@ -15,7 +15,7 @@
 
 use super::super::isa::Isa;
 use super::super::math;
-use super::{check_linear_dims, few, small};
+use super::{check_linear_dims, few, linear_weights_isa};
 use pulp::Simd;
 
 /// i16 weights (as their bit patterns) and one scale per row.
@@ -123,8 +123,7 @@ fn check_linear_i16(
     k: usize,
     n: usize,
 ) {
-    let b = bias.map(<[f32]>::len);
-    check_linear_dims("linear_i16", x.len(), q.len(), b, y.len(), m, k, n);
+    check_linear_dims("linear_i16", x, q, bias, y, m, k, n);
     assert_eq!(
         scales.len(),
         n,
@@ -178,44 +177,11 @@ pub fn linear_i16_isa(
     n: usize,
 ) {
     check_linear_i16(x, q, scales, bias, y, m, k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for row in y.chunks_exact_mut(n) {
-            match bias {
-                Some(b) => row.copy_from_slice(b),
-                None => row.fill(0.0),
-            }
-        }
-        return;
-    }
     let w = I16Weights {
         q: bytemuck::cast_slice(q),
         scales,
     };
-    if few::f16_takes_few_rows(m) {
-        isa.run(few::FewRows {
-            x,
-            w,
-            bias,
-            y,
-            m,
-            k,
-            n,
-        });
-    } else {
-        isa.run(small::LinearSmall {
-            x,
-            w,
-            bias,
-            y,
-            m,
-            k,
-            n,
-            broadcast: false,
-        });
-    }
+    linear_weights_isa(isa, x, w, bias, y, (m, k, n), few::f16_takes_few_rows(m));
 }
 
 /// `y = x·(s ⊙ q)ᵀ + b` for i16 weights on the best instruction set ([`linear_i16_isa`]).
@@ -239,30 +205,9 @@ pub fn linear_i16(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{AWKWARD_SIZES, Rng};
+    use crate::testing::Rng;
     use alloc::vec;
     use alloc::vec::Vec;
-
-    /// Every m from one row to past the few-row limit, awkward depths (one crossing the
-    /// few-row chunk of 512 and the broadcast panel depth), and widths around the tiles.
-    fn shapes() -> Vec<(usize, usize, usize)> {
-        let mut v = Vec::new();
-        for m in 1..=few::FEW_MAX_ROWS + 2 {
-            v.push((m, 33, 7));
-        }
-        for &k in AWKWARD_SIZES.iter().chain(&[384, 600, 1100]) {
-            v.push((1, k, 5));
-            v.push((4, k, 13));
-            v.push((11, k, 17));
-            v.push((40, k, 9));
-        }
-        for &n in AWKWARD_SIZES {
-            v.push((3, 40, n));
-            v.push((20, 40, n));
-        }
-        v.extend([(0, 4, 4), (4, 0, 4), (4, 4, 0), (65, 33, 63)]);
-        v
-    }
 
     /// Random integer weights over the whole i16 range (both extremes included) and scales.
     fn weights(rng: &mut Rng, n: usize, k: usize) -> (Vec<i16>, Vec<f32>) {
@@ -302,7 +247,7 @@ mod tests {
 
     fn check_linear_i16(isa: Isa) {
         let mut rng = Rng::new(41);
-        for (m, k, n) in shapes() {
+        for (m, k, n) in few::test_shapes(&[(1, 5), (4, 13), (11, 17), (40, 9)]) {
             let x = rng.normal_vec(m * k, 1.0);
             let (q, s) = weights(&mut rng, n, k);
             let b = rng.normal_vec(n, 0.5);

@@ -360,7 +360,14 @@ impl PackWeights for &[f32] {
     }
 }
 
-impl PackWeights for F16Weights<'_> {
+/// 16-bit weights, which the broadcast tiles widen row by row into a stack buffer.
+pub(super) trait WidenRows: Copy {
+    /// Widens the `dst.len()` weights of row `j` from the flat index `at` (as f32, times the
+    /// row's scale if it has one) to `dst`.
+    fn widen_row<S: Simd>(self, s: S, j: usize, at: usize, dst: &mut [f32]);
+}
+
+impl<W: WidenRows> PackWeights for W {
     type Buf = [f32; PANEL];
     #[inline(always)]
     fn buf() -> [f32; PANEL] {
@@ -382,40 +389,23 @@ impl PackWeights for F16Weights<'_> {
         (width, kc, k): (usize, usize, usize),
     ) {
         for (c, dst) in buf.chunks_exact_mut(kc).take(width).enumerate() {
-            let at = (j + c) * k + p0;
-            widen_f16(s, &self.0[at..at + kc], dst);
+            self.widen_row(s, j + c, (j + c) * k + p0, dst);
         }
         pack_transposed(panel, nr, &buf[..], kc, width, kc);
     }
 }
 
-impl PackWeights for I16Weights<'_> {
-    type Buf = [f32; PANEL];
+impl WidenRows for F16Weights<'_> {
     #[inline(always)]
-    fn buf() -> [f32; PANEL] {
-        [0.0; PANEL]
+    fn widen_row<S: Simd>(self, s: S, _j: usize, at: usize, dst: &mut [f32]) {
+        widen_f16(s, &self.0[at..at + dst.len()], dst);
     }
+}
+
+impl WidenRows for I16Weights<'_> {
     #[inline(always)]
-    fn in_place(&self) -> Option<&[f32]> {
-        None
-    }
-    /// Widens the rows times their scales into the buffer (`width·kc ≤ PANEL` values), then
-    /// packs them.
-    #[inline(always)]
-    fn pack<S: Simd>(
-        self,
-        s: S,
-        buf: &mut [f32; PANEL],
-        panel: &mut [f32],
-        nr: usize,
-        (j, p0): (usize, usize),
-        (width, kc, k): (usize, usize, usize),
-    ) {
-        for (c, dst) in buf.chunks_exact_mut(kc).take(width).enumerate() {
-            let at = (j + c) * k + p0;
-            widen_i16_scaled(s, &self.q[at..at + kc], self.scales[j + c], dst);
-        }
-        pack_transposed(panel, nr, &buf[..], kc, width, kc);
+    fn widen_row<S: Simd>(self, s: S, j: usize, at: usize, dst: &mut [f32]) {
+        widen_i16_scaled(s, &self.q[at..at + dst.len()], self.scales[j], dst);
     }
 }
 
