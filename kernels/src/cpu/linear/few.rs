@@ -1,6 +1,7 @@
 //! Few-row products: `y[m, n] = x[m, k]·w[n, k]ᵀ + b` for `m ≤ FEW_MAX_ROWS` (one short text,
 //! one request), where every weight is read once from memory and the product runs at memory
-//! speed. The body of [`super::linear_isa`] and [`super::linear_f16_isa`] for such shapes.
+//! speed. The body of [`super::linear_isa`], [`super::linear_f16_isa`] and
+//! [`super::linear_i16_isa`] for such shapes.
 //!
 //! Dot tiles of up to [`R`] rows of `x` × [`C`] rows of `w`, walked one column tile (`C` rows
 //! of `w`) at a time and, within it, over depth chunks of at most [`KC`] values: every row
@@ -12,9 +13,10 @@
 //! the weights: a product split across threads by blocks of rows of `w` would otherwise fetch
 //! the start of the next thread's block into this core's caches as well.
 //!
-//! f32 weights are read in place. f16 weights are widened exactly in registers, by every row
-//! block (measured: cheaper than widening a chunk once into a stack buffer for every row count
-//! up to 20). A chunk's rows are first scanned for inf/NaN (the scan is also what brings them
+//! f32 weights are read in place. f16 and i16 weights are widened exactly in registers, by
+//! every row block (measured for f16: cheaper than widening a chunk once into a stack buffer for
+//! every row count up to 20); i16 sums are scaled by their row's scale at the end. An f16
+//! chunk's rows are first scanned for inf/NaN (the scan is also what brings them
 //! in from memory, prefetching ahead): without, they take the three-operation decode, with,
 //! the full one (see [`super::Decode`]).
 //!
