@@ -155,28 +155,14 @@ impl TopK {
     /// # Panics
     /// As [`TopK::push_block`].
     pub fn push_block_isa(&mut self, isa: Isa, base: u32, scores: &[f32], exclude: &[u32]) {
-        assert!(
-            base as u64 + scores.len() as u64 <= 1 << 32,
-            "TopK::push_block: ids base + scores.len() = {base} + {} exceed u32",
-            scores.len()
-        );
-        assert!(
-            exclude.windows(2).all(|w| w[0] <= w[1]),
-            "TopK::push_block: exclude ({} ids) is not sorted ascending",
-            exclude.len()
-        );
-        if self.k == 0 || scores.is_empty() {
+        let Some(exclude) = self.block_exclusions(base, scores.len(), exclude) else {
             return;
-        }
-        // Only the excluded ids inside this block matter.
-        let end = base as u64 + scores.len() as u64;
-        let lo = exclude.partition_point(|&id| id < base);
-        let hi = exclude.partition_point(|&id| (id as u64) < end);
+        };
         isa.run(ScanBody {
             topk: self,
             base,
             scores,
-            exclude: &exclude[lo..hi],
+            exclude,
         });
     }
 
@@ -216,29 +202,41 @@ impl TopK {
         exclude: &[u32],
         rescore: impl FnMut(u32) -> f32,
     ) {
+        let Some(exclude) = self.block_exclusions(base, upper.len(), exclude) else {
+            return;
+        };
+        isa.run(BoundedBody {
+            topk: self,
+            base,
+            upper,
+            exclude,
+            rescore,
+        });
+    }
+
+    /// Checks a block of `len` items from id `base` and the exclusions offered with it, and
+    /// returns the excluded ids inside the block (the only ones that matter), or `None` when
+    /// there is nothing to select (`k` or `len` zero).
+    ///
+    /// # Panics
+    /// As [`TopK::push_block`].
+    fn block_exclusions<'e>(&self, base: u32, len: usize, exclude: &'e [u32]) -> Option<&'e [u32]> {
         assert!(
-            base as u64 + upper.len() as u64 <= 1 << 32,
-            "TopK::push_block: ids base + scores.len() = {base} + {} exceed u32",
-            upper.len()
+            base as u64 + len as u64 <= 1 << 32,
+            "TopK::push_block: ids base + scores.len() = {base} + {len} exceed u32"
         );
         assert!(
             exclude.windows(2).all(|w| w[0] <= w[1]),
             "TopK::push_block: exclude ({} ids) is not sorted ascending",
             exclude.len()
         );
-        if self.k == 0 || upper.is_empty() {
-            return;
+        if self.k == 0 || len == 0 {
+            return None;
         }
-        let end = base as u64 + upper.len() as u64;
+        let end = base as u64 + len as u64;
         let lo = exclude.partition_point(|&id| id < base);
         let hi = exclude.partition_point(|&id| (id as u64) < end);
-        isa.run(BoundedBody {
-            topk: self,
-            base,
-            upper,
-            exclude: &exclude[lo..hi],
-            rescore,
-        });
+        Some(&exclude[lo..hi])
     }
 
     /// The threshold bounds are compared with: [`TopK::threshold`] lowered by `2⁻²⁰` relative
