@@ -9,7 +9,7 @@ use crate::models::{Batch, TrainModel, TrainStyle};
 use crate::nn::Rng;
 use crate::nn::loss::{SampledLoss, full_softmax_loss, sampled_loss};
 use crate::nn::optim::{Adam, Decay, Optimizer, Schedule, clip_grad_norm};
-use crate::nn::param::zero_grads;
+use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
 use crate::scorer::EngineScorer;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -135,6 +135,71 @@ pub struct TrainResult {
     pub stop: StopReason,
     /// Training sequences (windows or examples) per second, averaged over the run.
     pub windows_per_sec: f64,
+}
+
+/// The best-epoch bookkeeping every training loop shares: the per-epoch log, the best
+/// validation value with its report and checkpoint, and why training stopped.
+pub(crate) struct EpochTracker {
+    log: Vec<EpochLog>,
+    best: f64,
+    best_epoch: usize,
+    best_report: Option<Report>,
+    checkpoint: Vec<u8>,
+    stop: StopReason,
+}
+
+impl EpochTracker {
+    pub(crate) fn new() -> Self {
+        EpochTracker {
+            log: Vec::new(),
+            best: f64::NEG_INFINITY,
+            best_epoch: 0,
+            best_report: None,
+            checkpoint: Vec::new(),
+            stop: StopReason::Epochs,
+        }
+    }
+
+    /// Logs epoch `epoch`, validated at `value` (its report and checkpoint kept when it is the
+    /// best so far); true when training stops: no improvement for `patience` epochs, or
+    /// `out_of_time`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn end_epoch(
+        &mut self,
+        entry: EpochLog,
+        epoch: usize,
+        value: f64,
+        report: Report,
+        checkpoint: Vec<u8>,
+        patience: usize,
+        out_of_time: bool,
+    ) -> bool {
+        self.log.push(entry);
+        if value > self.best {
+            (self.best, self.best_epoch) = (value, epoch);
+            (self.best_report, self.checkpoint) = (Some(report), checkpoint);
+        } else if epoch - self.best_epoch >= patience {
+            self.stop = StopReason::EarlyStopping;
+            return true;
+        }
+        if out_of_time {
+            self.stop = StopReason::TimeBudget;
+            return true;
+        }
+        false
+    }
+
+    /// The result of a run that trained on `done` sequences since `start`.
+    pub(crate) fn finish(self, done: usize, start: Instant) -> TrainResult {
+        TrainResult {
+            log: self.log,
+            best_epoch: self.best_epoch,
+            best_report: self.best_report,
+            checkpoint: self.checkpoint,
+            stop: self.stop,
+            windows_per_sec: done as f64 / start.elapsed().as_secs_f64().max(1e-9),
+        }
+    }
 }
 
 /// A window to train on: ids (left-aligned) and, per position, the next item (0: no loss).
@@ -336,13 +401,10 @@ pub fn train<M: TrainModel>(
         Box::new(Adam::new(0.0))
     };
     let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut log = Vec::new();
-    let (mut best, mut best_epoch, mut best_report, mut checkpoint) =
-        (f64::NEG_INFINITY, 0, None, Vec::new());
-    let mut stop = StopReason::Epochs;
+    let mut tracker = EpochTracker::new();
     let mut windows_done = 0usize;
     let mut last_valid_secs = 0.0f64;
-    'epochs: for epoch in 1..=opts.epochs {
+    for epoch in 1..=opts.epochs {
         for i in (1..order.len()).rev() {
             order.swap(i, shuffle.below(i + 1));
         }
@@ -388,26 +450,20 @@ pub fn train<M: TrainModel>(
                 // The mini-batch gradient: each part's mean-loss gradient weighted by its share
                 // of the outputs.
                 let mut main = model.params_mut();
-                zero_grads(&mut main);
-                for (r, part) in replicas.iter().zip(&parts) {
-                    let w = part.out_pos.len() as f32 / total.max(1) as f32;
-                    for (p, q) in main.iter_mut().zip(r.params()) {
-                        for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
-                            *g += s * w;
-                        }
-                    }
-                }
+                gather_grads(
+                    &mut main,
+                    replicas
+                        .iter()
+                        .zip(&parts)
+                        .map(|(r, part)| (r, part.out_pos.len() as f32 / total.max(1) as f32)),
+                );
                 if let Some(c) = opts.clip {
                     clip_grad_norm(&mut main, c);
                 }
                 let lr = schedule.lr(optimizer.steps());
                 optimizer.step(&mut main, lr);
             }
-            for r in replicas.iter_mut() {
-                for (q, p) in r.params_mut().into_iter().zip(model.params()) {
-                    q.value.copy_from_slice(&p.value);
-                }
-            }
+            sync_replicas(&mut replicas, &*model);
             for (l, part) in losses.iter().zip(&parts) {
                 loss_sum += l * part.out_pos.len() as f64;
             }
@@ -432,27 +488,19 @@ pub fn train<M: TrainModel>(
                 entry.loss, entry.elapsed
             );
         }
-        log.push(entry);
-        if value > best {
-            (best, best_epoch, best_report, checkpoint) = (value, epoch, Some(report), bytes);
-        } else if epoch - best_epoch >= opts.patience {
-            stop = StopReason::EarlyStopping;
-            break 'epochs;
-        }
-        if out_of_time {
-            stop = StopReason::TimeBudget;
+        if tracker.end_epoch(
+            entry,
+            epoch,
+            value,
+            report,
+            bytes,
+            opts.patience,
+            out_of_time,
+        ) {
             break;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(TrainResult {
-        log,
-        best_epoch,
-        best_report,
-        checkpoint,
-        stop,
-        windows_per_sec: windows_done as f64 / secs.max(1e-9),
-    })
+    Ok(tracker.finish(windows_done, start))
 }
 
 #[cfg(test)]

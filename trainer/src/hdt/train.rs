@@ -22,10 +22,10 @@ use super::{HdtBatch, HdtModel};
 use crate::data::{Split, session_boundaries};
 use crate::eval::{EvalOptions, Evaluator, Report, parse_metrics};
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
-use crate::nn::param::zero_grads;
+use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
 use crate::nn::{Module, Rng};
 use crate::session_scorer::SessionScorer;
-use crate::train::{EpochLog, StopReason, TrainResult};
+use crate::train::{EpochLog, EpochTracker, TrainResult};
 use rayon::prelude::*;
 use seqrec_engine::Model;
 use std::time::{Duration, Instant};
@@ -176,14 +176,11 @@ pub fn train_hdt(
     } else {
         Adam::new(0.0)
     };
-    let mut log = Vec::new();
-    let (mut best, mut best_epoch, mut best_report, mut checkpoint) =
-        (f64::NEG_INFINITY, 0, None, Vec::new());
-    let mut stop = StopReason::Epochs;
+    let mut tracker = EpochTracker::new();
     let mut sessions_done = 0usize;
     let mut last_valid_secs = 0.0f64;
     let zeros = vec![0.0f32; d];
-    'epochs: for epoch in 1..=opts.epochs {
+    for epoch in 1..=opts.epochs {
         let mut order: Vec<usize> = (0..data.len()).collect();
         for i in (1..order.len()).rev() {
             order.swap(i, shuffle.below(i + 1));
@@ -247,26 +244,20 @@ pub fn train_hdt(
                 .collect();
             {
                 let mut main = model.params_mut();
-                zero_grads(&mut main);
                 // Idle slots are masked out: the loss is the sum over busy slots / B.
-                for (r, (ks, ..)) in replicas.iter().zip(&parts) {
-                    let w = ks.len() as f32 / opts.slots.max(1) as f32;
-                    for (p, q) in main.iter_mut().zip(r.params()) {
-                        for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
-                            *g += s * w;
-                        }
-                    }
-                }
+                gather_grads(
+                    &mut main,
+                    replicas
+                        .iter()
+                        .zip(&parts)
+                        .map(|(r, (ks, ..))| (r, ks.len() as f32 / opts.slots.max(1) as f32)),
+                );
                 if let Some(c) = opts.clip {
                     clip_grad_norm(&mut main, c);
                 }
                 optimizer.step(&mut main, opts.lr);
             }
-            for r in replicas.iter_mut() {
-                for (q, p) in r.params_mut().into_iter().zip(model.params()) {
-                    q.value.copy_from_slice(&p.value);
-                }
-            }
+            sync_replicas(&mut replicas, &*model);
             for ((ks, _, last), out) in parts.iter().zip(&outs) {
                 loss_sum += out.loss.total * ks.len() as f64;
                 let l = &out.loss;
@@ -309,25 +300,17 @@ pub fn train_hdt(
                 entry.loss, entry.elapsed
             );
         }
-        log.push(entry);
-        if value > best {
-            (best, best_epoch, best_report, checkpoint) = (value, epoch, Some(report), bytes);
-        } else if epoch - best_epoch >= opts.patience {
-            stop = StopReason::EarlyStopping;
-            break 'epochs;
-        }
-        if out_of_time {
-            stop = StopReason::TimeBudget;
+        if tracker.end_epoch(
+            entry,
+            epoch,
+            value,
+            report,
+            bytes,
+            opts.patience,
+            out_of_time,
+        ) {
             break;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(TrainResult {
-        log,
-        best_epoch,
-        best_report,
-        checkpoint,
-        stop,
-        windows_per_sec: sessions_done as f64 / secs.max(1e-9),
-    })
+    Ok(tracker.finish(sessions_done, start))
 }

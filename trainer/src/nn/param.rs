@@ -171,6 +171,33 @@ pub fn zero_grads(params: &mut [&mut Param]) {
     }
 }
 
+/// Sets the gradients of `dst` to the weighted sum `Σ_r w_r·∇_r` of the gradients of data-
+/// parallel replicas (each with the parameter layout of `dst`), e.g. each replica's mean-loss
+/// gradient weighted by its share of the mini-batch.
+pub fn gather_grads<'r, M: Module + 'r>(
+    dst: &mut [&mut Param],
+    replicas: impl IntoIterator<Item = (&'r M, f32)>,
+) {
+    zero_grads(dst);
+    for (r, w) in replicas {
+        for (p, q) in dst.iter_mut().zip(r.params()) {
+            for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
+                *g += s * w;
+            }
+        }
+    }
+}
+
+/// Copies the parameter values of `src` into every replica (same layout).
+pub fn sync_replicas<M: Module>(replicas: &mut [M], src: &impl Module) {
+    let values = src.params();
+    for r in replicas {
+        for (q, p) in r.params_mut().into_iter().zip(&values) {
+            q.value.copy_from_slice(&p.value);
+        }
+    }
+}
+
 /// The global L2 norm of all gradients, accumulated in f64.
 pub fn grad_norm(params: &[&Param]) -> f64 {
     params

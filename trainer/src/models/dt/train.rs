@@ -19,11 +19,11 @@ use super::returns::{N_OBJ, training_returns};
 use crate::data::{Split, TrainPart};
 use crate::eval::{EvalOptions, Evaluator, Report, parse_metrics};
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
-use crate::nn::param::zero_grads;
+use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
 use crate::nn::{Module, Rng};
 use crate::objectives::Similarity;
 use crate::scorer::EngineScorer;
-use crate::train::{EpochLog, StopReason, TrainOptions, TrainResult};
+use crate::train::{EpochLog, EpochTracker, TrainOptions, TrainResult};
 use rayon::prelude::*;
 use seqrec_engine::Model;
 use std::time::Instant;
@@ -166,14 +166,11 @@ pub fn train(
         Box::new(Adam::new(0.0))
     };
     let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut log = Vec::new();
+    let mut tracker = EpochTracker::new();
     let mut last = DtLossLog::default();
-    let (mut best, mut best_epoch, mut best_report, mut checkpoint) =
-        (f64::NEG_INFINITY, 0, None, Vec::new());
-    let mut stop = StopReason::Epochs;
     let mut windows_done = 0usize;
     let mut last_valid_secs = 0.0f64;
-    'epochs: for epoch in 1..=opts.epochs {
+    for epoch in 1..=opts.epochs {
         for i in (1..order.len()).rev() {
             order.swap(i, shuffle.below(i + 1));
         }
@@ -205,25 +202,19 @@ pub fn train(
                 .collect();
             {
                 let mut main = model.params_mut();
-                zero_grads(&mut main);
-                for (r, part) in replicas.iter().zip(&parts) {
-                    let w = real(part) as f32 / total.max(1) as f32;
-                    for (p, q) in main.iter_mut().zip(r.params()) {
-                        for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
-                            *g += s * w;
-                        }
-                    }
-                }
+                gather_grads(
+                    &mut main,
+                    replicas
+                        .iter()
+                        .zip(&parts)
+                        .map(|(r, part)| (r, real(part) as f32 / total.max(1) as f32)),
+                );
                 if let Some(c) = opts.clip {
                     clip_grad_norm(&mut main, c);
                 }
                 optimizer.step(&mut main, opts.lr);
             }
-            for r in replicas.iter_mut() {
-                for (q, p) in r.params_mut().into_iter().zip(model.params()) {
-                    q.value.copy_from_slice(&p.value);
-                }
-            }
+            sync_replicas(&mut replicas, &*model);
             for (l, part) in losses.iter().zip(&parts) {
                 let w = real(part) as f64;
                 for (s, v) in sums
@@ -260,30 +251,19 @@ pub fn train(
                 p.total, p.supervised, p.action, p.returns, entry.elapsed
             );
         }
-        log.push(entry);
-        if value > best {
-            (best, best_epoch, best_report, checkpoint) = (value, epoch, Some(report), bytes);
-        } else if epoch - best_epoch >= opts.patience {
-            stop = StopReason::EarlyStopping;
-            break 'epochs;
-        }
-        if out_of_time {
-            stop = StopReason::TimeBudget;
+        if tracker.end_epoch(
+            entry,
+            epoch,
+            value,
+            report,
+            bytes,
+            opts.patience,
+            out_of_time,
+        ) {
             break;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    Ok((
-        TrainResult {
-            log,
-            best_epoch,
-            best_report,
-            checkpoint,
-            stop,
-            windows_per_sec: windows_done as f64 / secs.max(1e-9),
-        },
-        last,
-    ))
+    Ok((tracker.finish(windows_done, start), last))
 }
 
 #[cfg(test)]

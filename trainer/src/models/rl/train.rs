@@ -20,11 +20,11 @@ use crate::eval::{
 };
 use crate::models::TrainModel;
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
-use crate::nn::param::zero_grads;
+use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
 use crate::nn::{Module, Rng};
 use crate::objectives::Similarity;
 use crate::scorer::EngineScorer;
-use crate::train::{EpochLog, StopReason, TrainOptions, TrainResult};
+use crate::train::{EpochLog, EpochTracker, TrainOptions, TrainResult};
 use rayon::prelude::*;
 use seqrec_engine::Model;
 use std::time::Instant;
@@ -174,13 +174,10 @@ pub fn train_rl<M: TrainModel>(
     };
     let mut adams = [new_adam(), new_adam()];
     let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut log = Vec::new();
-    let (mut best, mut best_epoch, mut best_report, mut checkpoint) =
-        (f64::NEG_INFINITY, 0, None, Vec::new());
-    let mut stop = StopReason::Epochs;
+    let mut tracker = EpochTracker::new();
     let (mut windows_done, mut step) = (0usize, 0u64);
     let mut last_valid_secs = 0.0f64;
-    'epochs: for epoch in 1..=opts.epochs {
+    for epoch in 1..=opts.epochs {
         for i in (1..order.len()).rev() {
             order.swap(i, shuffle.below(i + 1));
         }
@@ -218,11 +215,7 @@ pub fn train_rl<M: TrainModel>(
                 zero_grads(&mut m.params_mut());
                 vec![rl_step(m, t, &parts[0], &ctx, Some(&mut rngs[0]))]
             } else {
-                for r in replicas.iter_mut() {
-                    for (q, p) in r.params_mut().into_iter().zip(m.params()) {
-                        q.value.copy_from_slice(&p.value);
-                    }
-                }
+                sync_replicas(&mut replicas, &*m);
                 let losses = replicas
                     .par_iter_mut()
                     .zip(rngs.par_iter_mut())
@@ -232,16 +225,13 @@ pub fn train_rl<M: TrainModel>(
                         rl_step(rep, t, part, &ctx, Some(rng))
                     })
                     .collect();
-                let mut dst = m.params_mut();
-                zero_grads(&mut dst);
-                for (r, part) in replicas.iter().zip(&parts) {
-                    let w = part.rows() as f32 / total.max(1) as f32;
-                    for (p, q) in dst.iter_mut().zip(r.params()) {
-                        for (g, &s) in p.grad.iter_mut().zip(&q.grad) {
-                            *g += s * w;
-                        }
-                    }
-                }
+                gather_grads(
+                    &mut m.params_mut(),
+                    replicas
+                        .iter()
+                        .zip(&parts)
+                        .map(|(r, part)| (r, part.rows() as f32 / total.max(1) as f32)),
+                );
                 losses
             };
             let mut params = m.params_mut();
@@ -284,26 +274,19 @@ pub fn train_rl<M: TrainModel>(
                 }
             );
         }
-        log.push(entry);
-        if value > best {
-            (best, best_epoch, best_report, checkpoint) = (value, epoch, Some(report), bytes);
-        } else if epoch - best_epoch >= opts.patience {
-            stop = StopReason::EarlyStopping;
-            break 'epochs;
-        }
-        if out_of_time {
-            stop = StopReason::TimeBudget;
+        if tracker.end_epoch(
+            entry,
+            epoch,
+            value,
+            report,
+            bytes,
+            opts.patience,
+            out_of_time,
+        ) {
             break;
         }
     }
-    Ok(TrainResult {
-        log,
-        best_epoch,
-        best_report,
-        checkpoint,
-        stop,
-        windows_per_sec: windows_done as f64 / start.elapsed().as_secs_f64().max(1e-9),
-    })
+    Ok(tracker.finish(windows_done, start))
 }
 
 /// The weights the serving scores of `model` use by default (SMORL: `rl.weights`).
