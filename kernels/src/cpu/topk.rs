@@ -357,29 +357,13 @@ impl<F: FnMut(u32) -> f32> WithSimd for BoundedBody<'_, F> {
             exclude,
             mut rescore,
         } = self;
-        let lanes = S::F32_LANES;
-        let (head, _) = S::as_simd_f32s(upper);
-        let groups = head.chunks_exact(GROUP);
-        let grouped = groups.len() * GROUP * lanes;
-        let mut thr = s.splat_f32s(topk.bound_threshold());
-        for (g, group) in groups.enumerate() {
-            let m01 = s.or_m32s(
-                s.greater_than_or_equal_f32s(group[0], thr),
-                s.greater_than_or_equal_f32s(group[1], thr),
-            );
-            let m23 = s.or_m32s(
-                s.greater_than_or_equal_f32s(group[2], thr),
-                s.greater_than_or_equal_f32s(group[3], thr),
-            );
-            if any_lane(s, s.or_m32s(m01, m23)) {
-                let offset = g * GROUP * lanes;
-                let run = &upper[offset..offset + GROUP * lanes];
-                bounded_scalar(topk, base, offset, run, exclude, &mut rescore);
-                thr = s.splat_f32s(topk.bound_threshold());
-            }
-        }
-        let rest = &upper[grouped..];
-        bounded_scalar(topk, base, grouped, rest, exclude, &mut rescore);
+        skip_scan(
+            s,
+            upper,
+            topk,
+            TopK::bound_threshold,
+            |topk, offset, run| bounded_scalar(topk, base, offset, run, exclude, &mut rescore),
+        );
     }
 }
 
@@ -403,31 +387,45 @@ impl WithSimd for ScanBody<'_> {
             scores,
             exclude,
         } = self;
-        let lanes = S::F32_LANES;
-        let (head, _) = S::as_simd_f32s(scores);
-        let groups = head.chunks_exact(GROUP);
-        let grouped = groups.len() * GROUP * lanes;
-        let mut thr = s.splat_f32s(topk.threshold());
-        for (g, group) in groups.enumerate() {
-            // A lane can enter only if its score is >= the k-th best (ties may win on id);
-            // NaN compares false.
-            let m01 = s.or_m32s(
-                s.greater_than_or_equal_f32s(group[0], thr),
-                s.greater_than_or_equal_f32s(group[1], thr),
-            );
-            let m23 = s.or_m32s(
-                s.greater_than_or_equal_f32s(group[2], thr),
-                s.greater_than_or_equal_f32s(group[3], thr),
-            );
-            if any_lane(s, s.or_m32s(m01, m23)) {
-                let offset = g * GROUP * lanes;
-                let run = &scores[offset..offset + GROUP * lanes];
-                scan_scalar(topk, base, offset, run, exclude);
-                thr = s.splat_f32s(topk.threshold());
-            }
-        }
-        scan_scalar(topk, base, grouped, &scores[grouped..], exclude);
+        skip_scan(s, scores, topk, TopK::threshold, |topk, offset, run| {
+            scan_scalar(topk, base, offset, run, exclude)
+        });
     }
+}
+
+/// The vector skip test of both scans: `values` in groups of [`GROUP`] vectors; a group with a
+/// lane at or above `threshold(topk)` (ties may win on id; NaN compares false) goes to
+/// `run(topk, offset, group)`, after which the threshold is read again; the tail goes to `run`
+/// as well.
+#[inline(always)]
+fn skip_scan<S: Simd>(
+    s: S,
+    values: &[f32],
+    topk: &mut TopK,
+    threshold: impl Fn(&TopK) -> f32,
+    mut run: impl FnMut(&mut TopK, usize, &[f32]),
+) {
+    let lanes = S::F32_LANES;
+    let (head, _) = S::as_simd_f32s(values);
+    let groups = head.chunks_exact(GROUP);
+    let grouped = groups.len() * GROUP * lanes;
+    let mut thr = s.splat_f32s(threshold(topk));
+    for (g, group) in groups.enumerate() {
+        let m01 = s.or_m32s(
+            s.greater_than_or_equal_f32s(group[0], thr),
+            s.greater_than_or_equal_f32s(group[1], thr),
+        );
+        let m23 = s.or_m32s(
+            s.greater_than_or_equal_f32s(group[2], thr),
+            s.greater_than_or_equal_f32s(group[3], thr),
+        );
+        if any_lane(s, s.or_m32s(m01, m23)) {
+            let offset = g * GROUP * lanes;
+            run(topk, offset, &values[offset..offset + GROUP * lanes]);
+            thr = s.splat_f32s(threshold(topk));
+        }
+    }
+    run(topk, grouped, &values[grouped..]);
 }
 
 /// Whether any lane of the mask is set. (`F32_LANES`, not `M32_LANES`: pulp's scalar mask is
