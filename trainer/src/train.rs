@@ -137,6 +137,25 @@ pub struct TrainResult {
     pub windows_per_sec: f64,
 }
 
+/// The evaluator of the validation metric `metric` (lower case) on `split`.
+pub(crate) fn validation_evaluator(split: &Split, metric: &str) -> Result<Evaluator, String> {
+    let eval_opts = EvalOptions {
+        metrics: parse_metrics(metric).map_err(|e| e.to_string())?,
+        ..Default::default()
+    };
+    Evaluator::new(split, eval_opts).map_err(|e| e.to_string())
+}
+
+/// `threads` copies of `model` for data-parallel steps, with one dropout stream each (seeded
+/// from `seed`).
+pub(crate) fn replicas<M: Clone>(model: &M, threads: usize, seed: u64) -> (Vec<M>, Vec<Rng>) {
+    let replicas = (0..threads).map(|_| model.clone()).collect();
+    let rngs = (0..threads as u64)
+        .map(|t| Rng::new(seed ^ (0xA5A5 + t)))
+        .collect();
+    (replicas, rngs)
+}
+
 /// The best-epoch bookkeeping every training loop shares: the per-epoch log, the best
 /// validation value with its report and checkpoint, and why training stopped.
 pub(crate) struct EpochTracker {
@@ -376,16 +395,9 @@ pub fn train<M: TrainModel>(
         return Err("the split has no validation events to select a checkpoint with".into());
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
-    let eval_opts = EvalOptions {
-        metrics: parse_metrics(&metric).map_err(|e| e.to_string())?,
-        ..Default::default()
-    };
-    let evaluator = Evaluator::new(split, eval_opts).map_err(|e| e.to_string())?;
+    let evaluator = validation_evaluator(split, &metric)?;
     let threads = opts.threads.max(1);
-    let mut replicas: Vec<M> = (0..threads).map(|_| model.clone()).collect();
-    let mut rngs: Vec<Rng> = (0..threads as u64)
-        .map(|t| Rng::new(opts.seed ^ (0xA5A5 + t)))
-        .collect();
+    let (mut replicas, mut rngs) = replicas(&*model, threads, opts.seed);
     let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
     let steps_per_epoch = data.len().div_ceil(opts.batch_size.max(1)) as u64;
     let schedule = Schedule {
@@ -395,11 +407,7 @@ pub fn train<M: TrainModel>(
         decay: Decay::Constant,
         min_lr: opts.lr,
     };
-    let mut optimizer: Box<dyn Optimizer> = if opts.weight_decay > 0.0 {
-        Box::new(Adam::adamw(opts.weight_decay))
-    } else {
-        Box::new(Adam::new(0.0))
-    };
+    let mut optimizer: Box<dyn Optimizer> = Box::new(Adam::decoupled_or_plain(opts.weight_decay));
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut tracker = EpochTracker::new();
     let mut windows_done = 0usize;

@@ -20,12 +20,12 @@
 use super::data::{UserSessions, make_batch};
 use super::{HdtBatch, HdtModel};
 use crate::data::{Split, session_boundaries};
-use crate::eval::{EvalOptions, Evaluator, Report, parse_metrics};
+use crate::eval::{Evaluator, Report};
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
 use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
 use crate::nn::{Module, Rng};
 use crate::session_scorer::SessionScorer;
-use crate::train::{EpochLog, EpochTracker, TrainResult};
+use crate::train::{EpochLog, EpochTracker, TrainResult, replicas, validation_evaluator};
 use rayon::prelude::*;
 use seqrec_engine::Model;
 use std::time::{Duration, Instant};
@@ -158,24 +158,13 @@ pub fn train_hdt(
         return Err("the split has no validation sessions to select a checkpoint with".into());
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
-    let eval_opts = EvalOptions {
-        metrics: parse_metrics(&metric).map_err(|e| e.to_string())?,
-        ..Default::default()
-    };
-    let evaluator = Evaluator::new(split, eval_opts).map_err(|e| e.to_string())?;
+    let evaluator = validation_evaluator(split, &metric)?;
     let boundaries = session_boundaries(split);
     let d = model.config().dim;
     let threads = opts.threads.max(1);
-    let mut replicas: Vec<HdtModel> = (0..threads).map(|_| model.clone()).collect();
-    let mut rngs: Vec<Rng> = (0..threads as u64)
-        .map(|t| Rng::new(opts.seed ^ (0xA5A5 + t)))
-        .collect();
+    let (mut replicas, mut rngs) = replicas(&*model, threads, opts.seed);
     let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
-    let mut optimizer = if opts.weight_decay > 0.0 {
-        Adam::adamw(opts.weight_decay)
-    } else {
-        Adam::new(0.0)
-    };
+    let mut optimizer = Adam::decoupled_or_plain(opts.weight_decay);
     let mut tracker = EpochTracker::new();
     let mut sessions_done = 0usize;
     let mut last_valid_secs = 0.0f64;

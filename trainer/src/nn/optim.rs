@@ -167,6 +167,16 @@ impl Adam {
             ..Adam::new(weight_decay)
         }
     }
+
+    /// The trainers' optimizer: AdamW with decoupled decay `weight_decay` when it is positive,
+    /// plain Adam otherwise.
+    pub fn decoupled_or_plain(weight_decay: f32) -> Adam {
+        if weight_decay > 0.0 {
+            Adam::adamw(weight_decay)
+        } else {
+            Adam::new(0.0)
+        }
+    }
 }
 
 impl Optimizer for Adam {

@@ -17,13 +17,15 @@ use super::DtModel;
 use super::forward::{DtBatch, LossParts};
 use super::returns::{N_OBJ, training_returns};
 use crate::data::{Split, TrainPart};
-use crate::eval::{EvalOptions, Evaluator, Report, parse_metrics};
+use crate::eval::{Evaluator, Report};
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
 use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
 use crate::nn::{Module, Rng};
 use crate::objectives::Similarity;
 use crate::scorer::EngineScorer;
-use crate::train::{EpochLog, EpochTracker, TrainOptions, TrainResult};
+use crate::train::{
+    EpochLog, EpochTracker, TrainOptions, TrainResult, replicas, validation_evaluator,
+};
 use rayon::prelude::*;
 use seqrec_engine::Model;
 use std::time::Instant;
@@ -149,22 +151,11 @@ pub fn train(
         return Err("the model has no long-tail and similarity tables to serve with".into());
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
-    let eval_opts = EvalOptions {
-        metrics: parse_metrics(&metric).map_err(|e| e.to_string())?,
-        ..Default::default()
-    };
-    let evaluator = Evaluator::new(split, eval_opts).map_err(|e| e.to_string())?;
+    let evaluator = validation_evaluator(split, &metric)?;
     let threads = opts.threads.max(1);
-    let mut replicas: Vec<DtModel> = (0..threads).map(|_| model.clone()).collect();
-    let mut rngs: Vec<Rng> = (0..threads as u64)
-        .map(|t| Rng::new(opts.seed ^ (0xA5A5 + t)))
-        .collect();
+    let (mut replicas, mut rngs) = replicas(&*model, threads, opts.seed);
     let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
-    let mut optimizer: Box<dyn Optimizer> = if opts.weight_decay > 0.0 {
-        Box::new(Adam::adamw(opts.weight_decay))
-    } else {
-        Box::new(Adam::new(0.0))
-    };
+    let mut optimizer: Box<dyn Optimizer> = Box::new(Adam::decoupled_or_plain(opts.weight_decay));
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut tracker = EpochTracker::new();
     let mut last = DtLossLog::default();

@@ -15,16 +15,16 @@ use super::samples::{RlBatch, Transitions};
 use super::step::{RlOptions, StepCtx, StepLoss, objective_weights, rl_step};
 use super::{RlKind, RlModel};
 use crate::data::Split;
-use crate::eval::{
-    EvalOptions, Evaluator, Report, ScorerError, SharedScorer, long_tail, parse_metrics,
-};
+use crate::eval::{Evaluator, Report, ScorerError, SharedScorer, long_tail};
 use crate::models::TrainModel;
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
 use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
 use crate::nn::{Module, Rng};
 use crate::objectives::Similarity;
 use crate::scorer::EngineScorer;
-use crate::train::{EpochLog, EpochTracker, TrainOptions, TrainResult};
+use crate::train::{
+    EpochLog, EpochTracker, TrainOptions, TrainResult, replicas, validation_evaluator,
+};
 use rayon::prelude::*;
 use seqrec_engine::Model;
 use std::time::Instant;
@@ -143,11 +143,7 @@ pub fn train_rl<M: TrainModel>(
         return Err("the split has no validation events to select a checkpoint with".into());
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
-    let eval_opts = EvalOptions {
-        metrics: parse_metrics(&metric).map_err(|e| e.to_string())?,
-        ..Default::default()
-    };
-    let evaluator = Evaluator::new(split, eval_opts).map_err(|e| e.to_string())?;
+    let evaluator = validation_evaluator(split, &metric)?;
     let tail = long_tail(&split.item_counts());
     let n_neg = if kind.uses_negatives() {
         rl.negatives
@@ -158,21 +154,11 @@ pub fn train_rl<M: TrainModel>(
     let steps_per_epoch = data.len().div_ceil(batch_size) as u64;
     let warmup = rl.warmup.steps(steps_per_epoch);
     let threads = opts.threads.max(1);
-    let mut replicas: Vec<RlModel<M>> = (0..threads).map(|_| copies[0].clone()).collect();
-    let mut rngs: Vec<Rng> = (0..threads as u64)
-        .map(|t| Rng::new(opts.seed ^ (0xA5A5 + t)))
-        .collect();
+    let (mut replicas, mut rngs) = replicas(&copies[0], threads, opts.seed);
     let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
     let mut switch = Rng::new(opts.seed ^ 0xD0B1);
     let mut neg_rng = Rng::new(opts.seed ^ 0x4E47);
-    let new_adam = || {
-        if opts.weight_decay > 0.0 {
-            Adam::adamw(opts.weight_decay)
-        } else {
-            Adam::new(0.0)
-        }
-    };
-    let mut adams = [new_adam(), new_adam()];
+    let mut adams = [0; 2].map(|_| Adam::decoupled_or_plain(opts.weight_decay));
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut tracker = EpochTracker::new();
     let (mut windows_done, mut step) = (0usize, 0u64);
@@ -390,14 +376,7 @@ mod tests {
                 for name in ["w_acc", "w_div", "w_nov"] {
                     obj.set(name, 0.0).unwrap();
                 }
-                let ev = Evaluator::new(
-                    &split,
-                    EvalOptions {
-                        metrics: parse_metrics("hr@1").unwrap(),
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
+                let ev = validation_evaluator(&split, "hr@1").unwrap();
                 let rep = ev
                     .evaluate_par(
                         &split.valid,
@@ -408,14 +387,7 @@ mod tests {
                 assert!(hr > 0.9, "smorl's supervised head: valid HR@1 {hr}");
             }
             // The trainer-side forward validates to the same report.
-            let ev = Evaluator::new(
-                &split,
-                EvalOptions {
-                    metrics: parse_metrics("hr@1,ndcg@10").unwrap(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let ev = validation_evaluator(&split, "hr@1,ndcg@10").unwrap();
             let (_, a) = validate_engine::<Gru4RecModel>(&w)(&copies[0], &ev, &split).unwrap();
             let (_, b) = validate_trainer::<Gru4RecModel>(&w)(&copies[0], &ev, &split).unwrap();
             for (k, v) in &a.values {
