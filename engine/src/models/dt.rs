@@ -24,6 +24,8 @@ use crate::backend::{Backend, KvCache};
 use crate::blocks::{AttentionBlock, FeedForward, LayerNorm};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::objectives::returns::{N_OBJ, ReturnKnobs, inference_returns, parse_objective_list};
+use crate::objectives::similarity::NormalizedRows;
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, TensorLoader};
 use alloc::format;
@@ -32,10 +34,6 @@ use alloc::vec;
 use alloc::vec::Vec;
 use seqrec_kernels::cpu::activation::Activation;
 
-/// Number of objectives (accuracy, novelty, diversity).
-pub const N_OBJ: usize = 3;
-/// Objective names in token and tensor order.
-pub const OBJECTIVE_NAMES: [&str; N_OBJ] = ["acc", "nov", "div"];
 /// Tokens per step.
 const TOKENS: usize = 5;
 
@@ -92,109 +90,6 @@ pub const DT_OBJECTIVES: &[ObjectiveSpec] = &[
     },
 ];
 
-/// The inference settings of [`inference_returns`], read from the knobs.
-#[derive(Copy, Clone, Debug, PartialEq)]
-pub struct ReturnKnobs {
-    /// Added to the accuracy returns.
-    pub acc_offset: f32,
-    /// Novelty threshold ε.
-    pub novelty_eps: f32,
-    /// Diversity scale λ.
-    pub lambda_div: f32,
-    /// Explicit targets at the predicted step (NaN: generated).
-    pub targets: [f32; N_OBJ],
-}
-
-impl ReturnKnobs {
-    /// From a knob set made for [`DT_OBJECTIVES`].
-    pub fn from_objectives(obj: &Objectives) -> Self {
-        ReturnKnobs {
-            acc_offset: obj.value("acc_offset"),
-            novelty_eps: obj.value("novelty_eps"),
-            lambda_div: obj.value("lambda_div"),
-            targets: [
-                obj.value("target_acc"),
-                obj.value("target_nov"),
-                obj.value("target_div"),
-            ],
-        }
-    }
-}
-
-/// Algorithm 2 (§4.5): `[p]` rows of `[acc, nov, div]` returns for the window `x_1..x_p`
-/// (validated ids), from the long-tail flags (indexed by id) and the L2-normalised similarity
-/// rows (`[n_items, dim]`):
-/// - `R_t,acc = p + 1 + acc_offset − t`;
-/// - novelty rewards `1[x_{t+1} long tail]` for `t < p` and `1[mean of those ≥ ε]` for the
-///   predicted step (1 when `p = 1`), summed from `t` to `p`;
-/// - `R_t,div = λ·(1 + Sim(x_1..x_t))` for `t < p`, `R_p,div = R_{p−1},div` (`λ` when `p = 1`);
-/// - a finite target `g_o` shifts objective `o`'s sequence to end at `g_o`.
-pub fn inference_returns(
-    window: &[u32],
-    long_tail: &[bool],
-    sim: &[f32],
-    dim: usize,
-    k: &ReturnKnobs,
-    out: &mut Vec<[f32; N_OBJ]>,
-) {
-    let p = window.len();
-    out.clear();
-    out.resize(p, [0.0; N_OBJ]);
-    if p == 0 {
-        return;
-    }
-    let tail = |i: u32| if long_tail[i as usize] { 1.0f64 } else { 0.0 };
-    let known: f64 = window[1..].iter().map(|&x| tail(x)).sum();
-    let last_nov = if p == 1 || known / (p - 1) as f64 >= f64::from(k.novelty_eps) {
-        1.0
-    } else {
-        0.0
-    };
-    // Prefix similarities from u = Σ ê: Sim = (|u|² − m) / (m(m − 1)).
-    let mut u = vec![0.0f64; dim];
-    let mut divs = Vec::with_capacity(p);
-    for (m, &x) in window.iter().enumerate() {
-        for (a, &e) in u
-            .iter_mut()
-            .zip(&sim[x as usize * dim..(x as usize + 1) * dim])
-        {
-            *a += f64::from(e);
-        }
-        let m = (m + 1) as f64;
-        let s = if m < 2.0 {
-            1.0
-        } else {
-            (u.iter().map(|v| v * v).sum::<f64>() - m) / (m * (m - 1.0))
-        };
-        divs.push(1.0 + s);
-    }
-    let lambda = f64::from(k.lambda_div);
-    let mut rows = vec![[0.0f64; N_OBJ]; p];
-    let mut nov = last_nov;
-    for t in (0..p).rev() {
-        if t + 1 < p {
-            nov += tail(window[t + 1]);
-        }
-        let div = match (p, t + 1 == p) {
-            (1, _) => 1.0,
-            (_, true) => divs[p - 2],
-            _ => divs[t],
-        };
-        rows[t] = [(p - t) as f64 + f64::from(k.acc_offset), nov, lambda * div];
-    }
-    for (o, &g) in k.targets.iter().enumerate() {
-        if g.is_finite() {
-            let shift = f64::from(g) - rows[p - 1][o];
-            for r in &mut rows {
-                r[o] += shift;
-            }
-        }
-    }
-    for (dst, src) in out.iter_mut().zip(&rows) {
-        *dst = src.map(|v| v as f32);
-    }
-}
-
 /// Token order of a step.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum DtOrder {
@@ -229,9 +124,8 @@ pub struct Dt<B: Backend> {
     /// Objectives whose return tokens carry their returns (others get 0).
     enabled: [bool; N_OBJ],
     long_tail: Vec<bool>,
-    /// Normalised similarity rows, `[n_items, sim_dim]`.
-    sim: Vec<f32>,
-    sim_dim: usize,
+    /// Normalised similarity rows, `[n_items, dt_similarity_dim]`.
+    sim: NormalizedRows,
     /// `[W_a | W_u | b_a | b_u]`, `[n_items, 2H + 2]`.
     scoring: Tensor,
     hidden: usize,
@@ -274,7 +168,7 @@ impl<B: Backend> Dt<B> {
         if inner == 0 {
             return Err(load_err("dt_inner_size must be positive".into()));
         }
-        let enabled = parse_objectives(&cfg.str_or("dt_objectives", "acc,nov,div")?)?;
+        let enabled = parse_objective_list(&cfg.str_or("dt_objectives", "acc,nov,div")?)?;
         let step_emb = ld.get("motrans.step_embedding.weight", &[max_len, h])?;
         let ret_emb = ld.get("motrans.return_embedding.weight", &[N_OBJ, h])?;
         let embed_ln = if cfg.bool_or("dt_embed_ln", true)? {
@@ -329,16 +223,7 @@ impl<B: Backend> Dt<B> {
             .collect::<Result<Vec<bool>>>()?;
         let sim_dim = cfg.usize_or("dt_similarity_dim", h)?;
         let raw = ld.get("objectives.similarity", &[n_items, sim_dim])?;
-        let mut sim = raw.as_slice().to_vec();
-        if sim_dim > 0 {
-            for row in sim.chunks_exact_mut(sim_dim) {
-                let norm: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-                let norm = libm::sqrt(norm).max(1e-8);
-                for v in row {
-                    *v = (f64::from(*v) / norm) as f32;
-                }
-            }
-        }
+        let sim = NormalizedRows::new(raw.as_slice(), sim_dim);
         Ok(Dt {
             order,
             user,
@@ -349,7 +234,6 @@ impl<B: Backend> Dt<B> {
             enabled,
             long_tail,
             sim,
-            sim_dim,
             scoring,
             hidden: h,
             max_len,
@@ -414,14 +298,7 @@ impl<B: Backend> Dt<B> {
         }
         let mut returns = Vec::new();
         let knobs = ReturnKnobs::from_objectives(obj);
-        inference_returns(
-            window,
-            &self.long_tail,
-            &self.sim,
-            self.sim_dim,
-            &knobs,
-            &mut returns,
-        );
+        inference_returns(window, &self.long_tail, &self.sim, &knobs, &mut returns);
         let (state_slot, ret_slots) = self.order.slots();
         let pe = self.step_emb.as_slice();
         let re = self.ret_emb.as_slice();
@@ -480,85 +357,5 @@ impl<B: Backend> Dt<B> {
         v[2 * h] = 1.0;
         v[2 * h + 1] = alpha;
         be.write(&v, out, 0)
-    }
-}
-
-fn parse_objectives(list: &str) -> Result<[bool; N_OBJ]> {
-    let mut on = [false; N_OBJ];
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match OBJECTIVE_NAMES.iter().position(|&n| n == name) {
-            Some(o) => on[o] = true,
-            None => {
-                return Err(load_err(format!(
-                    "dt_objectives: `{name}` is not one of acc, nov, div"
-                )));
-            }
-        }
-    }
-    Ok(on)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The specification's 2-d embeddings e1=(1,0), e2=(0,1), e3=(1,1)/√2, e4=(−1,0),
-    /// normalised, with items 3 and 4 in the long tail.
-    fn spec() -> (Vec<f32>, Vec<bool>) {
-        let r = core::f32::consts::FRAC_1_SQRT_2;
-        let sim = vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, r, r, -1.0, 0.0, 0.0, -1.0];
-        (sim, vec![false, false, false, true, true, false])
-    }
-
-    fn knobs() -> ReturnKnobs {
-        ReturnKnobs {
-            acc_offset: 1.0,
-            novelty_eps: 0.5,
-            lambda_div: 1.0,
-            targets: [f32::NAN; N_OBJ],
-        }
-    }
-
-    #[test]
-    fn algorithm_2_on_the_specification_example() {
-        let (sim, tail) = spec();
-        let mut out = Vec::new();
-        inference_returns(&[2], &tail, &sim, 2, &knobs(), &mut out);
-        assert_eq!(out, [[2.0, 1.0, 1.0]]);
-        // Known novelty rewards (0, 1, 1): mean 2/3 ≥ 0.5, so the predicted step's is 1;
-        // R_div = 1 + Sim of the prefixes (1, 0, 0.471405), the last copied.
-        inference_returns(&[1, 2, 3, 4], &tail, &sim, 2, &knobs(), &mut out);
-        let want = [
-            [5.0, 3.0, 2.0],
-            [4.0, 3.0, 1.0],
-            [3.0, 2.0, 1.471405],
-            [2.0, 1.0, 1.471405],
-        ];
-        for (got, want) in out.iter().zip(want) {
-            for o in 0..N_OBJ {
-                // Published to 6 decimals; f32 rows.
-                assert!((got[o] - want[o]).abs() < 1e-6, "{out:?}");
-            }
-        }
-        // ε above the mean, λ = 2, and explicit accuracy and diversity targets.
-        let k = ReturnKnobs {
-            novelty_eps: 0.7,
-            lambda_div: 2.0,
-            targets: [7.0, f32::NAN, 0.5],
-            ..knobs()
-        };
-        inference_returns(&[1, 2, 3, 4], &tail, &sim, 2, &k, &mut out);
-        let col = |o: usize| out.iter().map(|r| r[o]).collect::<Vec<_>>();
-        assert_eq!(col(0), [10.0, 9.0, 8.0, 7.0]);
-        assert_eq!(col(1), [2.0, 2.0, 1.0, 0.0]);
-        assert!((out[3][2] - 0.5).abs() < 1e-6 && (out[0][2] - (4.0 - 2.44281)).abs() < 1e-5);
-    }
-
-    #[test]
-    fn objective_lists_are_checked() {
-        assert_eq!(parse_objectives("acc, div").unwrap(), [true, false, true]);
-        assert_eq!(parse_objectives("").unwrap(), [false; N_OBJ]);
-        let e = parse_objectives("acc,fun").unwrap_err();
-        assert!(alloc::format!("{e}").contains("`fun`"));
     }
 }

@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::models::gru4rec::{Gru4Rec, Gru4RecState};
 use crate::models::sasrec::{SasRec, SasRecState};
+use crate::objectives::similarity::SimAccumulator;
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, TensorLoader, WeightFile};
 use alloc::format;
@@ -136,9 +137,8 @@ pub struct HdtState<B: Backend> {
     s: Vec<f32>,
     /// The user GRU's state `g_{c−1}` (`hier`).
     u: Vec<f32>,
-    /// `Σ ê_i` over the finished sessions' items, and their number.
-    acc: Vec<f64>,
-    m: usize,
+    /// The finished sessions' items (for `dis`).
+    finished: SimAccumulator,
     sessions: usize,
     backbone: BackboneState<B>,
     inter_cache: KvCache<B>,
@@ -433,8 +433,7 @@ impl<B: Backend> Hdt<B> {
         Ok(HdtState {
             s: vec![0.0; d],
             u: vec![0.0; d],
-            acc: vec![0.0; self.sim.as_ref().map_or(0, |t| t.shape()[1])],
-            m: 0,
+            finished: SimAccumulator::new(self.sim.as_ref().map_or(0, |t| t.shape()[1])),
             sessions: 0,
             backbone,
             inter_cache: KvCache::new(be, 2, d)?,
@@ -450,21 +449,11 @@ impl<B: Backend> Hdt<B> {
         })
     }
 
-    /// `dis` of the finished sessions' items (0 for fewer than two).
-    fn dis(&self, st: &HdtState<B>) -> f64 {
-        if st.m < 2 {
-            return 0.0;
-        }
-        let m = st.m as f64;
-        let norm2: f64 = st.acc.iter().map(|v| v * v).sum();
-        1.0 - (norm2 - m) / (m * (m - 1.0))
-    }
-
     /// `R_c` of the current session under the knobs.
     fn current_return(&self, st: &HdtState<B>, obj: &Objectives) -> f32 {
         let target = obj.value("target_unexp");
         let r = if target.is_nan() {
-            (self.dis_max - self.dis(st)) as f32
+            (self.dis_max - st.finished.dis()) as f32
         } else {
             target
         };
@@ -714,17 +703,9 @@ impl<B: Backend> Hdt<B> {
         }
         let d = self.dim;
         if let Some(sim) = &self.sim {
-            let w = sim.shape()[1];
-            let t = sim.as_slice();
-            for &i in history {
-                let row = &t[i as usize * w..(i as usize + 1) * w];
-                for (a, &v) in st.acc.iter_mut().zip(row) {
-                    *a += v as f64;
-                }
-            }
-            st.m += history.len();
+            st.finished.extend(sim, history);
         }
-        let r = (self.dis_max - self.dis(st)) as f32;
+        let r = (self.dis_max - st.finished.dis()) as f32;
         let [a, b, c, e] = bufs;
         self.goal(be, st, r, [a, b, c, e])?;
         let window = &history[history.len().saturating_sub(self.max_len)..];

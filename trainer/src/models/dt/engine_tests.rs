@@ -6,7 +6,8 @@ use super::returns::{InferenceReturns, N_OBJ, inference_returns};
 use super::*;
 use crate::nn::gradcheck::randomize;
 use crate::objectives::Similarity;
-use seqrec_engine::models::dt::{ReturnKnobs, inference_returns as engine_returns};
+use seqrec_engine::objectives::returns::{ReturnKnobs, inference_returns as engine_returns};
+use seqrec_engine::objectives::similarity::NormalizedRows;
 use seqrec_engine::{Model, Objectives, Query};
 
 const N: usize = 40;
@@ -85,7 +86,8 @@ fn engine_scores_equal_the_trainer_forward() {
         assert_eq!(engine.info().dim, 2 * 8 + 2);
         let mut ws = engine.new_workspace();
         let mut got = vec![0.0f32; N];
-        let table = &m.tables().unwrap().similarity.value;
+        let table =
+            NormalizedRows::from_normalized(m.tables().unwrap().similarity.value.clone(), 5);
         for p in 1..=6 {
             let window: Vec<u32> = (0..p).map(|_| 1 + rng.below(N - 1) as u32).collect();
             for (k, alpha) in settings() {
@@ -97,7 +99,7 @@ fn engine_scores_equal_the_trainer_forward() {
                     lambda_div: k.lambda_div,
                     targets: k.targets.map(|t| t.unwrap_or(f32::NAN)),
                 };
-                engine_returns(&window, &tail, table, 5, &ek, &mut eng_r);
+                engine_returns(&window, &tail, &table, &ek, &mut eng_r);
                 for (a, b) in want_r.iter().zip(&eng_r) {
                     for o in 0..N_OBJ {
                         assert!(

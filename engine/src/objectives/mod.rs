@@ -9,6 +9,9 @@
 //! A knob whose default is NaN is *optional*: NaN means "let the model choose" (for example a
 //! target return generated from the history), and any finite value in range overrides it.
 
+pub mod returns;
+pub mod similarity;
+
 use crate::error::{Error, Result};
 use alloc::format;
 use alloc::string::String;
