@@ -1,4 +1,4 @@
-//! The block library: weights of each building block, loaded by RecBole tensor name and
+//! The block library: weights of each building block, loaded by tensor name and
 //! shape-checked, resident on a [`Backend`]. The computation of each block is the backend's
 //! (see [`crate::backend`]); the models in [`crate::models`] compose blocks.
 
@@ -6,11 +6,52 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::weights::{DType, Tensor, TensorLoader};
 use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use half::{bf16, f16};
-use seqrec_kernels::cpu::activation::Activation;
-use seqrec_kernels::cpu::score::quantize_rows_i8_vec;
+
+/// An element-wise activation, applied by [`Backend::activate`] and fused into
+/// [`Backend::linear`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Exact erf-form GELU (PyTorch's default `nn.GELU()`).
+    Gelu,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x·σ(x)` (RecBole's `swish`, PyTorch's `SiLU`).
+    Silu,
+    /// `σ(x)`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `x`.
+    Identity,
+}
+
+impl Activation {
+    /// Parses RecBole / PyTorch names: `gelu`, `relu`, `swish`/`silu`, `sigmoid`, `tanh`,
+    /// `identity`/`linear`/`none`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Activation::Gelu,
+            "relu" => Activation::Relu,
+            "swish" | "silu" => Activation::Silu,
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "identity" | "linear" | "none" => Activation::Identity,
+            _ => return None,
+        })
+    }
+
+    /// [`Self::from_name`] of the configuration key `key`, or an error naming it.
+    pub fn from_config(key: &str, name: &str) -> Result<Self> {
+        Self::from_name(name).ok_or_else(|| {
+            Error::Config(format!(
+                "{key} `{name}` is not one of gelu, relu, swish, tanh, sigmoid"
+            ))
+        })
+    }
+}
 
 /// An embedding table `[rows, dim]`.
 #[derive(Debug)]
@@ -41,11 +82,12 @@ impl<B: Backend> Embedding<B> {
     }
 }
 
-/// A linear layer `y = x·Wᵀ + b`, `W: [out_dim, in_dim]` (PyTorch layout).
+/// A linear layer `y = x·Wᵀ + b`, `W: [out_dim, in_dim]` (PyTorch layout), the weight in the
+/// storage dtype it was loaded with.
 #[derive(Debug)]
 pub struct Linear<B: Backend> {
     /// Weight `[out_dim, in_dim]`.
-    pub w: B::Param,
+    pub w: B::Weight,
     /// Optional bias `[out_dim]`.
     pub b: Option<B::Param>,
     /// Input width.
@@ -55,7 +97,7 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    /// Loads `{prefix}.weight` and, if `bias`, `{prefix}.bias`.
+    /// Loads `{prefix}.weight` and, if `bias`, `{prefix}.bias` (f32 weight).
     pub fn load(
         be: &B,
         ld: &mut TensorLoader<'_>,
@@ -64,6 +106,19 @@ impl<B: Backend> Linear<B> {
         out_dim: usize,
         bias: bool,
     ) -> Result<Self> {
+        Self::load_as(be, ld, prefix, in_dim, out_dim, bias, DType::F32)
+    }
+
+    /// [`Self::load`] with the weight stored as `dtype` (see [`Backend::upload_weight`]).
+    pub fn load_as(
+        be: &B,
+        ld: &mut TensorLoader<'_>,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        dtype: DType,
+    ) -> Result<Self> {
         let w = ld.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let b = if bias {
             Some(be.upload(&ld.get(&format!("{prefix}.bias"), &[out_dim])?)?)
@@ -71,21 +126,24 @@ impl<B: Backend> Linear<B> {
             None
         };
         Ok(Linear {
-            w: be.upload(&w)?,
+            w: be
+                .upload_weight(&w, dtype)
+                .map_err(|e| named(e, &format!("{prefix}.weight")))?,
             b,
             in_dim,
             out_dim,
         })
     }
 
-    /// Stacks several `[out_i, in]` layers into one `[Σ out_i, in]` layer (e.g. the query, key
-    /// and value projections into one product).
+    /// Stacks several `[out_dim, in]` layers with biases into one `[Σ out, in]` layer (e.g. the
+    /// query, key and value projections into one product), the weight stored as `dtype`.
     pub fn load_fused(
         be: &B,
         ld: &mut TensorLoader<'_>,
         prefixes: &[&str],
         in_dim: usize,
         out_dim: usize,
+        dtype: DType,
     ) -> Result<Self> {
         // Every part is shape-checked before anything is allocated: the sizes come from the
         // configuration, which may be corrupt.
@@ -109,8 +167,11 @@ impl<B: Backend> Linear<B> {
             .copied()
             .collect();
         let n = prefixes.len() * out_dim;
+        let w = Tensor::from_vec(vec![n, in_dim], w)?;
+        let names: Vec<String> = prefixes.iter().map(|p| format!("{p}.weight")).collect();
+        let names = names.join(", ");
         Ok(Linear {
-            w: be.upload(&Tensor::from_vec(vec![n, in_dim], w)?)?,
+            w: be.upload_weight(&w, dtype).map_err(|e| named(e, &names))?,
             b: Some(be.upload(&Tensor::from_vec(vec![n], b)?)?),
             in_dim,
             out_dim: n,
@@ -118,13 +179,30 @@ impl<B: Backend> Linear<B> {
     }
 }
 
-/// LayerNorm over the last axis (biased variance, `eps` inside the square root).
+/// Names the layer in a weight-storage error.
+fn named(e: Error, layer: &str) -> Error {
+    match e {
+        Error::Config(m) => Error::Config(format!("{layer}: {m}")),
+        Error::Unsupported(m) => Error::Unsupported(format!("{layer}: {m}")),
+        e => e,
+    }
+}
+
+/// The scale and shift of an affine [`LayerNorm`].
 #[derive(Debug)]
-pub struct LayerNorm<B: Backend> {
+pub struct Affine<B: Backend> {
     /// Scale γ.
     pub gamma: B::Param,
     /// Shift β.
     pub beta: B::Param,
+}
+
+/// LayerNorm over the last axis (biased variance, `eps` inside the square root), affine or not
+/// (DiT's `elementwise_affine=False`).
+#[derive(Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// γ and β; `None` for a LayerNorm without affine parameters.
+    pub affine: Option<Affine<B>>,
     /// Width.
     pub dim: usize,
     /// Epsilon.
@@ -141,11 +219,22 @@ impl<B: Backend> LayerNorm<B> {
         eps: f32,
     ) -> Result<Self> {
         Ok(LayerNorm {
-            gamma: be.upload(&ld.get(&format!("{prefix}.weight"), &[dim])?)?,
-            beta: be.upload(&ld.get(&format!("{prefix}.bias"), &[dim])?)?,
+            affine: Some(Affine {
+                gamma: be.upload(&ld.get(&format!("{prefix}.weight"), &[dim])?)?,
+                beta: be.upload(&ld.get(&format!("{prefix}.bias"), &[dim])?)?,
+            }),
             dim,
             eps,
         })
+    }
+
+    /// A LayerNorm without affine parameters.
+    pub fn plain(dim: usize, eps: f32) -> Self {
+        LayerNorm {
+            affine: None,
+            dim,
+            eps,
+        }
     }
 }
 
@@ -165,6 +254,16 @@ pub struct AttentionBlock<B: Backend> {
     pub head_dim: usize,
 }
 
+/// Checks that `hidden` splits into `n_heads` heads.
+fn heads(hidden: usize, n_heads: usize) -> Result<usize> {
+    if n_heads == 0 || hidden % n_heads != 0 {
+        return Err(Error::Config(format!(
+            "hidden_size {hidden} is not divisible by n_heads {n_heads}"
+        )));
+    }
+    Ok(hidden / n_heads)
+}
+
 impl<B: Backend> AttentionBlock<B> {
     /// Loads RecBole's `{prefix}.{query,key,value,dense}` and `{prefix}.LayerNorm`.
     pub fn load(
@@ -175,27 +274,83 @@ impl<B: Backend> AttentionBlock<B> {
         n_heads: usize,
         eps: f32,
     ) -> Result<Self> {
-        if n_heads == 0 || hidden % n_heads != 0 {
-            return Err(Error::Config(format!(
-                "hidden_size {hidden} is not divisible by n_heads {n_heads}"
-            )));
-        }
+        heads(hidden, n_heads)?;
         let names = [
             format!("{prefix}.query"),
             format!("{prefix}.key"),
             format!("{prefix}.value"),
         ];
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let qkv = Linear::load_fused(be, ld, &refs, hidden, hidden, DType::F32)?;
+        let dense = Linear::load(be, ld, &format!("{prefix}.dense"), hidden, hidden, true)?;
+        let ln = LayerNorm::load(be, ld, &format!("{prefix}.LayerNorm"), hidden, eps)?;
+        Self::new(qkv, dense, ln, n_heads)
+    }
+
+    /// A block from its parts (`qkv`: `[3H, H]`, `dense`: `[H, H]`), e.g. loaded under other
+    /// tensor names.
+    pub fn new(qkv: Linear<B>, dense: Linear<B>, ln: LayerNorm<B>, n_heads: usize) -> Result<Self> {
+        let hidden = dense.out_dim;
+        let head_dim = heads(hidden, n_heads)?;
+        if qkv.out_dim != 3 * hidden || qkv.in_dim != hidden || dense.in_dim != hidden {
+            return Err(Error::Config(format!(
+                "attention projections [{}, {}] and [{}, {}] do not make a block of width {hidden}",
+                qkv.out_dim, qkv.in_dim, dense.out_dim, dense.in_dim
+            )));
+        }
         Ok(AttentionBlock {
-            qkv: Linear::load_fused(be, ld, &refs, hidden, hidden)?,
-            dense: Linear::load(be, ld, &format!("{prefix}.dense"), hidden, hidden, true)?,
-            ln: LayerNorm::load(be, ld, &format!("{prefix}.LayerNorm"), hidden, eps)?,
+            qkv,
+            dense,
+            ln,
             n_heads,
-            head_dim: hidden / n_heads,
+            head_dim,
         })
     }
 
     /// Model width H.
+    pub fn hidden(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+}
+
+/// Multi-head cross-attention (timm / DiT naming): queries from the tokens, keys and values
+/// from a context, output projection; no residual and no norm (the caller adds them).
+#[derive(Debug)]
+pub struct CrossAttention<B: Backend> {
+    /// Query projection `[H, H]`.
+    pub q: Linear<B>,
+    /// Key and value projections stacked, `[2H, ctx_dim]`.
+    pub kv: Linear<B>,
+    /// Output projection `[H, H]`.
+    pub proj: Linear<B>,
+    /// Number of heads.
+    pub n_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl<B: Backend> CrossAttention<B> {
+    /// Loads `{prefix}.q`, `{prefix}.kv` and `{prefix}.proj` (weights and biases) for tokens of
+    /// width `hidden` attending to a context of width `ctx_dim`.
+    pub fn load(
+        be: &B,
+        ld: &mut TensorLoader<'_>,
+        prefix: &str,
+        hidden: usize,
+        ctx_dim: usize,
+        n_heads: usize,
+    ) -> Result<Self> {
+        let head_dim = heads(hidden, n_heads)?;
+        Ok(CrossAttention {
+            q: Linear::load(be, ld, &format!("{prefix}.q"), hidden, hidden, true)?,
+            kv: Linear::load(be, ld, &format!("{prefix}.kv"), ctx_dim, 2 * hidden, true)?,
+            proj: Linear::load(be, ld, &format!("{prefix}.proj"), hidden, hidden, true)?,
+            n_heads,
+            head_dim,
+        })
+    }
+
+    /// Token width H.
     pub fn hidden(&self) -> usize {
         self.n_heads * self.head_dim
     }
@@ -286,28 +441,61 @@ impl<B: Backend> GruLayer<B> {
     }
 }
 
+/// A dilated causal 1-D convolution (a PyTorch `Conv2d` with a `[1, k]` kernel over the time
+/// axis, as NextItNet applies it to the left-padded sequence).
+#[derive(Debug)]
+pub struct CausalConv<B: Backend> {
+    /// The filters `[c_out, c_in, 1, k]` in the layout the backend's convolution reads
+    /// ([`Backend::upload_conv`]); tap `j` multiplies the row `(k − 1 − j)·d` steps back.
+    pub taps: B::Param,
+    /// Bias `[c_out]`.
+    pub bias: B::Param,
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel width k.
+    pub kernel: usize,
+    /// Dilation d.
+    pub dilation: usize,
+}
+
+impl<B: Backend> CausalConv<B> {
+    /// Loads `{prefix}.weight` (`[c_out, c_in, 1, k]`) and `{prefix}.bias`.
+    pub fn load(
+        be: &B,
+        ld: &mut TensorLoader<'_>,
+        prefix: &str,
+        channels: usize,
+        kernel: usize,
+        dilation: usize,
+    ) -> Result<Self> {
+        let c = channels;
+        let w = ld.get(&format!("{prefix}.weight"), &[c, c, 1, kernel])?;
+        let b = ld.get(&format!("{prefix}.bias"), &[c])?;
+        Ok(CausalConv {
+            taps: be.upload_conv(&w)?,
+            bias: be.upload(&b)?,
+            c_in: c,
+            c_out: c,
+            kernel,
+            dilation,
+        })
+    }
+}
+
 /// NextItNet residual block (b): two dilated causal convolutions (dilation d, then 2d), each
 /// followed by LayerNorm (eps 1e-8) and ReLU, plus the residual.
 #[derive(Debug)]
 pub struct NextItNetBlock<B: Backend> {
-    /// First convolution, packed tap-major (see `seqrec_kernels::cpu::conv::pack_conv_taps`).
-    pub conv1: B::Param,
-    /// First convolution's bias.
-    pub bias1: B::Param,
+    /// First convolution (dilation d).
+    pub conv1: CausalConv<B>,
     /// LayerNorm after the first convolution.
     pub ln1: LayerNorm<B>,
-    /// Second convolution, packed.
-    pub conv2: B::Param,
-    /// Second convolution's bias.
-    pub bias2: B::Param,
+    /// Second convolution (dilation 2d).
+    pub conv2: CausalConv<B>,
     /// LayerNorm after the second convolution.
     pub ln2: LayerNorm<B>,
-    /// Channels (= embedding size).
-    pub channels: usize,
-    /// Kernel width.
-    pub kernel: usize,
-    /// Dilation of the first convolution (the second uses twice this).
-    pub dilation: usize,
 }
 
 impl<B: Backend> NextItNetBlock<B> {
@@ -321,29 +509,21 @@ impl<B: Backend> NextItNetBlock<B> {
         dilation: usize,
     ) -> Result<Self> {
         let c = channels;
-        let mut conv = |name: &str| -> Result<(B::Param, B::Param)> {
-            let w = ld.get(&format!("{prefix}.{name}.weight"), &[c, c, 1, kernel])?;
-            let b = ld.get(&format!("{prefix}.{name}.bias"), &[c])?;
-            let packed = seqrec_kernels::cpu::conv::pack_conv_taps(w.as_slice(), c, c, kernel);
-            let len = packed.len();
-            Ok((
-                be.upload(&Tensor::from_vec(vec![len], packed)?)?,
-                be.upload(&b)?,
-            ))
-        };
-        let (conv1, bias1) = conv("conv1")?;
-        let (conv2, bias2) = conv("conv2")?;
+        let conv1 = CausalConv::load(be, ld, &format!("{prefix}.conv1"), c, kernel, dilation)?;
+        let ln1 = LayerNorm::load(be, ld, &format!("{prefix}.ln1"), c, 1e-8)?;
+        let conv2 = CausalConv::load(be, ld, &format!("{prefix}.conv2"), c, kernel, 2 * dilation)?;
+        let ln2 = LayerNorm::load(be, ld, &format!("{prefix}.ln2"), c, 1e-8)?;
         Ok(NextItNetBlock {
             conv1,
-            bias1,
-            ln1: LayerNorm::load(be, ld, &format!("{prefix}.ln1"), c, 1e-8)?,
+            ln1,
             conv2,
-            bias2,
-            ln2: LayerNorm::load(be, ld, &format!("{prefix}.ln2"), c, 1e-8)?,
-            channels: c,
-            kernel,
-            dilation,
+            ln2,
         })
+    }
+
+    /// Channels (= embedding size).
+    pub fn channels(&self) -> usize {
+        self.conv1.c_out
     }
 }
 
@@ -401,43 +581,24 @@ impl<B: Backend> CaserConvs<B> {
     }
 }
 
-/// The catalog's item vectors used for scoring, optionally stored in half precision to halve
-/// the bytes read per request, or as int8 to shortlist the top-k (a quarter of the bytes)
-/// before re-scoring the shortlist from the f32 rows.
+/// The catalog's item vectors used for scoring, in the storage the backend keeps them in
+/// ([`Backend::upload_items`]): f32, or f16 / bf16 to halve the bytes read per request, or
+/// int8 to shortlist the top-k (a quarter of the bytes) before re-scoring the shortlist from
+/// the f32 rows.
 #[derive(Debug)]
 pub struct ItemTable<B: Backend> {
     /// Number of rows (items, padding row 0 included).
     pub rows: usize,
     /// Row width.
     pub dim: usize,
+    /// Storage dtype.
+    pub dtype: DType,
     /// The rows.
-    pub data: ItemData<B>,
-}
-
-/// Storage of an [`ItemTable`].
-#[derive(Debug)]
-pub enum ItemData<B: Backend> {
-    /// f32 rows (the embedding table itself, shared with the input embedding).
-    F32(B::Param),
-    /// f16 copy, row-major `[rows, dim]`.
-    F16(Vec<f16>),
-    /// bf16 copy, row-major `[rows, dim]`.
-    BF16(Vec<bf16>),
-    /// int8 copy with one scale per row (`seqrec_kernels::cpu::score::quantize_rows_i8`) that
-    /// bounds every f32 score, and the f32 rows that re-score the items the bounds cannot rule
-    /// out: top-k selections equal the f32 table's; full-catalog scores come from `exact`.
-    I8 {
-        /// Quantized rows `[rows, dim]`.
-        q: Vec<i8>,
-        /// Scale of every row `[rows]`.
-        scales: Vec<f32>,
-        /// The f32 rows (the embedding table itself).
-        exact: B::Param,
-    },
+    pub data: B::Items,
 }
 
 impl<B: Backend> ItemTable<B> {
-    /// Builds the scoring table from the f32 item embedding `[rows, dim]`.
+    /// Builds the scoring table from the f32 item table `[rows, dim]`.
     pub fn new(be: &B, table: &Tensor, dtype: DType) -> Result<Self> {
         let (rows, dim) = match table.shape() {
             [r, d] => (*r, *d),
@@ -447,44 +608,23 @@ impl<B: Backend> ItemTable<B> {
                 )));
             }
         };
-        let data = match dtype {
-            DType::F32 => ItemData::F32(be.upload(table)?),
-            DType::F16 => {
-                ItemData::F16(table.as_slice().iter().map(|&v| f16::from_f32(v)).collect())
-            }
-            DType::BF16 => ItemData::BF16(
-                table
-                    .as_slice()
-                    .iter()
-                    .map(|&v| bf16::from_f32(v))
-                    .collect(),
-            ),
-            DType::I16 => {
-                return Err(Error::InvalidArgument(
-                    "an item table is stored as f32, f16, bf16 or i8 (i16 is a storage of text \
-                     encoder weights)"
-                        .into(),
-                ));
-            }
-            DType::I8 => {
-                let (q, scales) = quantize_rows_i8_vec(table.as_slice(), rows, dim);
-                ItemData::I8 {
-                    q,
-                    scales,
-                    exact: be.upload(table)?,
-                }
-            }
-        };
-        Ok(ItemTable { rows, dim, data })
+        if dtype == DType::I16 {
+            return Err(Error::InvalidArgument(
+                "an item table is stored as f32, f16, bf16 or i8 (i16 is a storage of text \
+                 encoder weights)"
+                    .into(),
+            ));
+        }
+        Ok(ItemTable {
+            rows,
+            dim,
+            dtype,
+            data: be.upload_items(table, dtype)?,
+        })
     }
 
     /// Storage dtype.
     pub fn dtype(&self) -> DType {
-        match self.data {
-            ItemData::F32(_) => DType::F32,
-            ItemData::F16(_) => DType::F16,
-            ItemData::BF16(_) => DType::BF16,
-            ItemData::I8 { .. } => DType::I8,
-        }
+        self.dtype
     }
 }

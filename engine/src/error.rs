@@ -39,8 +39,13 @@ pub enum Error {
     #[error("config: {0}")]
     Config(String),
     /// The config names an architecture this build does not know.
-    #[error("unknown model `{0}` (known: {known})", known = crate::models::ARCHITECTURES.join(", "))]
-    UnknownModel(String),
+    #[error("unknown model `{name}` (known: {known})")]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The registered names, comma-separated.
+        known: String,
+    },
     /// A tensor the architecture needs is absent.
     #[error("tensor `{name}` is missing")]
     MissingTensor {

@@ -1,6 +1,13 @@
-//! seqrec-engine: load sequential recommenders (SASRec, GRU4Rec, NextItNet, Caser) from
-//! safetensors files with RecBole's tensor names and score with them: full-catalog scores,
-//! top-k with exclusions, candidate re-ranking, parallel batches and incremental sessions.
+//! seqrec-engine: load sequential recommenders (SASRec, GRU4Rec, NextItNet, Caser, their RL
+//! heads, the multi-objective and hierarchical Decision Transformers) from safetensors files
+//! with RecBole's tensor names and score with them: full-catalog scores, top-k with exclusions,
+//! candidate re-ranking, parallel batches and incremental sessions.
+//!
+//! Layers, from the bottom: [`weights`] and [`config`] read files; [`backend`] is the compute
+//! trait and [`cpu`] its reference implementation; [`blocks`] hold the weights of the building
+//! blocks; [`models`] are the architectures, one file each, registered by name and written
+//! against the backend trait only; [`model`] is the public API ([`Model`], [`Query`],
+//! [`Session`], [`Workspace`]) over any backend.
 //!
 //! The core is `no_std` + `alloc`; the `std` feature (on by default) adds memory-mapped
 //! loading and multi-threaded batch scoring; the `text` feature adds [`text`], a BERT-family
@@ -33,13 +40,14 @@ pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;
 pub mod weights;
-pub mod workspace;
 
 pub use backend::Backend;
 pub use config::{CONFIG_KEY, Config};
 pub use cpu::Cpu;
 pub use error::{Error, Result};
-pub use model::{BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState};
+pub use model::{
+    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState, Workspace,
+    architectures, tensor_specs,
+};
 pub use objectives::{ObjectiveSpec, Objectives};
 pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};
-pub use workspace::Workspace;

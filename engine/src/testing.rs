@@ -1,10 +1,10 @@
 //! Random models for tests, benchmarks and examples: a real safetensors file image with the
-//! tensors [`crate::models::tensor_specs`] lists for a configuration, filled with seeded
+//! tensors [`crate::model::tensor_specs`] lists for a configuration, filled with seeded
 //! random weights, and the configuration in its metadata.
 
 use crate::config::{CONFIG_KEY, Config};
 use crate::error::Result;
-use crate::models::tensor_specs;
+use crate::model::tensor_specs;
 use crate::weights::serialize;
 use alloc::format;
 #[cfg(feature = "text")]

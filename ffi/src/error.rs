@@ -74,7 +74,7 @@ impl Error {
                 E::Io { .. } => SEQREC_ERR_IO,
                 E::Format(_)
                 | E::Config(_)
-                | E::UnknownModel(_)
+                | E::UnknownModel { .. }
                 | E::MissingTensor { .. }
                 | E::UnexpectedTensors { .. }
                 | E::Shape { .. }
@@ -231,7 +231,13 @@ mod tests {
                 E::Config("x".into()).in_origin("<memory>"),
                 SEQREC_ERR_FORMAT,
             ),
-            (E::UnknownModel("x".into()), SEQREC_ERR_FORMAT),
+            (
+                E::UnknownModel {
+                    name: "x".into(),
+                    known: "sasrec".into(),
+                },
+                SEQREC_ERR_FORMAT,
+            ),
             (E::MissingTensor { name: "t".into() }, SEQREC_ERR_FORMAT),
             (
                 E::Shape {

@@ -25,7 +25,7 @@ fn sasrec_bytes() -> Vec<u8> {
 /// values and the config.
 fn rebuild(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>, &mut String)) -> Vec<u8> {
     let cfg = small_config("sasrec", 30, 6);
-    let specs = seqrec_engine::models::tensor_specs(&cfg).unwrap();
+    let specs = seqrec_engine::tensor_specs(&cfg).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = specs
         .iter()
         .map(|s| {
@@ -229,7 +229,7 @@ fn bad_queries_are_errors_not_panics() {
 #[test]
 fn config_can_come_from_a_sidecar_file() {
     let cfg = small_config("gru4rec", 20, 5);
-    let specs = seqrec_engine::models::tensor_specs(&cfg).unwrap();
+    let specs = seqrec_engine::tensor_specs(&cfg).unwrap();
     let vals: Vec<Vec<f32>> = specs
         .iter()
         .map(|s| vec![0.01; s.shape.iter().product()])

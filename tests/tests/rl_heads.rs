@@ -2,7 +2,7 @@
 //! holds, the scores against the heads computed by hand from the file's tensors, sessions
 //! against recomputation under changing knobs, and clear errors for broken checkpoints.
 
-use seqrec_engine::models::tensor_specs;
+use seqrec_engine::tensor_specs;
 use seqrec_engine::{Config, Model, Query, WeightFile};
 use seqrec_kernels::testing::Rng;
 use seqrec_tests::{random_model_bytes, small_rl_config};

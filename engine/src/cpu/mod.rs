@@ -1,137 +1,141 @@
 //! The CPU backend: every block implemented with the seqrec-kernels CPU kernels. Weights are
 //! host tensors (zero-copy views into the weight file where possible); activations are
-//! `Vec<f32>` buffers owned by a workspace.
+//! `Vec<f32>` buffers owned by a workspace. The hot blocks (the attention and feed-forward
+//! sublayers, embeddings with positions, LayerNorm after a residual, adaLN modulation, the
+//! batched catalog scan) are fused overrides of the trait's compositions.
 
-use crate::backend::{Backend, KvCache};
+mod blocks;
+mod items;
+mod scan;
+mod weights;
+
+pub use items::CpuItems;
+pub use scan::CpuScratch;
+pub use weights::CpuWeight;
+
+use crate::backend::{At, Backend, BlockScratch, KvCache, Mask, MhaShape, Scale, SelfMask, Src};
 use crate::blocks::{
-    AttentionBlock, CaserConvs, Embedding, FeedForward, GruLayer, ItemData, ItemTable, LayerNorm,
-    Linear, NextItNetBlock,
+    Activation, AttentionBlock, CaserConvs, CausalConv, Embedding, FeedForward, GruLayer,
+    ItemTable, LayerNorm, Linear,
 };
 use crate::error::{Error, Result};
-use crate::weights::Tensor;
+use crate::weights::{DType, Tensor};
 use alloc::format;
-use alloc::vec;
 use alloc::vec::Vec;
-use seqrec_kernels::cpu::activation::{self, Activation};
+use core::ops::Range;
+use seqrec_kernels::cpu::activation::{self as act, Activation as KernelActivation};
 use seqrec_kernels::cpu::attention::{self, AttentionShape, AttnMask};
-use seqrec_kernels::cpu::topk::TopK;
-use seqrec_kernels::cpu::{conv, embedding, gru, linear, norm, score, vector};
-
-mod scan;
+use seqrec_kernels::cpu::{conv, embedding, gru, norm, vector};
 
 /// The CPU backend (SIMD kernels dispatched at run time; register-blocked, allocation-free
 /// matrix products).
-#[derive(Copy, Clone, Debug, Default)]
-pub struct Cpu;
-
-/// Rows of a batch of stacked sequences that go through one attention sublayer together (whole
-/// sequences, at least one): their projections (`[rows, 3H]`) stay in L2.
-const SEQ_GROUP_ROWS: usize = 256;
-
-/// Rows per pass of the feed-forward sublayer: the inner activations (`[rows, inner]`) stay in
-/// L2 between the two products.
-const FF_ROWS: usize = 128;
-
-fn split(buf: &mut [f32], n: usize) -> (&mut [f32], &mut [f32]) {
-    buf.split_at_mut(n)
-}
-
-/// Output rows `from .. to` of a linear layer (e.g. the query, or the key and value, parts of
-/// the fused Q/K/V projection) over `rows` rows of `x`: `out = x·W[from..to]ᵀ + b[from..to]`.
-fn linear_part(lin: &Linear<Cpu>, from: usize, to: usize, x: &[f32], rows: usize, out: &mut [f32]) {
-    let k = lin.in_dim;
-    linear::linear(
-        &x[..rows * k],
-        &lin.w.as_slice()[from * k..to * k],
-        lin.b.as_ref().map(|b| &b.as_slice()[from..to]),
-        &mut out[..rows * (to - from)],
-        rows,
-        k,
-        to - from,
-    );
-}
-
-/// The output projection, residual and LayerNorm of an attention sublayer:
-/// `out = LN(dense(ctx) + residual)` over `rows` rows, `proj` is scratch.
-fn attention_output(
-    blk: &AttentionBlock<Cpu>,
-    ctx: &[f32],
-    residual: &[f32],
-    rows: usize,
-    proj: &mut [f32],
-    out: &mut [f32],
-) {
-    let h = blk.hidden();
-    Cpu::apply_linear(&blk.dense, ctx, rows, proj);
-    norm::add_layer_norm(
-        &proj[..rows * h],
-        &residual[..rows * h],
-        rows,
-        h,
-        blk.ln.gamma.as_slice(),
-        blk.ln.beta.as_slice(),
-        blk.ln.eps,
-        &mut out[..rows * h],
-    );
+///
+/// By default every product runs on the calling thread. [`Cpu::with_split_products`] splits
+/// large products across the current rayon pool by output features, which shortens a single
+/// request whose products stream many weights (a text encoder's title) when nothing else
+/// keeps the pool busy.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cpu {
+    split: bool,
 }
 
 impl Cpu {
-    fn apply_linear(lin: &Linear<Cpu>, x: &[f32], rows: usize, out: &mut [f32]) {
-        linear::linear(
-            &x[..rows * lin.in_dim],
-            lin.w.as_slice(),
-            lin.b.as_ref().map(Tensor::as_slice),
-            &mut out[..rows * lin.out_dim],
+    /// The CPU backend, every product on the calling thread.
+    pub const fn new() -> Cpu {
+        Cpu { split: false }
+    }
+
+    /// The same backend, splitting large products across the current rayon pool (`on`) or not.
+    pub const fn with_split_products(self, on: bool) -> Cpu {
+        Cpu { split: on }
+    }
+
+    /// `out = x·Wᵀ + b` over `rows` rows (no activation).
+    fn apply_linear(&self, lin: &Linear<Cpu>, x: &[f32], rows: usize, out: &mut [f32]) {
+        weights::product(
+            &lin.w,
+            x,
             rows,
             lin.in_dim,
             lin.out_dim,
+            lin.b.as_ref().map(Tensor::as_slice),
+            out,
+            self.split,
         );
     }
+}
 
-    fn conv_rows(
-        x: &[f32],
-        from: usize,
-        len: usize,
-        c: usize,
-        taps: &[f32],
-        bias: &[f32],
-        k: usize,
-        d: usize,
-        y: &mut [f32],
-    ) {
-        if from == 0 {
-            conv::causal_conv1d(
-                &x[..len * c],
-                len,
-                c,
-                taps,
-                Some(bias),
-                c,
-                k,
-                d,
-                &mut y[..len * c],
-            );
-        } else {
-            for t in from..len {
-                conv::causal_conv1d_step(
-                    &x[..(t + 1) * c],
-                    t,
-                    c,
-                    taps,
-                    Some(bias),
-                    c,
-                    k,
-                    d,
-                    &mut y[t * c..(t + 1) * c],
-                );
-            }
-        }
+/// The kernel activation of an engine activation.
+fn kernel_act(a: Activation) -> KernelActivation {
+    match a {
+        Activation::Gelu => KernelActivation::Gelu,
+        Activation::Relu => KernelActivation::Relu,
+        Activation::Silu => KernelActivation::Silu,
+        Activation::Sigmoid => KernelActivation::Sigmoid,
+        Activation::Tanh => KernelActivation::Tanh,
+        Activation::Identity => KernelActivation::Identity,
+    }
+}
+
+/// The values of a source.
+fn values<'a>(src: Src<'a, Cpu>) -> &'a [f32] {
+    match src {
+        Src::Buf(b) => b,
+        Src::Param(p) => p.as_slice(),
+    }
+}
+
+/// Checks that `rows` rows of `cols` values at `at` lie inside `len` values.
+fn check_rows(what: &str, len: usize, at: At, rows: usize, cols: usize) -> Result<()> {
+    let span = at.span(rows, cols);
+    if span > len {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: {rows} rows of {cols} at offset {} stride {} need {span} values, the buffer \
+             has {len}",
+            at.offset, at.stride
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a destination block (rows must not overlap) and grows `dst` to hold it.
+fn dst_rows(dst: &mut Vec<f32>, to: At, rows: usize, cols: usize) -> Result<()> {
+    if rows > 1 && to.stride < cols {
+        return Err(Error::InvalidArgument(format!(
+            "destination rows of {cols} values overlap (stride {})",
+            to.stride
+        )));
+    }
+    let span = to.span(rows, cols);
+    if dst.len() < span {
+        dst.resize(span, 0.0);
+    }
+    Ok(())
+}
+
+/// Applies `f(dst_row, src_row, i)` to `rows` rows of `cols` values.
+fn rowwise(
+    src: &[f32],
+    from: At,
+    dst: &mut [f32],
+    to: At,
+    rows: usize,
+    cols: usize,
+    mut f: impl FnMut(&mut [f32], &[f32], usize),
+) {
+    for i in 0..rows {
+        let s = from.offset + i * from.stride;
+        let d = to.offset + i * to.stride;
+        f(&mut dst[d..d + cols], &src[s..s + cols], i);
     }
 }
 
 impl Backend for Cpu {
     type Param = Tensor;
+    type Weight = CpuWeight;
+    type Items = CpuItems;
     type Buf = Vec<f32>;
+    type Scratch = CpuScratch;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -141,20 +145,31 @@ impl Backend for Cpu {
         Ok(tensor.clone())
     }
 
-    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+    fn upload_weight(&self, w: &Tensor, dtype: DType) -> Result<CpuWeight> {
+        CpuWeight::new(w, dtype)
+    }
+
+    fn upload_items(&self, table: &Tensor, dtype: DType) -> Result<CpuItems> {
+        CpuItems::new(table, dtype)
+    }
+
+    fn upload_conv(&self, w: &Tensor) -> Result<Tensor> {
+        match w.shape() {
+            &[c_out, c_in, 1, k] => {
+                let taps = conv::pack_conv_taps(w.as_slice(), c_out, c_in, k);
+                let len = taps.len();
+                Tensor::from_vec(alloc::vec![len], taps)
+            }
+            other => Err(Error::InvalidArgument(format!(
+                "a causal convolution's filters are [c_out, c_in, 1, k], found {other:?}"
+            ))),
+        }
     }
 
     fn ensure(&self, buf: &mut Vec<f32>, len: usize) -> Result<()> {
         if buf.len() < len {
             buf.resize(len, 0.0);
         }
-        Ok(())
-    }
-
-    fn zero(&self, buf: &mut Vec<f32>, len: usize) -> Result<()> {
-        self.ensure(buf, len)?;
-        buf[..len].fill(0.0);
         Ok(())
     }
 
@@ -176,59 +191,98 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn copy_rows(
+    fn copy(
         &self,
-        src: &Vec<f32>,
-        src_row: usize,
+        src: Src<'_, Cpu>,
+        from: At,
         dst: &mut Vec<f32>,
-        dst_row: usize,
+        to: At,
         rows: usize,
-        width: usize,
+        cols: usize,
     ) -> Result<()> {
-        self.ensure(dst, (dst_row + rows) * width)?;
-        dst[dst_row * width..(dst_row + rows) * width]
-            .copy_from_slice(&src[src_row * width..(src_row + rows) * width]);
+        let src = values(src);
+        check_rows("copy source", src.len(), from, rows, cols)?;
+        dst_rows(dst, to, rows, cols)?;
+        rowwise(src, from, dst, to, rows, cols, |d, s, _| {
+            d.copy_from_slice(s)
+        });
         Ok(())
     }
 
-    fn embedding(
-        &self,
-        table: &Embedding<Cpu>,
-        ids: &[u32],
-        positions: Option<(&Embedding<Cpu>, usize)>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let d = table.dim;
-        self.ensure(out, ids.len() * d)?;
-        let out = &mut out[..ids.len() * d];
-        embedding::gather(table.table.as_slice(), d, ids, out);
-        if let Some((pos, pos0)) = positions {
-            vector::add(out, &pos.table.as_slice()[pos0 * d..(pos0 + ids.len()) * d]);
+    fn fill(&self, dst: &mut Vec<f32>, to: At, rows: usize, cols: usize, value: f32) -> Result<()> {
+        dst_rows(dst, to, rows, cols)?;
+        for i in 0..rows {
+            let d = to.offset + i * to.stride;
+            dst[d..d + cols].fill(value);
         }
         Ok(())
     }
 
-    fn embedding_seqs(
+    fn axpy(
         &self,
-        table: &Embedding<Cpu>,
-        ids: &[u32],
-        lens: &[usize],
-        positions: Option<&Embedding<Cpu>>,
-        out: &mut Vec<f32>,
+        src: Src<'_, Cpu>,
+        from: At,
+        scale: Scale<'_>,
+        dst: &mut Vec<f32>,
+        to: At,
+        rows: usize,
+        cols: usize,
     ) -> Result<()> {
-        let d = table.dim;
-        self.ensure(out, ids.len() * d)?;
-        let out = &mut out[..ids.len() * d];
-        embedding::gather(table.table.as_slice(), d, ids, out);
-        if let Some(pos) = positions {
-            let mut rows = out.chunks_mut(d);
-            for &len in lens {
-                let pos = &pos.table.as_slice()[..len * d];
-                for (row, p) in rows.by_ref().take(len).zip(pos.chunks_exact(d)) {
-                    vector::add(row, p);
-                }
+        let src = values(src);
+        check_rows("axpy source", src.len(), from, rows, cols)?;
+        if let Scale::Rows(f) = scale
+            && f.len() < rows
+        {
+            return Err(Error::InvalidArgument(format!(
+                "axpy of {rows} rows with {} row factors",
+                f.len()
+            )));
+        }
+        dst_rows(dst, to, rows, cols)?;
+        rowwise(src, from, dst, to, rows, cols, |d, s, i| match scale {
+            Scale::All(1.0) => vector::add(d, s),
+            scale => vector::axpy(scale.of(i), s, d),
+        });
+        Ok(())
+    }
+
+    fn mul(
+        &self,
+        src: Src<'_, Cpu>,
+        from: At,
+        offset: f32,
+        dst: &mut Vec<f32>,
+        to: At,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let src = values(src);
+        check_rows("mul source", src.len(), from, rows, cols)?;
+        dst_rows(dst, to, rows, cols)?;
+        rowwise(src, from, dst, to, rows, cols, |d, s, _| {
+            for (y, &x) in d.iter_mut().zip(s) {
+                *y *= offset + x;
             }
+        });
+        Ok(())
+    }
+
+    fn activate(&self, a: Activation, x: &mut Vec<f32>, range: Range<usize>) -> Result<()> {
+        self.ensure(x, range.end)?;
+        act::activate(kernel_act(a), &mut x[range]);
+        Ok(())
+    }
+
+    fn gather(&self, table: &Embedding<Cpu>, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        let d = table.dim;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= table.rows) {
+            return Err(Error::InvalidArgument(format!(
+                "row {bad} of an embedding table of {} rows",
+                table.rows
+            )));
         }
+        self.ensure(out, ids.len() * d)?;
+        embedding::gather(table.table.as_slice(), d, ids, &mut out[..ids.len() * d]);
         Ok(())
     }
 
@@ -237,252 +291,102 @@ impl Backend for Cpu {
         lin: &Linear<Cpu>,
         x: &Vec<f32>,
         rows: usize,
-        act: Activation,
+        a: Activation,
         out: &mut Vec<f32>,
     ) -> Result<()> {
         self.ensure(out, rows * lin.out_dim)?;
-        Cpu::apply_linear(lin, x, rows, out);
-        activation::activate(act, &mut out[..rows * lin.out_dim]);
-        Ok(())
-    }
-
-    fn layer_norm(&self, ln: &LayerNorm<Cpu>, x: &mut Vec<f32>, rows: usize) -> Result<()> {
-        norm::layer_norm_inplace(
-            &mut x[..rows * ln.dim],
-            rows,
-            ln.dim,
-            ln.gamma.as_slice(),
-            ln.beta.as_slice(),
-            ln.eps,
-        );
-        Ok(())
-    }
-
-    fn attention(
-        &self,
-        blk: &AttentionBlock<Cpu>,
-        x: &Vec<f32>,
-        rows: usize,
-        pos0: usize,
-        q_from: usize,
-        cache: &mut KvCache<Cpu>,
-        scratch: &mut Vec<f32>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let h = blk.hidden();
-        let lk = pos0 + rows;
-        let lq = rows - q_from;
-        if lk > cache.max_len || q_from >= rows {
-            return Err(Error::InvalidArgument(format!(
-                "attention over {lk} positions with a cache of {} (q_from {q_from}, rows {rows})",
-                cache.max_len
-            )));
+        self.apply_linear(lin, x, rows, out);
+        if a != Activation::Identity {
+            act::activate(kernel_act(a), &mut out[..rows * lin.out_dim]);
         }
-        // Only the queries of rows `q_from..` are needed: with `q_from > 0` (SASRec's last
-        // layer) the keys and values of every row and the queries of those rows are two
-        // products, else one fused Q/K/V product.
-        let (q_width, q_stride) = if q_from == 0 {
-            (3 * h, 3 * h)
-        } else {
-            (2 * h, h)
+        Ok(())
+    }
+
+    fn layer_norm(&self, ln: &LayerNorm<Cpu>, x: &mut Vec<f32>, rows: Range<usize>) -> Result<()> {
+        let d = ln.dim;
+        self.ensure(x, rows.end * d)?;
+        let (n, x) = (rows.len(), &mut x[rows.start * d..rows.end * d]);
+        match &ln.affine {
+            Some(a) => {
+                let (g, b) = (a.gamma.as_slice(), a.beta.as_slice());
+                norm::layer_norm_inplace(x, n, d, g, b, ln.eps);
+            }
+            None => norm::layer_norm_no_affine_inplace(x, n, d, ln.eps),
+        }
+        Ok(())
+    }
+
+    fn mha(
+        &self,
+        shape: MhaShape,
+        q: (&Vec<f32>, At),
+        k: (&Vec<f32>, At),
+        v: (&Vec<f32>, At),
+        mask: Mask<'_>,
+        out: (&mut Vec<f32>, At),
+        work: &mut Vec<f32>,
+    ) -> Result<()> {
+        let h = shape.hidden();
+        let (lq, lk) = (shape.lq, shape.lk);
+        for (what, at, rows) in [("queries", q.1, lq), ("keys", k.1, lk), ("values", v.1, lk)] {
+            if rows > 1 && at.stride < h {
+                return Err(Error::InvalidArgument(format!(
+                    "attention {what}: rows of {h} at stride {}",
+                    at.stride
+                )));
+            }
+        }
+        check_rows("attention queries", q.0.len(), q.1, lq, h)?;
+        check_rows("attention keys", k.0.len(), k.1, lk, h)?;
+        check_rows("attention values", v.0.len(), v.1, lk, h)?;
+        let (kmask, valid) = match mask {
+            Mask::None => (AttnMask::None, None),
+            Mask::Causal { q_offset } => (AttnMask::Causal { q_offset }, None),
+            Mask::KeyPadding(valid) if valid.len() == lk => (AttnMask::None, Some(valid)),
+            Mask::KeyPadding(valid) => {
+                return Err(Error::InvalidArgument(format!(
+                    "attention over {lk} keys with {} padding flags",
+                    valid.len()
+                )));
+            }
         };
-        let shape = AttentionShape {
+        let (ob, oat) = out;
+        dst_rows(ob, oat, lq, h)?;
+        let kshape = AttentionShape {
             lq,
             lk,
-            n_heads: blk.n_heads,
-            head_dim: blk.head_dim,
-            q_stride,
-            kv_stride: h,
-            out_stride: h,
+            n_heads: shape.n_heads,
+            head_dim: shape.head_dim,
+            q_stride: q.1.stride.max(h),
+            kv_stride: k.1.stride.max(h),
+            out_stride: oat.stride.max(h),
         };
-        let att_len = attention::attention_scratch_len(&shape);
-        let q_len = if q_from == 0 { 0 } else { lq * h };
-        self.ensure(scratch, rows * q_width + q_len + 2 * lq * h + att_len)?;
-        self.ensure(out, lq * h)?;
-        let (proj_in, rest) = split(scratch, rows * q_width);
-        let (q_only, rest) = split(rest, q_len);
-        let (ctx, rest) = split(rest, lq * h);
-        let (proj, att_scratch) = split(rest, lq * h);
-        // Key and value columns of `proj_in` (width `q_width`): after the queries, or alone.
-        let kv0 = if q_from == 0 {
-            Cpu::apply_linear(&blk.qkv, x, rows, proj_in);
-            h
-        } else {
-            linear_part(&blk.qkv, h, 3 * h, x, rows, proj_in);
-            linear_part(&blk.qkv, 0, h, &x[q_from * h..], lq, q_only);
-            0
-        };
-        for r in 0..rows {
-            let row = &proj_in[r * q_width + kv0..(r + 1) * q_width];
-            let p = pos0 + r;
-            cache.k[p * h..(p + 1) * h].copy_from_slice(&row[..h]);
-            cache.v[p * h..(p + 1) * h].copy_from_slice(&row[h..]);
+        if v.1.stride.max(h) != kshape.kv_stride {
+            return Err(Error::InvalidArgument(format!(
+                "attention keys (stride {}) and values (stride {}) differ in layout",
+                k.1.stride, v.1.stride
+            )));
         }
-        cache.len = lk;
-        let q: &[f32] = if q_from == 0 { proj_in } else { q_only };
-        attention::attention(
-            &shape,
-            q,
-            &cache.k[..lk * h],
-            &cache.v[..lk * h],
-            AttnMask::Causal {
-                q_offset: pos0 + q_from,
-            },
-            None,
-            1.0 / libm::sqrtf(blk.head_dim as f32),
-            ctx,
-            &mut att_scratch[..att_len],
-        );
-        attention_output(blk, ctx, &x[q_from * h..rows * h], lq, proj, out);
-        Ok(())
-    }
-
-    fn attention_seqs(
-        &self,
-        blk: &AttentionBlock<Cpu>,
-        x: &Vec<f32>,
-        lens: &[usize],
-        last_only: bool,
-        scratch: &mut Vec<f32>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let h = blk.hidden();
-        let total: usize = lens.iter().sum();
-        let longest = lens.iter().copied().max().unwrap_or(0);
-        if lens.contains(&0) {
-            return Err(Error::InvalidArgument(
-                "attention over a batch holding an empty sequence".into(),
-            ));
-        }
-        self.ensure(out, if last_only { lens.len() } else { total } * h)?;
-        // A group of whole sequences: at most SEQ_GROUP_ROWS rows, or one longer sequence.
-        let cap = SEQ_GROUP_ROWS.max(longest);
-        let att_len = attention::attention_scratch_len(&AttentionShape::packed(
-            longest,
-            longest,
-            blk.n_heads,
-            blk.head_dim,
-        ));
-        // Projections [cap, 3H] (or K/V [cap, 2H] + queries and residuals of last rows), the
-        // attention output and its projection [cap, H] each, the attention scratch.
-        self.ensure(scratch, cap * 3 * h + 2 * cap * h + cap * h + att_len)?;
-        let (proj_in, rest) = split(scratch, cap * 3 * h);
-        let (ctx, rest) = split(rest, cap * h);
-        let (proj, rest) = split(rest, cap * h);
-        let (last_x, att_scratch) = split(rest, cap * h);
-        let scale = 1.0 / libm::sqrtf(blk.head_dim as f32);
-        let (mut seq, mut row0) = (0, 0);
-        while seq < lens.len() {
-            // Sequences seq..end, rows row0..row0 + rows.
-            let (mut end, mut rows) = (seq, 0);
-            while end < lens.len() && (end == seq || rows + lens[end] <= cap) {
-                rows += lens[end];
-                end += 1;
-            }
-            let group = &lens[seq..end];
-            let xg = &x[row0 * h..(row0 + rows) * h];
-            if last_only {
-                let (kv, q) = proj_in.split_at_mut(rows * 2 * h);
-                linear_part(&blk.qkv, h, 3 * h, xg, rows, kv);
-                let mut r = 0;
-                for (i, &len) in group.iter().enumerate() {
-                    r += len;
-                    last_x[i * h..(i + 1) * h].copy_from_slice(&xg[(r - 1) * h..r * h]);
-                }
-                let gb = group.len();
-                linear_part(&blk.qkv, 0, h, last_x, gb, q);
-                let mut r = 0;
-                for (i, &len) in group.iter().enumerate() {
-                    let shape = AttentionShape {
-                        lq: 1,
-                        lk: len,
-                        n_heads: blk.n_heads,
-                        head_dim: blk.head_dim,
-                        q_stride: h,
-                        kv_stride: 2 * h,
-                        out_stride: h,
-                    };
-                    attention::attention(
-                        &shape,
-                        &q[i * h..(i + 1) * h],
-                        &kv[r * 2 * h..(r + len) * 2 * h],
-                        &kv[r * 2 * h + h..(r + len) * 2 * h],
-                        AttnMask::Causal { q_offset: len - 1 },
-                        None,
-                        scale,
-                        &mut ctx[i * h..(i + 1) * h],
-                        &mut att_scratch[..attention::attention_scratch_len(&shape)],
-                    );
-                    r += len;
-                }
-                attention_output(blk, ctx, last_x, gb, proj, &mut out[seq * h..end * h]);
+        let scratch = attention::attention_scratch_len(&kshape);
+        self.ensure(work, scratch)?;
+        let rows_len = |at: At, rows: usize| {
+            if rows == 0 {
+                0
             } else {
-                Cpu::apply_linear(&blk.qkv, xg, rows, proj_in);
-                let mut r = 0;
-                for &len in group {
-                    let shape = AttentionShape {
-                        lq: len,
-                        lk: len,
-                        n_heads: blk.n_heads,
-                        head_dim: blk.head_dim,
-                        q_stride: 3 * h,
-                        kv_stride: 3 * h,
-                        out_stride: h,
-                    };
-                    let qkv = &proj_in[r * 3 * h..(r + len) * 3 * h];
-                    attention::attention(
-                        &shape,
-                        qkv,
-                        &qkv[h..],
-                        &qkv[2 * h..],
-                        AttnMask::Causal { q_offset: 0 },
-                        None,
-                        scale,
-                        &mut ctx[r * h..(r + len) * h],
-                        &mut att_scratch[..attention::attention_scratch_len(&shape)],
-                    );
-                    r += len;
-                }
-                let dst = &mut out[row0 * h..(row0 + rows) * h];
-                attention_output(blk, ctx, xg, rows, proj, dst);
+                (rows - 1) * at.stride + h
             }
-            seq = end;
-            row0 += rows;
-        }
-        Ok(())
-    }
-
-    fn feed_forward(
-        &self,
-        blk: &FeedForward<Cpu>,
-        x: &Vec<f32>,
-        rows: usize,
-        scratch: &mut Vec<f32>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let h = blk.dense_1.in_dim;
-        let inner = blk.dense_1.out_dim;
-        let pass = rows.min(FF_ROWS);
-        self.ensure(scratch, pass * (inner + h))?;
-        self.ensure(out, rows * h)?;
-        let (mid, tmp) = split(scratch, pass * inner);
-        for r0 in (0..rows).step_by(FF_ROWS) {
-            let n = pass.min(rows - r0);
-            let xs = &x[r0 * h..(r0 + n) * h];
-            Cpu::apply_linear(&blk.dense_1, xs, n, mid);
-            activation::activate(blk.act, &mut mid[..n * inner]);
-            Cpu::apply_linear(&blk.dense_2, mid, n, tmp);
-            norm::add_layer_norm(
-                &tmp[..n * h],
-                xs,
-                n,
-                h,
-                blk.ln.gamma.as_slice(),
-                blk.ln.beta.as_slice(),
-                blk.ln.eps,
-                &mut out[r0 * h..(r0 + n) * h],
-            );
-        }
+        };
+        attention::attention(
+            &kshape,
+            &q.0[q.1.offset..q.1.offset + rows_len(q.1, lq)],
+            &k.0[k.1.offset..k.1.offset + rows_len(k.1, lk)],
+            &v.0[v.1.offset..v.1.offset + rows_len(v.1, lk)],
+            kmask,
+            valid,
+            1.0 / libm::sqrtf(shape.head_dim as f32),
+            &mut ob[oat.offset..oat.offset + rows_len(oat, lq)],
+            &mut work[..scratch],
+        );
         Ok(())
     }
 
@@ -496,8 +400,10 @@ impl Backend for Cpu {
         out: &mut Vec<f32>,
     ) -> Result<()> {
         let hd = layer.hidden;
-        self.ensure(scratch, gru::gru_scratch_len(steps, hd))?;
+        let len = gru::gru_scratch_len(steps, hd);
+        self.ensure(scratch, len)?;
         self.ensure(out, steps * hd)?;
+        self.ensure(h, hd)?;
         gru::gru_layer(
             &x[..steps * layer.input],
             steps,
@@ -509,72 +415,40 @@ impl Backend for Cpu {
             layer.b_hh.as_ref().map(Tensor::as_slice),
             &mut h[..hd],
             &mut out[..steps * hd],
-            &mut scratch[..gru::gru_scratch_len(steps, hd)],
+            &mut scratch[..len],
         );
         Ok(())
     }
 
-    fn nextitnet_block(
+    fn causal_conv(
         &self,
-        blk: &NextItNetBlock<Cpu>,
+        cv: &CausalConv<Cpu>,
         x: &Vec<f32>,
         len: usize,
         from: usize,
-        mid: &mut Vec<f32>,
-        scratch: &mut Vec<f32>,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let c = blk.channels;
-        let (k, d) = (blk.kernel, blk.dilation);
-        self.ensure(mid, len * c)?;
-        self.ensure(scratch, len * c)?;
-        self.ensure(out, len * c)?;
-        let rows = len - from;
-        Cpu::conv_rows(
-            x,
-            from,
-            len,
-            c,
-            blk.conv1.as_slice(),
-            blk.bias1.as_slice(),
-            k,
-            d,
-            mid,
-        );
-        let m = &mut mid[from * c..len * c];
-        norm::layer_norm_inplace(
-            m,
-            rows,
-            c,
-            blk.ln1.gamma.as_slice(),
-            blk.ln1.beta.as_slice(),
-            blk.ln1.eps,
-        );
-        activation::relu(m);
-        Cpu::conv_rows(
-            mid,
-            from,
-            len,
-            c,
-            blk.conv2.as_slice(),
-            blk.bias2.as_slice(),
-            k,
-            2 * d,
-            scratch,
-        );
-        let o2 = &mut scratch[from * c..len * c];
-        norm::layer_norm_inplace(
-            o2,
-            rows,
-            c,
-            blk.ln2.gamma.as_slice(),
-            blk.ln2.beta.as_slice(),
-            blk.ln2.eps,
-        );
-        activation::relu(o2);
-        let dst = &mut out[from * c..len * c];
-        dst.copy_from_slice(&x[from * c..len * c]);
-        vector::add(dst, o2);
+        let (ci, co, k, d) = (cv.c_in, cv.c_out, cv.kernel, cv.dilation);
+        let (taps, bias) = (cv.taps.as_slice(), Some(cv.bias.as_slice()));
+        self.ensure(out, len * co)?;
+        if from == 0 {
+            conv::causal_conv1d(
+                &x[..len * ci],
+                len,
+                ci,
+                taps,
+                bias,
+                co,
+                k,
+                d,
+                &mut out[..len * co],
+            );
+        } else {
+            for t in from..len {
+                let row = &mut out[t * co..(t + 1) * co];
+                conv::causal_conv1d_step(&x[..(t + 1) * ci], t, ci, taps, bias, co, k, d, row);
+            }
+        }
         Ok(())
     }
 
@@ -590,28 +464,12 @@ impl Backend for Cpu {
         self.ensure(scratch, conv::caser_horizontal_scratch_len(l, 1, blk.nh))?;
         let x = &x[..l * e];
         let (ov, oh) = out[..blk.out_dim()].split_at_mut(blk.nv * e);
-        conv::caser_vertical(
-            x,
-            l,
-            e,
-            blk.conv_v.as_slice(),
-            blk.bias_v.as_slice(),
-            blk.nv,
-            ov,
-        );
+        let (wv, bv) = (blk.conv_v.as_slice(), blk.bias_v.as_slice());
+        conv::caser_vertical(x, l, e, wv, bv, blk.nv, ov);
         for (i, (w, b)) in blk.conv_h.iter().enumerate() {
-            let height = i + 1;
-            conv::caser_horizontal(
-                x,
-                l,
-                e,
-                height,
-                w.as_slice(),
-                b.as_slice(),
-                blk.nh,
-                &mut oh[i * blk.nh..(i + 1) * blk.nh],
-                scratch,
-            );
+            let oh = &mut oh[i * blk.nh..(i + 1) * blk.nh];
+            let (w, b) = (w.as_slice(), b.as_slice());
+            conv::caser_horizontal(x, l, e, i + 1, w, b, blk.nh, oh, scratch);
         }
         Ok(())
     }
@@ -624,22 +482,10 @@ impl Backend for Cpu {
         out: &mut [f32],
     ) -> Result<()> {
         let (n, d) = (items.rows, items.dim);
-        let (h, out) = (&h[..rows * d], &mut out[..rows * n]);
-        match &items.data {
-            // The scores the top-k scan computes, bit for bit.
-            ItemData::F32(t) | ItemData::I8 { exact: t, .. } => {
-                score::scores(h, t.as_slice(), out, rows, n, d)
-            }
-            ItemData::F16(t) => {
-                for (hr, or) in h.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
-                    linear::gemv_f16(t, hr, or, n, d);
-                }
-            }
-            ItemData::BF16(t) => {
-                for (hr, or) in h.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
-                    linear::gemv_bf16(t, hr, or, n, d);
-                }
-            }
+        check_rows("user vectors", h.len(), At::rows(0, d), rows, d)?;
+        let isa = seqrec_kernels::Isa::detect();
+        for (hr, or) in h.chunks_exact(d).zip(out[..rows * n].chunks_exact_mut(n)) {
+            items.data.score_block(isa, hr, 0, or);
         }
         Ok(())
     }
@@ -652,18 +498,12 @@ impl Backend for Cpu {
         out: &mut [f32],
     ) -> Result<()> {
         let d = items.dim;
-        let h = &h[..d];
-        let mut row = [0.0f32; 1];
+        check_rows("user vector", h.len(), At::rows(0, d), 1, d)?;
+        let isa = seqrec_kernels::Isa::detect();
         for (&id, o) in ids.iter().zip(out.iter_mut()) {
-            let r = id as usize * d..(id as usize + 1) * d;
-            match &items.data {
-                ItemData::F32(t) | ItemData::I8 { exact: t, .. } => {
-                    score::scores(h, &t.as_slice()[r], &mut row, 1, 1, d);
-                }
-                ItemData::F16(t) => linear::gemv_f16(&t[r], h, &mut row, 1, d),
-                ItemData::BF16(t) => linear::gemv_bf16(&t[r], h, &mut row, 1, d),
-            }
-            *o = row[0];
+            items
+                .data
+                .score_block(isa, &h[..d], id as usize, core::slice::from_mut(o));
         }
         Ok(())
     }
@@ -672,31 +512,198 @@ impl Backend for Cpu {
         &self,
         items: &ItemTable<Cpu>,
         h: &Vec<f32>,
+        row: usize,
+        k: usize,
         exclude: &[u32],
-        topk: &mut TopK,
-        parts: &mut Vec<TopK>,
-    ) -> Result<()> {
-        scan::topk_one(items, &h[..items.dim], exclude, topk, parts);
-        Ok(())
+        scratch: &mut CpuScratch,
+        out_items: &mut [u32],
+        out_scores: &mut [f32],
+    ) -> Result<usize> {
+        let d = items.dim;
+        check_rows("user vectors", h.len(), At::rows(row, d), 1, d)?;
+        if out_items.len() < k || out_scores.len() < k {
+            return Err(Error::InvalidArgument(format!(
+                "top-{k} needs output buffers of at least {k} values, got {} and {}",
+                out_items.len(),
+                out_scores.len()
+            )));
+        }
+        let CpuScratch { topk, parts, .. } = scratch;
+        topk.reset(k);
+        scan::topk_one(items, &h[row * d..(row + 1) * d], exclude, topk, parts);
+        Ok(topk.finish(&mut out_items[..k], &mut out_scores[..k]))
     }
 
     fn topk_rows(
         &self,
         items: &ItemTable<Cpu>,
         h: &Vec<f32>,
+        k: usize,
         excludes: &[u32],
         offsets: &[usize],
-        topks: &mut [TopK],
-        scratch: &mut Vec<f32>,
+        scratch: &mut CpuScratch,
+        out_items: &mut [u32],
+        out_scores: &mut [f32],
+        counts: &mut [usize],
     ) -> Result<()> {
-        if offsets.len() != topks.len() + 1 {
-            return Err(Error::InvalidArgument(format!(
-                "{} exclusion offsets for {} selectors",
-                offsets.len(),
-                topks.len()
-            )));
+        crate::backend::compose::check_rows_args(k, offsets, out_items, out_scores, counts)?;
+        let users = counts.len();
+        check_rows(
+            "user vectors",
+            h.len(),
+            At::rows(0, items.dim),
+            users,
+            items.dim,
+        )?;
+        let CpuScratch { topks, block, .. } = scratch;
+        while topks.len() < users {
+            topks.push(seqrec_kernels::cpu::topk::TopK::new(k));
         }
-        scan::topk_rows(items, h, excludes, offsets, topks, scratch);
+        let topks = &mut topks[..users];
+        for t in topks.iter_mut() {
+            t.reset(k);
+        }
+        scan::topk_rows(items, h, excludes, offsets, topks, block);
+        for (r, t) in topks.iter_mut().enumerate() {
+            counts[r] = t.finish(
+                &mut out_items[r * k..(r + 1) * k],
+                &mut out_scores[r * k..(r + 1) * k],
+            );
+        }
+        Ok(())
+    }
+
+    fn embedding(
+        &self,
+        table: &Embedding<Cpu>,
+        ids: &[u32],
+        positions: Option<(&Embedding<Cpu>, usize)>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.gather(table, ids, out)?;
+        if let Some((pos, pos0)) = positions {
+            let d = table.dim;
+            let p = &pos.table.as_slice()[pos0 * d..(pos0 + ids.len()) * d];
+            vector::add(&mut out[..ids.len() * d], p);
+        }
+        Ok(())
+    }
+
+    fn embedding_seqs(
+        &self,
+        table: &Embedding<Cpu>,
+        ids: &[u32],
+        lens: &[usize],
+        positions: Option<&Embedding<Cpu>>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.gather(table, ids, out)?;
+        if let Some(pos) = positions {
+            let d = table.dim;
+            let mut rows = out[..ids.len() * d].chunks_mut(d);
+            for &len in lens {
+                let pos = &pos.table.as_slice()[..len * d];
+                for (row, p) in rows.by_ref().take(len).zip(pos.chunks_exact(d)) {
+                    vector::add(row, p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_layer_norm(
+        &self,
+        ln: &LayerNorm<Cpu>,
+        x: &Vec<f32>,
+        residual: &Vec<f32>,
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.ensure(out, rows * ln.dim)?;
+        blocks::add_layer_norm(
+            ln,
+            &x[..rows * ln.dim],
+            &residual[..rows * ln.dim],
+            rows,
+            out,
+        );
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        blk: &AttentionBlock<Cpu>,
+        x: &Vec<f32>,
+        rows: usize,
+        pos0: usize,
+        q_from: usize,
+        mask: SelfMask,
+        cache: &mut KvCache<Cpu>,
+        tmp: &mut BlockScratch<Cpu>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        blocks::attention(
+            self,
+            blk,
+            x,
+            rows,
+            pos0,
+            q_from,
+            mask,
+            cache,
+            &mut tmp.proj,
+            out,
+        )
+    }
+
+    fn attention_seqs(
+        &self,
+        blk: &AttentionBlock<Cpu>,
+        x: &Vec<f32>,
+        lens: &[usize],
+        last_only: bool,
+        mask: SelfMask,
+        tmp: &mut BlockScratch<Cpu>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        blocks::attention_seqs(self, blk, x, lens, last_only, mask, &mut tmp.proj, out)
+    }
+
+    fn feed_forward(
+        &self,
+        blk: &FeedForward<Cpu>,
+        x: &Vec<f32>,
+        rows: usize,
+        tmp: &mut BlockScratch<Cpu>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        blocks::feed_forward(self, blk, x, rows, &mut tmp.proj, out)
+    }
+
+    fn modulate(
+        &self,
+        x: &mut Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+        shift: (&Vec<f32>, At),
+        scale: (&Vec<f32>, At),
+        work: &mut Vec<f32>,
+    ) -> Result<()> {
+        // One shift and scale row for every token: the fused kernel; else the composition.
+        if shift.1.stride != 0 || scale.1.stride != 0 {
+            return crate::backend::compose::modulate(self, x, rows, dim, eps, shift, scale, work);
+        }
+        check_rows("modulate shift", shift.0.len(), shift.1, 1, dim)?;
+        check_rows("modulate scale", scale.0.len(), scale.1, 1, dim)?;
+        self.ensure(x, rows * dim)?;
+        self.ensure(work, rows * dim)?;
+        let (x, w) = (&mut x[..rows * dim], &mut work[..rows * dim]);
+        w.copy_from_slice(x);
+        norm::layer_norm_no_affine(w, rows, dim, eps, x);
+        let sh = &shift.0[shift.1.offset..shift.1.offset + dim];
+        let sc = &scale.0[scale.1.offset..scale.1.offset + dim];
+        norm::modulate(x, rows, dim, sh, sc);
         Ok(())
     }
 }

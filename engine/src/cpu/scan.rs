@@ -23,11 +23,33 @@
 //! row by row with the half-precision products.
 
 use super::Cpu;
-use crate::blocks::{ItemData, ItemTable};
+use super::items::CpuItems;
+use crate::blocks::ItemTable;
 use alloc::vec::Vec;
 use seqrec_kernels::Isa;
+use seqrec_kernels::cpu::score;
 use seqrec_kernels::cpu::topk::TopK;
-use seqrec_kernels::cpu::{linear, score};
+
+/// The CPU's per-workspace scan scratch: the selector of a single-user scan and those of the
+/// extra shares of a split one, one selector per request of a batch, and a block of scores.
+#[derive(Debug)]
+pub struct CpuScratch {
+    pub(super) topk: TopK,
+    pub(super) parts: Vec<TopK>,
+    pub(super) topks: Vec<TopK>,
+    pub(super) block: Vec<f32>,
+}
+
+impl Default for CpuScratch {
+    fn default() -> Self {
+        CpuScratch {
+            topk: TopK::new(0),
+            parts: Vec::new(),
+            topks: Vec::new(),
+            block: Vec::new(),
+        }
+    }
+}
 
 /// Items scored per block by the single-user scan (the block's scores stay in L1).
 pub(super) const SCAN_BLOCK: usize = 512;
@@ -94,7 +116,7 @@ pub(super) fn topk_one(
 ) {
     let mut hq = [0i8; score::I8_MAX_DIM];
     let (hq, t, bound) = match &items.data {
-        ItemData::I8 { .. } if h.len() <= score::I8_MAX_DIM => {
+        CpuItems::I8 { .. } if h.len() <= score::I8_MAX_DIM => {
             let hq = &mut hq[..h.len()];
             match score::quantize_query_i8(h, hq) {
                 Some(t) => (&hq[..], t, score::i8_error_bound(h, t)),
@@ -179,31 +201,12 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
     let mut b = start;
     while b < end {
         let nb = SCAN_BLOCK.min(end - b);
-        let rows = b * d..(b + nb) * d;
         let out = &mut block[..nb];
         let base = b as u32;
         match &items.data {
-            ItemData::F32(t) => {
-                score::scores_isa(isa, h, &t.as_slice()[rows], out, 1, nb, d);
-                topk.push_block(base, out, exclude);
-            }
-            ItemData::F16(t) => {
-                linear::gemv_f16(&t[rows], h, out, nb, d);
-                topk.push_block(base, out, exclude);
-            }
-            ItemData::BF16(t) => {
-                linear::gemv_bf16(&t[rows], h, out, nb, d);
-                topk.push_block(base, out, exclude);
-            }
-            ItemData::I8 { exact, .. } if !bound.is_finite() => {
-                // A user vector that cannot be quantized (non-finite, all zero, too wide): no
-                // usable bound, score the f32 rows.
-                score::scores_isa(isa, h, &exact.as_slice()[rows], out, 1, nb, d);
-                topk.push_block(base, out, exclude);
-            }
-            ItemData::I8 { q, scales, exact } => {
+            CpuItems::I8 { q, scales, exact } if bound.is_finite() => {
                 let scales = &scales[b..b + nb];
-                score::scores_i8_isa(isa, &q[rows], scales, hq, t, out, nb);
+                score::scores_i8_isa(isa, &q[b * d..(b + nb) * d], scales, hq, t, out, nb);
                 for (u, &s) in out.iter_mut().zip(scales) {
                     *u += s * bound;
                 }
@@ -214,6 +217,12 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
                     score::scores_isa(isa, h, &exact[row..row + d], &mut one, 1, 1, d);
                     one[0]
                 });
+            }
+            // Every other storage, and an int8 table with a user vector that cannot be
+            // quantized (non-finite, all zero, too wide: no usable bound), scores the block.
+            data => {
+                data.score_block(isa, h, b, out);
+                topk.push_block(base, out, exclude);
             }
         }
         b += nb;
@@ -231,30 +240,14 @@ pub(super) fn topk_rows(
     scratch: &mut Vec<f32>,
 ) {
     let (n, d, users) = (items.rows, items.dim, topks.len());
-    let h = &h[..users * d];
     if scratch.len() < users * BATCH_BLOCK {
         scratch.resize(users * BATCH_BLOCK, 0.0);
     }
     let isa = Isa::detect();
     for b in (0..n).step_by(BATCH_BLOCK) {
         let nb = BATCH_BLOCK.min(n - b);
-        let rows = b * d..(b + nb) * d;
         let buf = &mut scratch[..users * nb];
-        match &items.data {
-            ItemData::F32(t) | ItemData::I8 { exact: t, .. } => {
-                score::scores_batch_isa(isa, h, &t.as_slice()[rows], buf, users, nb, d);
-            }
-            ItemData::F16(t) => {
-                for (hr, out) in h.chunks_exact(d).zip(buf.chunks_exact_mut(nb)) {
-                    linear::gemv_f16(&t[rows.clone()], hr, out, nb, d);
-                }
-            }
-            ItemData::BF16(t) => {
-                for (hr, out) in h.chunks_exact(d).zip(buf.chunks_exact_mut(nb)) {
-                    linear::gemv_bf16(&t[rows.clone()], hr, out, nb, d);
-                }
-            }
-        }
+        items.data.score_batch_block(isa, h, users, d, (b, nb), buf);
         for (r, (sel, scores)) in topks.iter_mut().zip(buf.chunks_exact(nb)).enumerate() {
             sel.push_block(b as u32, scores, &excludes[offsets[r]..offsets[r + 1]]);
         }

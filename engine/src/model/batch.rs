@@ -12,15 +12,14 @@
 //! the encoder's products and the catalog scores are summed in another order (relative
 //! differences of order 1e-6, which can swap two items whose scores are that close).
 
-use super::{Model, Query, Scored, exclusions};
+use super::{Model, Query, Scored, Workspace, exclusions};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::models::Request as ArchRequest;
 use crate::objectives::Objectives;
-use crate::workspace::{Workspace, WsLists};
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
-use seqrec_kernels::cpu::topk::TopK;
 
 /// Most requests encoded and scanned together.
 pub const BATCH_GROUP: usize = 64;
@@ -72,36 +71,26 @@ impl<B: Backend> Model<B> {
         if n == 0 {
             return Ok(());
         }
-        let (lists, [a, b, c, d, e, users, scan]) = ws.parts::<7>(&self.be)?;
-        let WsLists {
-            ids,
+        let Workspace {
+            scratch,
+            users,
+            scan,
+            exclude,
+            offsets,
             state,
             owner,
-            exclude,
-            lens,
-            topks,
-            offsets,
-            ..
-        } = lists;
-        if *owner != self.id {
-            *state = None;
-            *owner = self.id;
-        }
-        if state.is_none() {
-            *state = Some(self.arch.new_state(&self.be)?);
-        }
-        let state = state.as_mut().expect("state was just created");
-        let windows: Vec<&[u32]> = reqs.iter().map(|r| r.window).collect();
-        let user_ids: Vec<u32> = reqs.iter().map(|r| r.user).collect();
-        let objs: Vec<&Objectives> = reqs
+        } = ws;
+        let state = self.scratch_state(state, owner)?;
+        let arch_reqs: Vec<ArchRequest<'_>> = reqs
             .iter()
-            .map(|r| r.objectives.unwrap_or(&self.objectives))
+            .map(|r| ArchRequest {
+                window: r.window,
+                user: r.user,
+                objectives: r.objectives.unwrap_or(&self.objectives),
+            })
             .collect();
-        let bufs = [a, b, c, d, e];
         let (be, arch) = (&self.be, &self.arch);
-        arch.encode_batch(
-            be, &windows, &user_ids, &objs, state, ids, lens, bufs, users,
-        )?;
+        arch.encode_batch(be, &arch_reqs, state, scratch, users)?;
         exclude.clear();
         offsets.clear();
         offsets.push(0);
@@ -109,21 +98,17 @@ impl<B: Backend> Model<B> {
             exclusions(exclude, r.history, r.extra);
             offsets.push(exclude.len());
         }
-        while topks.len() < n {
-            topks.push(TopK::new(k));
-        }
-        let topks = &mut topks[..n];
-        for t in topks.iter_mut() {
-            t.reset(k);
-        }
-        be.topk_rows(&self.items, users, exclude, offsets, topks, scan)?;
-        for (i, t) in topks.iter_mut().enumerate() {
-            counts[i] = t.finish(
-                &mut items[i * k..(i + 1) * k],
-                &mut scores[i * k..(i + 1) * k],
-            );
-        }
-        Ok(())
+        be.topk_rows(
+            &self.items,
+            users,
+            k,
+            exclude,
+            offsets,
+            scan,
+            &mut items[..n * k],
+            &mut scores[..n * k],
+            &mut counts[..n],
+        )
     }
 
     /// Checked requests in groups on the calling thread with `ws` (see [`Self::topk_group`]).

@@ -7,18 +7,22 @@ use crate::blocks::ItemTable;
 use crate::config::{CONFIG_KEY, Config};
 use crate::cpu::Cpu;
 use crate::error::{Error, Result};
-use crate::models::{ARCHITECTURES, Arch, ArchState};
+use crate::models::{self, ArchState, DynArch, LoadContext, Request};
 use crate::objectives::{ObjectiveSpec, Objectives};
-use crate::weights::{DType, TensorLoader, WeightFile};
-use crate::workspace::{Workspace, WsLists};
+use crate::weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};
+use alloc::boxed::Box;
 use alloc::format;
 #[cfg(feature = "std")]
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
 mod batch;
+mod session;
+mod workspace;
 
 pub use batch::BATCH_GROUP;
+pub use session::{Session, SessionState};
+pub use workspace::Workspace;
 
 /// RecBole's default `MAX_ITEM_LIST_LENGTH`.
 pub const DEFAULT_MAX_LEN: usize = 50;
@@ -125,7 +129,7 @@ impl<'a> Query<'a> {
 #[derive(Debug)]
 pub struct Model<B: Backend = Cpu> {
     be: B,
-    arch: Arch<B>,
+    arch: Box<dyn DynArch<B>>,
     items: ItemTable<B>,
     config: Config,
     info: ModelInfo,
@@ -142,17 +146,41 @@ fn next_model_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-#[cfg(feature = "std")]
 impl Model<Cpu> {
-    /// Memory-maps and loads a safetensors model with default options.
+    /// Memory-maps and loads a safetensors model with default options, on the CPU.
+    #[cfg(feature = "std")]
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
         Self::load_with(path, &LoadOptions::default())
     }
 
-    /// Memory-maps and loads a safetensors model. The configuration comes from
-    /// `opts.config`, else the file's `seqrec.config` metadata, else a `config.json` beside the
-    /// file.
+    /// Memory-maps and loads a safetensors model on the CPU (see [`Model::load_on`]).
+    #[cfg(feature = "std")]
     pub fn load_with(path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
+        Model::load_on(Cpu::new(), path, opts)
+    }
+
+    /// Loads from a file image on the CPU, copying it into an aligned buffer.
+    pub fn from_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
+        Model::from_bytes_on(Cpu::new(), bytes, opts)
+    }
+
+    /// Loads from a file image that lives for the whole program, zero-copy, on the CPU.
+    pub fn from_static(bytes: &'static [u8], opts: &LoadOptions) -> Result<Self> {
+        Model::from_weight_file(Cpu::new(), &WeightFile::from_static(bytes)?, opts)
+    }
+
+    /// The item embedding table `[n_items, dim]` (the architecture's input table).
+    pub fn item_embedding(&self) -> &Tensor {
+        &self.arch.item_embedding().table
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Memory-maps and loads a safetensors model onto backend `be`. The configuration comes
+    /// from `opts.config`, else the file's `seqrec.config` metadata, else a `config.json` beside
+    /// the file.
+    #[cfg(feature = "std")]
+    pub fn load_on(be: B, path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
         let file = WeightFile::open(path)?;
         let mut opts = opts.clone();
@@ -168,23 +196,14 @@ impl Model<Cpu> {
                 opts.config = Some(cfg);
             }
         }
-        Model::from_weight_file(Cpu, &file, &opts)
-    }
-}
-
-impl Model<Cpu> {
-    /// Loads from a file image, copying it into an aligned buffer.
-    pub fn from_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
-        Model::from_weight_file(Cpu, &WeightFile::from_bytes(bytes)?, opts)
+        Model::from_weight_file(be, &file, &opts)
     }
 
-    /// Loads from a file image that lives for the whole program, zero-copy.
-    pub fn from_static(bytes: &'static [u8], opts: &LoadOptions) -> Result<Self> {
-        Model::from_weight_file(Cpu, &WeightFile::from_static(bytes)?, opts)
+    /// Loads from a file image onto backend `be`, copying it into an aligned buffer.
+    pub fn from_bytes_on(be: B, bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
+        Model::from_weight_file(be, &WeightFile::from_bytes(bytes)?, opts)
     }
-}
 
-impl<B: Backend> Model<B> {
     /// Builds a model on backend `be` from a parsed weight file.
     pub fn from_weight_file(be: B, file: &WeightFile, opts: &LoadOptions) -> Result<Self> {
         Self::build(be, file, opts).map_err(|e| e.in_origin(file.origin()))
@@ -203,8 +222,12 @@ impl<B: Backend> Model<B> {
             },
         };
         let name = config.model()?;
-        if !ARCHITECTURES.contains(&name.as_str()) {
-            return Err(Error::UnknownModel(name));
+        let known = models::names::<B>();
+        if !known.contains(&name.as_str()) {
+            return Err(Error::UnknownModel {
+                name,
+                known: known.join(", "),
+            });
         }
         let stored_items = file
             .info("item_embedding.weight")
@@ -230,7 +253,13 @@ impl<B: Backend> Model<B> {
             )));
         }
         let mut ld = TensorLoader::new(file);
-        let arch = Arch::load(&be, &config, &mut ld, n_items, max_len)?;
+        let mut cx = LoadContext {
+            cfg: &config,
+            ld: &mut ld,
+            n_items,
+            max_len,
+        };
+        let arch = models::load(&be, &name, &mut cx)?;
         ld.finish(arch.name())?;
         let dim = arch.score_dim();
         let table = arch.scoring_table(file, n_items)?;
@@ -265,8 +294,8 @@ impl<B: Backend> Model<B> {
     }
 
     /// The architecture (blocks and weights).
-    pub fn arch(&self) -> &Arch<B> {
-        &self.arch
+    pub fn arch(&self) -> &dyn DynArch<B> {
+        &*self.arch
     }
 
     /// The backend.
@@ -344,38 +373,43 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// Encodes the request into a backend buffer (`lists` and `out` from the workspace).
-    fn encode_query(&self, q: &Query<'_>, ws: &mut Workspace<B>) -> Result<()> {
-        let window = self.window(q.history)?;
-        let user = self.check_user(q.user)?;
-        let obj = self.check_objectives(q.objectives)?;
-        let (lists, [a, b, c, d, out]) = ws.parts::<5>(&self.be)?;
-        let WsLists {
-            ids, state, owner, ..
-        } = lists;
-        if *owner != self.id {
-            *state = None;
+    /// The workspace's state for this model's whole-window requests (made on first use, or
+    /// when the workspace last served another model).
+    fn scratch_state<'w>(
+        &self,
+        state: &'w mut Option<ArchState>,
+        owner: &mut u64,
+    ) -> Result<&'w mut ArchState> {
+        if *owner != self.id || state.is_none() {
+            *state = Some(self.arch.new_state(&self.be)?);
             *owner = self.id;
         }
-        if state.is_none() {
-            *state = Some(self.arch.new_state(&self.be)?);
-        }
-        let state = state.as_mut().expect("state was just created");
-        self.arch
-            .encode(&self.be, window, user, obj, state, ids, [a, b, c, d], out)
+        Ok(state.as_mut().expect("state was just created"))
     }
 
-    fn user_buf<'w>(&self, ws: &'w mut Workspace<B>) -> Result<&'w mut B::Buf> {
-        let (_, [.., out]) = ws.parts::<5>(&self.be)?;
-        Ok(out)
+    /// Encodes the request into the workspace's user vector.
+    fn encode_query(&self, q: &Query<'_>, ws: &mut Workspace<B>) -> Result<()> {
+        let req = Request {
+            window: self.window(q.history)?,
+            user: self.check_user(q.user)?,
+            objectives: self.check_objectives(q.objectives)?,
+        };
+        let Workspace {
+            scratch,
+            users,
+            state,
+            owner,
+            ..
+        } = ws;
+        let state = self.scratch_state(state, owner)?;
+        self.arch.encode(&self.be, &req, state, scratch, users)
     }
 
     /// The user vector (`[dim]`) for a request.
     pub fn user_vector(&self, q: &Query<'_>, ws: &mut Workspace<B>, out: &mut [f32]) -> Result<()> {
         self.check_len("user vector", out.len(), self.info.dim)?;
         self.encode_query(q, ws)?;
-        let be = &self.be;
-        be.read(self.user_buf(ws)?, 0, out)
+        self.be.read(&ws.users, 0, out)
     }
 
     fn check_len(&self, what: &str, found: usize, expected: usize) -> Result<()> {
@@ -392,8 +426,7 @@ impl<B: Backend> Model<B> {
     pub fn score(&self, q: &Query<'_>, ws: &mut Workspace<B>, scores: &mut [f32]) -> Result<()> {
         self.check_len("scores", scores.len(), self.info.n_items)?;
         self.encode_query(q, ws)?;
-        let out = self.user_buf(ws)?;
-        self.be.scores(&self.items, out, 1, scores)
+        self.be.scores(&self.items, &ws.users, 1, scores)
     }
 
     /// Scores of the caller's candidate items only (re-ranking); `out[i]` scores `candidates[i]`.
@@ -412,8 +445,7 @@ impl<B: Backend> Model<B> {
             e => e,
         })?;
         self.encode_query(q, ws)?;
-        let h = self.user_buf(ws)?;
-        self.be.score_items(&self.items, h, candidates, out)
+        self.be.score_items(&self.items, &ws.users, candidates, out)
     }
 
     /// The `k` best items, written to `items`/`scores` (each at least `k` long); returns how
@@ -450,19 +482,17 @@ impl<B: Backend> Model<B> {
         items: &mut [u32],
         scores: &mut [f32],
     ) -> Result<usize> {
-        let (lists, [.., out]) = ws.parts::<5>(&self.be)?;
-        let WsLists {
-            topk,
+        let Workspace {
+            users,
+            scan,
             exclude,
-            parts,
             ..
-        } = lists;
+        } = ws;
         exclude.clear();
         exclusions(exclude, history, extra);
-        topk.reset(k);
+        let h = h.unwrap_or(users);
         self.be
-            .topk(&self.items, h.unwrap_or(out), exclude, topk, parts)?;
-        Ok(topk.finish(&mut items[..k], &mut scores[..k]))
+            .topk(&self.items, h, 0, k, exclude, scan, items, scores)
     }
 
     /// The `k` best items for a request.
@@ -477,226 +507,6 @@ impl<B: Backend> Model<B> {
             .take(n)
             .map(|(&item, &score)| Scored { item, score })
             .collect())
-    }
-
-    /// A fresh session (for models with a user embedding, use [`Self::new_session_for_user`]).
-    pub fn new_session(&self) -> Result<SessionState<B>> {
-        self.new_session_inner(None)
-    }
-
-    /// A fresh session for `user`.
-    pub fn new_session_for_user(&self, user: u32) -> Result<SessionState<B>> {
-        self.new_session_inner(Some(user))
-    }
-
-    fn new_session_inner(&self, user: Option<u32>) -> Result<SessionState<B>> {
-        let user = self.check_user(user)?;
-        Ok(SessionState {
-            model: self.id,
-            state: self.arch.new_state(&self.be)?,
-            history: Vec::new(),
-            user,
-            objectives: self.objectives.clone(),
-            h: self.be.alloc(self.info.dim)?,
-            scorable: false,
-        })
-    }
-
-    /// Appends one event to a session. While the history fits the window this costs one
-    /// incremental step (GRU4Rec, SASRec, NextItNet); afterwards the window slides and is
-    /// re-encoded, exactly as scoring the window from scratch would.
-    pub fn session_push(
-        &self,
-        s: &mut SessionState<B>,
-        item: u32,
-        ws: &mut Workspace<B>,
-    ) -> Result<()> {
-        self.check_session(s)?;
-        self.check_items(core::slice::from_ref(&item))
-            .map_err(|_| Error::ItemOutOfRange {
-                id: item,
-                position: s.history.len(),
-                max: (self.info.n_items - 1) as u32,
-            })?;
-        s.history.push(item);
-        s.scorable = false;
-        let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
-        let n = s.history.len();
-        let pushed = n <= self.info.max_len
-            && self.arch.push(
-                &self.be,
-                item,
-                &s.objectives,
-                &mut s.state,
-                lists.ids,
-                [a, b, c, d],
-                &mut s.h,
-            )?;
-        if pushed {
-            s.scorable = true;
-        } else {
-            self.session_reencode(s, ws)?;
-        }
-        Ok(())
-    }
-
-    /// Appends several events at once (for example a finished session being replayed) and
-    /// encodes the window once: the same state as pushing them one by one.
-    pub fn session_extend(
-        &self,
-        s: &mut SessionState<B>,
-        items: &[u32],
-        ws: &mut Workspace<B>,
-    ) -> Result<()> {
-        self.check_session(s)?;
-        let max = (self.info.n_items - 1) as u32;
-        if let Some(k) = items.iter().position(|&id| id == 0 || id > max) {
-            return Err(Error::ItemOutOfRange {
-                id: items[k],
-                position: s.history.len() + k,
-                max,
-            });
-        }
-        if items.is_empty() {
-            return Ok(());
-        }
-        s.history.extend_from_slice(items);
-        self.session_reencode(s, ws)
-    }
-
-    /// Re-encodes a session's window from its history. On an empty history, hierarchical
-    /// architectures may still write a scoring vector (the next session's first item).
-    fn session_reencode(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
-        s.scorable = false;
-        let n = s.history.len();
-        let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
-        if n == 0 {
-            s.scorable = self.arch.encode_empty(
-                &self.be,
-                &s.objectives,
-                &mut s.state,
-                [a, b, c, d],
-                &mut s.h,
-            )?;
-            return Ok(());
-        }
-        let window = &s.history[n.saturating_sub(self.info.max_len)..];
-        self.arch.encode(
-            &self.be,
-            window,
-            s.user,
-            &s.objectives,
-            &mut s.state,
-            lists.ids,
-            [a, b, c, d],
-            &mut s.h,
-        )?;
-        s.scorable = true;
-        Ok(())
-    }
-
-    /// Sets one objective knob of a session (see [`Self::objective_specs`]); the next
-    /// recommendations follow it. The session's state is recomputed under the new value.
-    ///
-    /// # Errors
-    /// An unknown knob or a value out of its range; the session is unchanged.
-    pub fn session_set_objective(
-        &self,
-        s: &mut SessionState<B>,
-        name: &str,
-        value: f32,
-        ws: &mut Workspace<B>,
-    ) -> Result<()> {
-        self.check_session(s)?;
-        let old = s.objectives.clone();
-        s.objectives.set(name, value)?;
-        if s.objectives != old {
-            if let Err(e) = self.session_reencode(s, ws) {
-                s.objectives = old;
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Marks the end of the session's current visit (a session boundary, e.g. after 60
-    /// minutes of inactivity). Hierarchical models carry what they learned about the user
-    /// into the next session and start it empty; plain backbones treat a user's sessions as
-    /// one sequence, so for them this changes nothing. After a boundary, `hdt` and `interdt`
-    /// can already recommend (their goal head predicts the next session's first item); the
-    /// other architectures answer [`Error::EmptyHistory`] until the next event.
-    pub fn session_end(&self, s: &mut SessionState<B>, ws: &mut Workspace<B>) -> Result<()> {
-        self.check_session(s)?;
-        let (lists, [a, b, c, d, _]) = ws.parts::<5>(&self.be)?;
-        if self
-            .arch
-            .end_session(&self.be, &mut s.state, &s.history, lists.ids, [a, b, c, d])?
-        {
-            s.history.clear();
-            self.session_reencode(s, ws)?;
-        }
-        Ok(())
-    }
-
-    /// Top-k for a session's current state.
-    pub fn session_topk_into(
-        &self,
-        s: &SessionState<B>,
-        k: usize,
-        exclude_history: bool,
-        ws: &mut Workspace<B>,
-        items: &mut [u32],
-        scores: &mut [f32],
-    ) -> Result<usize> {
-        self.check_session(s)?;
-        if !s.scorable {
-            return Err(Error::EmptyHistory);
-        }
-        if items.len() < k || scores.len() < k {
-            return Err(Error::InvalidArgument(format!(
-                "top-{k} needs output buffers of at least {k} values"
-            )));
-        }
-        let hist = if exclude_history { &s.history[..] } else { &[] };
-        self.select(k, hist, &[], ws, Some(&s.h), items, scores)
-    }
-
-    /// Full-catalog scores for a session's current state.
-    pub fn session_scores(&self, s: &SessionState<B>, scores: &mut [f32]) -> Result<()> {
-        self.check_session(s)?;
-        if !s.scorable {
-            return Err(Error::EmptyHistory);
-        }
-        self.check_len("scores", scores.len(), self.info.n_items)?;
-        self.be.scores(&self.items, &s.h, 1, scores)
-    }
-
-    fn check_session(&self, s: &SessionState<B>) -> Result<()> {
-        if s.model == self.id {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(
-                "the session was created by another model".into(),
-            ))
-        }
-    }
-
-    /// A session bundled with its own workspace, borrowing this model.
-    pub fn session(&self) -> Result<Session<'_, B>> {
-        Ok(Session {
-            model: self,
-            state: self.new_session()?,
-            ws: Workspace::new(),
-        })
-    }
-
-    /// A session for `user`, bundled with its own workspace.
-    pub fn session_for_user(&self, user: u32) -> Result<Session<'_, B>> {
-        Ok(Session {
-            model: self,
-            state: self.new_session_for_user(user)?,
-            ws: Workspace::new(),
-        })
     }
 }
 
@@ -718,92 +528,24 @@ pub(crate) fn exclusions(list: &mut Vec<u32>, history: &[u32], extra: &[u32]) {
     list.truncate(end);
 }
 
-/// Incremental per-user state (see [`Model::session_push`]). Belongs to one model; use it from
-/// one thread at a time.
-#[derive(Debug)]
-pub struct SessionState<B: Backend = Cpu> {
-    model: u64,
-    state: ArchState<B>,
-    history: Vec<u32>,
-    user: u32,
-    objectives: Objectives,
-    h: B::Buf,
-    /// Whether `h` holds a scoring vector for the current state (after an event, or after a
-    /// session boundary for architectures that predict a session's first item).
-    scorable: bool,
+/// Every architecture name this build knows, in registry order.
+pub fn architectures() -> Vec<&'static str> {
+    models::names::<Cpu>()
 }
 
-impl<B: Backend> SessionState<B> {
-    /// Every event pushed so far, oldest first.
-    pub fn history(&self) -> &[u32] {
-        &self.history
-    }
-
-    /// The session's objective knobs.
-    pub fn objectives(&self) -> &Objectives {
-        &self.objectives
-    }
-}
-
-/// A session with its own workspace: `push` events, then ask for `topk`.
-#[derive(Debug)]
-pub struct Session<'m, B: Backend = Cpu> {
-    model: &'m Model<B>,
-    state: SessionState<B>,
-    ws: Workspace<B>,
-}
-
-impl<B: Backend> Session<'_, B> {
-    /// Appends an event.
-    pub fn push(&mut self, item: u32) -> Result<()> {
-        self.model.session_push(&mut self.state, item, &mut self.ws)
-    }
-
-    /// The `k` best items now.
-    pub fn topk(&mut self, k: usize, exclude_history: bool) -> Result<Vec<Scored>> {
-        let k = k.min(self.model.info.n_items);
-        let mut items = alloc::vec![0u32; k];
-        let mut scores = alloc::vec![0f32; k];
-        let n = self.model.session_topk_into(
-            &self.state,
-            k,
-            exclude_history,
-            &mut self.ws,
-            &mut items,
-            &mut scores,
-        )?;
-        Ok(items
-            .iter()
-            .zip(&scores)
-            .take(n)
-            .map(|(&item, &score)| Scored { item, score })
-            .collect())
-    }
-
-    /// Full-catalog scores now.
-    pub fn scores(&self, out: &mut [f32]) -> Result<()> {
-        self.model.session_scores(&self.state, out)
-    }
-
-    /// Appends several events at once (see [`Model::session_extend`]).
-    pub fn extend(&mut self, items: &[u32]) -> Result<()> {
-        self.model
-            .session_extend(&mut self.state, items, &mut self.ws)
-    }
-
-    /// Sets an objective knob (see [`Model::session_set_objective`]).
-    pub fn set_objective(&mut self, name: &str, value: f32) -> Result<()> {
-        self.model
-            .session_set_objective(&mut self.state, name, value, &mut self.ws)
-    }
-
-    /// Ends the current visit (see [`Model::session_end`]).
-    pub fn end(&mut self) -> Result<()> {
-        self.model.session_end(&mut self.state, &mut self.ws)
-    }
-
-    /// Events so far.
-    pub fn history(&self) -> &[u32] {
-        self.state.history()
-    }
+/// The tensors (names and shapes, in loading order) that a model with configuration `cfg`
+/// needs: the list a checkpoint writer must produce and the loader will check.
+pub fn tensor_specs(cfg: &Config) -> Result<Vec<TensorSpec>> {
+    let n_items = cfg.usize("n_items")?;
+    let max_len = cfg.usize_or("MAX_ITEM_LIST_LENGTH", DEFAULT_MAX_LEN)?;
+    let mut ld = TensorLoader::recording();
+    let name = cfg.model()?;
+    let mut cx = LoadContext {
+        cfg,
+        ld: &mut ld,
+        n_items,
+        max_len,
+    };
+    let arch = models::load(&Cpu::new(), &name, &mut cx)?;
+    ld.finish(arch.name())
 }

@@ -2,14 +2,11 @@
 //! the right-padded window, a fully connected layer, concatenation with the user embedding and
 //! a final ReLU layer. See `spec/recbole-models.md` §4. Every request recomputes the window.
 
+use super::{Architecture, LoadContext, Request, Scratch};
 use crate::backend::Backend;
-use crate::blocks::{CaserConvs, Embedding, Linear};
-use crate::config::Config;
+use crate::blocks::{Activation, CaserConvs, Embedding, Linear};
 use crate::error::{Error, Result};
-use crate::weights::TensorLoader;
 use alloc::format;
-use alloc::vec::Vec;
-use seqrec_kernels::cpu::activation::Activation;
 
 /// RecBole's Caser.
 #[derive(Debug)]
@@ -27,13 +24,9 @@ pub struct Caser<B: Backend> {
 impl<B: Backend> Caser<B> {
     /// Loads the RecBole tensors. Defaults (RecBole's `Caser.yaml`): embedding_size 64, nv 4,
     /// nh 8. `n_users` is required.
-    pub fn load(
-        be: &B,
-        cfg: &Config,
-        ld: &mut TensorLoader<'_>,
-        n_items: usize,
-        max_len: usize,
-    ) -> Result<Self> {
+    fn load_from(be: &B, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let (cfg, n_items, max_len) = (cx.cfg, cx.n_items, cx.max_len);
+        let ld = &mut *cx.ld;
         let emb = cfg.usize_or("embedding_size", 64)?;
         let nv = cfg.usize_or("nv", 4)?;
         let nh = cfg.usize_or("nh", 8)?;
@@ -55,37 +48,64 @@ impl<B: Backend> Caser<B> {
             n_users,
         })
     }
+}
 
-    /// Width of the user vector.
-    pub fn dim(&self) -> usize {
+impl<B: Backend> Architecture<B> for Caser<B> {
+    /// Caser recomputes every request.
+    type State = ();
+    const NAMES: &'static [&'static str] = &["caser"];
+
+    fn load(be: &B, _name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        Self::load_from(be, cx)
+    }
+
+    fn name(&self) -> &'static str {
+        "caser"
+    }
+
+    fn dim(&self) -> usize {
         self.emb
     }
 
-    /// Number of users (row 0 is RecBole's padding user).
-    pub fn n_users(&self) -> usize {
-        self.n_users
+    fn item_embedding(&self) -> &Embedding<B> {
+        &self.item_emb
     }
 
-    /// Encodes `window` (validated, at most `L` ids) for `user` (validated) into row 0 of `out`.
-    pub fn encode(
+    /// Row 0 is RecBole's padding user.
+    fn n_users(&self) -> Option<usize> {
+        Some(self.n_users)
+    }
+
+    fn new_state(&self, _be: &B) -> Result<()> {
+        Ok(())
+    }
+
+    /// Encodes the window (at most `L` ids, right-padded to `L`) for the request's user.
+    fn encode(
         &self,
         be: &B,
-        window: &[u32],
-        user: u32,
-        ids: &mut Vec<u32>,
-        bufs: [&mut B::Buf; 4],
+        req: &Request<'_>,
+        _state: &mut (),
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let [x, feats, cat, scratch] = bufs;
+        let Scratch {
+            x,
+            y: feats,
+            aux: cat,
+            tmp,
+            ids,
+            ..
+        } = s;
         ids.clear();
-        ids.extend_from_slice(window);
+        ids.extend_from_slice(req.window);
         ids.resize(self.max_len, 0);
         be.embedding(&self.item_emb, ids, None, x)?;
-        be.caser_convs(&self.convs, x, scratch, feats)?;
+        be.caser_convs(&self.convs, x, &mut tmp.work, feats)?;
         // cat = [ReLU(fc1(features)), user_emb[user]]
         be.linear(&self.fc1, feats, 1, Activation::Relu, x)?;
         be.copy_rows(x, 0, cat, 0, 1, self.emb)?;
-        be.embedding(&self.user_emb, &[user], None, x)?;
+        be.embedding(&self.user_emb, &[req.user], None, x)?;
         be.copy_rows(x, 0, cat, 1, 1, self.emb)?;
         be.linear(&self.fc2, cat, 1, Activation::Relu, out)
     }

@@ -20,19 +20,18 @@
 //! re-encode the window on every push.
 
 use super::sasrec::{SasRec, SasRecState};
-use crate::backend::{Backend, KvCache};
-use crate::blocks::{AttentionBlock, FeedForward, LayerNorm};
-use crate::config::Config;
+use super::{Architecture, LoadContext, Request, Scratch};
+use crate::backend::{At, Backend, KvCache, Scale, SelfMask, Src};
+use crate::blocks::{Activation, AttentionBlock, Embedding, FeedForward, LayerNorm};
 use crate::error::{Error, Result};
+use crate::objectives::ObjectiveSpec;
 use crate::objectives::returns::{N_OBJ, ReturnKnobs, inference_returns, parse_objective_list};
 use crate::objectives::similarity::NormalizedRows;
-use crate::objectives::{ObjectiveSpec, Objectives};
-use crate::weights::{Tensor, TensorLoader};
+use crate::weights::{Tensor, WeightFile};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use seqrec_kernels::cpu::activation::Activation;
 
 /// Tokens per step.
 const TOKENS: usize = 5;
@@ -115,10 +114,10 @@ pub struct Dt<B: Backend> {
     order: DtOrder,
     /// UserTrans.
     pub(crate) user: SasRec<B>,
-    /// `motrans.step_embedding.weight`, `[max_len, H]` (host: tokens are assembled there).
-    step_emb: Tensor,
+    /// `motrans.step_embedding.weight`, `[max_len, H]`.
+    step_emb: B::Param,
     /// `motrans.return_embedding.weight`, `[3, H]`.
-    ret_emb: Tensor,
+    ret_emb: B::Param,
     embed_ln: Option<LayerNorm<B>>,
     layers: Vec<(AttentionBlock<B>, FeedForward<B>)>,
     /// Objectives whose return tokens carry their returns (others get 0).
@@ -132,11 +131,12 @@ pub struct Dt<B: Backend> {
     max_len: usize,
 }
 
-/// Session state: UserTrans's and MoTrans's key/value caches.
+/// Session state: UserTrans's and MoTrans's key/value caches, and the window's returns.
 #[derive(Debug)]
 pub struct DtState<B: Backend> {
     user: SasRecState<B>,
     caches: Vec<KvCache<B>>,
+    returns: Vec<[f32; N_OBJ]>,
 }
 
 fn load_err(msg: String) -> Error {
@@ -145,26 +145,16 @@ fn load_err(msg: String) -> Error {
 
 impl<B: Backend> Dt<B> {
     /// Loads a checkpoint (tensors and configuration keys in `docs/formats.md`).
-    pub fn load(
-        be: &B,
-        cfg: &Config,
-        ld: &mut TensorLoader<'_>,
-        n_items: usize,
-        max_len: usize,
-        order: DtOrder,
-    ) -> Result<Self> {
-        let user = SasRec::load(be, cfg, ld, n_items, max_len)?;
-        let h = user.dim();
+    fn load_from(be: &B, order: DtOrder, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let (cfg, n_items, max_len) = (cx.cfg, cx.n_items, cx.max_len);
+        let ld = &mut *cx.ld;
+        let user = SasRec::load_from(be, cfg, ld, n_items, max_len)?;
+        let h = Architecture::dim(&user);
         let eps = cfg.f32_or("layer_norm_eps", 1e-12)?;
         let n_layers = cfg.usize_or("dt_n_layers", 3)?;
         let n_heads = cfg.usize_or("dt_n_heads", 1)?;
         let inner = cfg.usize_or("dt_inner_size", 4 * h)?;
-        let act_name = cfg.str_or("dt_hidden_act", "gelu")?;
-        let act = Activation::from_name(&act_name).ok_or_else(|| {
-            load_err(format!(
-                "dt_hidden_act `{act_name}` is not one of gelu, relu, swish, tanh, sigmoid"
-            ))
-        })?;
+        let act = Activation::from_config("dt_hidden_act", &cfg.str_or("dt_hidden_act", "gelu")?)?;
         if inner == 0 {
             return Err(load_err("dt_inner_size must be positive".into()));
         }
@@ -227,8 +217,8 @@ impl<B: Backend> Dt<B> {
         Ok(Dt {
             order,
             user,
-            step_emb,
-            ret_emb,
+            step_emb: be.upload(&step_emb)?,
+            ret_emb: be.upload(&ret_emb)?,
             embed_ln,
             layers,
             enabled,
@@ -240,101 +230,136 @@ impl<B: Backend> Dt<B> {
         })
     }
 
+    /// The long-tail flags, indexed by item id.
+    pub fn long_tail(&self) -> &[bool] {
+        &self.long_tail
+    }
+}
+
+impl<B: Backend> Architecture<B> for Dt<B> {
+    type State = DtState<B>;
+    const NAMES: &'static [&'static str] = &["modt4r", "mrdt"];
+
+    fn load(be: &B, name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let order = if name == "modt4r" {
+            DtOrder::StateFirst
+        } else {
+            DtOrder::ReturnsFirst
+        };
+        Self::load_from(be, order, cx)
+    }
+
     /// `modt4r` or `mrdt`.
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self.order {
             DtOrder::StateFirst => "modt4r",
             DtOrder::ReturnsFirst => "mrdt",
         }
     }
 
-    /// Width of the scoring vector, `2H + 2`.
-    pub fn score_dim(&self) -> usize {
+    fn dim(&self) -> usize {
+        self.hidden
+    }
+
+    /// `2H + 2`.
+    fn score_dim(&self) -> usize {
         2 * self.hidden + 2
     }
 
-    /// The scoring table `[W_a | W_u | b_a | b_u]`.
-    pub fn scoring_table(&self) -> Tensor {
-        self.scoring.clone()
+    /// `[W_a | W_u | b_a | b_u]`.
+    fn scoring_table(&self, _file: &WeightFile, _n_items: usize) -> Result<Tensor> {
+        Ok(self.scoring.clone())
     }
 
-    /// The long-tail flags, indexed by item id.
-    pub fn long_tail(&self) -> &[bool] {
-        &self.long_tail
+    fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        DT_OBJECTIVES
     }
 
-    /// A fresh state.
-    pub fn new_state(&self, be: &B) -> Result<DtState<B>> {
+    fn item_embedding(&self) -> &Embedding<B> {
+        &self.user.item_emb
+    }
+
+    fn new_state(&self, be: &B) -> Result<DtState<B>> {
         Ok(DtState {
-            user: self.user.new_state(be)?,
+            user: self.user.empty_state(be)?,
             caches: (0..self.layers.len())
                 .map(|_| KvCache::new(be, TOKENS * self.max_len, self.hidden))
                 .collect::<Result<Vec<_>>>()?,
+            returns: Vec::new(),
         })
     }
 
-    /// Encodes a validated window into the scoring vector (row 0 of `out`).
-    pub fn encode(
+    /// Encodes the window into the scoring vector `[h, α·s_p, 1, α]` (see the module docs).
+    fn encode(
         &self,
         be: &B,
-        window: &[u32],
-        obj: &Objectives,
+        req: &Request<'_>,
         state: &mut DtState<B>,
-        bufs: [&mut B::Buf; 4],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let [x, y, scratch, aux] = bufs;
+        let Scratch {
+            x,
+            y,
+            aux,
+            tmp,
+            vals,
+            ..
+        } = s;
+        let (window, obj) = (req.window, req.objectives);
         let (p, h) = (window.len(), self.hidden);
-        // States s_1..s_p, and the action rows emb(x_2..x_p).
+        // States s_1..s_p in `x`; the returns of every step.
         self.user
-            .encode_all(be, window, &mut state.user, [&mut *x, y, scratch])?;
-        let mut host = vec![0.0f32; (2 * p + TOKENS * p) * h];
-        let (states, rest) = host.split_at_mut(p * h);
-        let (actions, tokens) = rest.split_at_mut(p * h);
-        be.read(x, 0, states)?;
-        if p > 1 {
-            be.embedding(&self.user.item_emb, &window[1..], None, aux)?;
-            be.read(aux, 0, &mut actions[..(p - 1) * h])?;
-        }
-        let mut returns = Vec::new();
+            .encode_all(be, window, &mut state.user, x, y, tmp)?;
         let knobs = ReturnKnobs::from_objectives(obj);
-        inference_returns(window, &self.long_tail, &self.sim, &knobs, &mut returns);
-        let (state_slot, ret_slots) = self.order.slots();
-        let pe = self.step_emb.as_slice();
-        let re = self.ret_emb.as_slice();
-        for t in 0..p {
-            let pt = &pe[t * h..(t + 1) * h];
-            let base = TOKENS * t;
-            let tok = |slot: usize| (base + slot) * h..(base + slot + 1) * h;
-            for (d, (&a, &b)) in tokens[tok(state_slot)]
-                .iter_mut()
-                .zip(pt.iter().zip(&states[t * h..(t + 1) * h]))
-            {
-                *d = a + b;
-            }
-            for o in 0..N_OBJ {
-                let r = if self.enabled[o] { returns[t][o] } else { 0.0 };
-                for (d, (&a, &e)) in tokens[tok(ret_slots[o])]
-                    .iter_mut()
-                    .zip(pt.iter().zip(&re[o * h..(o + 1) * h]))
-                {
-                    *d = a + r * e;
-                }
-            }
-            if t + 1 < p {
-                for (d, (&a, &b)) in tokens[tok(TOKENS - 1)]
-                    .iter_mut()
-                    .zip(pt.iter().zip(&actions[t * h..(t + 1) * h]))
-                {
-                    *d = a + b;
-                }
-            }
-        }
-        // Tokens up to the one that predicts step p's action: that of slot 3 of step p.
+        let returns = &mut state.returns;
+        inference_returns(window, &self.long_tail, &self.sim, &knobs, returns);
+        // Tokens up to the one that predicts step p's action (slot 3 of step p), in `aux`:
+        // token (t, slot) is row TOKENS·t + slot; every row gets its step's embedding P_t.
         let n_tok = TOKENS * (p - 1) + 4;
-        be.write(&tokens[..n_tok * h], x, 0)?;
+        let slot = |k: usize| At::strided(k * h, TOKENS * h);
+        let one = Scale::All(1.0);
+        let (state_slot, ret_slots) = self.order.slots();
+        be.zero(aux, n_tok * h)?;
+        be.axpy(
+            Src::Buf(x),
+            At::rows(0, h),
+            one,
+            aux,
+            slot(state_slot),
+            p,
+            h,
+        )?;
+        for (o, &k) in ret_slots
+            .iter()
+            .enumerate()
+            .filter(|&(o, _)| self.enabled[o])
+        {
+            vals.clear();
+            vals.extend(returns.iter().map(|r| r[o]));
+            let e_o = (Src::Param(&self.ret_emb), At::repeat(o * h));
+            be.axpy(e_o.0, e_o.1, Scale::Rows(vals), aux, slot(k), p, h)?;
+        }
+        if p > 1 {
+            // Actions emb(x_2..x_p) of the steps but the last.
+            be.embedding(&self.user.item_emb, &window[1..], None, y)?;
+            be.axpy(
+                Src::Buf(y),
+                At::rows(0, h),
+                one,
+                aux,
+                slot(TOKENS - 1),
+                p - 1,
+                h,
+            )?;
+        }
+        let pos = Src::Param(&self.step_emb);
+        for k in 0..TOKENS {
+            let steps = if k + 1 < TOKENS { p } else { p - 1 };
+            be.axpy(pos, At::rows(0, h), one, aux, slot(k), steps, h)?;
+        }
         if let Some(ln) = &self.embed_ln {
-            be.layer_norm(ln, x, n_tok)?;
+            be.layer_norm(ln, aux, 0..n_tok)?;
         }
         let mut rows = n_tok;
         for (l, (att, ff)) in self.layers.iter().enumerate() {
@@ -343,19 +368,25 @@ impl<B: Backend> Dt<B> {
             } else {
                 0
             };
-            be.attention(att, x, n_tok, 0, q_from, &mut state.caches[l], scratch, y)?;
+            let cache = &mut state.caches[l];
+            be.attention(att, aux, n_tok, 0, q_from, SelfMask::Causal, cache, tmp, y)?;
             rows = n_tok - q_from;
-            be.feed_forward(ff, y, rows, scratch, x)?;
+            be.feed_forward(ff, y, rows, tmp, aux)?;
         }
         // Scoring vector [h, α·s_p, 1, α].
         let alpha = obj.value("alpha");
-        let mut v = vec![0.0f32; 2 * h + 2];
-        be.read(x, (rows - 1) * h, &mut v[..h])?;
-        for (d, &s) in v[h..2 * h].iter_mut().zip(&states[(p - 1) * h..p * h]) {
-            *d = alpha * s;
-        }
-        v[2 * h] = 1.0;
-        v[2 * h + 1] = alpha;
-        be.write(&v, out, 0)
+        be.copy_rows(aux, rows - 1, out, 0, 1, h)?;
+        let s_p = At::rows(1, h);
+        be.fill(out, s_p, 1, h, 0.0)?;
+        be.axpy(
+            Src::Buf(x),
+            At::rows(p - 1, h),
+            Scale::All(alpha),
+            out,
+            s_p,
+            1,
+            h,
+        )?;
+        be.write(&[1.0, alpha], out, 2 * h)
     }
 }

@@ -4,14 +4,15 @@
 //! Sessions carry each layer's hidden state, so that while the history fits the window a new
 //! event costs one GRU step per layer.
 
-use crate::backend::Backend;
-use crate::blocks::{Embedding, GruLayer, Linear};
+use super::{Architecture, LoadContext, Request, Scratch};
+use crate::backend::{Backend, BlockScratch};
+use crate::blocks::{Activation, Embedding, GruLayer, Linear};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::objectives::Objectives;
 use crate::weights::TensorLoader;
 use alloc::format;
 use alloc::vec::Vec;
-use seqrec_kernels::cpu::activation::Activation;
 
 /// RecBole's GRU4Rec.
 #[derive(Debug)]
@@ -34,7 +35,12 @@ impl<B: Backend> Gru4Rec<B> {
     /// Loads the RecBole tensors. Defaults (RecBole's `GRU4Rec.yaml`): embedding_size 64,
     /// hidden_size 128, num_layers 1. RecBole builds the GRU without biases; a checkpoint with
     /// `bias_ih_l*` tensors is rejected as unexpected.
-    pub fn load(be: &B, cfg: &Config, ld: &mut TensorLoader<'_>, n_items: usize) -> Result<Self> {
+    pub fn load_from(
+        be: &B,
+        cfg: &Config,
+        ld: &mut TensorLoader<'_>,
+        n_items: usize,
+    ) -> Result<Self> {
         let emb = cfg.usize_or("embedding_size", 64)?;
         let hidden = cfg.usize_or("hidden_size", 128)?;
         let n_layers = cfg.usize_or("num_layers", 1)?;
@@ -65,72 +71,65 @@ impl<B: Backend> Gru4Rec<B> {
         })
     }
 
-    /// Width of the user vector (the embedding size).
-    pub fn dim(&self) -> usize {
-        self.emb
-    }
-
     /// An empty incremental state (zero hidden states).
-    pub fn new_state(&self, be: &B) -> Result<Gru4RecState<B>> {
+    pub fn empty_state(&self, be: &B) -> Result<Gru4RecState<B>> {
         let h = (0..self.layers.len())
-            .map(|_| be.alloc(self.hidden))
+            .map(|_| {
+                let mut h = B::Buf::default();
+                be.zero(&mut h, self.hidden).map(|_| h)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Gru4RecState { h, len: 0 })
     }
 
-    /// Runs `ids` through every layer starting from the hidden states in `state`, then writes
-    /// the projected user vector to row 0 of `out`.
+    /// Runs `steps` input rows of `x` through every layer from the hidden states in `state`
+    /// (`x` is overwritten); the top layer's outputs are left in `x` or `y` (returned `true`
+    /// for `y`).
+    fn layers_over(
+        &self,
+        be: &B,
+        x: &mut B::Buf,
+        steps: usize,
+        state: &mut Gru4RecState<B>,
+        y: &mut B::Buf,
+        scratch: &mut B::Buf,
+    ) -> Result<bool> {
+        let (mut cur, mut next) = (x, y);
+        let mut in_y = false;
+        for (layer, h) in self.layers.iter().zip(state.h.iter_mut()) {
+            be.gru(layer, cur, steps, h, scratch, next)?;
+            core::mem::swap(&mut cur, &mut next);
+            in_y = !in_y;
+        }
+        state.len += steps;
+        Ok(in_y)
+    }
+
+    /// Runs `ids` through every layer from the hidden states in `state`, then writes the
+    /// projected user vector to row 0 of `out`.
     fn run(
         &self,
         be: &B,
         ids: &[u32],
         state: &mut Gru4RecState<B>,
-        bufs: [&mut B::Buf; 3],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let [x, y, scratch] = bufs;
-        let steps = ids.len();
+        let Scratch { x, y, tmp, .. } = s;
         be.embedding(&self.item_emb, ids, None, x)?;
-        let (mut cur, mut next) = (x, y);
-        for (layer, h) in self.layers.iter().zip(state.h.iter_mut()) {
-            be.gru(layer, cur, steps, h, scratch, next)?;
-            core::mem::swap(&mut cur, &mut next);
-        }
-        state.len += steps;
+        self.layers_over(be, x, ids.len(), state, y, &mut tmp.work)?;
         let top = state.h.last().expect("at least one layer");
         be.linear(&self.dense, top, 1, Activation::Identity, out)
     }
 
-    /// Encodes `window` from scratch (hidden states reset to zero) into row 0 of `out`.
-    pub fn encode(
-        &self,
-        be: &B,
-        window: &[u32],
-        state: &mut Gru4RecState<B>,
-        bufs: [&mut B::Buf; 3],
-        out: &mut B::Buf,
-    ) -> Result<()> {
+    fn reset(&self, be: &B, state: &mut Gru4RecState<B>) -> Result<()> {
         for h in &mut state.h {
             be.zero(h, self.hidden)?;
         }
         state.len = 0;
-        self.run(be, window, state, bufs, out)
+        Ok(())
     }
 
-    /// Appends one event (one GRU step per layer) and writes the new user vector to `out`.
-    pub fn push(
-        &self,
-        be: &B,
-        item: u32,
-        state: &mut Gru4RecState<B>,
-        bufs: [&mut B::Buf; 3],
-        out: &mut B::Buf,
-    ) -> Result<()> {
-        self.run(be, &[item], state, bufs, out)
-    }
-}
-
-impl<B: Backend> Gru4Rec<B> {
     /// Runs `steps` input rows already in `x` (`[steps, emb]`, used in place of item
     /// embeddings) through every layer from zero states and writes every position's projected
     /// output to `out` (`[steps, emb]`). `x` is overwritten.
@@ -140,20 +139,69 @@ impl<B: Backend> Gru4Rec<B> {
         x: &mut B::Buf,
         steps: usize,
         state: &mut Gru4RecState<B>,
-        bufs: [&mut B::Buf; 2],
+        y: &mut B::Buf,
+        tmp: &mut BlockScratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let [y, scratch] = bufs;
-        for h in &mut state.h {
-            be.zero(h, self.hidden)?;
-        }
-        let (mut cur, mut next) = (x, y);
-        for (layer, h) in self.layers.iter().zip(state.h.iter_mut()) {
-            be.gru(layer, cur, steps, h, scratch, next)?;
-            core::mem::swap(&mut cur, &mut next);
-        }
-        state.len = steps;
-        be.linear(&self.dense, cur, steps, Activation::Identity, out)
+        self.reset(be, state)?;
+        let top = if self.layers_over(be, x, steps, state, y, &mut tmp.work)? {
+            &*y
+        } else {
+            &*x
+        };
+        be.linear(&self.dense, top, steps, Activation::Identity, out)
+    }
+}
+
+impl<B: Backend> Architecture<B> for Gru4Rec<B> {
+    type State = Gru4RecState<B>;
+    const NAMES: &'static [&'static str] = &["gru4rec"];
+
+    fn load(be: &B, _name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        Self::load_from(be, cx.cfg, cx.ld, cx.n_items)
+    }
+
+    fn name(&self) -> &'static str {
+        "gru4rec"
+    }
+
+    /// The embedding size.
+    fn dim(&self) -> usize {
+        self.emb
+    }
+
+    fn item_embedding(&self) -> &Embedding<B> {
+        &self.item_emb
+    }
+
+    fn new_state(&self, be: &B) -> Result<Gru4RecState<B>> {
+        self.empty_state(be)
+    }
+
+    /// Encodes the window from scratch (hidden states reset to zero).
+    fn encode(
+        &self,
+        be: &B,
+        req: &Request<'_>,
+        state: &mut Gru4RecState<B>,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        self.reset(be, state)?;
+        self.run(be, req.window, state, s, out)
+    }
+
+    /// One GRU step per layer.
+    fn push(
+        &self,
+        be: &B,
+        item: u32,
+        _objectives: &Objectives,
+        state: &mut Gru4RecState<B>,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<bool> {
+        self.run(be, &[item], state, s, out).map(|_| true)
     }
 }
 

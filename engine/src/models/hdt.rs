@@ -12,35 +12,34 @@
 //! tokens `(R̃_c, R^n_t·E_n, s_t, emb(a_t))` of the last `max_len − 1` steps, whose output at
 //! the last state token gives `Â`.
 //!
-//! [`Hdt::end_session`] finishes the current session as training saw it: its items join the
+//! Ending a session ([`Architecture::end_session`]) finishes the current session as training saw it: its items join the
 //! finished sessions, `R_c` is recomputed *with* them, and the backbone state at the session's
 //! last position under that goal becomes `s_{c+1}`; the next session starts empty. After a
 //! boundary `hdt` and `interdt` score the next session's first item with the goal head
 //! (`W_u g + b_u`); `hier` needs an event first.
 //!
-//! InterDT's attention is unmasked over its two tokens; the backend's attention is causal, so
-//! each output is computed as the last row of the pair ordered with that token last (without
-//! position embeddings attention is the same for any order of the keys).
+//! InterDT's attention runs over its two tokens `(R_c·E_R, s_c)`, unmasked (or causal with
+//! `inter_mask = "causal"`); its outputs are the goal return `R̃` and the goal `g`.
 //!
 //! Scoring is one catalog scan over the table `[W_a | W_s | b_a | b_s | W_u | b_u]` (`hdt`),
 //! `[W_s | b_s | W_u | b_u]` (`interdt`) or `[W_s | b_s]` (`hier`) with the vector
 //! `[h_a, alpha·s, 1, alpha, 0, 0]`, `[s, 1, 0, 0]` or `[s, 1]`, and after a boundary
 //! `[0, .., 0, g, 1]`.
 
-use crate::backend::{Backend, KvCache};
-use crate::blocks::{AttentionBlock, Embedding, FeedForward, GruLayer, LayerNorm, Linear};
-use crate::config::Config;
+use super::gru4rec::{Gru4Rec, Gru4RecState};
+use super::sasrec::{SasRec, SasRecState};
+use super::{Architecture, LoadContext, Request, Scratch};
+use crate::backend::{At, Backend, KvCache, Scale, SelfMask, Src};
+use crate::blocks::{
+    Activation, AttentionBlock, Embedding, FeedForward, GruLayer, LayerNorm, Linear,
+};
 use crate::error::{Error, Result};
-use crate::models::gru4rec::{Gru4Rec, Gru4RecState};
-use crate::models::sasrec::{SasRec, SasRecState};
 use crate::objectives::similarity::SimAccumulator;
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, TensorLoader, WeightFile};
 use alloc::format;
-use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
-use seqrec_kernels::cpu::activation::Activation;
 
 /// Which model of the family.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -99,15 +98,18 @@ enum BackboneState<B: Backend> {
 
 #[derive(Debug)]
 struct Inter<B: Backend> {
-    e_r: Tensor,
+    /// `E_R`, `[d]`.
+    e_r: B::Param,
     att: AttentionBlock<B>,
     causal: bool,
 }
 
 #[derive(Debug)]
 struct Intra<B: Backend> {
-    e_n: Tensor,
-    pos: Tensor,
+    /// `E_n`, `[d]`.
+    e_n: B::Param,
+    /// Step embeddings `[max_len − 1, d]`.
+    pos: B::Param,
     ln: LayerNorm<B>,
     layers: Vec<(AttentionBlock<B>, FeedForward<B>)>,
 }
@@ -130,28 +132,29 @@ pub struct Hdt<B: Backend> {
     tied: bool,
 }
 
-/// Per-user state: the inter-session state and scratch for the current session.
+/// Per-user state: the inter-session state, on the backend, and the current session's
+/// activations.
 #[derive(Debug)]
 pub struct HdtState<B: Backend> {
-    /// `s_c`.
-    s: Vec<f32>,
-    /// The user GRU's state `g_{c−1}` (`hier`).
-    u: Vec<f32>,
+    /// `s_c`, `[d]`.
+    s: B::Buf,
+    /// The user GRU's state `g_{c−1}` (`hier`), `[d]`.
+    u: B::Buf,
     /// The finished sessions' items (for `dis`).
     finished: SimAccumulator,
     sessions: usize,
     backbone: BackboneState<B>,
     inter_cache: KvCache<B>,
     intra_caches: Vec<KvCache<B>>,
-    // Host scratch.
-    g: Vec<f32>,
-    rt: Vec<f32>,
-    rows: Vec<f32>,
-    cat: Vec<f32>,
-    states: Vec<f32>,
-    tok: Vec<f32>,
+    /// The goal `g_c` and the goal return `R̃_c` (InterDT), `[d]` each.
+    g: B::Buf,
+    rt: B::Buf,
+    /// The backbone states of the session's positions, `[n, d]`.
+    states: B::Buf,
+    /// IntraDT's output at the last state token, `[d]`.
+    ha: B::Buf,
+    /// Long-tail flags of the session's actions (host: they come from the ids).
     flags: Vec<f32>,
-    vec: Vec<f32>,
 }
 
 impl<B: Backend> HdtState<B> {
@@ -161,26 +164,16 @@ impl<B: Backend> HdtState<B> {
     }
 }
 
-/// Loads `name` (`[n]`) as a host tensor.
+/// Loads `name` as a host tensor (tables read on the host: heads, flags, similarity).
 fn host(ld: &mut TensorLoader<'_>, name: &str, shape: &[usize]) -> Result<Tensor> {
     ld.get(name, shape)
 }
 
 impl<B: Backend> Hdt<B> {
-    /// Loads the model named by `cfg`'s `model` field (`hdt`, `interdt`, `hier`).
-    pub fn load(
-        be: &B,
-        cfg: &Config,
-        ld: &mut TensorLoader<'_>,
-        n_items: usize,
-        max_len: usize,
-    ) -> Result<Self> {
-        let variant = match cfg.model()?.as_str() {
-            "hdt" => HdtVariant::Hdt,
-            "interdt" => HdtVariant::InterDt,
-            "hier" => HdtVariant::Hier,
-            other => return Err(Error::UnknownModel(other.to_string())),
-        };
+    /// Loads variant `variant` (`hdt`, `interdt`, `hier`).
+    fn load_from(be: &B, variant: HdtVariant, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let (cfg, n_items, max_len) = (cx.cfg, cx.n_items, cx.max_len);
+        let ld = &mut *cx.ld;
         if max_len < 2 {
             return Err(Error::Config(format!(
                 "MAX_ITEM_LIST_LENGTH {max_len}: hierarchical models need at least 2"
@@ -189,13 +182,13 @@ impl<B: Backend> Hdt<B> {
         let backbone_name = cfg.str_or("backbone", "gru4rec")?;
         let (backbone, dim) = match backbone_name.as_str() {
             "gru4rec" => {
-                let m = Gru4Rec::load(be, cfg, ld, n_items)?;
-                let d = m.dim();
+                let m = Gru4Rec::load_from(be, cfg, ld, n_items)?;
+                let d = Architecture::dim(&m);
                 (Backbone::Gru(m), d)
             }
             "sasrec" => {
-                let m = SasRec::load(be, cfg, ld, n_items, max_len)?;
-                let d = m.dim();
+                let m = SasRec::load_from(be, cfg, ld, n_items, max_len)?;
+                let d = Architecture::dim(&m);
                 (Backbone::Sas(m), d)
             }
             other => {
@@ -238,7 +231,7 @@ impl<B: Backend> Hdt<B> {
                 }
             };
             let inter = Inter {
-                e_r: host(ld, "inter.return_embedding", &[dim])?,
+                e_r: be.upload(&host(ld, "inter.return_embedding", &[dim])?)?,
                 att: AttentionBlock::load(be, ld, "inter.attention", dim, heads, eps)?,
                 causal,
             };
@@ -261,8 +254,9 @@ impl<B: Backend> Hdt<B> {
             let n_layers = cfg.usize_or("intra_layers", 3)?;
             let heads = cfg.usize_or("intra_heads", 1)?;
             let inner = cfg.usize_or("intra_inner", 4 * dim)?;
-            let e_n = host(ld, "intra.novelty_embedding", &[dim])?;
+            let e_n = be.upload(&host(ld, "intra.novelty_embedding", &[dim])?)?;
             let pos = host(ld, "intra.position_embedding.weight", &[max_len - 1, dim])?;
+            let pos = be.upload(&pos)?;
             let ln = LayerNorm::load(be, ld, "intra.LayerNorm", dim, eps)?;
             let mut layers = Vec::new();
             for l in 0..n_layers {
@@ -319,22 +313,8 @@ impl<B: Backend> Hdt<B> {
         })
     }
 
-    /// Architecture name.
-    pub fn name(&self) -> &'static str {
-        match self.variant {
-            HdtVariant::Hdt => "hdt",
-            HdtVariant::InterDt => "interdt",
-            HdtVariant::Hier => "hier",
-        }
-    }
-
-    /// Width d of items and states.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
     /// Width of the scoring vector.
-    pub fn score_dim(&self) -> usize {
+    fn width(&self) -> usize {
         let d = self.dim;
         match (self.variant, self.tied) {
             (HdtVariant::Hdt, false) => 3 * d + 3,
@@ -345,25 +325,8 @@ impl<B: Backend> Hdt<B> {
         }
     }
 
-    /// The item embedding of the backbone.
-    pub fn item_embedding(&self) -> &Embedding<B> {
-        match &self.backbone {
-            Backbone::Gru(m) => &m.item_emb,
-            Backbone::Sas(m) => &m.item_emb,
-        }
-    }
-
-    /// The knobs.
-    pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
-        match self.variant {
-            HdtVariant::Hdt => HDT_SPECS,
-            HdtVariant::InterDt => INTERDT_SPECS,
-            HdtVariant::Hier => &[],
-        }
-    }
-
     /// The scoring table (see the module docs), `[n_items, score_dim]`.
-    pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+    fn table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
         let d = self.dim;
         let t = |name: &str, w: usize| -> Result<Tensor> {
             let shape = if w == 0 {
@@ -407,7 +370,7 @@ impl<B: Backend> Hdt<B> {
                 vec![(t("seq_head.weight", d)?, d), (t("seq_head.bias", 0)?, 1)]
             }
         };
-        let width = self.score_dim();
+        let width = self.width();
         let mut data = Vec::with_capacity(n_items * width);
         for i in 0..n_items {
             for (p, w) in &parts {
@@ -415,38 +378,6 @@ impl<B: Backend> Hdt<B> {
             }
         }
         Tensor::from_vec(vec![n_items, width], data)
-    }
-
-    /// A fresh state: no finished session, `s_1 = 0`.
-    pub fn new_state(&self, be: &B) -> Result<HdtState<B>> {
-        let d = self.dim;
-        let backbone = match &self.backbone {
-            Backbone::Gru(m) => BackboneState::Gru(m.new_state(be)?),
-            Backbone::Sas(m) => BackboneState::Sas(m.new_state(be)?),
-        };
-        let intra_caches = match &self.intra {
-            Some(i) => (0..i.layers.len())
-                .map(|_| KvCache::new(be, 4 * (self.max_len - 1), d))
-                .collect::<Result<Vec<_>>>()?,
-            None => Vec::new(),
-        };
-        Ok(HdtState {
-            s: vec![0.0; d],
-            u: vec![0.0; d],
-            finished: SimAccumulator::new(self.sim.as_ref().map_or(0, |t| t.shape()[1])),
-            sessions: 0,
-            backbone,
-            inter_cache: KvCache::new(be, 2, d)?,
-            intra_caches,
-            g: vec![0.0; d],
-            rt: vec![0.0; d],
-            rows: Vec::new(),
-            cat: Vec::new(),
-            states: Vec::new(),
-            tok: Vec::new(),
-            flags: Vec::new(),
-            vec: Vec::new(),
-        })
     }
 
     /// `R_c` of the current session under the knobs.
@@ -460,34 +391,38 @@ impl<B: Backend> Hdt<B> {
         obj.value("lambda_div") * r
     }
 
-    /// The goal `g` (and for InterDT the goal return `R̃`) into `st.g` / `st.rt`.
-    fn goal(&self, be: &B, st: &mut HdtState<B>, r: f32, bufs: [&mut B::Buf; 4]) -> Result<()> {
+    /// The goal `g` (and for InterDT the goal return `R̃`) into `st.g` / `st.rt`, for the
+    /// inter-session return `r`.
+    fn goal(&self, be: &B, st: &mut HdtState<B>, r: f32, s: &mut Scratch<B>) -> Result<()> {
         let d = self.dim;
-        let [a, b, scratch, e] = bufs;
+        let Scratch { x, y, tmp, .. } = s;
         if let Some(gru) = &self.user_gru {
-            // One step from g_{c−1} with input s_c; `b` holds the state and ends as g_c.
-            be.write(&st.s, a, 0)?;
-            be.write(&st.u, b, 0)?;
-            be.gru(gru, a, 1, b, scratch, e)?;
-            return be.read(b, 0, &mut st.g);
+            // One step from g_{c−1} with input s_c: `g` holds the state and ends as g_c.
+            be.copy_rows(&st.u, 0, &mut st.g, 0, 1, d)?;
+            return be.gru(gru, &st.s, 1, &mut st.g, &mut tmp.work, y);
         }
         let inter = self.inter.as_ref().expect("hdt and interdt have InterDT");
-        st.rows.clear();
-        st.rows.extend(inter.e_r.as_slice().iter().map(|&e| r * e));
-        // The state token's output: keys (R, s), query s.
-        be.write(&st.rows, a, 0)?;
-        be.write(&st.s, a, d)?;
-        be.attention(&inter.att, a, 2, 0, 1, &mut st.inter_cache, scratch, b)?;
-        be.read(b, 0, &mut st.g)?;
-        if inter.causal {
-            // The return token sees itself only.
-            be.attention(&inter.att, a, 1, 0, 0, &mut st.inter_cache, scratch, b)?;
+        // Tokens (R·E_R, s_c); outputs (R̃, g).
+        let row = |i| At::rows(i, d);
+        be.fill(x, row(0), 1, d, 0.0)?;
+        be.axpy(
+            Src::Param(&inter.e_r),
+            row(0),
+            Scale::All(r),
+            x,
+            row(0),
+            1,
+            d,
+        )?;
+        be.copy(Src::Buf(&st.s), row(0), x, row(1), 1, d)?;
+        let mask = if inter.causal {
+            SelfMask::Causal
         } else {
-            be.write(&st.s, a, 0)?;
-            be.write(&st.rows, a, d)?;
-            be.attention(&inter.att, a, 2, 0, 1, &mut st.inter_cache, scratch, b)?;
-        }
-        be.read(b, 0, &mut st.rt)
+            SelfMask::All
+        };
+        be.attention(&inter.att, x, 2, 0, 0, mask, &mut st.inter_cache, tmp, y)?;
+        be.copy_rows(y, 0, &mut st.rt, 0, 1, d)?;
+        be.copy_rows(y, 1, &mut st.g, 0, 1, d)
     }
 
     /// Backbone states of every position of `window` under the goal `st.g`, into `st.states`.
@@ -496,31 +431,30 @@ impl<B: Backend> Hdt<B> {
         be: &B,
         window: &[u32],
         st: &mut HdtState<B>,
-        ids: &mut Vec<u32>,
-        bufs: [&mut B::Buf; 4],
+        s: &mut Scratch<B>,
     ) -> Result<()> {
-        let d = self.dim;
-        let n = window.len();
-        let [a, b, c, e] = bufs;
-        be.embedding(self.item_embedding(), window, None, a)?;
-        st.rows.resize(n * d, 0.0);
-        be.read(a, 0, &mut st.rows)?;
-        st.cat.clear();
-        for r in st.rows.chunks_exact(d) {
-            st.cat.extend_from_slice(r);
-            st.cat.extend_from_slice(&st.g);
-        }
-        be.write(&st.cat, b, 0)?;
-        be.linear(&self.input_proj, b, n, Activation::Identity, a)?;
-        st.states.resize(n * d, 0.0);
+        let (d, n) = (self.dim, window.len());
+        let Scratch { x, y, aux, tmp, .. } = s;
+        // x̃_t = W_g[emb(x_t) || g] + b_g.
+        be.embedding(self.item_embedding(), window, None, x)?;
+        be.copy(
+            Src::Buf(x),
+            At::rows(0, d),
+            aux,
+            At::strided(0, 2 * d),
+            n,
+            d,
+        )?;
+        let g = (Src::Buf(&st.g), At::repeat(0));
+        be.copy(g.0, g.1, aux, At::strided(d, 2 * d), n, d)?;
+        be.linear(&self.input_proj, aux, n, Activation::Identity, x)?;
         match (&self.backbone, &mut st.backbone) {
-            (Backbone::Gru(m), BackboneState::Gru(s)) => {
-                m.encode_inputs(be, a, n, s, [b, c], e)?;
-                be.read(e, 0, &mut st.states)
+            (Backbone::Gru(m), BackboneState::Gru(bs)) => {
+                m.encode_inputs(be, x, n, bs, y, tmp, &mut st.states)
             }
-            (Backbone::Sas(m), BackboneState::Sas(s)) => {
-                m.encode_inputs(be, a, n, s, [b, c], ids, [&mut st.cat, &mut st.tok])?;
-                be.read(a, 0, &mut st.states)
+            (Backbone::Sas(m), BackboneState::Sas(bs)) => {
+                m.encode_inputs(be, x, n, bs, y, tmp)?;
+                be.copy_rows(x, 0, &mut st.states, 0, n, d)
             }
             _ => Err(Error::InvalidArgument(
                 "session state belongs to a different backbone".into(),
@@ -529,14 +463,14 @@ impl<B: Backend> Hdt<B> {
     }
 
     /// IntraDT's output at the last state token for `window` (states in `st.states`), into
-    /// `st.rows` (`[d]`).
+    /// `st.ha`.
     fn run_intra(
         &self,
         be: &B,
         window: &[u32],
         obj: &Objectives,
         st: &mut HdtState<B>,
-        bufs: [&mut B::Buf; 3],
+        s: &mut Scratch<B>,
     ) -> Result<()> {
         let intra = self.intra.as_ref().expect("hdt has IntraDT");
         let lt = self
@@ -544,9 +478,15 @@ impl<B: Backend> Hdt<B> {
             .as_ref()
             .expect("hdt stores long-tail flags")
             .as_slice();
-        let d = self.dim;
-        let n = window.len();
-        let [a, b, c] = bufs;
+        let (d, n) = (self.dim, window.len());
+        let Scratch {
+            x,
+            y,
+            aux,
+            tmp,
+            vals,
+            ..
+        } = s;
         // Novelty flags of the actions, the predicted one assumed.
         let flags = &mut st.flags;
         flags.clear();
@@ -565,138 +505,232 @@ impl<B: Backend> Hdt<B> {
         let steps = n.min(self.max_len - 1);
         let first = n - steps;
         let n_tok = 4 * steps - 1;
-        // Action embeddings x_{i+1} of the steps but the last.
-        be.embedding(self.item_embedding(), &window[first + 1..], None, a)?;
-        st.rows.resize((steps - 1) * d, 0.0);
-        be.read(a, 0, &mut st.rows)?;
-        st.tok.clear();
-        st.tok.resize(n_tok * d, 0.0);
-        let (e_n, pos) = (intra.e_n.as_slice(), intra.pos.as_slice());
-        let mut rn: f32 = st.flags[first..].iter().sum();
-        for j in 0..steps {
-            let i = first + j;
-            let p = &pos[j * d..(j + 1) * d];
-            for k in 0..4 {
-                if 4 * j + k >= n_tok {
-                    break;
-                }
-                let out = &mut st.tok[(4 * j + k) * d..(4 * j + k + 1) * d];
-                for x in 0..d {
-                    let v = match k {
-                        0 => st.rt[x],
-                        1 => rn * e_n[x],
-                        2 => st.states[i * d + x],
-                        _ => st.rows[j * d + x],
-                    };
-                    out[x] = v + p[x];
-                }
-            }
-            rn -= st.flags[i];
+        // The novelty return-to-go of every step.
+        vals.clear();
+        let mut rn: f32 = flags[first..].iter().sum();
+        for i in first..n {
+            vals.push(rn);
+            rn -= flags[i];
         }
-        be.write(&st.tok, a, 0)?;
-        be.layer_norm(&intra.ln, a, n_tok)?;
+        // Tokens (R̃, R^n_j·E_n, s_i, emb(x_{i+1})) of the steps, each plus its step embedding;
+        // the last step has no action token.
+        let slot = |k: usize| At::strided(k * d, 4 * d);
+        let one = Scale::All(1.0);
+        be.zero(aux, n_tok * d)?;
+        be.axpy(Src::Buf(&st.rt), At::repeat(0), one, aux, slot(0), steps, d)?;
+        let e_n = Src::Param(&intra.e_n);
+        be.axpy(
+            e_n,
+            At::repeat(0),
+            Scale::Rows(vals),
+            aux,
+            slot(1),
+            steps,
+            d,
+        )?;
+        let states = Src::Buf(&st.states);
+        be.axpy(states, At::rows(first, d), one, aux, slot(2), steps, d)?;
+        be.embedding(self.item_embedding(), &window[first + 1..], None, x)?;
+        be.axpy(Src::Buf(x), At::rows(0, d), one, aux, slot(3), steps - 1, d)?;
+        for k in 0..4 {
+            let rows = if k < 3 { steps } else { steps - 1 };
+            let pos = Src::Param(&intra.pos);
+            be.axpy(pos, At::rows(0, d), one, aux, slot(k), rows, d)?;
+        }
+        be.layer_norm(&intra.ln, aux, 0..n_tok)?;
         let last = intra.layers.len() - 1;
         let mut rows = n_tok;
         for (l, (att, ff)) in intra.layers.iter().enumerate() {
             let q_from = if l == last { n_tok - 1 } else { 0 };
-            be.attention(att, a, n_tok, 0, q_from, &mut st.intra_caches[l], c, b)?;
+            let cache = &mut st.intra_caches[l];
+            be.attention(att, aux, n_tok, 0, q_from, SelfMask::Causal, cache, tmp, y)?;
             rows = n_tok - q_from;
-            be.feed_forward(ff, b, rows, c, a)?;
+            be.feed_forward(ff, y, rows, tmp, aux)?;
         }
-        st.rows.resize(d, 0.0);
-        be.read(a, (rows - 1) * d, &mut st.rows)
+        be.copy_rows(aux, rows - 1, &mut st.ha, 0, 1, d)
+    }
+}
+
+impl<B: Backend> Architecture<B> for Hdt<B> {
+    type State = HdtState<B>;
+    const NAMES: &'static [&'static str] = &["hdt", "interdt", "hier"];
+
+    fn load(be: &B, name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let variant = match name {
+            "hdt" => HdtVariant::Hdt,
+            "interdt" => HdtVariant::InterDt,
+            _ => HdtVariant::Hier,
+        };
+        Self::load_from(be, variant, cx)
     }
 
-    /// Encodes the current session's `window` under `obj` into the scoring vector `out`.
-    pub fn encode(
+    fn name(&self) -> &'static str {
+        match self.variant {
+            HdtVariant::Hdt => "hdt",
+            HdtVariant::InterDt => "interdt",
+            HdtVariant::Hier => "hier",
+        }
+    }
+
+    /// Width d of items and states.
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn score_dim(&self) -> usize {
+        self.width()
+    }
+
+    fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+        self.table(file, n_items)
+    }
+
+    fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        match self.variant {
+            HdtVariant::Hdt => HDT_SPECS,
+            HdtVariant::InterDt => INTERDT_SPECS,
+            HdtVariant::Hier => &[],
+        }
+    }
+
+    /// The backbone's item embedding.
+    fn item_embedding(&self) -> &Embedding<B> {
+        match &self.backbone {
+            Backbone::Gru(m) => &m.item_emb,
+            Backbone::Sas(m) => &m.item_emb,
+        }
+    }
+
+    /// No finished session, `s_1 = 0`.
+    fn new_state(&self, be: &B) -> Result<HdtState<B>> {
+        let d = self.dim;
+        let backbone = match &self.backbone {
+            Backbone::Gru(m) => BackboneState::Gru(m.empty_state(be)?),
+            Backbone::Sas(m) => BackboneState::Sas(m.empty_state(be)?),
+        };
+        let intra_caches = match &self.intra {
+            Some(i) => (0..i.layers.len())
+                .map(|_| KvCache::new(be, 4 * (self.max_len - 1), d))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let zeros = || -> Result<B::Buf> {
+            let mut b = B::Buf::default();
+            be.zero(&mut b, d)?;
+            Ok(b)
+        };
+        Ok(HdtState {
+            s: zeros()?,
+            u: zeros()?,
+            finished: SimAccumulator::new(self.sim.as_ref().map_or(0, |t| t.shape()[1])),
+            sessions: 0,
+            backbone,
+            inter_cache: KvCache::new(be, 2, d)?,
+            intra_caches,
+            g: zeros()?,
+            rt: zeros()?,
+            states: B::Buf::default(),
+            ha: B::Buf::default(),
+            flags: Vec::new(),
+        })
+    }
+
+    /// Encodes the current session's window into the scoring vector.
+    fn encode(
         &self,
         be: &B,
-        window: &[u32],
-        obj: &Objectives,
+        req: &Request<'_>,
         st: &mut HdtState<B>,
-        ids: &mut Vec<u32>,
-        bufs: [&mut B::Buf; 4],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let d = self.dim;
-        let n = window.len();
-        let [a, b, c, e] = bufs;
+        let (window, obj) = (req.window, req.objectives);
+        let (d, n, width) = (self.dim, window.len(), self.width());
         let r = if self.inter.is_some() {
             self.current_return(st, obj)
         } else {
             0.0
         };
-        self.goal(be, st, r, [a, b, c, e])?;
-        self.run_backbone(be, window, st, ids, [a, b, c, e])?;
-        let s_last = (n - 1) * d..n * d;
+        self.goal(be, st, r, s)?;
+        self.run_backbone(be, window, st, s)?;
         if self.variant == HdtVariant::Hdt {
-            self.run_intra(be, window, obj, st, [a, b, c])?;
+            self.run_intra(be, window, obj, st, s)?;
         }
-        let mut v = core::mem::take(&mut st.vec);
-        v.clear();
-        let s = &st.states[s_last];
-        match (self.variant, self.tied) {
+        let s_last = (Src::Buf(&st.states), At::rows(n - 1, d));
+        let used = match (self.variant, self.tied) {
             (HdtVariant::Hdt, false) => {
+                // [h_a, alpha·s, 1, alpha].
                 let alpha = obj.value("alpha");
-                v.extend_from_slice(&st.rows[..d]);
-                v.extend(s.iter().map(|&x| alpha * x));
-                v.extend_from_slice(&[1.0, alpha]);
+                be.copy_rows(&st.ha, 0, out, 0, 1, d)?;
+                be.fill(out, At::rows(1, d), 1, d, 0.0)?;
+                be.axpy(
+                    s_last.0,
+                    s_last.1,
+                    Scale::All(alpha),
+                    out,
+                    At::rows(1, d),
+                    1,
+                    d,
+                )?;
+                be.write(&[1.0, alpha], out, 2 * d)?;
+                2 * d + 2
             }
             (HdtVariant::Hdt, true) => {
                 // E·h_a + b_a + alpha·(E·s + b_s) = E·(h_a + alpha·s) + b_a + alpha·b_s.
                 let alpha = obj.value("alpha");
-                v.extend(st.rows[..d].iter().zip(s).map(|(&h, &x)| h + alpha * x));
-                v.extend_from_slice(&[1.0, alpha]);
+                be.copy_rows(&st.ha, 0, out, 0, 1, d)?;
+                be.axpy(
+                    s_last.0,
+                    s_last.1,
+                    Scale::All(alpha),
+                    out,
+                    At::rows(0, d),
+                    1,
+                    d,
+                )?;
+                be.write(&[1.0, alpha], out, d)?;
+                d + 2
             }
             (HdtVariant::InterDt | HdtVariant::Hier, _) => {
-                v.extend_from_slice(s);
-                v.push(1.0);
+                be.copy(s_last.0, s_last.1, out, At::rows(0, d), 1, d)?;
+                be.write(&[1.0], out, d)?;
+                d + 1
             }
-        }
-        v.resize(self.score_dim(), 0.0);
-        let res = be.write(&v, out, 0);
-        st.vec = v;
-        res
+        };
+        be.fill(out, At::rows(used, 1), width - used, 1, 0.0)
     }
 
-    /// After a boundary: the goal head's vector for the next session's first item (`hdt`,
-    /// `interdt`); `false` (nothing written) for `hier`.
-    pub fn encode_empty(
+    /// After a boundary: the goal head's vector `[0, .., 0, g, 1]` for the next session's first
+    /// item (`hdt`, `interdt`); `false` (nothing written) for `hier`.
+    fn encode_empty(
         &self,
         be: &B,
         obj: &Objectives,
         st: &mut HdtState<B>,
-        bufs: [&mut B::Buf; 4],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<bool> {
         if self.inter.is_none() {
             return Ok(false);
         }
-        let d = self.dim;
+        let (d, width) = (self.dim, self.width());
         let r = self.current_return(st, obj);
-        self.goal(be, st, r, bufs)?;
-        st.vec.clear();
-        if self.tied {
-            // [E | (b_a) | b_s | b_u]: the goal over the table, the goal head's bias.
-            st.vec.extend_from_slice(&st.g);
-            st.vec.resize(self.score_dim() - 1, 0.0);
-        } else {
-            st.vec.resize(self.score_dim() - d - 1, 0.0);
-            st.vec.extend_from_slice(&st.g);
-        }
-        st.vec.push(1.0);
-        be.write(&st.vec, out, 0)?;
+        self.goal(be, st, r, s)?;
+        be.zero(out, width)?;
+        // Tied: [E | (b_a) | b_s | b_u], the goal over the table; else the goal head's block.
+        let g_at = if self.tied { 0 } else { width - d - 1 };
+        be.copy(Src::Buf(&st.g), At::rows(0, d), out, At::repeat(g_at), 1, d)?;
+        be.write(&[1.0], out, width - 1)?;
         Ok(true)
     }
 
     /// Finishes the current session (see the module docs); always `true`.
-    pub fn end_session(
+    fn end_session(
         &self,
         be: &B,
         st: &mut HdtState<B>,
         history: &[u32],
-        ids: &mut Vec<u32>,
-        bufs: [&mut B::Buf; 4],
+        s: &mut Scratch<B>,
     ) -> Result<bool> {
         if history.is_empty() {
             return Ok(true);
@@ -706,14 +740,13 @@ impl<B: Backend> Hdt<B> {
             st.finished.extend(sim, history);
         }
         let r = (self.dis_max - st.finished.dis()) as f32;
-        let [a, b, c, e] = bufs;
-        self.goal(be, st, r, [a, b, c, e])?;
+        self.goal(be, st, r, s)?;
         let window = &history[history.len().saturating_sub(self.max_len)..];
-        self.run_backbone(be, window, st, ids, [a, b, c, e])?;
+        self.run_backbone(be, window, st, s)?;
         let n = window.len();
-        st.s.copy_from_slice(&st.states[(n - 1) * d..n * d]);
+        be.copy_rows(&st.states, n - 1, &mut st.s, 0, 1, d)?;
         if self.user_gru.is_some() {
-            st.u.copy_from_slice(&st.g);
+            be.copy_rows(&st.g, 0, &mut st.u, 0, 1, d)?;
         }
         st.sessions += 1;
         Ok(true)

@@ -1,5 +1,7 @@
-//! The architectures. Each is written once against [`Backend`]; [`Arch`] and [`ArchState`]
-//! gather them for the model-independent API in [`crate::model`].
+//! The architectures. Each lives in one file, implements [`Architecture`] against the
+//! [`Backend`] trait only, and is registered by name in [`registry`]: adding a model is one new
+//! file and one line there. The public API ([`crate::model`]) holds a loaded architecture as a
+//! [`DynArch`] and its per-user state as an [`ArchState`].
 
 pub mod caser;
 pub mod dt;
@@ -9,15 +11,16 @@ pub mod nextitnet;
 pub mod rl;
 pub mod sasrec;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BlockScratch};
 use crate::blocks::Embedding;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::{ObjectiveSpec, Objectives};
-use crate::weights::{Tensor, TensorLoader, TensorSpec, WeightFile};
+use crate::weights::{Tensor, TensorLoader, WeightFile};
 use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec::Vec;
+use core::any::Any;
 
 pub use caser::Caser;
 pub use dt::{Dt, DtOrder, DtState};
@@ -27,366 +30,415 @@ pub use nextitnet::{NextItNet, NextItNetState};
 pub use rl::RlHeads;
 pub use sasrec::{SasRec, SasRecState};
 
-/// Architecture names this build knows.
-pub const ARCHITECTURES: &[&str] = &[
-    "sasrec",
-    "gru4rec",
-    "nextitnet",
-    "caser",
-    "sqn",
-    "snqn",
-    "sa2c",
-    "smorl",
-    "modt4r",
-    "mrdt",
-    "hdt",
-    "interdt",
-    "hier",
-];
-
-/// One of the supported architectures.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Arch<B: Backend> {
-    /// SASRec.
-    SasRec(SasRec<B>),
-    /// GRU4Rec.
-    Gru4Rec(Gru4Rec<B>),
-    /// NextItNet.
-    NextItNet(NextItNet<B>),
-    /// Caser.
-    Caser(Caser<B>),
-    /// SQN, SNQN, SA2C or SMORL heads on a backbone (which keeps its own state).
-    Rl(RlHeads<B>),
-    /// MODT4R or MRDT (the Decision Transformers, [`dt`]); boxed, being much larger than
-    /// the backbones.
-    Dt(Box<Dt<B>>),
-    /// HDT and its ablations InterDT and Hier (hierarchical session models).
-    Hdt(Box<Hdt<B>>),
+/// Every architecture of this build, in the order `seqrec info` lists them. Adding an
+/// architecture is one line here.
+pub fn registry<B: Backend>() -> [Registration<B>; 7] {
+    [
+        Registration::of::<SasRec<B>>(),
+        Registration::of::<Gru4Rec<B>>(),
+        Registration::of::<NextItNet<B>>(),
+        Registration::of::<Caser<B>>(),
+        Registration::of::<RlHeads<B>>(),
+        Registration::of::<Dt<B>>(),
+        Registration::of::<Hdt<B>>(),
+    ]
 }
 
-/// Per-user incremental state of an architecture.
+/// What a loader reads: the configuration, the tensors (through a [`TensorLoader`], which
+/// checks shapes and records what was read), and the sizes every architecture shares.
 #[derive(Debug)]
-pub enum ArchState<B: Backend> {
-    /// SASRec key/value caches.
-    SasRec(SasRecState<B>),
-    /// GRU4Rec hidden states.
-    Gru4Rec(Gru4RecState<B>),
-    /// NextItNet per-block activations.
-    NextItNet(NextItNetState<B>),
-    /// Caser recomputes every request.
-    Caser,
-    /// Decision Transformer caches (re-encoded on every event).
-    Dt(DtState<B>),
-    /// Inter-session state of a hierarchical model.
-    Hdt(Box<HdtState<B>>),
+pub struct LoadContext<'c, 'f> {
+    /// The configuration.
+    pub cfg: &'c Config,
+    /// The tensors.
+    pub ld: &'c mut TensorLoader<'f>,
+    /// Catalog size, padding id 0 included.
+    pub n_items: usize,
+    /// Window length `MAX_ITEM_LIST_LENGTH`.
+    pub max_len: usize,
 }
 
-impl<B: Backend> Arch<B> {
-    /// Builds the architecture named by `cfg`'s `model` field.
-    pub fn load(
-        be: &B,
-        cfg: &Config,
-        ld: &mut TensorLoader<'_>,
-        n_items: usize,
-        max_len: usize,
-    ) -> Result<Self> {
-        let name = cfg.model()?;
-        Self::load_named(be, &name, cfg, ld, n_items, max_len)
-    }
+/// One request as an architecture encodes it (validated by the API).
+#[derive(Copy, Clone, Debug)]
+pub struct Request<'a> {
+    /// The most recent `max_len` item ids, oldest first, at least one.
+    pub window: &'a [u32],
+    /// The user id (0 for architectures without a user embedding).
+    pub user: u32,
+    /// The objective knobs, made for this architecture's specs.
+    pub objectives: &'a Objectives,
+}
 
-    /// Builds architecture `name` from `cfg`.
-    pub fn load_named(
-        be: &B,
-        name: &str,
-        cfg: &Config,
-        ld: &mut TensorLoader<'_>,
-        n_items: usize,
-        max_len: usize,
-    ) -> Result<Self> {
-        if let Some(&rl) = rl::RL_MODELS.iter().find(|&&m| m == name) {
-            return Ok(Arch::Rl(RlHeads::load(be, cfg, ld, n_items, max_len, rl)?));
-        }
-        Ok(match name {
-            "sasrec" => Arch::SasRec(SasRec::load(be, cfg, ld, n_items, max_len)?),
-            "gru4rec" => Arch::Gru4Rec(Gru4Rec::load(be, cfg, ld, n_items)?),
-            "nextitnet" => Arch::NextItNet(NextItNet::load(be, cfg, ld, n_items, max_len)?),
-            "caser" => Arch::Caser(Caser::load(be, cfg, ld, n_items, max_len)?),
-            "modt4r" | "mrdt" => {
-                let order = if name == "modt4r" {
-                    DtOrder::StateFirst
-                } else {
-                    DtOrder::ReturnsFirst
-                };
-                Arch::Dt(Box::new(Dt::load(be, cfg, ld, n_items, max_len, order)?))
-            }
-            "hdt" | "interdt" | "hier" => {
-                Arch::Hdt(Box::new(Hdt::load(be, cfg, ld, n_items, max_len)?))
-            }
-            _ => return Err(Error::UnknownModel(name.to_string())),
-        })
-    }
+/// The working memory an architecture encodes with, lent by a workspace: named activation
+/// buffers and host-side lists of request data. Nothing in it survives a call.
+#[derive(Debug)]
+pub struct Scratch<B: Backend> {
+    /// The main activation (`[rows, width]`).
+    pub x: B::Buf,
+    /// The second activation (a sublayer's output).
+    pub y: B::Buf,
+    /// An extra activation (token assembly, concatenated inputs).
+    pub aux: B::Buf,
+    /// One request's vector while a batch is encoded request by request.
+    pub row: B::Buf,
+    /// Scratch of the blocks.
+    pub tmp: BlockScratch<B>,
+    /// Ids and positions.
+    pub ids: Vec<u32>,
+    /// Sequence lengths of a batch.
+    pub lens: Vec<usize>,
+    /// Per-row factors computed from the request (returns, flags).
+    pub vals: Vec<f32>,
+}
 
-    /// Lower-case architecture name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Arch::SasRec(_) => "sasrec",
-            Arch::Gru4Rec(_) => "gru4rec",
-            Arch::NextItNet(_) => "nextitnet",
-            Arch::Caser(_) => "caser",
-            Arch::Rl(m) => m.name(),
-            Arch::Dt(m) => m.name(),
-            Arch::Hdt(m) => m.name(),
+impl<B: Backend> Default for Scratch<B> {
+    fn default() -> Self {
+        Scratch {
+            x: B::Buf::default(),
+            y: B::Buf::default(),
+            aux: B::Buf::default(),
+            row: B::Buf::default(),
+            tmp: BlockScratch::default(),
+            ids: Vec::new(),
+            lens: Vec::new(),
+            vals: Vec::new(),
         }
     }
+}
 
-    /// Width of the user vector (= item embedding width; the backbone's state for RL heads).
-    pub fn dim(&self) -> usize {
-        match self {
-            Arch::SasRec(m) => m.dim(),
-            Arch::Gru4Rec(m) => m.dim(),
-            Arch::NextItNet(m) => m.dim(),
-            Arch::Caser(m) => m.dim(),
-            Arch::Rl(m) => m.dim(),
-            Arch::Dt(m) => m.user.dim(),
-            Arch::Hdt(m) => m.dim(),
-        }
+/// A sequential recommender written against [`Backend`]: it turns a window of item ids into
+/// a scoring vector, whose product with the rows of its [`Architecture::scoring_table`] gives
+/// the catalog's scores.
+pub trait Architecture<B: Backend>: Sized + Send + Sync + core::fmt::Debug + 'static {
+    /// Per-user incremental state (key/value caches, hidden states, ...).
+    type State: Send + core::fmt::Debug + 'static;
+
+    /// The `model` names this architecture loads (its variants).
+    const NAMES: &'static [&'static str];
+
+    /// Loads variant `name` (one of [`Self::NAMES`]).
+    fn load(be: &B, name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self>;
+
+    /// The variant's name.
+    fn name(&self) -> &'static str;
+
+    /// Width of the user vector (= item embedding width; the backbone's state for heads).
+    fn dim(&self) -> usize;
+
+    /// Width of the scoring vector [`Self::encode`] writes, i.e. of the rows of
+    /// [`Self::scoring_table`].
+    fn score_dim(&self) -> usize {
+        self.dim()
     }
 
-    /// Width of the scoring vector that [`Self::encode`] writes, i.e. of the rows of
-    /// [`Self::scoring_table`]. Plain backbones score with the item embedding, so this is
-    /// [`Self::dim`].
-    pub fn score_dim(&self) -> usize {
-        match self {
-            Arch::Rl(m) => m.score_dim(),
-            Arch::Dt(m) => m.score_dim(),
-            Arch::Hdt(m) => m.score_dim(),
-            _ => self.dim(),
-        }
+    /// The table the catalog is scored against, `[n_items, score_dim]`: by default the item
+    /// embedding (`item_embedding.weight`, zero-copy when the file allows it).
+    fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+        file.tensor("item_embedding.weight", &[n_items, self.score_dim()])
     }
 
-    /// The table the catalog is scored against, `[n_items, score_dim]`: a user's scores are
-    /// the scoring vector times this table. Plain backbones use their item embedding
-    /// (`item_embedding.weight`, zero-copy when the file allows it).
-    pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
-        match self {
-            Arch::Rl(m) => m.scoring_table(file, n_items),
-            Arch::Dt(m) => Ok(m.scoring_table()),
-            Arch::Hdt(m) => m.scoring_table(file, n_items),
-            _ => file.tensor("item_embedding.weight", &[n_items, self.score_dim()]),
-        }
+    /// The inference-time knobs the architecture reads (none by default).
+    fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        &[]
     }
 
-    /// The inference-time knobs the architecture reads (none for plain backbones).
-    pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
-        match self {
-            Arch::Rl(m) => m.objective_specs(),
-            Arch::Dt(_) => dt::DT_OBJECTIVES,
-            Arch::Hdt(m) => m.objective_specs(),
-            _ => &[],
-        }
-    }
+    /// The item embedding (the input table).
+    fn item_embedding(&self) -> &Embedding<B>;
 
-    /// A session boundary. Hierarchical architectures advance their inter-session state and
-    /// return `true` (the caller then starts an empty current session); plain backbones treat
-    /// a user's sessions as one concatenated sequence (the usual non-hierarchical baseline),
-    /// so the boundary changes nothing and they return `false`. `history` is the finished
-    /// session's events.
-    pub fn end_session(
-        &self,
-        be: &B,
-        state: &mut ArchState<B>,
-        history: &[u32],
-        ids: &mut Vec<u32>,
-        bufs: [&mut B::Buf; 4],
-    ) -> Result<bool> {
-        match (self, state) {
-            (Arch::Hdt(m), ArchState::Hdt(s)) => m.end_session(be, s, history, ids, bufs),
-            (Arch::Hdt(_), _) => Err(Error::InvalidArgument(
-                "session state belongs to a different architecture".into(),
-            )),
-            _ => Ok(false),
-        }
-    }
-
-    /// The scoring vector of a session with no event yet after a boundary, when the
-    /// architecture predicts a session's first item (`hdt`, `interdt`); returns whether it
-    /// wrote one.
-    pub fn encode_empty(
-        &self,
-        be: &B,
-        obj: &Objectives,
-        state: &mut ArchState<B>,
-        bufs: [&mut B::Buf; 4],
-        out: &mut B::Buf,
-    ) -> Result<bool> {
-        match (self, state) {
-            (Arch::Hdt(m), ArchState::Hdt(s)) => m.encode_empty(be, obj, s, bufs, out),
-            _ => Ok(false),
-        }
-    }
-
-    /// The item embedding (the input table; also the scoring table of plain backbones).
-    pub fn item_embedding(&self) -> &Embedding<B> {
-        match self {
-            Arch::SasRec(m) => &m.item_emb,
-            Arch::Gru4Rec(m) => &m.item_emb,
-            Arch::NextItNet(m) => &m.item_emb,
-            Arch::Caser(m) => &m.item_emb,
-            Arch::Rl(m) => m.backbone.item_embedding(),
-            Arch::Dt(m) => &m.user.item_emb,
-            Arch::Hdt(m) => m.item_embedding(),
-        }
-    }
-
-    /// Number of users for models with a user embedding.
-    pub fn n_users(&self) -> Option<usize> {
-        match self {
-            Arch::Caser(m) => Some(m.n_users()),
-            Arch::Rl(m) => m.backbone.n_users(),
-            _ => None,
-        }
+    /// Number of users, for architectures with a user embedding.
+    fn n_users(&self) -> Option<usize> {
+        None
     }
 
     /// A fresh incremental state.
-    pub fn new_state(&self, be: &B) -> Result<ArchState<B>> {
-        Ok(match self {
-            Arch::SasRec(m) => ArchState::SasRec(m.new_state(be)?),
-            Arch::Gru4Rec(m) => ArchState::Gru4Rec(m.new_state(be)?),
-            Arch::NextItNet(m) => ArchState::NextItNet(m.new_state(be)?),
-            Arch::Caser(_) => ArchState::Caser,
-            Arch::Rl(m) => m.backbone.new_state(be)?,
-            Arch::Dt(m) => ArchState::Dt(m.new_state(be)?),
-            Arch::Hdt(m) => ArchState::Hdt(Box::new(m.new_state(be)?)),
-        })
-    }
+    fn new_state(&self, be: &B) -> Result<Self::State>;
 
-    /// Encodes a validated window (at most `max_len` ids) from scratch into the scoring vector
-    /// (row 0 of `out`, [`Self::score_dim`] values) under the knobs `obj`, leaving `state`
-    /// describing that window.
-    pub fn encode(
+    /// Encodes a request's window from scratch into the scoring vector (row 0 of `out`,
+    /// [`Self::score_dim`] values), leaving `state` describing that window.
+    fn encode(
         &self,
         be: &B,
-        window: &[u32],
-        user: u32,
-        obj: &Objectives,
-        state: &mut ArchState<B>,
-        ids: &mut Vec<u32>,
-        bufs: [&mut B::Buf; 4],
+        req: &Request<'_>,
+        state: &mut Self::State,
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
-    ) -> Result<()> {
-        if let Arch::Rl(m) = self {
-            let [a, b, c, d] = bufs;
-            m.backbone
-                .encode(be, window, user, obj, state, ids, [&mut *a, b, c, d], out)?;
-            return m.scoring_vector(be, obj, a, out);
-        }
-        let [a, b, c, d] = bufs;
-        match (self, state) {
-            (Arch::Hdt(m), ArchState::Hdt(s)) => {
-                m.encode(be, window, obj, s, ids, [a, b, c, d], out)
-            }
-            (Arch::SasRec(m), ArchState::SasRec(s)) => m.encode(be, window, s, [a, b, c], out),
-            (Arch::Gru4Rec(m), ArchState::Gru4Rec(s)) => m.encode(be, window, s, [a, b, c], out),
-            (Arch::NextItNet(m), ArchState::NextItNet(s)) => {
-                m.encode(be, window, ids, s, [a, b], out)
-            }
-            (Arch::Caser(m), ArchState::Caser) => {
-                m.encode(be, window, user, ids, [a, b, c, d], out)
-            }
-            (Arch::Dt(m), ArchState::Dt(s)) => m.encode(be, window, obj, s, [a, b, c, d], out),
-            _ => Err(Error::InvalidArgument(
-                "session state belongs to a different architecture".into(),
-            )),
-        }
-    }
+    ) -> Result<()>;
 
-    /// Encodes a batch of validated windows (each at most `max_len` ids) for `users` into
-    /// rows `0 .. windows.len()` of `out`; row `i` equals [`Self::encode`] of `windows[i]` up to
-    /// f32 summation order. SASRec encodes the batch as one stack of positions; the other
-    /// architectures encode window by window with `state` as scratch.
-    pub fn encode_batch(
+    /// Encodes a batch into rows `0 .. reqs.len()` of `out`; row `i` equals [`Self::encode`]
+    /// of `reqs[i]` up to f32 summation order. By default request by request.
+    fn encode_batch(
         &self,
         be: &B,
-        windows: &[&[u32]],
-        users: &[u32],
-        objs: &[&Objectives],
-        state: &mut ArchState<B>,
-        ids: &mut Vec<u32>,
-        lens: &mut Vec<usize>,
-        bufs: [&mut B::Buf; 5],
+        reqs: &[Request<'_>],
+        state: &mut Self::State,
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let [a, b, c, d, e] = bufs;
-        if let Arch::SasRec(m) = self {
-            return m.encode_batch(be, windows, ids, lens, [a, b, c], out);
-        }
-        for (i, ((window, &user), obj)) in windows.iter().zip(users).zip(objs).enumerate() {
-            self.encode(
-                be,
-                window,
-                user,
-                obj,
-                state,
-                ids,
-                [&mut *a, &mut *b, &mut *c, &mut *d],
-                e,
-            )?;
-            be.copy_rows(e, 0, out, i, 1, self.score_dim())?;
-        }
-        Ok(())
+        let mut row = core::mem::take(&mut s.row);
+        let res = reqs.iter().enumerate().try_for_each(|(i, req)| {
+            self.encode(be, req, state, s, &mut row)?;
+            be.copy_rows(&row, 0, out, i, 1, self.score_dim())
+        });
+        s.row = row;
+        res
     }
 
-    /// Appends one event to a state whose window is not full; returns `false` (doing nothing)
-    /// when the architecture cannot extend its state incrementally, in which case the caller
-    /// re-encodes the window.
-    pub fn push(
+    /// Appends one event to a state whose window is not full and writes the new scoring
+    /// vector; returns `false` (doing nothing) when the architecture cannot extend its state
+    /// incrementally, in which case the caller re-encodes the window.
+    fn push(
         &self,
         be: &B,
         item: u32,
-        obj: &Objectives,
-        state: &mut ArchState<B>,
-        ids: &mut Vec<u32>,
-        bufs: [&mut B::Buf; 4],
+        objectives: &Objectives,
+        state: &mut Self::State,
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<bool> {
-        if let Arch::Rl(m) = self {
-            let [a, b, c, d] = bufs;
-            let pushed = m
-                .backbone
-                .push(be, item, obj, state, ids, [&mut *a, b, c, d], out)?;
-            if pushed {
-                m.scoring_vector(be, obj, a, out)?;
-            }
-            return Ok(pushed);
-        }
-        let [a, b, c, _] = bufs;
-        match (self, state) {
-            // Hierarchical models recompute the session (IntraDT's returns change with it).
-            (Arch::Hdt(_), ArchState::Hdt(_)) => Ok(false),
-            (Arch::SasRec(m), ArchState::SasRec(s)) => {
-                m.push(be, item, s, [a, b, c], out).map(|_| true)
-            }
-            (Arch::Gru4Rec(m), ArchState::Gru4Rec(s)) => {
-                m.push(be, item, s, [a, b, c], out).map(|_| true)
-            }
-            (Arch::NextItNet(m), ArchState::NextItNet(s)) => {
-                m.push(be, item, ids, s, [a, b], out).map(|_| true)
-            }
-            (Arch::Caser(_), ArchState::Caser) | (Arch::Dt(_), ArchState::Dt(_)) => Ok(false),
-            _ => Err(Error::InvalidArgument(
-                "session state belongs to a different architecture".into(),
-            )),
+        let _ = (be, item, objectives, state, s, out);
+        Ok(false)
+    }
+
+    /// A session boundary after the events `history`. Hierarchical architectures advance their
+    /// inter-session state and return `true` (the caller then starts an empty session); the
+    /// others treat a user's sessions as one sequence and return `false`.
+    fn end_session(
+        &self,
+        be: &B,
+        state: &mut Self::State,
+        history: &[u32],
+        s: &mut Scratch<B>,
+    ) -> Result<bool> {
+        let _ = (be, state, history, s);
+        Ok(false)
+    }
+
+    /// The scoring vector of a session with no event yet after a boundary, for architectures
+    /// that predict a session's first item; returns whether it wrote one.
+    fn encode_empty(
+        &self,
+        be: &B,
+        objectives: &Objectives,
+        state: &mut Self::State,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<bool> {
+        let _ = (be, objectives, state, s, out);
+        Ok(false)
+    }
+}
+
+/// The state of any architecture, as the API keeps it (a session's, or a workspace's cache).
+pub struct ArchState(Box<dyn Any + Send>);
+
+impl core::fmt::Debug for ArchState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ArchState")
+    }
+}
+
+impl ArchState {
+    fn of<S: Send + 'static>(state: S) -> ArchState {
+        ArchState(Box::new(state))
+    }
+
+    fn get<S: 'static>(&mut self) -> Result<&mut S> {
+        self.0.downcast_mut::<S>().ok_or_else(|| {
+            Error::InvalidArgument("session state belongs to a different architecture".into())
+        })
+    }
+}
+
+/// [`Architecture`] with its state type erased, so that the API holds any architecture as a
+/// `Box<dyn DynArch<B>>`. Implemented for every architecture.
+#[allow(missing_docs)]
+pub trait DynArch<B: Backend>: Send + Sync + core::fmt::Debug {
+    fn name(&self) -> &'static str;
+    fn dim(&self) -> usize;
+    fn score_dim(&self) -> usize;
+    fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor>;
+    fn objective_specs(&self) -> &'static [ObjectiveSpec];
+    fn item_embedding(&self) -> &Embedding<B>;
+    fn n_users(&self) -> Option<usize>;
+    fn new_state(&self, be: &B) -> Result<ArchState>;
+    fn encode(
+        &self,
+        be: &B,
+        req: &Request<'_>,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<()>;
+    fn encode_batch(
+        &self,
+        be: &B,
+        reqs: &[Request<'_>],
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<()>;
+    fn push(
+        &self,
+        be: &B,
+        item: u32,
+        objectives: &Objectives,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<bool>;
+    fn end_session(
+        &self,
+        be: &B,
+        state: &mut ArchState,
+        history: &[u32],
+        s: &mut Scratch<B>,
+    ) -> Result<bool>;
+    fn encode_empty(
+        &self,
+        be: &B,
+        objectives: &Objectives,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<bool>;
+}
+
+impl<B: Backend, A: Architecture<B>> DynArch<B> for A {
+    fn name(&self) -> &'static str {
+        Architecture::name(self)
+    }
+    fn dim(&self) -> usize {
+        Architecture::dim(self)
+    }
+    fn score_dim(&self) -> usize {
+        Architecture::score_dim(self)
+    }
+    fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+        Architecture::scoring_table(self, file, n_items)
+    }
+    fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        Architecture::objective_specs(self)
+    }
+    fn item_embedding(&self) -> &Embedding<B> {
+        Architecture::item_embedding(self)
+    }
+    fn n_users(&self) -> Option<usize> {
+        Architecture::n_users(self)
+    }
+    fn new_state(&self, be: &B) -> Result<ArchState> {
+        Ok(ArchState::of(Architecture::new_state(self, be)?))
+    }
+    fn encode(
+        &self,
+        be: &B,
+        req: &Request<'_>,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        Architecture::encode(self, be, req, state.get()?, s, out)
+    }
+    fn encode_batch(
+        &self,
+        be: &B,
+        reqs: &[Request<'_>],
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        Architecture::encode_batch(self, be, reqs, state.get()?, s, out)
+    }
+    fn push(
+        &self,
+        be: &B,
+        item: u32,
+        objectives: &Objectives,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<bool> {
+        Architecture::push(self, be, item, objectives, state.get()?, s, out)
+    }
+    fn end_session(
+        &self,
+        be: &B,
+        state: &mut ArchState,
+        history: &[u32],
+        s: &mut Scratch<B>,
+    ) -> Result<bool> {
+        Architecture::end_session(self, be, state.get()?, history, s)
+    }
+    fn encode_empty(
+        &self,
+        be: &B,
+        objectives: &Objectives,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<bool> {
+        Architecture::encode_empty(self, be, objectives, state.get()?, s, out)
+    }
+}
+
+/// An architecture's entry in the [`registry`]: the names it loads and its loader.
+pub struct Registration<B: Backend> {
+    /// The `model` names it answers to.
+    pub names: &'static [&'static str],
+    load: LoadFn<B>,
+}
+
+impl<B: Backend> core::fmt::Debug for Registration<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Registration")
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+type LoadFn<B> = fn(&B, &'static str, &mut LoadContext<'_, '_>) -> Result<Box<dyn DynArch<B>>>;
+
+fn load_boxed<B: Backend, A: Architecture<B>>(
+    be: &B,
+    name: &'static str,
+    cx: &mut LoadContext<'_, '_>,
+) -> Result<Box<dyn DynArch<B>>> {
+    Ok(Box::new(A::load(be, name, cx)?))
+}
+
+impl<B: Backend> Registration<B> {
+    /// The entry of architecture `A`.
+    pub fn of<A: Architecture<B>>() -> Self {
+        Registration {
+            names: A::NAMES,
+            load: load_boxed::<B, A>,
         }
     }
 }
 
-/// The tensors (names and shapes, in loading order) that a model with configuration `cfg`
-/// needs: the list a checkpoint writer must produce and the loader will check.
-pub fn tensor_specs(cfg: &Config) -> Result<Vec<TensorSpec>> {
-    let n_items = cfg.usize("n_items")?;
-    let max_len = cfg.usize_or("MAX_ITEM_LIST_LENGTH", crate::model::DEFAULT_MAX_LEN)?;
-    let mut ld = TensorLoader::recording();
-    let arch = Arch::load(&crate::cpu::Cpu, cfg, &mut ld, n_items, max_len)?;
-    ld.finish(arch.name())
+/// Every registered `model` name, in registry order.
+pub fn names<B: Backend>() -> Vec<&'static str> {
+    registry::<B>()
+        .iter()
+        .flat_map(|r| r.names.iter().copied())
+        .collect()
+}
+
+/// Loads the architecture registered as `name` (lower case).
+///
+/// # Errors
+/// [`Error::UnknownModel`] listing every registered name, or the loader's error.
+pub fn load<B: Backend>(
+    be: &B,
+    name: &str,
+    cx: &mut LoadContext<'_, '_>,
+) -> Result<Box<dyn DynArch<B>>> {
+    for r in registry::<B>() {
+        if let Some(&n) = r.names.iter().find(|&&n| n == name) {
+            return (r.load)(be, n, cx);
+        }
+    }
+    Err(Error::UnknownModel {
+        name: name.to_string(),
+        known: names::<B>().join(", "),
+    })
 }

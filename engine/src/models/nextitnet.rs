@@ -7,14 +7,13 @@
 //! causal and stay valid while the history fits the window; a new event recomputes the rows
 //! from its position to the end of the window (the padded tail, which holds the output).
 
+use super::{Architecture, LoadContext, Request, Scratch};
 use crate::backend::Backend;
-use crate::blocks::{Embedding, Linear, NextItNetBlock};
-use crate::config::Config;
+use crate::blocks::{Activation, Embedding, Linear, NextItNetBlock};
 use crate::error::{Error, Result};
-use crate::weights::TensorLoader;
+use crate::objectives::Objectives;
 use alloc::format;
 use alloc::vec::Vec;
-use seqrec_kernels::cpu::activation::Activation;
 
 /// RecBole's NextItNet.
 #[derive(Debug)]
@@ -38,13 +37,9 @@ pub struct NextItNetState<B: Backend> {
 impl<B: Backend> NextItNet<B> {
     /// Loads the RecBole tensors. Defaults (RecBole's `NextItNet.yaml`): embedding_size 64,
     /// kernel_size 3, block_num 5, dilations [1, 4] (the list is repeated block_num times).
-    pub fn load(
-        be: &B,
-        cfg: &Config,
-        ld: &mut TensorLoader<'_>,
-        n_items: usize,
-        max_len: usize,
-    ) -> Result<Self> {
+    fn load_from(be: &B, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let (cfg, n_items, max_len) = (cx.cfg, cx.n_items, cx.max_len);
+        let ld = &mut *cx.ld;
         let emb = cfg.usize_or("embedding_size", 64)?;
         let kernel = cfg.usize_or("kernel_size", 3)?;
         let block_num = cfg.usize_or("block_num", 5)?;
@@ -79,87 +74,97 @@ impl<B: Backend> NextItNet<B> {
         })
     }
 
-    /// Width of the user vector.
-    pub fn dim(&self) -> usize {
-        self.emb
-    }
-
-    /// An empty incremental state (buffers grow on first use).
-    pub fn new_state(&self, be: &B) -> Result<NextItNetState<B>> {
-        let n = self.blocks.len();
-        let acts = (0..=n).map(|_| be.alloc(0)).collect::<Result<Vec<_>>>()?;
-        let mids = (0..n).map(|_| be.alloc(0)).collect::<Result<Vec<_>>>()?;
-        Ok(NextItNetState { acts, mids, len: 0 })
-    }
-
     /// Recomputes blocks from row `from`, then reads the output at the last row.
     fn run_from(
         &self,
         be: &B,
         from: usize,
         state: &mut NextItNetState<B>,
-        bufs: [&mut B::Buf; 2],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let [tmp, scratch] = bufs;
         let l = self.max_len;
         for (b, blk) in self.blocks.iter().enumerate() {
             let (inputs, outputs) = state.acts.split_at_mut(b + 1);
-            be.nextitnet_block(
-                blk,
-                &inputs[b],
-                l,
-                from,
-                &mut state.mids[b],
-                scratch,
-                &mut outputs[0],
-            )?;
+            let (x, mid) = (&inputs[b], &mut state.mids[b]);
+            be.nextitnet_block(blk, x, l, from, mid, &mut s.tmp, &mut outputs[0])?;
         }
         let last = state.acts.last().expect("at least the embedding buffer");
-        be.copy_rows(last, l - 1, tmp, 0, 1, self.emb)?;
-        be.linear(&self.final_layer, tmp, 1, Activation::Identity, out)
+        be.copy_rows(last, l - 1, &mut s.x, 0, 1, self.emb)?;
+        be.linear(&self.final_layer, &s.x, 1, Activation::Identity, out)
+    }
+}
+
+impl<B: Backend> Architecture<B> for NextItNet<B> {
+    type State = NextItNetState<B>;
+    const NAMES: &'static [&'static str] = &["nextitnet"];
+
+    fn load(be: &B, _name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        Self::load_from(be, cx)
     }
 
-    /// Encodes `window` (validated, at most `L` ids) from scratch into row 0 of `out`.
-    /// `ids` is scratch for the padded window.
-    pub fn encode(
+    fn name(&self) -> &'static str {
+        "nextitnet"
+    }
+
+    fn dim(&self) -> usize {
+        self.emb
+    }
+
+    fn item_embedding(&self) -> &Embedding<B> {
+        &self.item_emb
+    }
+
+    /// An empty incremental state (buffers grow on first use).
+    fn new_state(&self, _be: &B) -> Result<NextItNetState<B>> {
+        let n = self.blocks.len();
+        let acts = (0..=n).map(|_| B::Buf::default()).collect();
+        let mids = (0..n).map(|_| B::Buf::default()).collect();
+        Ok(NextItNetState { acts, mids, len: 0 })
+    }
+
+    /// Encodes the window (at most `L` ids), right-padded to `L` rows, from scratch.
+    fn encode(
         &self,
         be: &B,
-        window: &[u32],
-        ids: &mut Vec<u32>,
+        req: &Request<'_>,
         state: &mut NextItNetState<B>,
-        bufs: [&mut B::Buf; 2],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
+        let ids = &mut s.ids;
         ids.clear();
-        ids.extend_from_slice(window);
+        ids.extend_from_slice(req.window);
         ids.resize(self.max_len, 0);
         be.embedding(&self.item_emb, ids, None, &mut state.acts[0])?;
-        state.len = window.len();
-        self.run_from(be, 0, state, bufs, out)
+        state.len = req.window.len();
+        self.run_from(be, 0, state, s, out)
     }
 
-    /// Appends one event at row `state.len` (which must be below `L`; the state must come from
-    /// [`Self::encode`] or earlier pushes, or be fresh) and writes the user vector to `out`.
-    pub fn push(
+    /// Appends one event at row `state.len` (below `L`) and recomputes the rows from there.
+    fn push(
         &self,
         be: &B,
         item: u32,
-        ids: &mut Vec<u32>,
+        objectives: &Objectives,
         state: &mut NextItNetState<B>,
-        bufs: [&mut B::Buf; 2],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let pos = state.len;
         debug_assert!(pos < self.max_len);
         if pos == 0 {
-            return self.encode(be, &[item], ids, state, bufs, out);
+            let req = Request {
+                window: &[item],
+                user: 0,
+                objectives,
+            };
+            return self.encode(be, &req, state, s, out).map(|_| true);
         }
-        let [tmp, scratch] = bufs;
-        be.embedding(&self.item_emb, &[item], None, tmp)?;
-        be.copy_rows(tmp, 0, &mut state.acts[0], pos, 1, self.emb)?;
+        be.embedding(&self.item_emb, &[item], None, &mut s.x)?;
+        be.copy_rows(&s.x, 0, &mut state.acts[0], pos, 1, self.emb)?;
         state.len = pos + 1;
-        self.run_from(be, pos, state, [tmp, scratch], out)
+        self.run_from(be, pos, state, s, out).map(|_| true)
     }
 }
 

@@ -15,12 +15,12 @@
 //! `[h, w_acc·h, w_div·h, w_nov·h, 1, w_acc, w_div, w_nov]` (matching columns). The Q head of
 //! SQN/SNQN/SA2C (`q_head.*`) is loaded and checked but not used for serving, as in the papers.
 
-use super::Arch;
-use crate::backend::Backend;
-use crate::config::Config;
+use super::{ArchState, Architecture, DynArch, LoadContext, Request, Scratch};
+use crate::backend::{At, Backend, Scale, Src};
+use crate::blocks::Embedding;
 use crate::error::{Error, Result};
 use crate::objectives::{ObjectiveSpec, Objectives};
-use crate::weights::{Tensor, TensorLoader, WeightFile};
+use crate::weights::{Tensor, WeightFile};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec;
@@ -63,7 +63,7 @@ const SMORL_HEADS: &[&str] = &["q_acc", "q_div", "q_nov"];
 #[derive(Debug)]
 pub struct RlHeads<B: Backend> {
     name: &'static str,
-    pub(crate) backbone: Box<Arch<B>>,
+    backbone: Box<dyn DynArch<B>>,
     tied: bool,
     smorl: bool,
     d: usize,
@@ -72,24 +72,17 @@ pub struct RlHeads<B: Backend> {
 impl<B: Backend> RlHeads<B> {
     /// Loads method `name` (one of [`RL_MODELS`]): the backbone's tensors under RecBole's
     /// names, then `sup_head.*` (unless tied) and the Q heads.
-    pub fn load(
-        be: &B,
-        cfg: &Config,
-        ld: &mut TensorLoader<'_>,
-        n_items: usize,
-        max_len: usize,
-        name: &'static str,
-    ) -> Result<Self> {
-        let backbone_name = cfg.str_or("backbone", "")?;
+    fn load_from(be: &B, name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let backbone_name = cx.cfg.str_or("backbone", "")?;
         if !RL_BACKBONES.contains(&backbone_name.as_str()) {
             return Err(Error::Config(format!(
                 "model `{name}` needs a `backbone` key naming one of {} (found `{backbone_name}`)",
                 RL_BACKBONES.join(", ")
             )));
         }
-        let backbone = Arch::load_named(be, &backbone_name, cfg, ld, n_items, max_len)?;
+        let backbone = super::load(be, &backbone_name, cx)?;
         let d = backbone.dim();
-        let tied = match cfg.str_or("sup_head", "linear")?.as_str() {
+        let tied = match cx.cfg.str_or("sup_head", "linear")?.as_str() {
             "linear" => false,
             "tied" => true,
             other => {
@@ -104,32 +97,23 @@ impl<B: Backend> RlHeads<B> {
             heads.push("sup_head");
         }
         heads.extend_from_slice(if smorl { SMORL_HEADS } else { &["q_head"] });
+        let n_items = cx.n_items;
         for h in heads {
-            ld.get(&format!("{h}.weight"), &[n_items, d])?;
-            ld.get(&format!("{h}.bias"), &[n_items])?;
+            cx.ld.get(&format!("{h}.weight"), &[n_items, d])?;
+            cx.ld.get(&format!("{h}.bias"), &[n_items])?;
         }
         Ok(RlHeads {
             name,
-            backbone: Box::new(backbone),
+            backbone,
             tied,
             smorl,
             d,
         })
     }
 
-    /// The method's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// The backbone.
-    pub fn backbone(&self) -> &Arch<B> {
-        &self.backbone
-    }
-
-    /// Width of the state `h`.
-    pub fn dim(&self) -> usize {
-        self.d
+    pub fn backbone(&self) -> &dyn DynArch<B> {
+        &*self.backbone
     }
 
     /// Whether the supervised head is the item embedding.
@@ -138,7 +122,7 @@ impl<B: Backend> RlHeads<B> {
     }
 
     /// Width of the scoring vector.
-    pub fn score_dim(&self) -> usize {
+    fn width(&self) -> usize {
         let heads = if self.smorl { 4 } else { 1 };
         heads * self.d + heads - usize::from(self.tied)
     }
@@ -164,7 +148,7 @@ impl<B: Backend> RlHeads<B> {
 
     /// The scoring table `[n_items, score_dim]` (see the module docs); the item embedding
     /// itself, zero-copy, for a tied single-head method.
-    pub fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+    fn table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
         let (weights, biases) = self.columns();
         if weights.len() == 1 && biases.is_empty() {
             return file.tensor(weights[0], &[n_items, self.d]);
@@ -178,7 +162,7 @@ impl<B: Backend> RlHeads<B> {
             .iter()
             .map(|n| file.tensor(n, &[n_items]))
             .collect::<Result<Vec<_>>>()?;
-        let width = self.score_dim();
+        let width = self.width();
         let mut data = Vec::with_capacity(n_items * width);
         for i in 0..n_items {
             for w in &ws {
@@ -189,45 +173,29 @@ impl<B: Backend> RlHeads<B> {
         Tensor::from_vec(vec![n_items, width], data)
     }
 
-    /// SMORL's knobs; none for the single-head methods.
-    pub fn objective_specs(&self) -> &'static [ObjectiveSpec] {
-        if self.smorl { SMORL_OBJECTIVES } else { &[] }
-    }
-
-    /// Turns the state `h` in row 0 of `out` into the scoring vector under `obj`, using
-    /// `scratch` (a free workspace buffer). Allocates nothing: the scaled copies of `h` go
-    /// through a small stack buffer.
-    pub(crate) fn scoring_vector(
+    /// Turns the state `h` in row 0 of `out` into the scoring vector under `obj`:
+    /// `[h, w_acc·h, w_div·h, w_nov·h, 1, w_acc, w_div, w_nov]` (matching the table's columns).
+    fn scoring_vector(
         &self,
         be: &B,
         obj: &Objectives,
-        scratch: &mut B::Buf,
+        aux: &mut B::Buf,
         out: &mut B::Buf,
     ) -> Result<()> {
-        const CHUNK: usize = 64;
-        let (d, width) = (self.d, self.score_dim());
+        let (d, width) = (self.d, self.width());
         if width == d {
             return Ok(());
         }
-        // `ensure` may drop the contents: keep h in `scratch` meanwhile.
-        be.copy_rows(out, 0, scratch, 0, 1, d)?;
-        be.ensure(out, width)?;
-        be.copy_rows(scratch, 0, out, 0, 1, d)?;
         let mut w = [0.0f32; 3];
         if self.smorl {
             for (wo, spec) in w.iter_mut().zip(SMORL_OBJECTIVES) {
                 *wo = obj.value(spec.name);
             }
-            let (mut chunk, mut scaled) = ([0.0f32; CHUNK], [0.0f32; CHUNK]);
-            for c0 in (0..d).step_by(CHUNK) {
-                let len = (d - c0).min(CHUNK);
-                be.read(scratch, c0, &mut chunk[..len])?;
-                for (o, &wo) in w.iter().enumerate() {
-                    for (y, &x) in scaled[..len].iter_mut().zip(&chunk[..len]) {
-                        *y = wo * x;
-                    }
-                    be.write(&scaled[..len], out, (1 + o) * d + c0)?;
-                }
+            be.copy_rows(out, 0, aux, 0, 1, d)?;
+            for (o, &wo) in w.iter().enumerate() {
+                let to = At::rows(1 + o, d);
+                be.fill(out, to, 1, d, 0.0)?;
+                be.axpy(Src::Buf(aux), At::rows(0, d), Scale::All(wo), out, to, 1, d)?;
             }
         }
         // The bias columns: 1 for b_s, then the weights of the Q heads' biases.
@@ -242,5 +210,77 @@ impl<B: Backend> RlHeads<B> {
             k += 3;
         }
         be.write(&tail[..k], out, width - k)
+    }
+}
+
+impl<B: Backend> Architecture<B> for RlHeads<B> {
+    /// The backbone's state.
+    type State = ArchState;
+    const NAMES: &'static [&'static str] = RL_MODELS;
+
+    fn load(be: &B, name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        Self::load_from(be, name, cx)
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Width of the state `h`.
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn score_dim(&self) -> usize {
+        self.width()
+    }
+
+    fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor> {
+        self.table(file, n_items)
+    }
+
+    /// SMORL's knobs; none for the single-head methods.
+    fn objective_specs(&self) -> &'static [ObjectiveSpec] {
+        if self.smorl { SMORL_OBJECTIVES } else { &[] }
+    }
+
+    fn item_embedding(&self) -> &Embedding<B> {
+        self.backbone.item_embedding()
+    }
+
+    fn n_users(&self) -> Option<usize> {
+        self.backbone.n_users()
+    }
+
+    fn new_state(&self, be: &B) -> Result<ArchState> {
+        self.backbone.new_state(be)
+    }
+
+    fn encode(
+        &self,
+        be: &B,
+        req: &Request<'_>,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        self.backbone.encode(be, req, state, s, out)?;
+        self.scoring_vector(be, req.objectives, &mut s.aux, out)
+    }
+
+    fn push(
+        &self,
+        be: &B,
+        item: u32,
+        objectives: &Objectives,
+        state: &mut ArchState,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<bool> {
+        let pushed = self.backbone.push(be, item, objectives, state, s, out)?;
+        if pushed {
+            self.scoring_vector(be, objectives, &mut s.aux, out)?;
+        }
+        Ok(pushed)
     }
 }

@@ -7,14 +7,15 @@
 //! last position only. Sessions keep every layer's keys and values, so that while the history
 //! fits the window a new event costs one position through each layer.
 
-use crate::backend::{Backend, KvCache};
-use crate::blocks::{AttentionBlock, Embedding, FeedForward, LayerNorm};
+use super::{Architecture, LoadContext, Request, Scratch};
+use crate::backend::{At, Backend, BlockScratch, KvCache, Scale, SelfMask, Src};
+use crate::blocks::{Activation, AttentionBlock, Embedding, FeedForward, LayerNorm};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::objectives::Objectives;
 use crate::weights::TensorLoader;
 use alloc::format;
 use alloc::vec::Vec;
-use seqrec_kernels::cpu::activation::Activation;
 
 /// RecBole's SASRec.
 #[derive(Debug)]
@@ -37,7 +38,7 @@ pub struct SasRecState<B: Backend> {
 impl<B: Backend> SasRec<B> {
     /// Loads the RecBole tensors. Defaults (RecBole's `SASRec.yaml`): hidden_size 64,
     /// n_layers 2, n_heads 2, inner_size 256, hidden_act gelu, layer_norm_eps 1e-12.
-    pub fn load(
+    pub fn load_from(
         be: &B,
         cfg: &Config,
         ld: &mut TensorLoader<'_>,
@@ -49,12 +50,7 @@ impl<B: Backend> SasRec<B> {
         let n_heads = cfg.usize_or("n_heads", 2)?;
         let inner = cfg.usize_or("inner_size", 256)?;
         let eps = cfg.f32_or("layer_norm_eps", 1e-12)?;
-        let act_name = cfg.str_or("hidden_act", "gelu")?;
-        let act = Activation::from_name(&act_name).ok_or_else(|| {
-            Error::Config(format!(
-                "hidden_act `{act_name}` is not one of gelu, relu, swish, tanh, sigmoid"
-            ))
-        })?;
+        let act = Activation::from_config("hidden_act", &cfg.str_or("hidden_act", "gelu")?)?;
         if hidden == 0 || inner == 0 {
             return Err(Error::Config(format!(
                 "hidden_size ({hidden}) and inner_size ({inner}) must be positive"
@@ -95,61 +91,45 @@ impl<B: Backend> SasRec<B> {
         })
     }
 
-    /// Width of the user vector.
-    pub fn dim(&self) -> usize {
-        self.hidden
-    }
-
     /// An empty incremental state.
-    pub fn new_state(&self, be: &B) -> Result<SasRecState<B>> {
+    pub fn empty_state(&self, be: &B) -> Result<SasRecState<B>> {
         let caches = (0..self.layers.len())
             .map(|_| KvCache::new(be, self.max_len, self.hidden))
             .collect::<Result<Vec<_>>>()?;
         Ok(SasRecState { caches, len: 0 })
     }
 
-    /// Encodes `window` (validated, at most `max_len` ids) from scratch into row 0 of `out`,
-    /// refilling `state`.
-    pub fn encode(
-        &self,
-        be: &B,
-        window: &[u32],
-        state: &mut SasRecState<B>,
-        bufs: [&mut B::Buf; 3],
-        out: &mut B::Buf,
-    ) -> Result<()> {
-        let [x, y, scratch] = bufs;
-        let rows = self.run(be, window, state, [&mut *x, y, scratch], false)?;
-        be.copy_rows(x, rows - 1, out, 0, 1, self.hidden)
-    }
-
-    /// Encodes `window` from scratch, leaving the output of every position in the first
-    /// buffer (`[window.len(), hidden]`), refilling `state` (the Decision Transformers read
-    /// a state per step).
+    /// Encodes `window` from scratch, leaving the output of every position in `x`
+    /// (`[window.len(), hidden]`) and refilling `state` (the Decision Transformers read a
+    /// state per step).
     pub(crate) fn encode_all(
         &self,
         be: &B,
         window: &[u32],
         state: &mut SasRecState<B>,
-        bufs: [&mut B::Buf; 3],
+        x: &mut B::Buf,
+        y: &mut B::Buf,
+        tmp: &mut BlockScratch<B>,
     ) -> Result<()> {
-        self.run(be, window, state, bufs, true).map(|_| ())
+        be.embedding(&self.item_emb, window, Some((&self.pos_emb, 0)), x)?;
+        self.layers_over(be, x, window.len(), state, y, tmp, true)
+            .map(|_| ())
     }
 
-    /// The layers over `window` into the first buffer; the last layer computes every
-    /// position when `all`, else the last one only. Returns the rows computed.
-    fn run(
+    /// The embedding LayerNorm and the layers over the `n` input rows in `x`, output in `x`;
+    /// the last layer computes every position when `all`, else the last one only. Returns the
+    /// rows computed.
+    fn layers_over(
         &self,
         be: &B,
-        window: &[u32],
+        x: &mut B::Buf,
+        n: usize,
         state: &mut SasRecState<B>,
-        bufs: [&mut B::Buf; 3],
+        y: &mut B::Buf,
+        tmp: &mut BlockScratch<B>,
         all: bool,
     ) -> Result<usize> {
-        let [x, y, scratch] = bufs;
-        let n = window.len();
-        be.embedding(&self.item_emb, window, Some((&self.pos_emb, 0)), x)?;
-        be.layer_norm(&self.ln, x, n)?;
+        be.layer_norm(&self.ln, x, 0..n)?;
         let mut rows = n;
         for (l, (att, ff)) in self.layers.iter().enumerate() {
             let q_from = if !all && l + 1 == self.layers.len() {
@@ -157,37 +137,101 @@ impl<B: Backend> SasRec<B> {
             } else {
                 0
             };
-            be.attention(att, x, n, 0, q_from, &mut state.caches[l], scratch, y)?;
+            let cache = &mut state.caches[l];
+            be.attention(att, x, n, 0, q_from, SelfMask::Causal, cache, tmp, y)?;
             rows = n - q_from;
-            be.feed_forward(ff, y, rows, scratch, x)?;
+            be.feed_forward(ff, y, rows, tmp, x)?;
         }
         state.len = n;
         Ok(rows)
     }
 
-    /// Encodes a batch of validated windows into rows `0 .. windows.len()` of `out`: their
-    /// positions stacked into one `[Σ len, H]` activation, so that every projection and
-    /// feed-forward sublayer is one large product (the last layer only for each window's last
-    /// position). `ids` and `lens` are scratch.
-    pub fn encode_batch(
+    /// Encodes `n` input rows already in `x` (`[n, H]`, used in place of item embeddings;
+    /// position embeddings are added here) through every layer, leaving every position's
+    /// output in `x`.
+    pub(crate) fn encode_inputs(
         &self,
         be: &B,
-        windows: &[&[u32]],
-        ids: &mut Vec<u32>,
-        lens: &mut Vec<usize>,
-        bufs: [&mut B::Buf; 3],
+        x: &mut B::Buf,
+        n: usize,
+        state: &mut SasRecState<B>,
+        y: &mut B::Buf,
+        tmp: &mut BlockScratch<B>,
+    ) -> Result<()> {
+        let h = self.hidden;
+        let (pos, at) = (Src::Param(&self.pos_emb.table), At::rows(0, h));
+        be.axpy(pos, at, Scale::All(1.0), x, at, n, h)?;
+        self.layers_over(be, x, n, state, y, tmp, true).map(|_| ())
+    }
+}
+
+impl<B: Backend> Architecture<B> for SasRec<B> {
+    type State = SasRecState<B>;
+    const NAMES: &'static [&'static str] = &["sasrec"];
+
+    fn load(be: &B, _name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        Self::load_from(be, cx.cfg, cx.ld, cx.n_items, cx.max_len)
+    }
+
+    fn name(&self) -> &'static str {
+        "sasrec"
+    }
+
+    fn dim(&self) -> usize {
+        self.hidden
+    }
+
+    fn item_embedding(&self) -> &Embedding<B> {
+        &self.item_emb
+    }
+
+    fn new_state(&self, be: &B) -> Result<SasRecState<B>> {
+        self.empty_state(be)
+    }
+
+    fn encode(
+        &self,
+        be: &B,
+        req: &Request<'_>,
+        state: &mut SasRecState<B>,
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let [x, y, scratch] = bufs;
+        let Scratch { x, y, tmp, .. } = s;
+        let window = req.window;
+        be.embedding(&self.item_emb, window, Some((&self.pos_emb, 0)), x)?;
+        let rows = self.layers_over(be, x, window.len(), state, y, tmp, false)?;
+        be.copy_rows(x, rows - 1, out, 0, 1, self.hidden)
+    }
+
+    /// Encodes a batch into rows `0 .. reqs.len()` of `out`: their positions stacked into one
+    /// `[Σ len, H]` activation, so that every projection and feed-forward sublayer is one large
+    /// product (the last layer only for each window's last position).
+    fn encode_batch(
+        &self,
+        be: &B,
+        reqs: &[Request<'_>],
+        _state: &mut SasRecState<B>,
+        s: &mut Scratch<B>,
+        out: &mut B::Buf,
+    ) -> Result<()> {
+        let Scratch {
+            x,
+            y,
+            tmp,
+            ids,
+            lens,
+            ..
+        } = s;
         ids.clear();
         lens.clear();
-        for w in windows {
-            ids.extend_from_slice(w);
-            lens.push(w.len());
+        for r in reqs {
+            ids.extend_from_slice(r.window);
+            lens.push(r.window.len());
         }
-        let (total, b) = (ids.len(), windows.len());
+        let (total, b) = (ids.len(), reqs.len());
         be.embedding_seqs(&self.item_emb, ids, lens, Some(&self.pos_emb), x)?;
-        be.layer_norm(&self.ln, x, total)?;
+        be.layer_norm(&self.ln, x, 0..total)?;
         if self.layers.is_empty() {
             let mut end = 0;
             for (i, &len) in lens.iter().enumerate() {
@@ -198,71 +242,36 @@ impl<B: Backend> SasRec<B> {
         }
         for (l, (att, ff)) in self.layers.iter().enumerate() {
             let last = l + 1 == self.layers.len();
-            be.attention_seqs(att, x, lens, last, scratch, y)?;
-            be.feed_forward(ff, y, if last { b } else { total }, scratch, x)?;
+            be.attention_seqs(att, x, lens, last, SelfMask::Causal, tmp, y)?;
+            be.feed_forward(ff, y, if last { b } else { total }, tmp, x)?;
         }
         be.copy_rows(x, 0, out, 0, b, self.hidden)
     }
 
-    /// Appends one event at position `state.len` (which must be below `max_len`) and writes
-    /// the new user vector to row 0 of `out`.
-    pub fn push(
+    /// Appends one event at position `state.len` (below `max_len`) and writes the new user
+    /// vector to row 0 of `out`.
+    fn push(
         &self,
         be: &B,
         item: u32,
+        _objectives: &Objectives,
         state: &mut SasRecState<B>,
-        bufs: [&mut B::Buf; 3],
+        s: &mut Scratch<B>,
         out: &mut B::Buf,
-    ) -> Result<()> {
-        let [x, y, scratch] = bufs;
+    ) -> Result<bool> {
+        let Scratch { x, y, tmp, .. } = s;
         let pos = state.len;
         debug_assert!(pos < self.max_len);
         be.embedding(&self.item_emb, &[item], Some((&self.pos_emb, pos)), x)?;
-        be.layer_norm(&self.ln, x, 1)?;
+        be.layer_norm(&self.ln, x, 0..1)?;
         for (l, (att, ff)) in self.layers.iter().enumerate() {
-            be.attention(att, x, 1, pos, 0, &mut state.caches[l], scratch, y)?;
-            be.feed_forward(ff, y, 1, scratch, x)?;
+            let cache = &mut state.caches[l];
+            be.attention(att, x, 1, pos, 0, SelfMask::Causal, cache, tmp, y)?;
+            be.feed_forward(ff, y, 1, tmp, x)?;
         }
         state.len = pos + 1;
-        be.copy_rows(x, 0, out, 0, 1, self.hidden)
-    }
-}
-
-impl<B: Backend> SasRec<B> {
-    /// Encodes `n` input rows already in `x` (`[n, H]`, used in place of item embeddings;
-    /// position embeddings are added here) through every layer, leaving every position's
-    /// output in `x`. `ids` and `host` are scratch.
-    pub(crate) fn encode_inputs(
-        &self,
-        be: &B,
-        x: &mut B::Buf,
-        n: usize,
-        state: &mut SasRecState<B>,
-        bufs: [&mut B::Buf; 2],
-        ids: &mut Vec<u32>,
-        host: [&mut Vec<f32>; 2],
-    ) -> Result<()> {
-        let [y, scratch] = bufs;
-        let [hx, hp] = host;
-        let h = self.hidden;
-        ids.clear();
-        ids.extend(0..n as u32);
-        be.embedding(&self.pos_emb, ids, None, y)?;
-        hx.resize(n * h, 0.0);
-        hp.resize(n * h, 0.0);
-        be.read(x, 0, hx)?;
-        be.read(y, 0, hp)?;
-        for (a, b) in hx.iter_mut().zip(hp.iter()) {
-            *a += b;
-        }
-        be.write(hx, x, 0)?;
-        be.layer_norm(&self.ln, x, n)?;
-        for (l, (att, ff)) in self.layers.iter().enumerate() {
-            be.attention(att, x, n, 0, 0, &mut state.caches[l], scratch, y)?;
-            be.feed_forward(ff, y, n, scratch, x)?;
-        }
-        state.len = n;
-        Ok(())
+        be.copy_rows(x, 0, out, 0, 1, self.hidden)?;
+        Ok(true)
     }
 }
 

@@ -42,6 +42,7 @@ pub use bert::{Bert, BertConfig, BertWorkspace};
 pub use pool::{Pooling, l2_normalize};
 pub use tokenize::TextTokenizer;
 
+use crate::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::weights::{DType, WeightFile};
 use alloc::format;
@@ -399,9 +400,10 @@ impl TextEncoder {
             ws.ids.extend_from_slice(s);
             ws.lens.push(s.len());
         }
+        let be = Cpu::new().with_split_products(par);
         let hidden = self
             .bert
-            .forward(&ws.ids, None, &ws.lens, &mut ws.bert, par)?;
+            .forward(&be, &ws.ids, None, &ws.lens, &mut ws.bert)?;
         let mut o = 0;
         for (&l, row) in ws.lens.iter().zip(out.chunks_exact_mut(dim)) {
             self.pooling.pool(&hidden[o * dim..], l, dim, row);

@@ -89,14 +89,19 @@ impl Pooling {
             Pooling::Mean | Pooling::MeanSqrtLen => {
                 out.fill(0.0);
                 for row in rows.chunks_exact(dim) {
-                    seqrec_kernels::cpu::vector::add(out, row);
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o += v;
+                    }
                 }
                 let div = if self == Pooling::Mean {
                     len as f32
                 } else {
                     libm::sqrtf(len as f32)
                 };
-                seqrec_kernels::cpu::vector::scale(out, 1.0 / div);
+                let inv = 1.0 / div;
+                for o in out.iter_mut() {
+                    *o *= inv;
+                }
             }
         }
     }

@@ -512,6 +512,30 @@ pub fn layer_norm_no_affine(x: &[f32], rows: usize, dim: usize, eps: f32, out: &
     layer_norm_no_affine_isa(Isa::detect(), x, rows, dim, eps, out);
 }
 
+/// [`layer_norm_no_affine`] in place, with the pulp body instantiated for `isa`.
+///
+/// # Panics
+/// If `x` does not hold `rows·dim` values.
+pub fn layer_norm_no_affine_inplace_isa(
+    isa: Isa,
+    x: &mut [f32],
+    rows: usize,
+    dim: usize,
+    eps: f32,
+) {
+    check_matrix("layer_norm_no_affine_inplace", "x", x.len(), rows, dim);
+    run_layer_norm(isa, Source::InPlace, x, dim, None, eps);
+}
+
+/// [`layer_norm_no_affine`] in place.
+///
+/// # Panics
+/// If `x` does not hold `rows·dim` values.
+#[inline]
+pub fn layer_norm_no_affine_inplace(x: &mut [f32], rows: usize, dim: usize, eps: f32) {
+    layer_norm_no_affine_inplace_isa(Isa::detect(), x, rows, dim, eps);
+}
+
 struct ModulateBody<'a> {
     x: &'a mut [f32],
     dim: usize,

@@ -289,7 +289,7 @@ mod tests {
         GradCheck, assert_grad, assert_grad_piecewise, assert_param_grads,
         assert_param_grads_piecewise, project, randomize, signature, weight_file,
     };
-    use seqrec_engine::backend::Backend;
+    use seqrec_engine::backend::{Backend, BlockScratch};
     use seqrec_engine::{Cpu, TensorLoader, blocks};
     use seqrec_kernels::cpu::conv::causal_conv1d_ref;
     use seqrec_kernels::testing::{assert_close, max_abs_diff};
@@ -386,18 +386,19 @@ mod tests {
         // our LN/ReLU are not fused in place, which changes nothing numerically).
         let mut rng = Rng::new(62);
         let (len, c) = (7, 6);
+        let be = Cpu::new();
         for dilation in [1, 4] {
             let b = block(&mut rng, c, dilation);
             let file = weight_file(&b);
             let mut ld = TensorLoader::new(&file);
             let blk =
-                blocks::NextItNetBlock::load(&Cpu, &mut ld, "residual_blocks.0", c, 3, dilation)
+                blocks::NextItNetBlock::load(&be, &mut ld, "residual_blocks.0", c, 3, dilation)
                     .unwrap();
             ld.finish("nextitnet").unwrap();
             let x = rng.normal_vec(len * c, 1.0);
             let (ours, _) = b.forward(&x, 1, len);
-            let (mut mid, mut scratch, mut out) = (Vec::new(), Vec::new(), Vec::new());
-            Cpu.nextitnet_block(&blk, &x, len, 0, &mut mid, &mut scratch, &mut out)
+            let (mut mid, mut tmp, mut out) = (Vec::new(), BlockScratch::default(), Vec::new());
+            be.nextitnet_block(&blk, &x, len, 0, &mut mid, &mut tmp, &mut out)
                 .unwrap();
             let err = max_abs_diff(&ours, &out[..len * c]);
             assert!(err <= 1e-5, "dilation {dilation}: max |Δ| {err:e}");

@@ -372,13 +372,15 @@ mod tests {
             let g = gru(&mut rng, bias);
             let file = weight_file(&g);
             let mut ld = TensorLoader::new(&file);
-            let layer = blocks::GruLayer::load(&Cpu, &mut ld, "gru_layers", 0, 6, 4, bias).unwrap();
+            let layer = blocks::GruLayer::load(&Cpu::new(), &mut ld, "gru_layers", 0, 6, 4, bias);
+            let layer = layer.unwrap();
             ld.finish("gru").unwrap();
             let steps = 7;
             let x = rng.normal_vec(steps * 6, 1.0);
             let (ours, _) = g.forward(&x, 1, steps, None);
             let (mut h, mut scratch, mut out) = (vec![0.0; 4], Vec::new(), Vec::new());
-            Cpu.gru(&layer, &x, steps, &mut h, &mut scratch, &mut out)
+            Cpu::new()
+                .gru(&layer, &x, steps, &mut h, &mut scratch, &mut out)
                 .unwrap();
             let err = max_abs_diff(&ours, &out[..steps * 4]);
             assert!(err <= 1e-5, "bias {bias}: max |Δ| {err:e}");

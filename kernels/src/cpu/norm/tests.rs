@@ -136,6 +136,25 @@ fn check_layer_norm_no_affine(isa: Isa) {
 }
 crate::isa_tests!(layer_norm_no_affine, check_layer_norm_no_affine);
 
+fn check_layer_norm_no_affine_inplace(isa: Isa) {
+    let mut rng = Rng::new(13);
+    for rows in [1, 3] {
+        for dim in dims() {
+            let x = make_rows(&mut rng, rows, dim);
+            let mut want = vec![0.0f32; rows * dim];
+            layer_norm_no_affine_ref(&x, rows, dim, 1e-6, &mut want);
+            let mut got = x.clone();
+            layer_norm_no_affine_inplace_isa(isa, &mut got, rows, dim, 1e-6);
+            let ctx = format!("layer_norm_no_affine_inplace {isa} {rows}x{dim}");
+            assert_ln_close(&ctx, &got, &want, None, dim);
+        }
+    }
+}
+crate::isa_tests!(
+    layer_norm_no_affine_inplace,
+    check_layer_norm_no_affine_inplace
+);
+
 fn check_modulate(isa: Isa) {
     let mut rng = Rng::new(25);
     for dim in dims() {

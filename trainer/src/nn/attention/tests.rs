@@ -2,7 +2,7 @@ use super::*;
 use crate::nn::gradcheck::{
     GradCheck, assert_grad, assert_param_grads, project, randomize, weight_file,
 };
-use seqrec_engine::backend::{Backend, KvCache};
+use seqrec_engine::backend::{Backend, BlockScratch, KvCache, SelfMask::Causal};
 use seqrec_engine::{Cpu, TensorLoader, blocks};
 use seqrec_kernels::cpu::attention::{self as katt, AttentionShape, AttnMask};
 use seqrec_kernels::testing::{assert_close, max_abs_diff};
@@ -165,7 +165,7 @@ fn attention_sublayer_equals_the_engine_block() {
     let a = attention(&mut rng, 0.0, 0.0);
     let file = weight_file(&a);
     let mut ld = TensorLoader::new(&file);
-    let blk = blocks::AttentionBlock::load(&Cpu, &mut ld, PREFIX, H, HEADS, 1e-12).unwrap();
+    let blk = blocks::AttentionBlock::load(&Cpu::new(), &mut ld, PREFIX, H, HEADS, 1e-12).unwrap();
     ld.finish("attention").unwrap();
     let (batch, len) = (2, 6);
     let n_real = [6, 4];
@@ -176,9 +176,10 @@ fn attention_sublayer_equals_the_engine_block() {
     let (y, _) = a.forward(&x, batch, len, Some(&valid), None);
     for (b, &n) in n_real.iter().enumerate() {
         let xs = x[b * len * H..(b * len + n) * H].to_vec();
-        let mut cache = KvCache::new(&Cpu, len, H).unwrap();
-        let (mut scratch, mut out) = (Vec::new(), Vec::new());
-        Cpu.attention(&blk, &xs, n, 0, 0, &mut cache, &mut scratch, &mut out)
+        let be = Cpu::new();
+        let mut cache = KvCache::new(&be, len, H).unwrap();
+        let (mut tmp, mut out) = (BlockScratch::default(), Vec::new());
+        be.attention(&blk, &xs, n, 0, 0, Causal, &mut cache, &mut tmp, &mut out)
             .unwrap();
         let ours = &y[b * len * H..(b * len + n) * H];
         let err = max_abs_diff(ours, &out[..n * H]);
@@ -225,13 +226,16 @@ fn feed_forward_equals_the_engine_block() {
         let f = feed_forward(&mut rng, act, 0.0);
         let file = weight_file(&f);
         let mut ld = TensorLoader::new(&file);
-        let blk = blocks::FeedForward::load(&Cpu, &mut ld, FF_PREFIX, H, 12, act, 1e-12).unwrap();
+        let eact = blocks::Activation::from_name(act.name()).unwrap();
+        let blk =
+            blocks::FeedForward::load(&Cpu::new(), &mut ld, FF_PREFIX, H, 12, eact, 1e-12).unwrap();
         ld.finish("feed_forward").unwrap();
         let rows = 5;
         let x = rng.normal_vec(rows * H, 1.0);
         let (y, _) = f.forward(&x, rows, None);
-        let (mut scratch, mut out) = (Vec::new(), Vec::new());
-        Cpu.feed_forward(&blk, &x, rows, &mut scratch, &mut out)
+        let (mut tmp, mut out) = (BlockScratch::default(), Vec::new());
+        Cpu::new()
+            .feed_forward(&blk, &x, rows, &mut tmp, &mut out)
             .unwrap();
         let err = max_abs_diff(&y, &out[..rows * H]);
         assert!(err <= 1e-5, "{}: max |Δ| {err:e}", act.name());

@@ -77,12 +77,14 @@ fn caser_convs_equal_the_engine_and_the_kernels() {
     let c = convs(&mut rng, l, e);
     let file = weight_file(&c);
     let mut ld = TensorLoader::new(&file);
-    let blk = blocks::CaserConvs::load(&Cpu, &mut ld, l, e, 2, 3).unwrap();
+    let blk = blocks::CaserConvs::load(&Cpu::new(), &mut ld, l, e, 2, 3).unwrap();
     ld.finish("caser").unwrap();
     let x = rng.normal_vec(l * e, 1.0);
     let (ours, _) = c.forward(&x, 1);
     let (mut scratch, mut out) = (Vec::new(), Vec::new());
-    Cpu.caser_convs(&blk, &x, &mut scratch, &mut out).unwrap();
+    Cpu::new()
+        .caser_convs(&blk, &x, &mut scratch, &mut out)
+        .unwrap();
     let err = max_abs_diff(&ours, &out[..c.out_dim()]);
     assert!(err <= 1e-5, "engine: max |Δ| {err:e}");
     for (hi, (w, b)) in c.conv_h.iter().enumerate() {
