@@ -17,13 +17,11 @@
 //! memory with prefetching (the `few` submodule). The fast paths `linear` / `matmul` run them
 //! for every shape except large batches against a catalog-sized right-hand side ([`prefers_gemm`]: more than
 //! [`SMALL_MAX_ROWS`] rows and more than [`GEMM_MIN_RHS`] weights), which go through the `gemm`
-//! crate under `std` (it allocates a packing buffer on every call). Measured with
-//! `cargo bench -p seqrec-benches --bench linear` on x86-64-v3, one thread, fastest call: on
-//! the per-request shapes (50 rows) `linear` is within 5% of `gemm` at depth 64 and 15%
-//! faster at depth 256, `matmul` level with it; with a few rows our kernels are several times
-//! faster (`gemm` packs for about 4 µs whatever the rows), at 1×64×23716 40% and at
-//! 64×64×23716 about 10% faster; only at 256×64×23716 is `gemm` clearly ahead (10-30%).
-//! Note that `gemm` computes
+//! crate under `std` (it allocates a packing buffer on every call): its cache blocking wins
+//! there, and everywhere else our kernels are about as fast or faster (much faster for a few
+//! rows: `gemm`'s packing costs the same whatever the rows). The measurements behind these
+//! choices are in PERFORMANCE.md ("Linear kernels: which path runs when"). Note that `gemm`
+//! computes
 //! `dst := alpha·dst + beta·lhs·rhs` (alpha/beta swapped relative to BLAS); `matrix::gemm_raw`
 //! is the only place that calls it. The f16 gemv widens rows without inf/NaN with a 3-operation
 //! decode that is exact for finite values (see `convert::f16_finite_sext_to_f32s`) and the
@@ -258,13 +256,14 @@ pub const SMALL_MAX_ROWS: usize = 64;
 
 /// Right-hand sides (`w` of `linear`, `b` of `matmul`) with more values than this are
 /// catalog-sized (4 MiB, beyond the L2 cache): with more than [`SMALL_MAX_ROWS`] rows, such
-/// products go through `gemm` (under `std`), whose cache blocking gains 10-30% there.
+/// products go through `gemm` (under `std`), whose cache blocking is faster there.
 pub const GEMM_MIN_RHS: usize = 1 << 20;
 
 /// Whether a product of this shape goes through the `gemm` crate rather than our kernels:
 /// only batches of more than [`SMALL_MAX_ROWS`] rows against a catalog-sized right-hand side
-/// (more than [`GEMM_MIN_RHS`] values). Everywhere else our kernels are as fast as `gemm`
-/// (within a few percent, and several times faster for a few rows) and allocate nothing.
+/// (more than [`GEMM_MIN_RHS`] values). Everywhere else our kernels are about as fast as
+/// `gemm` or faster (much faster for a few rows) and allocate nothing (figures in
+/// PERFORMANCE.md).
 #[inline]
 pub fn prefers_gemm(m: usize, k: usize, n: usize) -> bool {
     cfg!(feature = "std") && m > SMALL_MAX_ROWS && k.saturating_mul(n) > GEMM_MIN_RHS

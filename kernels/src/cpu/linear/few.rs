@@ -14,8 +14,8 @@
 //! the start of the next thread's block into this core's caches as well.
 //!
 //! f32 weights are read in place. f16 and i16 weights are widened exactly in registers, by
-//! every row block (measured for f16: cheaper than widening a chunk once into a stack buffer for
-//! every row count up to 20); i16 sums are scaled by their row's scale at the end. An f16
+//! every row block (for f16 this measured cheaper than widening a chunk once into a stack
+//! buffer; see PERFORMANCE.md); i16 sums are scaled by their row's scale at the end. An f16
 //! chunk's rows are first scanned for inf/NaN (the scan is also what brings them
 //! in from memory, prefetching ahead): without, they take the three-operation decode, with,
 //! the full one (see [`super::Decode`]).
@@ -32,19 +32,18 @@ use pulp::Simd;
 /// Most rows of a few-row product (the size of the stack array of partial sums).
 pub(super) const FEW_MAX_ROWS: usize = 32;
 
-/// Whether `linear` (f32 weights) takes the few-row kernel: from 2 to 8 rows. Measured on
-/// x86-64-v3 with the weights coming from memory (MiniLM's four layer shapes, one thread):
-/// 10-20% faster than the tiles of `small` there; a single row streams faster through the
-/// `small` dot tiles of 8 weight rows, and from about 12 rows on the register tiles of `small`
-/// catch up.
+/// Whether `linear` (f32 weights) takes the few-row kernel: from 2 to 8 rows, where streaming
+/// the weights from memory beats the tiles of `small`; a single row streams faster through the
+/// `small` dot tiles of 8 weight rows, and with more rows the register tiles of `small` catch
+/// up (measurements in PERFORMANCE.md).
 #[inline]
 pub(super) fn f32_takes_few_rows(m: usize) -> bool {
     (2..=8).contains(&m)
 }
 
-/// Whether `linear_f16` takes the few-row kernel: up to [`FEW_MAX_ROWS`] rows. Measured as
-/// above: 2.5× faster than the f32 tiles at 4 rows (half the bytes, decoded in registers),
-/// still ahead of the widening broadcast tiles at 32 rows, behind them at 64.
+/// Whether `linear_f16` takes the few-row kernel: up to [`FEW_MAX_ROWS`] rows. Reading half the
+/// bytes and decoding them in registers keeps it ahead of the widening broadcast tiles for
+/// more rows than with f32 weights (measurements in PERFORMANCE.md).
 #[inline]
 pub(super) fn f16_takes_few_rows(m: usize) -> bool {
     m <= FEW_MAX_ROWS

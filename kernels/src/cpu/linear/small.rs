@@ -267,7 +267,7 @@ impl WithSimd for MatmulSmall<'_> {
         // b is read in place, except for a zero-padded copy of a partial right edge, unless it
         // is wide (rows at least 2 KiB apart, so that a panel's rows crowd into few cache sets)
         // and reused by at least four tiles of rows: then every panel is copied into the stack
-        // panel (measured on x86-64-v3: 50×64×1024 gains 30%, 16×64×1024 loses 20%).
+        // panel (it gains with many rows, loses with few: figures in PERFORMANCE.md).
         let pack_all = m >= 4 * MR && n >= PACK_MIN_COLS;
         let mut packed = [0.0f32; PANEL];
         for jc in (0..n).step_by(chunk) {
