@@ -2,49 +2,66 @@
 //!
 //! Layout: row-major. `linear` follows PyTorch's `nn.Linear`: `y[m, n] = x[m, k] · w[n, k]ᵀ + b[n]`
 //! (weights stored `[out, in]`). `matmul` is the plain product `c[m, n] = a[m, k] · b[k, n]`.
-//! `gemv_f16` / `gemv_bf16` compute `y[j] = Σ_p w[j·k + p]·x[p]` for a half-precision `[n, k]`
-//! table (scoring a query against an f16 / bf16 item table), widening the weights in registers.
-//! `linear_f16` is `linear` with f16 weights (the `half_weights` submodule: a text encoder's
-//! layers in half the bytes), `linear_i16` with i16 weights and one scale per row (the
-//! `int16_weights` submodule: the same bytes, less rounding). Strided products (`MatRef`,
+//! `linear_f16` is `linear` with f16 weights (a text encoder's layers in half the bytes),
+//! `linear_i16` with i16 weights and one f32 scale per row (the same bytes, less rounding;
+//! [`quantize_rows_i16`] builds them). `gemv_f16` / `gemv_bf16` compute
+//! `y[j] = Σ_p w[j·k + p]·x[p]` for a half-precision `[n, k]` table (scoring a query against an
+//! f16 / bf16 item table), widening the weights in registers. Strided products (`MatRef`,
 //! `MatMut`, `gemm`) live in [`super::matrix`] and are re-exported here.
 //!
-//! Paths: `*_ref` plain loops (f64 accumulation); `linear_isa` / `matmul_isa` register-blocked
-//! pulp kernels that allocate nothing (the `small` submodule: broadcast tiles of 6 rows × 2
-//! vectors over panels of the right-hand side, `linear` transposing `w` panel by panel into a
-//! 16 KiB stack buffer, or dot tiles of 3 rows of `x` × 4 rows of `w` when `x` has at most
-//! `k/2` rows), and for 2 to 8 rows of `linear` the few-row kernel that streams `w` from
-//! memory with prefetching (the `few` submodule). The fast paths `linear` / `matmul` run them
-//! for every shape except large batches against a catalog-sized right-hand side ([`prefers_gemm`]: more than
-//! [`SMALL_MAX_ROWS`] rows and more than [`GEMM_MIN_RHS`] weights), which go through the `gemm`
-//! crate under `std` (it allocates a packing buffer on every call): its cache blocking wins
-//! there, and everywhere else our kernels are about as fast or faster (much faster for a few
-//! rows: `gemm`'s packing costs the same whatever the rows). The measurements behind these
-//! choices are in PERFORMANCE.md ("Linear kernels: which path runs when"). Note that `gemm`
-//! computes
-//! `dst := alpha·dst + beta·lhs·rhs` (alpha/beta swapped relative to BLAS); `matrix::gemm_raw`
-//! is the only place that calls it. The half-precision gemv is in the `gemv` submodule.
+//! Paths: `*_ref` plain loops (f64 accumulation); `*_isa` pulp kernels for `isa` that allocate
+//! nothing; the fast paths without a suffix run the `*_isa` kernels on the detected instruction
+//! set, or `gemm`. Which kernel a product takes depends on its shape, its row count first:
+//!
+//! - **Few rows** (the `few` submodule): a kernel that streams the weights from memory once,
+//!   with prefetching, for the products that run at memory speed (one request, one short
+//!   text): `linear` with 2 to 8 rows, `linear_f16` / `linear_i16` with up to
+//!   `FEW_MAX_ROWS` (32) rows, where reading half the bytes and widening them in registers
+//!   pays for more rows (`f32_takes_few_rows`, `w16_takes_few_rows`).
+//! - **Small matrices** (the `small` submodule): register-blocked broadcast tiles of 6 rows × 2
+//!   vectors over panels of the right-hand side (`linear` transposing `w` panel by panel into a
+//!   16 KiB stack buffer, widening 16-bit weights on the way), or, for f32 weights, dot tiles
+//!   of 3 rows of `x` × 4 rows of `w` when `x` has at most `k/2` rows. `matmul_isa` always runs
+//!   the broadcast tiles.
+//! - **gemm**: `linear` and `matmul` (f32 only) go through the `gemm` crate under `std` for
+//!   large batches against a catalog-sized right-hand side only ([`prefers_gemm`]: more than
+//!   [`SMALL_MAX_ROWS`] rows and more than [`GEMM_MIN_RHS`] weights), where its cache blocking
+//!   wins; everywhere else our kernels are about as fast or faster (much faster for a few rows:
+//!   `gemm`'s packing costs the same whatever the rows) and allocate nothing (`gemm` allocates
+//!   a packing buffer on every call). Note that `gemm` computes
+//!   `dst := alpha·dst + beta·lhs·rhs` (alpha/beta swapped relative to BLAS);
+//!   `matrix::gemm_raw` is the only place that calls it.
+//!
+//! The measurements behind these choices are in PERFORMANCE.md ("Linear kernels: which path
+//! runs when").
+//!
+//! Modules, each depending only on those after it: this file (entry points, shape checks,
+//! references, the choice of path) and `gemv`; the regimes `few` and `small`, written once over
+//! the weight storage trait; `weights` (that trait, prefetching) and its storage modules (f32,
+//! f16, i16: how each storage is widened to f32, and `quantize_rows_i16`), which `gemv` also
+//! uses for its f16 decode.
 //!
 //! Tolerance of every fast path against the reference: `1e-5·(1 + Σ|x_i·w_i|)` per output
-//! (f32 accumulation in a different order; the half-precision weights are widened exactly).
+//! (f32 accumulation in a different order; 16-bit weights are widened exactly, and for i16 the
+//! reference's `w` is `s[j]·q[j, p]`).
 
-use super::convert::{f16_bits_to_f32s, f16_finite_sext_to_f32s, load_widen_i16, load_widen_u16};
 use super::isa::Isa;
 #[cfg(feature = "std")]
 use super::matrix::gemm_raw;
+use half::f16;
+use weights::{F16Weights, F32Weights, I16Weights, Weights};
 
 pub use super::matrix::{MatMut, MatRef, gemm};
 
 mod few;
 mod gemv;
-mod half_weights;
-mod int16_weights;
 mod small;
+#[cfg(test)]
+mod tests;
+mod weights;
 
-use gemv::{Decode, f16_row_has_non_finite};
 pub use gemv::{gemv_bf16, gemv_bf16_isa, gemv_bf16_ref, gemv_f16, gemv_f16_isa, gemv_f16_ref};
-pub use half_weights::{linear_f16, linear_f16_isa, linear_f16_ref};
-pub use int16_weights::{linear_i16, linear_i16_isa, linear_i16_ref, quantize_rows_i16};
+pub use weights::quantize_rows_i16;
 
 /// Shape check of the `linear` family (`op` names the function in the messages; `w` holds the
 /// weights in whatever storage).
@@ -132,7 +149,8 @@ pub fn linear_isa(
     n: usize,
 ) {
     check_linear(x, w, bias, y, m, k, n);
-    linear_weights_isa(isa, x, w, bias, y, (m, k, n), few::f32_takes_few_rows(m));
+    let few_rows = f32_takes_few_rows(m);
+    linear_weights_isa(isa, x, F32Weights(w), bias, y, (m, k, n), few_rows);
 }
 
 /// The body of the `linear*_isa` functions for any weight storage, shapes checked: completes
@@ -140,7 +158,7 @@ pub fn linear_isa(
 /// the bias, or zeros), then runs the few-row kernel when `few_rows`, else the tiles of
 /// `small`.
 #[inline]
-fn linear_weights_isa<W: few::FewWeights + small::PackWeights>(
+fn linear_weights_isa<W: Weights>(
     isa: Isa,
     x: &[f32],
     w: W,
@@ -215,7 +233,7 @@ pub(crate) fn broadcast_tiles_isa(
     }
     isa.run(small::LinearSmall {
         x,
-        w,
+        w: F32Weights(w),
         bias: None,
         y,
         m,
@@ -245,6 +263,24 @@ pub(crate) fn dot_tiles_isa(
         return;
     }
     isa.run(small::LinearDot { x, w, y, m, k, n });
+}
+
+/// Whether `linear` (f32 weights) takes the few-row kernel: from 2 to 8 rows, where streaming
+/// the weights from memory beats the tiles of `small`; a single row streams faster through the
+/// `small` dot tiles of 8 weight rows, and with more rows the register tiles of `small` catch
+/// up (measurements in PERFORMANCE.md).
+#[inline]
+fn f32_takes_few_rows(m: usize) -> bool {
+    (2..=8).contains(&m)
+}
+
+/// Whether `linear_f16` and `linear_i16` (16-bit weights) take the few-row kernel: up to
+/// `FEW_MAX_ROWS` rows. Reading half the bytes and widening them in registers keeps it ahead
+/// of the widening broadcast tiles for more rows than with f32 weights (measurements in
+/// PERFORMANCE.md).
+#[inline]
+fn w16_takes_few_rows(m: usize) -> bool {
+    m <= few::FEW_MAX_ROWS
 }
 
 /// Products with at most this many rows always run on our allocation-free kernels (every
@@ -313,6 +349,157 @@ pub fn linear(
         return;
     }
     linear_isa(Isa::detect(), x, w, bias, y, m, k, n);
+}
+
+/// Reference `y = x·wᵀ + b` for f16 weights, with f64 accumulation.
+///
+/// # Panics
+/// As [`linear_f16_isa`].
+pub fn linear_f16_ref(
+    x: &[f32],
+    w: &[f16],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear_dims("linear_f16", x, w, bias, y, m, k, n);
+    linear_ref_widened(x, w, f16::to_f64, bias, y, (m, k, n));
+}
+
+/// `y = x·wᵀ + b` for f16 weights with the pulp kernels for `isa`: the few-row kernel for at
+/// most `FEW_MAX_ROWS` rows, the broadcast tiles (widening while packing) above; allocates
+/// nothing.
+///
+/// # Panics
+/// If `x.len() != m·k`, `w.len() != n·k`, `y.len() != m·n`, or a bias is given whose length is
+/// not `n`.
+pub fn linear_f16_isa(
+    isa: Isa,
+    x: &[f32],
+    w: &[f16],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear_dims("linear_f16", x, w, bias, y, m, k, n);
+    let few_rows = w16_takes_few_rows(m);
+    linear_weights_isa(isa, x, F16Weights::new(w), bias, y, (m, k, n), few_rows);
+}
+
+/// `y = x·wᵀ + b` for f16 weights on the best instruction set ([`linear_f16_isa`]).
+///
+/// # Panics
+/// As [`linear_f16_isa`].
+#[inline]
+pub fn linear_f16(
+    x: &[f32],
+    w: &[f16],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    linear_f16_isa(Isa::detect(), x, w, bias, y, m, k, n);
+}
+
+#[track_caller]
+fn check_linear_i16(
+    x: &[f32],
+    q: &[i16],
+    scales: &[f32],
+    bias: Option<&[f32]>,
+    y: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear_dims("linear_i16", x, q, bias, y, m, k, n);
+    assert_eq!(
+        scales.len(),
+        n,
+        "linear_i16: scales has {} values, expected n = {n}",
+        scales.len()
+    );
+}
+
+/// Reference `y = x·(s ⊙ q)ᵀ + b` with f64 accumulation: `b[j] + s[j]·Σ_p x[i, p]·q[j, p]`.
+///
+/// # Panics
+/// As [`linear_i16_isa`].
+pub fn linear_i16_ref(
+    x: &[f32],
+    q: &[i16],
+    scales: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear_i16(x, q, scales, bias, y, m, k, n);
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f64;
+            for p in 0..k {
+                acc += x[i * k + p] as f64 * q[j * k + p] as f64;
+            }
+            y[i * n + j] = (acc * scales[j] as f64 + bias.map_or(0.0, |b| b[j] as f64)) as f32;
+        }
+    }
+}
+
+/// `y = x·(s ⊙ q)ᵀ + b` for i16 weights with one scale per row, with the pulp kernels for
+/// `isa`: the few-row kernel for at most `FEW_MAX_ROWS` rows (each sum times its row's scale),
+/// the broadcast tiles (widening and scaling while packing) above; allocates nothing.
+///
+/// # Panics
+/// If `x.len() != m·k`, `q.len() != n·k`, `scales.len() != n`, `y.len() != m·n`, or a bias is
+/// given whose length is not `n`.
+pub fn linear_i16_isa(
+    isa: Isa,
+    x: &[f32],
+    q: &[i16],
+    scales: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear_i16(x, q, scales, bias, y, m, k, n);
+    let few_rows = w16_takes_few_rows(m);
+    linear_weights_isa(
+        isa,
+        x,
+        I16Weights::new(q, scales),
+        bias,
+        y,
+        (m, k, n),
+        few_rows,
+    );
+}
+
+/// `y = x·(s ⊙ q)ᵀ + b` for i16 weights on the best instruction set ([`linear_i16_isa`]).
+///
+/// # Panics
+/// As [`linear_i16_isa`].
+#[inline]
+pub fn linear_i16(
+    x: &[f32],
+    q: &[i16],
+    scales: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    linear_i16_isa(Isa::detect(), x, q, scales, bias, y, m, k, n);
 }
 
 /// Reference `c = a·b (+ c if accumulate)` with f64 accumulation.
@@ -430,125 +617,4 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
         return;
     }
     matmul_isa(Isa::detect(), a, b, c, m, k, n, accumulate);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{AWKWARD_SIZES, Rng};
-    use alloc::vec;
-    use alloc::vec::Vec;
-
-    /// Per-output tolerance: 1e-5·(1 + Σ|x_i·w_i|), i.e. f32 rounding of a length-k sum.
-    pub(super) fn assert_linear_close(
-        ctx: &str,
-        got: &[f32],
-        want: &[f32],
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        k: usize,
-        n: usize,
-    ) {
-        for i in 0..m {
-            for j in 0..n {
-                let mag: f32 = (0..k).map(|p| (x[i * k + p] * w[j * k + p]).abs()).sum();
-                let (g, r) = (got[i * n + j], want[i * n + j]);
-                assert!(
-                    (g - r).abs() <= 1e-5 * (1.0 + mag),
-                    "{ctx}: y[{i},{j}] got {g} want {r}"
-                );
-            }
-        }
-    }
-
-    fn shapes() -> Vec<(usize, usize, usize)> {
-        let mut v = Vec::new();
-        for &k in AWKWARD_SIZES {
-            v.push((1, k, 3));
-            v.push((3, k, 17));
-        }
-        for &n in AWKWARD_SIZES {
-            v.push((2, 64, n));
-        }
-        v.extend([(0, 4, 4), (4, 0, 4), (65, 33, 63), (1, 64, 1000)]);
-        v
-    }
-
-    fn check_linear_isa(isa: Isa) {
-        let mut rng = Rng::new(3);
-        for (m, k, n) in shapes() {
-            let x = rng.normal_vec(m * k, 1.0);
-            let w = rng.normal_vec(n * k, 0.5);
-            let b = rng.normal_vec(n, 0.5);
-            for bias in [None, Some(&b[..])] {
-                let mut want = vec![0.0; m * n];
-                linear_ref(&x, &w, bias, &mut want, m, k, n);
-                let mut got = vec![f32::NAN; m * n];
-                linear_isa(isa, &x, &w, bias, &mut got, m, k, n);
-                assert_linear_close(
-                    &alloc::format!("linear {isa} {m}x{k}x{n}"),
-                    &got,
-                    &want,
-                    &x,
-                    &w,
-                    m,
-                    k,
-                    n,
-                );
-            }
-        }
-    }
-    crate::isa_tests!(linear_pulp, check_linear_isa);
-
-    #[test]
-    fn linear_fast_path_matches_reference() {
-        let mut rng = Rng::new(4);
-        for (m, k, n) in shapes() {
-            let x = rng.normal_vec(m * k, 1.0);
-            let w = rng.normal_vec(n * k, 0.5);
-            let b = rng.normal_vec(n, 0.5);
-            for bias in [None, Some(&b[..])] {
-                let mut want = vec![0.0; m * n];
-                linear_ref(&x, &w, bias, &mut want, m, k, n);
-                let mut got = vec![f32::NAN; m * n];
-                linear(&x, &w, bias, &mut got, m, k, n);
-                assert_linear_close(
-                    &alloc::format!("linear gemm {m}x{k}x{n}"),
-                    &got,
-                    &want,
-                    &x,
-                    &w,
-                    m,
-                    k,
-                    n,
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn matmul_fast_path_matches_reference() {
-        let mut rng = Rng::new(5);
-        for (m, k, n) in shapes() {
-            let a = rng.normal_vec(m * k, 1.0);
-            let b = rng.normal_vec(k * n, 0.5);
-            let c0 = rng.normal_vec(m * n, 1.0);
-            for accumulate in [false, true] {
-                let mut want = c0.clone();
-                matmul_ref(&a, &b, &mut want, m, k, n, accumulate);
-                let mut got = c0.clone();
-                matmul(&a, &b, &mut got, m, k, n, accumulate);
-                // 1e-5 absolute + 1e-5 relative, scaled by sqrt(k) for the longer sums.
-                let tol = 1e-5 * (1.0 + k as f32).sqrt() * 4.0;
-                crate::testing::assert_close(
-                    &alloc::format!("matmul {m}x{k}x{n} acc={accumulate}"),
-                    &got,
-                    &want,
-                    tol,
-                    1e-5,
-                );
-            }
-        }
-    }
 }

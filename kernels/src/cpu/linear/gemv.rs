@@ -1,16 +1,15 @@
 //! Half-precision matrix-vector products: `y[j] = Σ_p w[j·k + p]·x[p]` for an f16 or bf16
 //! `[n, k]` table (scoring a query against an f16 / bf16 item table), widening the weights in
-//! registers, without a temporary f32 row. f16 rows without inf/NaN take a three-operation
-//! decode that is exact for finite values (see `convert::f16_finite_sext_to_f32s`), the few
-//! rows holding an inf or NaN the exact convert kernel; bf16 is a shift.
+//! registers, without a temporary f32 row. f16 rows without inf/NaN take the three-operation
+//! decode of the f16 weight storage, the few rows holding an inf or NaN its exact one; bf16 is
+//! a shift.
 //!
 //! Tolerance against the references (f64 accumulation): `1e-5·(1 + Σ|x_i·w_i|)` per output, as
 //! every `linear` path.
 
-use super::super::convert::{
-    Format, f16_bits_to_f32s, f16_finite_sext_to_f32s, load_widen_i16, load_widen_u16,
-};
+use super::super::convert::{Format, load_widen_u16};
 use super::super::isa::Isa;
+use super::weights::{F16ExactReader, F16FiniteReader, Reader, has_non_finite};
 use half::{bf16, f16};
 use pulp::{Simd, WithSimd};
 
@@ -21,9 +20,9 @@ fn check_gemv(op: &str, w: usize, x: usize, y: usize, n: usize, k: usize) {
     assert_eq!(y, n, "{op}: y has {y} values, expected n = {n}");
 }
 
-/// How a gemv body turns loaded 16-bit lanes into f32.
+/// How a gemv body turns loaded 16-bit lanes into f32 (chosen per row).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) enum Decode {
+enum Decode {
     /// f16, exact for every input (the convert kernel), for rows holding an inf or NaN.
     F16Exact,
     /// f16, exact for finite inputs only, three operations per vector.
@@ -34,10 +33,10 @@ pub(super) enum Decode {
 
 impl Decode {
     #[inline(always)]
-    pub(super) fn load<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
+    fn load<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
         match self {
-            Decode::F16Exact => f16_bits_to_f32s(s, load_widen_u16(s, w)),
-            Decode::F16Finite => f16_finite_sext_to_f32s(s, load_widen_i16(s, w)),
+            Decode::F16Exact => F16ExactReader.part(s, w),
+            Decode::F16Finite => F16FiniteReader.part(s, w),
             Decode::Bf16 => s.transmute_f32s_u32s(
                 s.wrapping_dyn_shl_u32s(load_widen_u16(s, w), s.splat_u32s(16)),
             ),
@@ -77,20 +76,6 @@ fn dot_half_simd<S: Simd>(s: S, decode: Decode, w: &[u16], x: &[f32]) -> f32 {
     s.reduce_sum_f32s(sum)
 }
 
-/// Whether a row of f16 bit patterns holds an inf or NaN (exponent bits all ones).
-#[inline(always)]
-pub(super) fn f16_row_has_non_finite<S: Simd>(s: S, w: &[u16]) -> bool {
-    let (head, tail) = S::as_simd_u16s(w);
-    let mut max = s.splat_u16s(0);
-    for &v in head {
-        max = s.max_u16s(max, s.and_u16s(v, s.splat_u16s(0x7FFF)));
-    }
-    // Lane values rather than a mask: pulp's scalar 16-bit mask is a `bool` whose
-    // `first_true_m16s` does not report lane 0.
-    let lanes: &[u16] = bytemuck::cast_slice(core::slice::from_ref(&max));
-    lanes.iter().chain(tail).any(|&h| h & 0x7FFF >= 0x7C00)
-}
-
 struct GemvHalfBody<'a> {
     format: Format,
     w: &'a [u16],
@@ -108,7 +93,7 @@ impl WithSimd for GemvHalfBody<'_> {
             let row = &w[j * k..(j + 1) * k];
             let decode = match format {
                 Format::Bf16 => Decode::Bf16,
-                Format::F16 if f16_row_has_non_finite(s, row) => Decode::F16Exact,
+                Format::F16 if has_non_finite(s, row, None) => Decode::F16Exact,
                 Format::F16 => Decode::F16Finite,
             };
             *out = dot_half_simd(s, decode, row, x);
