@@ -1,54 +1,33 @@
 //! Few-row products: `y[m, n] = x[m, k]·w[n, k]ᵀ + b` for `m ≤ FEW_MAX_ROWS` (one short text,
 //! one request), where every weight is read once from memory and the product runs at memory
-//! speed. The body of [`super::linear_isa`], [`super::linear_f16_isa`] and
-//! [`super::linear_i16_isa`] for such shapes.
+//! speed, for weights in any storage ([`Weights`]). Which shapes take it is decided by
+//! `super::linear_isa` and its 16-bit siblings.
 //!
 //! Dot tiles of up to [`R`] rows of `x` × [`C`] rows of `w`, walked one column tile (`C` rows
 //! of `w`) at a time and, within it, over depth chunks of at most [`KC`] values: every row
 //! block of `x` reuses the chunk from L1, so the weights stream from memory once, in order. The
 //! vector partial sums of each (row, weight row) pair stay in a stack array across the chunks
-//! and are reduced once at the end. The weights are prefetched a whole number of column tiles,
-//! at least [`PREFETCH_BYTES`], ahead (the `C` rows of a tile are read side by side, so that
-//! the hardware prefetchers alone fall behind at these short rows), but never past the end of
-//! the weights: a product split across threads by blocks of rows of `w` would otherwise fetch
-//! the start of the next thread's block into this core's caches as well.
+//! and are reduced once at the end, then multiplied by the weight row's scale. The weights are
+//! prefetched a whole number of column tiles, at least [`PREFETCH_BYTES`], ahead (the `C` rows
+//! of a tile are read side by side, so that the hardware prefetchers alone fall behind at these
+//! short rows), but never past the end of the weights: a product split across threads by
+//! blocks of rows of `w` would otherwise fetch the start of the next thread's block into this
+//! core's caches as well.
 //!
-//! f32 weights are read in place. f16 and i16 weights are widened exactly in registers, by
-//! every row block (measured for f16: cheaper than widening a chunk once into a stack buffer for
-//! every row count up to 20); i16 sums are scaled by their row's scale at the end. An f16
-//! chunk's rows are first scanned for inf/NaN (the scan is also what brings them
-//! in from memory, prefetching ahead): without, they take the three-operation decode, with,
-//! the full one (see [`super::Decode`]).
+//! Each chunk is read with the [`Reader`] its storage picks ([`Weights::read_rows`]): f32 in
+//! place; f16 and i16 widened exactly in registers, by every row block (for f16 this was
+//! measured cheaper than widening a chunk once into a stack buffer; see PERFORMANCE.md). A
+//! storage that scans the chunk to pick its reader (f16, for inf/NaN) brings it in from
+//! memory, prefetching ahead, in that scan; the dot tiles then prefetch nothing.
 //!
 //! Tolerance: as every `linear` path, `1e-5·(1 + Σ|x_i·w_i|)` per output against the f64
 //! reference (of the exactly widened weights).
 
-use super::half_weights::{F16Weights, f16_non_finite};
-use super::int16_weights::{I16Weights, i16_sext_to_f32s};
-use super::{Decode, f16_bits_to_f32s, f16_finite_sext_to_f32s, load_widen_i16, load_widen_u16};
-use bytemuck::Pod;
+use super::weights::{Ahead, LINE, ReadWith, Reader, Weights};
 use pulp::Simd;
 
 /// Most rows of a few-row product (the size of the stack array of partial sums).
 pub(super) const FEW_MAX_ROWS: usize = 32;
-
-/// Whether `linear` (f32 weights) takes the few-row kernel: from 2 to 8 rows. Measured on
-/// x86-64-v3 with the weights coming from memory (MiniLM's four layer shapes, one thread):
-/// 10-20% faster than the tiles of `small` there; a single row streams faster through the
-/// `small` dot tiles of 8 weight rows, and from about 12 rows on the register tiles of `small`
-/// catch up.
-#[inline]
-pub(super) fn f32_takes_few_rows(m: usize) -> bool {
-    (2..=8).contains(&m)
-}
-
-/// Whether `linear_f16` takes the few-row kernel: up to [`FEW_MAX_ROWS`] rows. Measured as
-/// above: 2.5× faster than the f32 tiles at 4 rows (half the bytes, decoded in registers),
-/// still ahead of the widening broadcast tiles at 32 rows, behind them at 64.
-#[inline]
-pub(super) fn f16_takes_few_rows(m: usize) -> bool {
-    m <= FEW_MAX_ROWS
-}
 
 /// Rows of `x` per dot tile.
 const R: usize = 4;
@@ -59,251 +38,6 @@ const C: usize = 2;
 const KC: usize = 512;
 /// Least distance of the weight prefetches.
 const PREFETCH_BYTES: usize = 8192;
-/// Bytes in a cache line (the prefetch granularity).
-pub(super) const LINE: usize = 64;
-
-/// Where the weights are prefetched: `values` past the value being read, never past the end
-/// of the weights (the address `end`), which would fetch another thread's block of a split
-/// product (or unrelated memory) into this core's caches.
-#[derive(Copy, Clone)]
-pub(super) struct Ahead {
-    pub values: usize,
-    pub end: usize,
-}
-
-impl Ahead {
-    /// Prefetches the line `self.values` values past `row[i]`, if it lies within the weights.
-    #[inline(always)]
-    pub(super) fn fetch<T>(self, row: &[T], i: usize) {
-        let p = row.as_ptr().wrapping_add(i + self.values);
-        if (p as usize) < self.end {
-            prefetch(p.cast());
-        }
-    }
-}
-
-/// Hints the cache to load the line holding `p`.
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint without architectural effect: it never faults and reads
-    // nothing into the program, whatever the address (`p` comes from `wrapping_add` and may lie
-    // past the weights).
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Reads weights as f32 vectors, in units of two vectors (`2·lanes` values: a cache line of
-/// f32 on x86-64-v3).
-trait Reader: Copy {
-    /// The stored type.
-    type Elem: Pod;
-    /// The two vectors of the unit at `w` (exactly `2·lanes` values).
-    fn unit<S: Simd>(self, s: S, w: &[Self::Elem]) -> [S::f32s; 2];
-    /// At most `lanes` values, zero-padded.
-    fn part<S: Simd>(self, s: S, w: &[Self::Elem]) -> S::f32s;
-}
-
-/// f32 weights.
-#[derive(Copy, Clone)]
-struct F32Reader;
-
-impl Reader for F32Reader {
-    type Elem = f32;
-    #[inline(always)]
-    fn unit<S: Simd>(self, _s: S, w: &[f32]) -> [S::f32s; 2] {
-        let (head, _) = S::as_simd_f32s(w);
-        [head[0], head[1]]
-    }
-    #[inline(always)]
-    fn part<S: Simd>(self, s: S, w: &[f32]) -> S::f32s {
-        s.partial_load_f32s(w)
-    }
-}
-
-/// Widens one vector of 16-bit weights (at most `lanes` values, zero-padded) to f32: a
-/// [`Reader`] of 16-bit weights, which reads a unit as two such vectors.
-trait Widen16: Copy {
-    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s;
-}
-
-impl<Wd: Widen16> Reader for Wd {
-    type Elem = u16;
-    #[inline(always)]
-    fn unit<S: Simd>(self, s: S, w: &[u16]) -> [S::f32s; 2] {
-        let lanes = S::F32_LANES;
-        [
-            self.widen(s, &w[..lanes]),
-            self.widen(s, &w[lanes..2 * lanes]),
-        ]
-    }
-    #[inline(always)]
-    fn part<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
-        self.widen(s, w)
-    }
-}
-
-/// f16 weights without inf/NaN ([`Decode::F16Finite`]).
-#[derive(Copy, Clone)]
-struct F16FiniteReader;
-
-impl Widen16 for F16FiniteReader {
-    #[inline(always)]
-    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
-        f16_finite_sext_to_f32s(s, load_widen_i16(s, w))
-    }
-}
-
-/// Any f16 weights ([`Decode::F16Exact`]).
-#[derive(Copy, Clone)]
-struct F16ExactReader;
-
-impl Widen16 for F16ExactReader {
-    #[inline(always)]
-    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
-        f16_bits_to_f32s(s, load_widen_u16(s, w))
-    }
-}
-
-/// i16 weights (the row scales are applied to the sums).
-#[derive(Copy, Clone)]
-struct I16Reader;
-
-impl Widen16 for I16Reader {
-    #[inline(always)]
-    fn widen<S: Simd>(self, s: S, w: &[u16]) -> S::f32s {
-        i16_sext_to_f32s(s, load_widen_i16(s, w))
-    }
-}
-
-/// One depth chunk of a column tile as the dot tiles read it: rows of `ld` values.
-pub(super) enum Chunk<'b> {
-    /// f32 values, prefetched by the dot tiles.
-    F32 { w: &'b [f32], ld: usize },
-    /// i16 values widened in registers, prefetched by the dot tiles.
-    I16 { w: &'b [u16], ld: usize },
-    /// f16 values widened in registers.
-    F16 {
-        w: &'b [u16],
-        ld: usize,
-        decode: Decode,
-    },
-}
-
-/// The weights of a few-row product.
-pub(super) trait FewWeights: Copy {
-    /// Bytes per weight.
-    const BYTES: usize;
-    /// The address one past the last weight.
-    fn end(self) -> usize;
-    /// The factor of the sums of row `j` (1 but for scaled integer rows).
-    #[inline(always)]
-    fn scale(self, _j: usize) -> f32 {
-        1.0
-    }
-    /// Rows `j0 .. j0 + CC`, depth `p0 .. p0 + kc` (rows of `k` values), prefetching `ahead`.
-    fn chunk<'b, S: Simd, const CC: usize>(
-        self,
-        s: S,
-        at: (usize, usize),
-        size: (usize, usize),
-        ahead: Ahead,
-    ) -> Chunk<'b>
-    where
-        Self: 'b;
-}
-
-impl FewWeights for &[f32] {
-    const BYTES: usize = 4;
-    #[inline(always)]
-    fn end(self) -> usize {
-        self.as_ptr_range().end as usize
-    }
-    #[inline(always)]
-    fn chunk<'b, S: Simd, const CC: usize>(
-        self,
-        _s: S,
-        (j0, p0): (usize, usize),
-        (kc, k): (usize, usize),
-        _ahead: Ahead,
-    ) -> Chunk<'b>
-    where
-        Self: 'b,
-    {
-        Chunk::F32 {
-            w: &self[j0 * k + p0..(j0 + CC - 1) * k + p0 + kc],
-            ld: k,
-        }
-    }
-}
-
-impl FewWeights for F16Weights<'_> {
-    const BYTES: usize = 2;
-    #[inline(always)]
-    fn end(self) -> usize {
-        self.0.as_ptr_range().end as usize
-    }
-    /// Scans the chunk's rows for inf/NaN, which brings them in from memory (prefetching
-    /// ahead), then hands them to the dot tiles to widen in registers.
-    #[inline(always)]
-    fn chunk<'b, S: Simd, const CC: usize>(
-        self,
-        s: S,
-        (j0, p0): (usize, usize),
-        (kc, k): (usize, usize),
-        ahead: Ahead,
-    ) -> Chunk<'b>
-    where
-        Self: 'b,
-    {
-        let mut finite = true;
-        for c in 0..CC {
-            let at = (j0 + c) * k + p0;
-            finite &= !f16_non_finite(s, &self.0[at..at + kc], ahead);
-        }
-        let decode = if finite {
-            Decode::F16Finite
-        } else {
-            Decode::F16Exact
-        };
-        Chunk::F16 {
-            w: &self.0[j0 * k + p0..(j0 + CC - 1) * k + p0 + kc],
-            ld: k,
-            decode,
-        }
-    }
-}
-
-impl FewWeights for I16Weights<'_> {
-    const BYTES: usize = 2;
-    #[inline(always)]
-    fn end(self) -> usize {
-        self.q.as_ptr_range().end as usize
-    }
-    #[inline(always)]
-    fn scale(self, j: usize) -> f32 {
-        self.scales[j]
-    }
-    #[inline(always)]
-    fn chunk<'b, S: Simd, const CC: usize>(
-        self,
-        _s: S,
-        (j0, p0): (usize, usize),
-        (kc, k): (usize, usize),
-        _ahead: Ahead,
-    ) -> Chunk<'b>
-    where
-        Self: 'b,
-    {
-        Chunk::I16 {
-            w: &self.q[j0 * k + p0..(j0 + CC - 1) * k + p0 + kc],
-            ld: k,
-        }
-    }
-}
 
 /// The few-row product `y = x·wᵀ + bias`; shapes checked by the caller, `0 < m ≤ FEW_MAX_ROWS`,
 /// `k` and `n` positive.
@@ -317,7 +51,7 @@ pub(super) struct FewRows<'a, W> {
     pub n: usize,
 }
 
-impl<W: FewWeights> pulp::WithSimd for FewRows<'_, W> {
+impl<W: Weights> pulp::WithSimd for FewRows<'_, W> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
@@ -333,8 +67,8 @@ impl<W: FewWeights> pulp::WithSimd for FewRows<'_, W> {
         let mut acc = [[s.splat_f32s(0.0); C]; FEW_MAX_ROWS];
         // Prefetch distance in values: whole column tiles, at least PREFETCH_BYTES.
         let ahead = Ahead {
-            values: (PREFETCH_BYTES / W::BYTES).div_ceil(C * k) * C * k,
-            end: w.end(),
+            values: (PREFETCH_BYTES / core::mem::size_of::<W::Elem>()).div_ceil(C * k) * C * k,
+            end: w.values().as_ptr_range().end as usize,
         };
         let tile = Tile {
             x,
@@ -368,7 +102,7 @@ struct Tile<'a> {
 
 /// Outputs `y[i, j0 + c]` for every row `i` and `c < CC`.
 #[inline(always)]
-fn column_tile<S: Simd, W: FewWeights, const CC: usize>(
+fn column_tile<S: Simd, W: Weights, const CC: usize>(
     s: S,
     t: &Tile<'_>,
     w: W,
@@ -388,26 +122,21 @@ fn column_tile<S: Simd, W: FewWeights, const CC: usize>(
         let kc = KC.min(k - p0);
         let first = p0 == 0;
         let x = &x[p0..];
-        match w.chunk::<S, CC>(s, (j0, p0), (kc, k), ahead) {
-            Chunk::F32 { w, ld } => {
-                let rd = F32Reader;
-                row_blocks::<S, _, CC>(s, rd, x, w, (ld, kc), (m, k), acc, first, Some(ahead));
-            }
-            Chunk::I16 { w, ld } => {
-                let rd = I16Reader;
-                row_blocks::<S, _, CC>(s, rd, x, w, (ld, kc), (m, k), acc, first, Some(ahead));
-            }
-            Chunk::F16 { w, ld, decode } => match decode {
-                Decode::F16Finite => {
-                    let rd = F16FiniteReader;
-                    row_blocks::<S, _, CC>(s, rd, x, w, (ld, kc), (m, k), acc, first, None);
-                }
-                _ => {
-                    let rd = F16ExactReader;
-                    row_blocks::<S, _, CC>(s, rd, x, w, (ld, kc), (m, k), acc, first, None);
-                }
-            },
-        }
+        // Rows j0 .. j0 + CC of w (stride k), depth p0 .. p0 + kc.
+        let chunk = &w.values()[j0 * k + p0..(j0 + CC - 1) * k + p0 + kc];
+        let rows: [_; CC] = core::array::from_fn(|c| &chunk[c * k..c * k + kc]);
+        let blocks = RowBlocks::<S, _, CC> {
+            s,
+            x,
+            w: chunk,
+            kc,
+            m,
+            k,
+            acc: &mut *acc,
+            first,
+            ahead,
+        };
+        w.read_rows(s, &rows, ahead, blocks);
     }
     for (i, acc) in acc[..m].iter().enumerate() {
         for (c, &a) in acc[..CC].iter().enumerate() {
@@ -418,7 +147,42 @@ fn column_tile<S: Simd, W: FewWeights, const CC: usize>(
 }
 
 /// Every row block of `x` (rows of stride `k`, from the chunk's first column) against one
-/// chunk `w` (`CC` rows of stride `ld`, `kc` values each); `first` starts the sums at zero.
+/// chunk `w` (`CC` rows of stride `k`, `kc` values each), with the reader its storage picked;
+/// `first` starts the sums at zero. The first row block prefetches `ahead` unless the storage
+/// scanned the chunk.
+struct RowBlocks<'a, S: Simd, E, const CC: usize> {
+    s: S,
+    x: &'a [f32],
+    w: &'a [E],
+    kc: usize,
+    m: usize,
+    k: usize,
+    acc: &'a mut [[S::f32s; C]; FEW_MAX_ROWS],
+    first: bool,
+    ahead: Ahead,
+}
+
+impl<S: Simd, E, const CC: usize> ReadWith<E> for RowBlocks<'_, S, E, CC> {
+    type Output = ();
+    #[inline(always)]
+    fn run<Rd: Reader<Elem = E>>(self, rd: Rd, scanned: bool) {
+        let Self {
+            s,
+            x,
+            w,
+            kc,
+            m,
+            k,
+            acc,
+            first,
+            ahead,
+        } = self;
+        let pf = if scanned { None } else { Some(ahead) };
+        row_blocks::<S, Rd, CC>(s, rd, x, w, (k, kc), (m, k), acc, first, pf);
+    }
+}
+
+/// [`RowBlocks`] with the reader `rd` (chunk rows of stride `ld`).
 #[inline(always)]
 fn row_blocks<S: Simd, Rd: Reader, const CC: usize>(
     s: S,
@@ -509,27 +273,4 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
     for r in 0..RR {
         acc[r][..CC].copy_from_slice(&a[r]);
     }
-}
-
-/// Test shapes `(m, k, n)` of the 16-bit weight products: every m from one row to past the
-/// few-row limit, awkward depths (one crossing the few-row chunk of 512 and the broadcast panel
-/// depth) for each `(m, n)` of `at_depths`, widths around the tiles, and empty products.
-#[cfg(test)]
-pub(super) fn test_shapes(at_depths: &[(usize, usize)]) -> alloc::vec::Vec<(usize, usize, usize)> {
-    use crate::testing::AWKWARD_SIZES;
-    let mut v = alloc::vec::Vec::new();
-    for m in 1..=FEW_MAX_ROWS + 2 {
-        v.push((m, 33, 7));
-    }
-    for &k in AWKWARD_SIZES.iter().chain(&[384, 600, 1100]) {
-        for &(m, n) in at_depths {
-            v.push((m, k, n));
-        }
-    }
-    for &n in AWKWARD_SIZES {
-        v.push((3, 40, n));
-        v.push((20, 40, n));
-    }
-    v.extend([(0, 4, 4), (4, 0, 4), (4, 4, 0), (65, 33, 63)]);
-    v
 }

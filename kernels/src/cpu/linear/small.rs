@@ -1,6 +1,7 @@
 //! Register-blocked products for small matrices, written once as pulp bodies and allocating
-//! nothing (the only scratch is a 16 KiB panel on the stack). They are the bodies of
-//! [`super::linear_isa`] and [`super::matmul_isa`].
+//! nothing (the only scratch is a 16 KiB panel on the stack, and one more for widened weights).
+//! They are the bodies of [`super::linear_isa`] (and its 16-bit siblings, for weights in any
+//! storage: [`Weights`]) and [`super::matmul_isa`] when the few-row kernel does not run.
 //!
 //! - Broadcast tiles (`matmul`, and `linear` with many rows): the output is computed in tiles
 //!   of [`MR`] rows × [`NRV`] vectors of columns, `MR·NRV` accumulators that each step `p`
@@ -9,21 +10,21 @@
 //!   in panels of `NRV·lanes` columns × at most `kc` rows: for `matmul` the rows of `b` in
 //!   place (a zero-padded copy at the right edge; a copy of every panel when `b` is wide and
 //!   many rows reuse it), for `linear` a transposed copy of `NRV·lanes` rows of `w`, both in
-//!   the stack panel. The columns are processed in chunks of at most [`MAX_PANELS`] panels (as
-//!   many as the stack panel holds at this depth); within a chunk every tile row runs across
-//!   all its panels, so the chunk of the right-hand side stays in cache and each output row is
-//!   written in long runs. Depths beyond `kc` are summed in blocks. Tiles of one to three rows
-//!   (the edge) split the depth over several sets of accumulators to keep enough independent
-//!   chains.
-//! - Dot tiles (`linear` with few rows for its depth, where transposing `w` would cost more
-//!   than it saves): [`DOT_R`] rows of `x` × [`DOT_C`] rows of `w`, one accumulator per pair,
-//!   reduced horizontally at the end; `w` is walked in blocks of rows that stay in cache
-//!   while every row of `x` passes over them.
+//!   the stack panel (weights in another storage are first widened row by row into a second
+//!   stack buffer, with their row scales). The columns are processed in chunks of at most
+//!   [`MAX_PANELS`] panels (as many as the stack panel holds at this depth); within a chunk
+//!   every tile row runs across all its panels, so the chunk of the right-hand side stays in
+//!   cache and each output row is written in long runs. Depths beyond `kc` are summed in
+//!   blocks. Tiles of one to three rows (the edge) split the depth over several sets of
+//!   accumulators to keep enough independent chains.
+//! - Dot tiles (`linear` with f32 weights and few rows for its depth, where transposing `w`
+//!   would cost more than it saves): [`DOT_R`] rows of `x` × [`DOT_C`] rows of `w`, one
+//!   accumulator per pair, reduced horizontally at the end; `w` is walked in blocks of rows
+//!   that stay in cache while every row of `x` passes over them.
 //!
 //! Edge rows use the same tiles with fewer rows; edge columns use partial loads and stores.
 
-use super::half_weights::{F16Weights, widen_f16};
-use super::int16_weights::{I16Weights, widen_i16_scaled};
+use super::weights::Weights;
 use pulp::{Simd, WithSimd};
 
 /// Output rows per broadcast tile.
@@ -267,7 +268,7 @@ impl WithSimd for MatmulSmall<'_> {
         // b is read in place, except for a zero-padded copy of a partial right edge, unless it
         // is wide (rows at least 2 KiB apart, so that a panel's rows crowd into few cache sets)
         // and reused by at least four tiles of rows: then every panel is copied into the stack
-        // panel (measured on x86-64-v3: 50×64×1024 gains 30%, 16×64×1024 loses 20%).
+        // panel (it gains with many rows, loses with few: figures in PERFORMANCE.md).
         let pack_all = m >= 4 * MR && n >= PACK_MIN_COLS;
         let mut packed = [0.0f32; PANEL];
         for jc in (0..n).step_by(chunk) {
@@ -317,101 +318,32 @@ fn pack_rows<S: Simd>(s: S, panel: &mut [f32], b: &[f32], ldb: usize, width: usi
     }
 }
 
-/// The weights of `linear` as the broadcast tiles read them: packed panel by panel.
-pub(super) trait PackWeights: Copy {
-    /// Stack buffer for widened rows.
-    type Buf;
-    /// A fresh buffer.
-    fn buf() -> Self::Buf;
-    /// The weights as f32 in place, for the dot tiles (`None`: always broadcast tiles).
-    fn in_place(&self) -> Option<&[f32]>;
-    /// Packs rows `j .. j + width` (`width ≤ nr`), depth `p0 .. p0 + kc`, transposed into
-    /// `panel` (see [`pack_transposed`]).
-    fn pack<S: Simd>(
-        self,
-        s: S,
-        buf: &mut Self::Buf,
-        panel: &mut [f32],
-        nr: usize,
-        at: (usize, usize),
-        size: (usize, usize, usize),
-    );
+/// Packs rows `j .. j + width` (`width ≤ nr`) of `w`, depth `p0 .. p0 + kc`, transposed into
+/// `panel` (see [`pack_transposed`]): f32 weights from where they are, others widened row by
+/// row into `wide` (`width·kc ≤ PANEL` values) first.
+#[inline(always)]
+fn pack_weights<S: Simd, W: Weights>(
+    s: S,
+    w: &W,
+    wide: &mut [f32],
+    panel: &mut [f32],
+    nr: usize,
+    (j, p0): (usize, usize),
+    (width, kc, k): (usize, usize, usize),
+) {
+    if let Some(w) = w.f32_in_place() {
+        pack_transposed(panel, nr, &w[j * k + p0..], k, width, kc);
+        return;
+    }
+    for (c, dst) in wide.chunks_exact_mut(kc).take(width).enumerate() {
+        w.widen_row(s, j + c, (j + c) * k + p0, dst);
+    }
+    pack_transposed(panel, nr, wide, kc, width, kc);
 }
 
-impl PackWeights for &[f32] {
-    type Buf = ();
-    #[inline(always)]
-    fn buf() {}
-    #[inline(always)]
-    fn in_place(&self) -> Option<&[f32]> {
-        Some(self)
-    }
-    #[inline(always)]
-    fn pack<S: Simd>(
-        self,
-        _s: S,
-        _buf: &mut (),
-        panel: &mut [f32],
-        nr: usize,
-        (j, p0): (usize, usize),
-        (width, kc, k): (usize, usize, usize),
-    ) {
-        pack_transposed(panel, nr, &self[j * k + p0..], k, width, kc);
-    }
-}
-
-/// 16-bit weights, which the broadcast tiles widen row by row into a stack buffer.
-pub(super) trait WidenRows: Copy {
-    /// Widens the `dst.len()` weights of row `j` from the flat index `at` (as f32, times the
-    /// row's scale if it has one) to `dst`.
-    fn widen_row<S: Simd>(self, s: S, j: usize, at: usize, dst: &mut [f32]);
-}
-
-impl<W: WidenRows> PackWeights for W {
-    type Buf = [f32; PANEL];
-    #[inline(always)]
-    fn buf() -> [f32; PANEL] {
-        [0.0; PANEL]
-    }
-    #[inline(always)]
-    fn in_place(&self) -> Option<&[f32]> {
-        None
-    }
-    /// Widens the rows into the buffer (`width·kc ≤ PANEL` values), then packs them.
-    #[inline(always)]
-    fn pack<S: Simd>(
-        self,
-        s: S,
-        buf: &mut [f32; PANEL],
-        panel: &mut [f32],
-        nr: usize,
-        (j, p0): (usize, usize),
-        (width, kc, k): (usize, usize, usize),
-    ) {
-        for (c, dst) in buf.chunks_exact_mut(kc).take(width).enumerate() {
-            self.widen_row(s, j + c, (j + c) * k + p0, dst);
-        }
-        pack_transposed(panel, nr, &buf[..], kc, width, kc);
-    }
-}
-
-impl WidenRows for F16Weights<'_> {
-    #[inline(always)]
-    fn widen_row<S: Simd>(self, s: S, _j: usize, at: usize, dst: &mut [f32]) {
-        widen_f16(s, &self.0[at..at + dst.len()], dst);
-    }
-}
-
-impl WidenRows for I16Weights<'_> {
-    #[inline(always)]
-    fn widen_row<S: Simd>(self, s: S, j: usize, at: usize, dst: &mut [f32]) {
-        widen_i16_scaled(s, &self.q[at..at + dst.len()], self.scales[j], dst);
-    }
-}
-
-/// `y = x·wᵀ + bias` (`w` is `[n, k]`); shapes checked by the caller, and `m`, `k`, `n` all
-/// positive. With `broadcast`, always the broadcast tiles (else the dot tiles when `x` has few
-/// rows for its depth and `w` is f32 in place).
+/// `y = x·wᵀ + bias` (`w` is `[n, k]`, in any storage); shapes checked by the caller, and `m`,
+/// `k`, `n` all positive. With `broadcast`, always the broadcast tiles (else the dot tiles when
+/// `x` has few rows for its depth and `w` is f32).
 pub(super) struct LinearSmall<'a, W> {
     pub x: &'a [f32],
     pub w: W,
@@ -423,7 +355,7 @@ pub(super) struct LinearSmall<'a, W> {
     pub broadcast: bool,
 }
 
-impl<W: PackWeights> WithSimd for LinearSmall<'_, W> {
+impl<W: Weights> WithSimd for LinearSmall<'_, W> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
@@ -437,44 +369,59 @@ impl<W: PackWeights> WithSimd for LinearSmall<'_, W> {
             n,
             broadcast,
         } = self;
-        if let Some(w) = w.in_place() {
-            if !broadcast && linear_prefers_dot(m, k) {
+        let shape = (m, k, n);
+        match w.f32_in_place() {
+            Some(w) if !broadcast && linear_prefers_dot(m, k) => {
                 linear_dot(s, x, w, bias, y, m, k, n);
-                return;
             }
+            // f32 weights are packed from where they are: no buffer of widened rows.
+            Some(_) => broadcast_linear(s, x, &w, bias, y, shape, &mut []),
+            None => broadcast_linear(s, x, &w, bias, y, shape, &mut [0.0; PANEL]),
         }
-        let nr = NRV * S::F32_LANES;
-        let (kc_max, chunk) = blocking(nr, k);
-        let mut packed = [0.0f32; PANEL];
-        let mut buf = W::buf();
-        for jc in (0..n).step_by(chunk) {
-            let cw = chunk.min(n - jc);
-            let nq = cw.div_ceil(nr);
-            for p0 in (0..k).step_by(kc_max) {
-                let kc = kc_max.min(k - p0);
-                for (q, dst) in packed.chunks_exact_mut(kc * nr).take(nq).enumerate() {
-                    let width = nr.min(cw - q * nr);
-                    w.pack(s, &mut buf, dst, nr, (jc + q * nr, p0), (width, kc, k));
-                }
-                let panels: [Panel<'_, S>; MAX_PANELS] = core::array::from_fn(|q| {
-                    if q >= nq {
-                        return no_panel();
-                    }
-                    let col = q * nr;
-                    let width = nr.min(cw - col);
-                    let j = jc + col;
-                    Panel {
-                        b: &packed[q * kc * nr..(q + 1) * kc * nr],
-                        ldb: nr,
-                        col,
-                        width,
-                        init: (p0 == 0).then(|| {
-                            bias.map_or_else(|| zeros(s), |b| load_row(s, &b[j..j + width]))
-                        }),
-                    }
-                });
-                broadcast_chunk(s, &x[p0..], k, kc, &panels[..nq], &mut y[jc..], n, m);
+    }
+}
+
+/// `linear` with broadcast tiles, `w` packed transposed panel by panel (through `wide`, a
+/// buffer of `PANEL` values, when it is not f32).
+#[inline(always)]
+fn broadcast_linear<S: Simd, W: Weights>(
+    s: S,
+    x: &[f32],
+    w: &W,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    wide: &mut [f32],
+) {
+    let nr = NRV * S::F32_LANES;
+    let (kc_max, chunk) = blocking(nr, k);
+    let mut packed = [0.0f32; PANEL];
+    for jc in (0..n).step_by(chunk) {
+        let cw = chunk.min(n - jc);
+        let nq = cw.div_ceil(nr);
+        for p0 in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - p0);
+            for (q, dst) in packed.chunks_exact_mut(kc * nr).take(nq).enumerate() {
+                let width = nr.min(cw - q * nr);
+                pack_weights(s, w, wide, dst, nr, (jc + q * nr, p0), (width, kc, k));
             }
+            let panels: [Panel<'_, S>; MAX_PANELS] = core::array::from_fn(|q| {
+                if q >= nq {
+                    return no_panel();
+                }
+                let col = q * nr;
+                let width = nr.min(cw - col);
+                let j = jc + col;
+                Panel {
+                    b: &packed[q * kc * nr..(q + 1) * kc * nr],
+                    ldb: nr,
+                    col,
+                    width,
+                    init: (p0 == 0)
+                        .then(|| bias.map_or_else(|| zeros(s), |b| load_row(s, &b[j..j + width]))),
+                }
+            });
+            broadcast_chunk(s, &x[p0..], k, kc, &panels[..nq], &mut y[jc..], n, m);
         }
     }
 }
