@@ -13,7 +13,8 @@ use alloc::vec::Vec;
 use seqrec_kernels::testing::Rng;
 
 /// A safetensors file image with weights drawn from N(0, std²) (LayerNorm scales from
-/// 1 + N(0, 0.05²)) for `cfg`, which must name `model` and `n_items`.
+/// 1 + N(0, 0.05²); long-tail flags, `*.long_tail`, 1 for every third item) for `cfg`, which
+/// must name `model` and `n_items`.
 pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Result<Vec<u8>> {
     random_model_bytes_with(cfg, seed, std, |_, _| {})
 }
@@ -38,6 +39,8 @@ pub fn random_model_bytes_with(
                     || s.name.contains(".ln2"));
             if is_ln_scale {
                 (0..n).map(|_| 1.0 + 0.05 * rng.normal()).collect()
+            } else if s.name.ends_with(".long_tail") {
+                (0..n).map(|i| f32::from(u8::from(i % 3 == 2))).collect()
             } else {
                 rng.normal_vec(n, std)
             }

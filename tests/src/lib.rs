@@ -48,6 +48,19 @@ pub fn small_config(arch: &str, n_items: usize, max_len: usize) -> Config {
             .with("nv", 2)
             .with("nh", 3)
             .with("n_users", 7),
+        "modt4r" | "mrdt" => small_config("sasrec", n_items, max_len)
+            .with("model", arch)
+            .with("dt_n_layers", 2)
+            .with("dt_n_heads", 2)
+            .with("dt_inner_size", 24)
+            .with("dt_similarity_dim", 6),
+        "hdt" | "interdt" | "hier" => small_config("gru4rec", n_items, max_len)
+            .with("model", arch)
+            .with("backbone", "gru4rec")
+            .with("similarity_dim", 6)
+            .with("intra_layers", 2)
+            .with("intra_heads", 2)
+            .with("intra_inner", 24),
         other => panic!("no small config for {other}"),
     }
 }

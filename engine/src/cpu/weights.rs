@@ -16,7 +16,7 @@ use half::f16;
 use seqrec_kernels::cpu::{convert, linear};
 
 /// The weight matrix `[out, in]` of a linear layer in its storage.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum CpuWeight {
     /// As stored in the file.
     F32(Tensor),
