@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn incremental_sim_equals_the_pairwise_definition() {
-        let mut rng = seqrec_kernels::testing::Rng::new(3);
+        let mut rng = crate::nn::Rng::new(3);
         let (n, d) = (30, 7);
         let table: Vec<f32> = (0..n * d).map(|_| rng.normal()).collect();
         let t = Similarity::new(&table, d).unwrap();

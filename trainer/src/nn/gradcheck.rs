@@ -18,7 +18,7 @@
 //! of every check.
 
 use super::param::Module;
-use seqrec_kernels::testing::Rng;
+use crate::nn::Rng;
 
 /// Settings of one gradient check.
 #[derive(Clone, Copy, Debug)]
