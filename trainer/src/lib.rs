@@ -4,7 +4,6 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
-pub mod hdt;
 pub mod models;
 pub mod nn;
 pub mod objectives;

@@ -4,7 +4,7 @@
 use super::{CliError, out};
 use crate::data::{Dataset, SessionFilter, Split, SplitMethod, filter_sessions};
 use crate::eval::long_tail;
-use crate::hdt::{
+use crate::models::hdt::{
     BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, Variant,
     prepare_sessions, train_hdt,
 };
