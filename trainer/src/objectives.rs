@@ -12,13 +12,15 @@
 //! - the prefix forms `Sim(s_1..s_t)` for every `t` in O(d) per step, from
 //!   `Σ_{p<q} cos = (|u|² − m)/2` with `u = Σ_p ê_{s_p}`.
 //!
-//! All sums run in f64.
+//! The running sums are the engine's ([`SimAccumulator`]): [`Similarity`] implements its
+//! [`SimilarityRows`] with rows kept in f64, so the trainer's rewards and returns (computed
+//! with the engine's [`seqrec_engine::objectives::returns`]) are those of the f64 table, and
+//! all sums run in f64.
 
 use seqrec_engine::Model;
+use seqrec_engine::objectives::similarity::MIN_NORM;
+pub use seqrec_engine::objectives::similarity::{SimAccumulator, SimilarityRows};
 use std::path::Path;
-
-/// Norms below this are treated as this (the zero padding row stays zero).
-const MIN_NORM: f64 = 1e-8;
 
 /// A frozen, row-normalised item-embedding table. See the module docs.
 #[derive(Clone, Debug)]
@@ -109,9 +111,7 @@ impl Similarity {
     /// zero; `dis` of it is 0.
     pub fn sim(&self, items: &[u32]) -> f64 {
         let mut acc = SimAccumulator::new(self.dim);
-        for &i in items {
-            acc.push(self, i);
-        }
+        acc.extend(self, items);
         acc.sim()
     }
 
@@ -142,51 +142,16 @@ impl Similarity {
     }
 }
 
-/// Running `Sim` of a growing multiset: push items one at a time (O(d) each).
-#[derive(Clone, Debug)]
-pub struct SimAccumulator {
-    u: Vec<f64>,
-    m: usize,
-}
-
-impl SimAccumulator {
-    /// An empty set of embeddings of width `dim`.
-    pub fn new(dim: usize) -> Self {
-        SimAccumulator {
-            u: vec![0.0; dim],
-            m: 0,
-        }
+/// The f64 rows, read by the engine's [`SimAccumulator`].
+impl SimilarityRows for Similarity {
+    fn dim(&self) -> usize {
+        self.dim
     }
 
-    /// Adds `item` (padding id 0 is ignored).
-    pub fn push(&mut self, table: &Similarity, item: u32) {
-        if item == 0 {
-            return;
+    fn add_row(&self, item: u32, acc: &mut [f64]) {
+        for (a, e) in acc.iter_mut().zip(self.row(item)) {
+            *a += e;
         }
-        for (u, e) in self.u.iter_mut().zip(table.row(item)) {
-            *u += e;
-        }
-        self.m += 1;
-    }
-
-    /// Number of (non-padding) items pushed.
-    pub fn len(&self) -> usize {
-        self.m
-    }
-
-    /// Whether no item was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.m == 0
-    }
-
-    /// `Sim` of the items pushed so far (`1` for zero or one item).
-    pub fn sim(&self) -> f64 {
-        if self.m < 2 {
-            return 1.0;
-        }
-        let m = self.m as f64;
-        let norm2: f64 = self.u.iter().map(|v| v * v).sum();
-        (norm2 - m) / (m * (m - 1.0))
     }
 }
 

@@ -16,6 +16,7 @@ use crate::objectives::Similarity;
 use crate::train::{LossKind, TrainOptions, train};
 use clap::Args;
 use seqrec_engine::Model;
+use seqrec_engine::objectives::returns::{N_OBJ, parse_objective_list};
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,20 +70,15 @@ pub struct Common<'a> {
     pub out: &'a Path,
 }
 
-fn parse_objectives(list: &str) -> Result<[bool; 3], CliError> {
-    let mut on = [false; 3];
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let o = ["acc", "nov", "div"]
-            .iter()
-            .position(|&n| n == name)
-            .ok_or_else(|| {
-                CliError::input(format!(
-                    "--dt-objectives: `{name}` is not one of acc, nov, div"
-                ))
-            })?;
-        on[o] = true;
-    }
-    Ok(on)
+/// `--dt-objectives`: the engine's objective list, its error naming the flag.
+fn parse_objectives(list: &str) -> Result<[bool; N_OBJ], CliError> {
+    parse_objective_list(list).map_err(|e| {
+        let message = match &e {
+            seqrec_engine::Error::Config(m) => m.strip_prefix("dt_objectives: ").unwrap_or(m),
+            _ => return CliError::input(format!("--dt-objectives: {e}")),
+        };
+        CliError::input(format!("--dt-objectives: {message}"))
+    })
 }
 
 /// The similarity table: from `--similarity-model`, or from a SASRec baseline trained here.

@@ -104,10 +104,8 @@ pub fn prepare_sessions(
             let full = &s.items[start..end];
             let r_inter = match (sim, acc.as_mut()) {
                 (Some(t), Some(a)) => {
-                    for &i in full {
-                        a.push(t, i);
-                    }
-                    (dis_max as f64 - (1.0 - a.sim())) as f32
+                    a.extend(t, full);
+                    (dis_max as f64 - a.dis()) as f32
                 }
                 _ => 0.0,
             };
