@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod error;
 pub mod eval;
 pub mod models;
 pub mod nn;
@@ -11,3 +12,5 @@ pub mod scorer;
 pub mod session_scorer;
 pub mod synthetic;
 pub mod train;
+
+pub use error::{Error, Result};

@@ -17,6 +17,7 @@
 //! with the engine's [`seqrec_engine::objectives::returns`]) are those of the f64 table, and
 //! all sums run in f64.
 
+use crate::error::{Error, Result};
 use seqrec_engine::Model;
 use seqrec_engine::objectives::similarity::MIN_NORM;
 pub use seqrec_engine::objectives::similarity::{SimAccumulator, SimilarityRows};
@@ -35,19 +36,19 @@ impl Similarity {
     ///
     /// # Errors
     /// When `dim` is 0, the table is not a whole number of rows, or a value is not finite.
-    pub fn new(table: &[f32], dim: usize) -> Result<Self, String> {
+    pub fn new(table: &[f32], dim: usize) -> Result<Self> {
         if dim == 0 || table.len() % dim != 0 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "item-embedding table of {} values is not a whole number of rows of width {dim}",
                 table.len()
-            ));
+            )));
         }
         if let Some(i) = table.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "item-embedding table: value at item {} component {} is not finite",
                 i / dim,
                 i % dim
-            ));
+            )));
         }
         let mut rows = Vec::with_capacity(table.len());
         for row in table.chunks_exact(dim) {
@@ -67,8 +68,11 @@ impl Similarity {
     ///
     /// # Errors
     /// When the file cannot be loaded as a model.
-    pub fn from_model_file(path: &Path) -> Result<Self, String> {
-        let model = Model::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_model_file(path: &Path) -> Result<Self> {
+        let model = Model::load(path).map_err(|source| Error::ModelFile {
+            path: path.display().to_string(),
+            source,
+        })?;
         let emb = model.arch().item_embedding();
         Self::new(emb.table.as_slice(), emb.dim)
     }
@@ -206,9 +210,13 @@ mod tests {
 
     #[test]
     fn bad_tables_are_rejected_with_the_reason() {
-        let e = Similarity::new(&[1.0, 2.0, 3.0], 2).unwrap_err();
+        let e = Similarity::new(&[1.0, 2.0, 3.0], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("width 2"), "{e}");
-        let e = Similarity::new(&[1.0, f32::NAN], 2).unwrap_err();
+        let e = Similarity::new(&[1.0, f32::NAN], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("item 0 component 1"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 //! validation checkpoint kept as a safetensors image the engine loads unchanged.
 
 use crate::data::{Split, TrainPart};
+use crate::error::{Error, Result};
 use crate::eval::{EvalOptions, Evaluator, Report, parse_metrics};
 use crate::models::{Batch, TrainModel, TrainStyle};
 use crate::nn::Rng;
@@ -30,14 +31,14 @@ pub enum LossKind {
 }
 
 impl std::str::FromStr for LossKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "ce" => Ok(LossKind::Ce),
             "sampled-ce" | "sampled_ce" | "sampled-softmax" => Ok(LossKind::SampledCe),
             "bce" => Ok(LossKind::Bce),
             "bpr" => Ok(LossKind::Bpr),
-            _ => Err(format!("`{s}` is not one of ce, sampled-ce, bce, bpr")),
+            _ => Err(Error::unknown_name("", s, "ce, sampled-ce, bce, bpr")),
         }
     }
 }
@@ -138,12 +139,12 @@ pub struct TrainResult {
 }
 
 /// The evaluator of the validation metric `metric` (lower case) on `split`.
-pub(crate) fn validation_evaluator(split: &Split, metric: &str) -> Result<Evaluator, String> {
+pub(crate) fn validation_evaluator(split: &Split, metric: &str) -> Result<Evaluator> {
     let eval_opts = EvalOptions {
-        metrics: parse_metrics(metric).map_err(|e| e.to_string())?,
+        metrics: parse_metrics(metric)?,
         ..Default::default()
     };
-    Evaluator::new(split, eval_opts).map_err(|e| e.to_string())
+    Ok(Evaluator::new(split, eval_opts)?)
 }
 
 /// `threads` copies of `model` for data-parallel steps, with one dropout stream each (seeded
@@ -366,12 +367,10 @@ fn validate<M: TrainModel>(
     model: &M,
     evaluator: &Evaluator,
     split: &Split,
-) -> Result<(Vec<u8>, Report), String> {
-    let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-    let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
-    let report = evaluator
-        .evaluate_par(&split.valid, &EngineScorer::new(&engine))
-        .map_err(|e| e.to_string())?;
+) -> Result<(Vec<u8>, Report)> {
+    let bytes = model.to_safetensors()?;
+    let engine = Model::from_bytes(&bytes, &Default::default())?;
+    let report = evaluator.evaluate_par(&split.valid, &EngineScorer::new(&engine))?;
     Ok((bytes, report))
 }
 
@@ -380,19 +379,19 @@ pub fn train<M: TrainModel>(
     model: &mut M,
     split: &Split,
     opts: &TrainOptions,
-) -> Result<TrainResult, String> {
+) -> Result<TrainResult> {
     let start = Instant::now();
     let n_items = split.n_items;
     let style = model.style();
     let max_len = model.max_len();
     let data = windows(split, style, max_len);
     if data.is_empty() {
-        return Err(
-            "no training windows: every training sequence is shorter than two items".into(),
-        );
+        return Err(Error::NoTrainingData(
+            "no training windows: every training sequence is shorter than two items",
+        ));
     }
     if split.valid.is_empty() {
-        return Err("the split has no validation events to select a checkpoint with".into());
+        return Err(Error::NoValidation { what: "events" });
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
     let evaluator = validation_evaluator(split, &metric)?;

@@ -32,6 +32,7 @@ mod engine_tests;
 mod tests;
 
 use super::sasrec::{SasRecConfig, SasRecModel};
+use crate::error::{Error, Result};
 use crate::nn::{
     Activation, Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, Param, Rng,
     SelfAttention,
@@ -173,13 +174,13 @@ impl DtConfig {
     }
 
     /// Checks what would make a block panic.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let h = self.hidden();
         for (what, heads) in [("UserTrans", self.user.n_heads), ("MoTrans", self.heads)] {
             if heads == 0 || h % heads != 0 {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "{what}: width {h} is not divisible by {heads} heads"
-                ));
+                )));
             }
         }
         for p in [
@@ -188,21 +189,22 @@ impl DtConfig {
             self.user.attn_dropout,
         ] {
             if !(0.0..1.0).contains(&p) {
-                return Err(format!("dropout {p} is not in [0, 1)"));
+                return Err(Error::out_of_range("dropout", p, "is not in [0, 1)"));
             }
         }
         if self.n_items() < 2 || self.max_len() == 0 || h == 0 || self.inner == 0 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "need at least one item, a window and a width (n_items {}, max_len {}, hidden {h}, inner {})",
                 self.n_items(),
                 self.max_len(),
                 self.inner
-            ));
+            )));
         }
         if !(self.beta.is_finite() && self.beta >= 0.0) {
-            return Err(format!(
-                "beta {} is not a finite non-negative number",
-                self.beta
+            return Err(Error::out_of_range(
+                "beta",
+                self.beta,
+                "is not a finite non-negative number",
             ));
         }
         Ok(())
@@ -224,13 +226,13 @@ impl ObjectiveTables {
     ///
     /// # Errors
     /// When the catalogs differ.
-    pub fn new(long_tail: &[bool], sim: &crate::objectives::Similarity) -> Result<Self, String> {
+    pub fn new(long_tail: &[bool], sim: &crate::objectives::Similarity) -> Result<Self> {
         if long_tail.len() != sim.n_items() {
-            return Err(format!(
-                "the similarity table has {} item ids, the data set {} (padding included)",
-                sim.n_items(),
-                long_tail.len()
-            ));
+            return Err(Error::ItemCount {
+                what: "the similarity table",
+                found: sim.n_items(),
+                expected: long_tail.len(),
+            });
         }
         let flags = long_tail.iter().map(|&t| f32::from(u8::from(t))).collect();
         let d = sim.dim();
@@ -334,13 +336,13 @@ impl DtModel {
     ///
     /// # Errors
     /// When their catalog is not the model's.
-    pub fn set_tables(&mut self, tables: ObjectiveTables) -> Result<(), String> {
+    pub fn set_tables(&mut self, tables: ObjectiveTables) -> Result<()> {
         let n = self.cfg.n_items();
         if tables.long_tail.len() != n || tables.similarity.shape[0] != n {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "objective tables cover {} item ids, the model {n}",
                 tables.similarity.shape[0]
-            ));
+            )));
         }
         self.tables = Some(tables);
         Ok(())

@@ -17,6 +17,7 @@ use super::DtModel;
 use super::forward::{DtBatch, LossParts};
 use super::returns::{N_OBJ, training_returns};
 use crate::data::{Split, TrainPart};
+use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Report};
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
 use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
@@ -116,16 +117,10 @@ pub struct DtLossLog {
     pub parts: LossParts,
 }
 
-fn validate(
-    model: &DtModel,
-    evaluator: &Evaluator,
-    split: &Split,
-) -> Result<(Vec<u8>, Report), String> {
-    let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-    let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
-    let report = evaluator
-        .evaluate_par(&split.valid, &EngineScorer::new(&engine))
-        .map_err(|e| e.to_string())?;
+fn validate(model: &DtModel, evaluator: &Evaluator, split: &Split) -> Result<(Vec<u8>, Report)> {
+    let bytes = model.to_safetensors()?;
+    let engine = Model::from_bytes(&bytes, &Default::default())?;
+    let report = evaluator.evaluate_par(&split.valid, &EngineScorer::new(&engine))?;
     Ok((bytes, report))
 }
 
@@ -137,18 +132,20 @@ pub fn train(
     data: &[DtSample],
     split: &Split,
     opts: &TrainOptions,
-) -> Result<(TrainResult, DtLossLog), String> {
+) -> Result<(TrainResult, DtLossLog)> {
     let start = Instant::now();
     if data.is_empty() {
-        return Err(
-            "no training windows: every training sequence is shorter than two items".into(),
-        );
+        return Err(Error::NoTrainingData(
+            "no training windows: every training sequence is shorter than two items",
+        ));
     }
     if split.valid.is_empty() {
-        return Err("the split has no validation events to select a checkpoint with".into());
+        return Err(Error::NoValidation { what: "events" });
     }
     if model.tables().is_none() {
-        return Err("the model has no long-tail and similarity tables to serve with".into());
+        return Err(Error::Invalid(
+            "the model has no long-tail and similarity tables to serve with".into(),
+        ));
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
     let evaluator = validation_evaluator(split, &metric)?;

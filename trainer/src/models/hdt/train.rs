@@ -20,6 +20,7 @@
 use super::data::{UserSessions, make_batch};
 use super::{HdtBatch, HdtModel};
 use crate::data::{Split, session_boundaries};
+use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Report};
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
 use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
@@ -132,13 +133,11 @@ fn validate(
     evaluator: &Evaluator,
     split: &Split,
     boundaries: &[Vec<usize>],
-) -> Result<(Vec<u8>, Report), String> {
-    let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-    let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
+) -> Result<(Vec<u8>, Report)> {
+    let bytes = model.to_safetensors()?;
+    let engine = Model::from_bytes(&bytes, &Default::default())?;
     let scorer = SessionScorer::new(&engine, boundaries.to_vec());
-    let report = evaluator
-        .evaluate_par(&split.valid, &scorer)
-        .map_err(|e| e.to_string())?;
+    let report = evaluator.evaluate_par(&split.valid, &scorer)?;
     Ok((bytes, report))
 }
 
@@ -149,13 +148,13 @@ pub fn train_hdt(
     split: &Split,
     data: &[UserSessions],
     opts: &HdtTrainOptions,
-) -> Result<TrainResult, String> {
+) -> Result<TrainResult> {
     let start = Instant::now();
     if data.is_empty() {
-        return Err("no training sessions".into());
+        return Err(Error::NoTrainingData("no training sessions"));
     }
     if split.valid.is_empty() {
-        return Err("the split has no validation sessions to select a checkpoint with".into());
+        return Err(Error::NoValidation { what: "sessions" });
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
     let evaluator = validation_evaluator(split, &metric)?;

@@ -15,6 +15,7 @@ use super::samples::{RlBatch, Transitions};
 use super::step::{RlOptions, StepCtx, StepLoss, objective_weights, rl_step};
 use super::{RlKind, RlModel};
 use crate::data::Split;
+use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Report, ScorerError, SharedScorer, long_tail};
 use crate::models::TrainModel;
 use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
@@ -74,15 +75,13 @@ impl<M: TrainModel> SharedScorer for RlScorer<'_, M> {
 
 /// Validates copy A: its checkpoint and the validation report.
 pub type Validate<'a, M> =
-    dyn Fn(&RlModel<M>, &Evaluator, &Split) -> Result<(Vec<u8>, Report), String> + Sync + 'a;
+    dyn Fn(&RlModel<M>, &Evaluator, &Split) -> Result<(Vec<u8>, Report)> + Sync + 'a;
 
 /// Validation with the trainer-side forward ([`RlScorer`]).
 pub fn validate_trainer<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> {
     Box::new(move |model, evaluator, split| {
-        let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-        let report = evaluator
-            .evaluate_par(&split.valid, &RlScorer::new(model, weights))
-            .map_err(|e| e.to_string())?;
+        let bytes = model.to_safetensors()?;
+        let report = evaluator.evaluate_par(&split.valid, &RlScorer::new(model, weights))?;
         Ok((bytes, report))
     })
 }
@@ -92,18 +91,16 @@ pub fn validate_trainer<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> 
 /// `weights`.
 pub fn validate_engine<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> {
     Box::new(move |model, evaluator, split| {
-        let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-        let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
+        let bytes = model.to_safetensors()?;
+        let engine = Model::from_bytes(&bytes, &Default::default())?;
         let mut obj = engine.default_objectives();
         if model.kind() == RlKind::Smorl {
             for (spec, &w) in engine.objective_specs().iter().zip(weights) {
-                obj.set(spec.name, w).map_err(|e| e.to_string())?;
+                obj.set(spec.name, w)?;
             }
         }
         let scorer = EngineScorer::new(&engine).with_objectives(obj);
-        let report = evaluator
-            .evaluate_par(&split.valid, &scorer)
-            .map_err(|e| e.to_string())?;
+        let report = evaluator.evaluate_par(&split.valid, &scorer)?;
         Ok((bytes, report))
     })
 }
@@ -117,30 +114,34 @@ pub fn train_rl<M: TrainModel>(
     rl: &RlOptions,
     sim: Option<&Similarity>,
     validate: &Validate<'_, M>,
-) -> Result<TrainResult, String> {
+) -> Result<TrainResult> {
     let start = Instant::now();
     let kind = copies[0].kind();
     if kind == RlKind::Smorl && sim.is_none() {
-        return Err("SMORL needs a similarity table for its diversity reward".into());
+        return Err(Error::Invalid(
+            "SMORL needs a similarity table for its diversity reward".into(),
+        ));
     }
     if let Some(s) = sim
         && s.n_items() != split.n_items
     {
-        return Err(format!(
-            "the similarity table has {} item ids, the data set {}",
-            s.n_items(),
-            split.n_items
-        ));
+        return Err(Error::ItemCount {
+            what: "the similarity table",
+            found: s.n_items(),
+            expected: split.n_items,
+        });
     }
     let n_items = split.n_items;
-    if copies.iter().any(|c| c.n_items() != n_items) {
-        return Err(format!(
-            "the model is not built for the data set's {n_items} item ids"
-        ));
+    if let Some(c) = copies.iter().find(|c| c.n_items() != n_items) {
+        return Err(Error::ItemCount {
+            what: "the model",
+            found: c.n_items(),
+            expected: n_items,
+        });
     }
     let data = Transitions::from_split(split, copies[0].backbone().max_len())?;
     if split.valid.is_empty() {
-        return Err("the split has no validation events to select a checkpoint with".into());
+        return Err(Error::NoValidation { what: "events" });
     }
     let metric = opts.valid_metric.to_ascii_lowercase();
     let evaluator = validation_evaluator(split, &metric)?;
