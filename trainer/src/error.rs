@@ -1,6 +1,6 @@
 //! The trainer's error type: one enum for training runs, model construction, similarity tables
 //! and names given on the command line. Data-set errors keep their own type
-//! ([`DataError`](crate::data::DataError), which names the file, line and column) and are
+//! ([`DataError`], which names the file, line and column) and are
 //! wrapped; engine errors (checkpoints, knobs, validation through the engine) likewise.
 //!
 //! Messages name what was wrong: the option and its value, the table and both catalog sizes,

@@ -1,4 +1,4 @@
-//! The user-parallel training loop of the hierarchical models (§5.5, after HRNN).
+//! The user-parallel training of the hierarchical models (§5.5, after HRNN).
 //!
 //! `slots` user slots; each iteration takes every busy slot's next session (in time order),
 //! with the slot's carried inter-session state (`s`, and the user GRU's state for Hier),
@@ -11,31 +11,30 @@
 //! their remaining sessions), which keeps every user's sessions in order but spreads them
 //! over the epoch instead of ending it with the few users who have the most sessions.
 //!
-//! As the backbone loop, a mini-batch is split across worker threads (one model replica
-//! each) and the parts' gradients are averaged with weights equal to their share of the
-//! sessions. Validation runs through the engine after every epoch, replaying each
-//! validation user's training sessions through its session API ([`SessionScorer`]); the
-//! best validation checkpoint is kept, with early stopping and a wall-clock budget.
+//! The schedule above is the step's [`Batches`] (`UserSlots`, which also holds the carried
+//! states); the step is a [`TrainStep`] run by [`crate::learner::fit`]: as in every loop, a
+//! mini-batch is split across worker threads (one model replica each); the parts' gradients
+//! are weighted by their number of sessions over `slots` (idle slots are masked out of the
+//! mean). Validation runs through the engine after every epoch, replaying each validation
+//! user's training sessions through its session API ([`SessionScorer`]); the best validation
+//! checkpoint is kept, with early stopping and a wall-clock budget.
 
 use super::data::{UserSessions, make_batch};
-use super::{HdtBatch, HdtModel};
+use super::{HdtBatch, HdtModel, StepOutput};
 use crate::data::{Split, session_boundaries};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Report};
-use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
-use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
-use crate::nn::{Module, Rng};
+use crate::learner::{Batches, RunOptions, TrainStep, fit, shuffle, validation_evaluator};
+use crate::nn::Rng;
+use crate::nn::optim::{Adam, Optimizer};
 use crate::session_scorer::SessionScorer;
-use crate::train::{EpochLog, EpochTracker, TrainResult, replicas, validation_evaluator};
-use rayon::prelude::*;
+use crate::train::TrainResult;
 use seqrec_engine::Model;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Knobs of a training run.
 #[derive(Clone, Debug)]
 pub struct HdtTrainOptions {
-    /// Maximum epochs.
-    pub epochs: usize,
     /// User slots B (sessions per update).
     pub slots: usize,
     /// How users' sessions are grouped into updates.
@@ -44,37 +43,19 @@ pub struct HdtTrainOptions {
     pub lr: f32,
     /// Decoupled weight decay (AdamW); 0 gives Adam.
     pub weight_decay: f32,
-    /// Seed of the user order and dropout.
-    pub seed: u64,
-    /// Stop when the next epoch would not fit (validation included).
-    pub time_budget: Option<Duration>,
-    /// Worker threads.
-    pub threads: usize,
-    /// Global gradient-norm clipping.
-    pub clip: Option<f32>,
-    /// Epochs without improvement before stopping.
-    pub patience: usize,
-    /// Validation metric to maximise.
-    pub valid_metric: String,
-    /// Progress lines on stderr.
-    pub progress: bool,
+    /// The loop's knobs: epochs, seed (of the user order and dropout), time budget, threads,
+    /// clipping, early stopping, progress.
+    pub run: RunOptions,
 }
 
 impl Default for HdtTrainOptions {
     fn default() -> Self {
         HdtTrainOptions {
-            epochs: 200,
             slots: 32,
             batching: Batching::Slots,
             lr: 1e-3,
             weight_decay: 0.0,
-            seed: 2020,
-            time_budget: None,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            clip: Some(5.0),
-            patience: 10,
-            valid_metric: "ndcg@10".into(),
-            progress: true,
+            run: RunOptions::default(),
         }
     }
 }
@@ -127,18 +108,157 @@ fn interleave(data: &[UserSessions], users: &[UserState], b: usize, rng: &mut Rn
     out
 }
 
-/// Validates `model` through the engine on the split's validation events.
-fn validate(
-    model: &HdtModel,
-    evaluator: &Evaluator,
-    split: &Split,
-    boundaries: &[Vec<usize>],
-) -> Result<(Vec<u8>, Report)> {
-    let bytes = model.to_safetensors()?;
-    let engine = Model::from_bytes(&bytes, &Default::default())?;
-    let scorer = SessionScorer::new(&engine, boundaries.to_vec());
-    let report = evaluator.evaluate_par(&split.valid, &scorer)?;
-    Ok((bytes, report))
+/// The epochs' updates: the users whose next session each update trains (slots or interleaved
+/// draws), with every user's next session and carried states.
+struct UserSlots<'a> {
+    data: &'a [UserSessions],
+    dim: usize,
+    slots: usize,
+    batching: Batching,
+    /// Users not yet given a slot this epoch.
+    queue: std::vec::IntoIter<usize>,
+    /// The user in each slot.
+    in_slot: Vec<Option<usize>>,
+    /// Per user: the next session and the carried states.
+    users: Vec<UserState>,
+}
+
+impl Batches for UserSlots<'_> {
+    /// Shuffles the users, then orders them by decreasing number of sessions (stable), and
+    /// resets every user's states.
+    fn begin_epoch(&mut self, rng: &mut Rng) {
+        let data = self.data;
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        shuffle(&mut order, rng);
+        order.sort_by_key(|&u| std::cmp::Reverse(data[u].sessions.len()));
+        self.queue = order.into_iter();
+        let zeros = vec![0.0f32; self.dim];
+        self.users = (0..data.len())
+            .map(|_| UserState {
+                next: 0,
+                s: zeros.clone(),
+                u: zeros.clone(),
+            })
+            .collect();
+        self.in_slot = vec![None; self.slots];
+    }
+
+    /// The users whose next session is trained: the busy slots (refilled from the queue), or
+    /// `slots` users drawn by their remaining sessions.
+    fn next_batch(&mut self, rng: &mut Rng) -> Option<Vec<usize>> {
+        let busy: Vec<usize> = match self.batching {
+            Batching::Slots => {
+                for slot in self.in_slot.iter_mut().filter(|s| s.is_none()) {
+                    *slot = self.queue.next();
+                }
+                self.in_slot.iter().flatten().copied().collect()
+            }
+            Batching::Interleaved => interleave(self.data, &self.users, self.slots, rng),
+        };
+        (!busy.is_empty()).then_some(busy)
+    }
+}
+
+impl UserSlots<'_> {
+    /// User `k`'s session is done: its last window's states (row `j` of `out`) carry on, and a
+    /// user whose sessions are consumed frees its slot.
+    fn advance(&mut self, k: usize, out: &StepOutput, j: usize) {
+        let d = self.dim;
+        let st = &mut self.users[k];
+        st.s.copy_from_slice(&out.s_next[j * d..(j + 1) * d]);
+        if !out.u_next.is_empty() {
+            st.u.copy_from_slice(&out.u_next[j * d..(j + 1) * d]);
+        }
+        st.next += 1;
+        if st.next == self.data[k].sessions.len()
+            && let Some(slot) = self.in_slot.iter_mut().find(|s| **s == Some(k))
+        {
+            *slot = None;
+        }
+    }
+}
+
+/// A part: the users (indices into the data), their sessions' batch, and per user the row of
+/// the session's last window (whose states carry on).
+type Part = (Vec<usize>, HdtBatch, Vec<usize>);
+
+/// The hierarchical models' training step.
+struct HdtStep<'a> {
+    model: &'a mut HdtModel,
+    split: &'a Split,
+    evaluator: Evaluator,
+    boundaries: Vec<Vec<usize>>,
+    batches: UserSlots<'a>,
+    optimizer: Adam,
+    lr: f32,
+}
+
+impl<'a> TrainStep for HdtStep<'a> {
+    type Model = HdtModel;
+    type Part = Part;
+    type Output = StepOutput;
+    type Batches = UserSlots<'a>;
+    const TERMS: &'static [&'static str] = &["L_S", "L_R", "L_a", "L_g"];
+
+    fn batches(&mut self) -> &mut UserSlots<'a> {
+        &mut self.batches
+    }
+
+    fn make_part(&mut self, ks: &[usize]) -> Part {
+        let slots = &self.batches;
+        let items: Vec<_> = ks
+            .iter()
+            .map(|&k| {
+                let st = &slots.users[k];
+                (&slots.data[k].sessions[st.next], &st.s[..], &st.u[..])
+            })
+            .collect();
+        let (b, last) = make_batch(&items, slots.dim);
+        (ks.to_vec(), b, last)
+    }
+
+    fn part_size(&self, (ks, ..): &Part) -> usize {
+        ks.len()
+    }
+
+    /// Idle slots are masked out: the loss is the sum over busy slots / B.
+    fn weight_denominator(&self, _: usize) -> usize {
+        self.batches.slots
+    }
+
+    fn model(&self) -> &HdtModel {
+        self.model
+    }
+
+    fn part_step(&self, replica: &mut HdtModel, (_, b, _): &Part, rng: &mut Rng) -> StepOutput {
+        replica.train_step(b, Some(rng))
+    }
+
+    fn loss_terms(&self, out: &StepOutput) -> Vec<f64> {
+        let l = &out.loss;
+        vec![l.total, l.seq, l.ret, l.act, l.goal]
+    }
+
+    fn update(&mut self) -> (&mut HdtModel, &mut dyn Optimizer, f32) {
+        (&mut *self.model, &mut self.optimizer, self.lr)
+    }
+
+    fn end_step(&mut self, parts: &[Part], outputs: &[StepOutput]) {
+        for ((ks, _, last), out) in parts.iter().zip(outputs) {
+            for (&k, &j) in ks.iter().zip(last) {
+                self.batches.advance(k, out, j);
+            }
+        }
+    }
+
+    /// Through the engine's session API, replaying each validation user's training sessions.
+    fn validate(&self) -> Result<(Vec<u8>, Report)> {
+        let bytes = self.model.to_safetensors()?;
+        let engine = Model::from_bytes(&bytes, &Default::default())?;
+        let scorer = SessionScorer::new(&engine, self.boundaries.clone());
+        let report = self.evaluator.evaluate_par(&self.split.valid, &scorer)?;
+        Ok((bytes, report))
+    }
 }
 
 /// Trains `model` on the sessions `data` (from [`super::prepare_sessions`] on `split`) and
@@ -156,149 +276,24 @@ pub fn train_hdt(
     if split.valid.is_empty() {
         return Err(Error::NoValidation { what: "sessions" });
     }
-    let metric = opts.valid_metric.to_ascii_lowercase();
-    let evaluator = validation_evaluator(split, &metric)?;
-    let boundaries = session_boundaries(split);
-    let d = model.config().dim;
-    let threads = opts.threads.max(1);
-    let (mut replicas, mut rngs) = replicas(&*model, threads, opts.seed);
-    let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
-    let mut optimizer = Adam::decoupled_or_plain(opts.weight_decay);
-    let mut tracker = EpochTracker::new();
-    let mut sessions_done = 0usize;
-    let mut last_valid_secs = 0.0f64;
-    let zeros = vec![0.0f32; d];
-    for epoch in 1..=opts.epochs {
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, shuffle.below(i + 1));
-        }
-        order.sort_by_key(|&u| std::cmp::Reverse(data[u].sessions.len()));
-        let mut queue = order.into_iter();
-        // Per user: the next session and the carried states.
-        let mut users: Vec<UserState> = (0..data.len())
-            .map(|_| UserState {
-                next: 0,
-                s: zeros.clone(),
-                u: zeros.clone(),
-            })
-            .collect();
-        let mut slots: Vec<Option<usize>> = vec![None; opts.slots.max(1)];
-        let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
-        let mut parts_sum = [0.0f64; 4];
-        let mut out_of_time = false;
-        loop {
-            let busy: Vec<usize> = match opts.batching {
-                Batching::Slots => {
-                    for slot in slots.iter_mut().filter(|s| s.is_none()) {
-                        *slot = queue.next();
-                    }
-                    slots.iter().flatten().copied().collect()
-                }
-                Batching::Interleaved => interleave(data, &users, opts.slots.max(1), &mut shuffle),
-            };
-            if busy.is_empty() {
-                break;
-            }
-            if let Some(budget) = opts.time_budget
-                && start.elapsed().as_secs_f64() + last_valid_secs.max(0.5) >= budget.as_secs_f64()
-            {
-                out_of_time = true;
-                break;
-            }
-            let per = busy.len().div_ceil(threads);
-            let parts: Vec<(Vec<usize>, HdtBatch, Vec<usize>)> = busy
-                .chunks(per)
-                .map(|ks| {
-                    let items: Vec<_> = ks
-                        .iter()
-                        .map(|&k| {
-                            let st = &users[k];
-                            (&data[k].sessions[st.next], &st.s[..], &st.u[..])
-                        })
-                        .collect();
-                    let (b, last) = make_batch(&items, d);
-                    (ks.to_vec(), b, last)
-                })
-                .collect();
-            let outs: Vec<_> = replicas
-                .par_iter_mut()
-                .zip(rngs.par_iter_mut())
-                .zip(parts.par_iter())
-                .map(|((rep, rng), (_, b, _))| {
-                    zero_grads(&mut rep.params_mut());
-                    rep.train_step(b, Some(rng))
-                })
-                .collect();
-            {
-                let mut main = model.params_mut();
-                // Idle slots are masked out: the loss is the sum over busy slots / B.
-                gather_grads(
-                    &mut main,
-                    replicas
-                        .iter()
-                        .zip(&parts)
-                        .map(|(r, (ks, ..))| (r, ks.len() as f32 / opts.slots.max(1) as f32)),
-                );
-                if let Some(c) = opts.clip {
-                    clip_grad_norm(&mut main, c);
-                }
-                optimizer.step(&mut main, opts.lr);
-            }
-            sync_replicas(&mut replicas, &*model);
-            for ((ks, _, last), out) in parts.iter().zip(&outs) {
-                loss_sum += out.loss.total * ks.len() as f64;
-                let l = &out.loss;
-                for (a, v) in parts_sum.iter_mut().zip([l.seq, l.ret, l.act, l.goal]) {
-                    *a += v * ks.len() as f64;
-                }
-                loss_n += ks.len();
-                for (&k, &j) in ks.iter().zip(last) {
-                    // The session's last window carries its states on.
-                    let st = &mut users[k];
-                    st.s.copy_from_slice(&out.s_next[j * d..(j + 1) * d]);
-                    if !out.u_next.is_empty() {
-                        st.u.copy_from_slice(&out.u_next[j * d..(j + 1) * d]);
-                    }
-                    st.next += 1;
-                    if st.next == data[k].sessions.len()
-                        && let Some(slot) = slots.iter_mut().find(|s| **s == Some(k))
-                    {
-                        *slot = None;
-                    }
-                }
-            }
-            sessions_done += busy.len();
-        }
-        let t_valid = Instant::now();
-        let (bytes, report) = validate(model, &evaluator, split, &boundaries)?;
-        last_valid_secs = t_valid.elapsed().as_secs_f64();
-        let value = report.get(&metric).unwrap_or(f64::NAN);
-        let entry = EpochLog {
-            epoch,
-            loss: loss_sum / loss_n.max(1) as f64,
-            valid: value,
-            elapsed: start.elapsed().as_secs_f64(),
-        };
-        if opts.progress {
-            let [ls, lr, la, lg] = parts_sum.map(|v| v / loss_n.max(1) as f64);
-            eprintln!(
-                "epoch {epoch}: loss {:.4} (L_S {ls:.4}, L_R {lr:.4}, L_a {la:.4}, L_g {lg:.4}), \
-                 valid {metric} {value:.4} ({:.1}s)",
-                entry.loss, entry.elapsed
-            );
-        }
-        if tracker.end_epoch(
-            entry,
-            epoch,
-            value,
-            report,
-            bytes,
-            opts.patience,
-            out_of_time,
-        ) {
-            break;
-        }
-    }
-    Ok(tracker.finish(sessions_done, start))
+    let evaluator = validation_evaluator(split, &opts.run.metric())?;
+    let dim = model.config().dim;
+    let mut step = HdtStep {
+        model,
+        split,
+        evaluator,
+        boundaries: session_boundaries(split),
+        batches: UserSlots {
+            data,
+            dim,
+            slots: opts.slots.max(1),
+            batching: opts.batching,
+            queue: Vec::new().into_iter(),
+            in_slot: Vec::new(),
+            users: Vec::new(),
+        },
+        optimizer: Adam::decoupled_or_plain(opts.weight_decay),
+        lr: opts.lr,
+    };
+    fit(&mut step, &opts.run, start)
 }

@@ -14,8 +14,8 @@
 //! (`w = 0` gives the supervised head alone). Heads are initialised as TensorFlow's
 //! `fully_connected` layers of the SQN code: Glorot-uniform weights, zero biases.
 //!
-//! The losses and the training loop are in [`loss`], [`step`] and [`train`]; the replay-buffer
-//! samples in [`samples`].
+//! The losses and the training step (run by [`crate::learner::fit`]) are in [`loss`], [`step`]
+//! and [`train`]; the replay-buffer samples in [`samples`].
 
 pub mod loss;
 pub mod samples;
