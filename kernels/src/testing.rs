@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 /// Sizes every kernel test sweeps: tiny, around the 8-lane and 16-lane vector widths, primes.
 pub const AWKWARD_SIZES: &[usize] = &[1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 127, 257];
 
-/// xoshiro128++-style generator seeded through splitmix64. Not cryptographic; deterministic.
+/// xorshift128+ generator (shifts 23, 18, 5) seeded through splitmix64. Not cryptographic;
+/// deterministic.
 #[derive(Clone, Debug)]
 pub struct Rng {
     s: [u64; 2],

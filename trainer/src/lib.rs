@@ -3,8 +3,9 @@
 
 pub mod cli;
 pub mod data;
+pub mod error;
 pub mod eval;
-pub mod hdt;
+pub mod learner;
 pub mod models;
 pub mod nn;
 pub mod objectives;
@@ -12,3 +13,5 @@ pub mod scorer;
 pub mod session_scorer;
 pub mod synthetic;
 pub mod train;
+
+pub use error::{Error, Result};

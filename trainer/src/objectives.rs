@@ -12,13 +12,16 @@
 //! - the prefix forms `Sim(s_1..s_t)` for every `t` in O(d) per step, from
 //!   `Σ_{p<q} cos = (|u|² − m)/2` with `u = Σ_p ê_{s_p}`.
 //!
-//! All sums run in f64.
+//! The running sums are the engine's ([`SimAccumulator`]): [`Similarity`] implements its
+//! [`SimilarityRows`] with rows kept in f64, so the trainer's rewards and returns (computed
+//! with the engine's [`seqrec_engine::objectives::returns`]) are those of the f64 table, and
+//! all sums run in f64.
 
+use crate::error::{Error, Result};
 use seqrec_engine::Model;
+use seqrec_engine::objectives::similarity::MIN_NORM;
+pub use seqrec_engine::objectives::similarity::{SimAccumulator, SimilarityRows};
 use std::path::Path;
-
-/// Norms below this are treated as this (the zero padding row stays zero).
-const MIN_NORM: f64 = 1e-8;
 
 /// A frozen, row-normalised item-embedding table. See the module docs.
 #[derive(Clone, Debug)]
@@ -33,19 +36,19 @@ impl Similarity {
     ///
     /// # Errors
     /// When `dim` is 0, the table is not a whole number of rows, or a value is not finite.
-    pub fn new(table: &[f32], dim: usize) -> Result<Self, String> {
+    pub fn new(table: &[f32], dim: usize) -> Result<Self> {
         if dim == 0 || table.len() % dim != 0 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "item-embedding table of {} values is not a whole number of rows of width {dim}",
                 table.len()
-            ));
+            )));
         }
         if let Some(i) = table.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "item-embedding table: value at item {} component {} is not finite",
                 i / dim,
                 i % dim
-            ));
+            )));
         }
         let mut rows = Vec::with_capacity(table.len());
         for row in table.chunks_exact(dim) {
@@ -65,8 +68,11 @@ impl Similarity {
     ///
     /// # Errors
     /// When the file cannot be loaded as a model.
-    pub fn from_model_file(path: &Path) -> Result<Self, String> {
-        let model = Model::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_model_file(path: &Path) -> Result<Self> {
+        let model = Model::load(path).map_err(|source| Error::ModelFile {
+            path: path.display().to_string(),
+            source,
+        })?;
         let emb = model.arch().item_embedding();
         Self::new(emb.table.as_slice(), emb.dim)
     }
@@ -109,9 +115,7 @@ impl Similarity {
     /// zero; `dis` of it is 0.
     pub fn sim(&self, items: &[u32]) -> f64 {
         let mut acc = SimAccumulator::new(self.dim);
-        for &i in items {
-            acc.push(self, i);
-        }
+        acc.extend(self, items);
         acc.sim()
     }
 
@@ -142,51 +146,16 @@ impl Similarity {
     }
 }
 
-/// Running `Sim` of a growing multiset: push items one at a time (O(d) each).
-#[derive(Clone, Debug)]
-pub struct SimAccumulator {
-    u: Vec<f64>,
-    m: usize,
-}
-
-impl SimAccumulator {
-    /// An empty set of embeddings of width `dim`.
-    pub fn new(dim: usize) -> Self {
-        SimAccumulator {
-            u: vec![0.0; dim],
-            m: 0,
-        }
+/// The f64 rows, read by the engine's [`SimAccumulator`].
+impl SimilarityRows for Similarity {
+    fn dim(&self) -> usize {
+        self.dim
     }
 
-    /// Adds `item` (padding id 0 is ignored).
-    pub fn push(&mut self, table: &Similarity, item: u32) {
-        if item == 0 {
-            return;
+    fn add_row(&self, item: u32, acc: &mut [f64]) {
+        for (a, e) in acc.iter_mut().zip(self.row(item)) {
+            *a += e;
         }
-        for (u, e) in self.u.iter_mut().zip(table.row(item)) {
-            *u += e;
-        }
-        self.m += 1;
-    }
-
-    /// Number of (non-padding) items pushed.
-    pub fn len(&self) -> usize {
-        self.m
-    }
-
-    /// Whether no item was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.m == 0
-    }
-
-    /// `Sim` of the items pushed so far (`1` for zero or one item).
-    pub fn sim(&self) -> f64 {
-        if self.m < 2 {
-            return 1.0;
-        }
-        let m = self.m as f64;
-        let norm2: f64 = self.u.iter().map(|v| v * v).sum();
-        (norm2 - m) / (m * (m - 1.0))
     }
 }
 
@@ -216,7 +185,7 @@ mod tests {
 
     #[test]
     fn incremental_sim_equals_the_pairwise_definition() {
-        let mut rng = seqrec_kernels::testing::Rng::new(3);
+        let mut rng = crate::nn::Rng::new(3);
         let (n, d) = (30, 7);
         let table: Vec<f32> = (0..n * d).map(|_| rng.normal()).collect();
         let t = Similarity::new(&table, d).unwrap();
@@ -241,9 +210,13 @@ mod tests {
 
     #[test]
     fn bad_tables_are_rejected_with_the_reason() {
-        let e = Similarity::new(&[1.0, 2.0, 3.0], 2).unwrap_err();
+        let e = Similarity::new(&[1.0, 2.0, 3.0], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("width 2"), "{e}");
-        let e = Similarity::new(&[1.0, f32::NAN], 2).unwrap_err();
+        let e = Similarity::new(&[1.0, f32::NAN], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("item 0 component 1"), "{e}");
     }
 }

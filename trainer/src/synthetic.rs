@@ -15,7 +15,7 @@
 //! A most-popular recommender captures step 2 only; a sequence model can learn step 4 (and
 //! step 3 from the history), so it should beat popularity clearly.
 
-use seqrec_kernels::testing::Rng;
+use crate::nn::Rng;
 
 /// Parameters of the generative process (see the module docs).
 #[derive(Clone, Debug)]

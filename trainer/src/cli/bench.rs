@@ -4,10 +4,10 @@
 //! (RecBole's default hyper-parameters, window 50), so that no model file is needed.
 
 use super::{CliError, CliResult, Format, out};
+use crate::nn::Rng;
 use clap::Args;
 use seqrec_engine::testing::{random_model_bytes, recbole_default_config};
 use seqrec_engine::{DType, LoadOptions, Model, Query};
-use seqrec_kernels::testing::Rng;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;

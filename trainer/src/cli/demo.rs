@@ -10,7 +10,7 @@ use crate::models::sasrec::{SasRecConfig, SasRecModel};
 use crate::nn::Rng;
 use crate::scorer::EngineScorer;
 use crate::synthetic::{SyntheticConfig, generate};
-use crate::train::{TrainOptions, train};
+use crate::train::{RunOptions, TrainOptions, train};
 use clap::Args;
 use seqrec_engine::{Model, Query};
 use std::path::PathBuf;
@@ -61,10 +61,13 @@ pub fn run(args: DemoArgs) -> CliResult {
     let mut model = SasRecModel::new(cfg, &mut Rng::new(args.seed));
     let opts = TrainOptions {
         batch_size: 32,
-        seed: args.seed,
-        time_budget: Some(Duration::from_secs_f64(args.time_budget)),
-        patience: 5,
-        progress: !args.quiet,
+        run: RunOptions {
+            seed: args.seed,
+            time_budget: Some(Duration::from_secs_f64(args.time_budget)),
+            patience: 5,
+            progress: !args.quiet,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let r = train(&mut model, &split, &opts).map_err(CliError::internal)?;

@@ -18,10 +18,10 @@ pub const TENSOR_NAME: &str = "item_text_embedding";
 const BATCH: usize = 256;
 
 /// `--weight-dtype`: storage of the transformer layers' weight matrices.
-fn parse_weight_dtype(s: &str) -> Result<DType, String> {
+fn parse_weight_dtype(s: &str) -> crate::Result<DType> {
     match DType::parse(s) {
         Some(d @ (DType::I16 | DType::F16 | DType::F32)) => Ok(d),
-        _ => Err(format!("`{s}` is not one of i16, f16, f32")),
+        _ => Err(crate::Error::unknown_name("", s, "i16, f16, f32")),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::{CliError, CliResult, Format, out};
 use crate::data::session_boundaries;
-use crate::data::{self, DataFormat, SplitMethod};
+use crate::data::{self, DataError, DataFormat, SplitMethod};
 use crate::eval::{EvalOptions, Evaluator, Popularity, Protocol, parse_metrics};
 use crate::scorer::EngineScorer;
 use crate::session_scorer::SessionScorer;
@@ -58,8 +58,8 @@ pub struct EvalArgs {
     format: Format,
 }
 
-pub(crate) fn parse_format(s: &str) -> Result<DataFormat, String> {
-    s.parse::<DataFormat>().map_err(|e| e.to_string())
+pub(crate) fn parse_format(s: &str) -> Result<DataFormat, DataError> {
+    s.parse::<DataFormat>()
 }
 
 pub fn run(args: EvalArgs) -> CliResult {

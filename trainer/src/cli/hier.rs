@@ -4,15 +4,15 @@
 use super::{CliError, out};
 use crate::data::{Dataset, SessionFilter, Split, SplitMethod, filter_sessions};
 use crate::eval::long_tail;
-use crate::hdt::{
+use crate::models::hdt::{
     BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, Variant,
     prepare_sessions, train_hdt,
 };
 use crate::nn::Rng;
 use crate::objectives::Similarity;
+use crate::train::RunOptions;
 use clap::Args;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Architectures trained by [`train`].
 pub const HIERARCHICAL: &[&str] = &["hdt", "interdt", "hier"];
@@ -89,19 +89,14 @@ pub struct HierArgs {
 pub struct Common<'a> {
     pub model: &'a str,
     pub out: &'a PathBuf,
-    pub epochs: usize,
     pub lr: f32,
     pub weight_decay: f32,
     pub hidden_size: Option<usize>,
     pub n_heads: Option<usize>,
     pub max_len: Option<usize>,
     pub dropout: Option<f32>,
-    pub seed: u64,
-    pub time_budget: Option<f64>,
-    pub threads: Option<usize>,
-    pub patience: usize,
-    pub valid_metric: &'a str,
-    pub quiet: bool,
+    /// The loop's knobs (epochs, seed, time budget, threads, patience, metric, progress).
+    pub run: RunOptions,
     /// `--backbone` (default gru4rec).
     pub backbone: Option<&'a str>,
     /// `--similarity-model`: the item table for the returns (E_div), a plain backbone trained
@@ -181,7 +176,7 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         }
     };
     let lt = long_tail(&split.item_counts());
-    let mut rng = Rng::new(c.seed);
+    let mut rng = Rng::new(c.run.seed);
     let mut model =
         HdtModel::new(cfg, sim.as_ref(), Some(&lt), &mut rng).map_err(CliError::input)?;
     let data = prepare_sessions(
@@ -193,23 +188,16 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         long,
     )
     .map_err(CliError::input)?;
-    let mut opts = HdtTrainOptions {
-        epochs: c.epochs,
+    let opts = HdtTrainOptions {
         slots: h.slots.max(1),
         batching,
         lr: c.lr,
         weight_decay: c.weight_decay,
-        seed: c.seed,
-        time_budget: c.time_budget.map(Duration::from_secs_f64),
-        patience: c.patience,
-        valid_metric: c.valid_metric.to_string(),
-        progress: !c.quiet,
-        clip: (h.clip > 0.0).then_some(h.clip),
-        ..Default::default()
+        run: RunOptions {
+            clip: (h.clip > 0.0).then_some(h.clip),
+            ..c.run.clone()
+        },
     };
-    if let Some(t) = c.threads {
-        opts.threads = t.max(1);
-    }
     let r = train_hdt(&mut model, split, &data, &opts).map_err(CliError::input)?;
     std::fs::write(c.out, &r.checkpoint)
         .map_err(|e| CliError::input(format!("{}: {e}", c.out.display())))?;

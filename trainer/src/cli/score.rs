@@ -42,22 +42,23 @@ pub struct ScoreArgs {
     format: Format,
 }
 
-pub(crate) fn parse_dtype(s: &str) -> Result<DType, String> {
-    DType::parse(s).ok_or_else(|| format!("`{s}` is not one of f32, f16, bf16, i8"))
+pub(crate) fn parse_dtype(s: &str) -> crate::Result<DType> {
+    DType::parse(s).ok_or_else(|| crate::Error::unknown_name("", s, "f32, f16, bf16, i8"))
 }
 
 /// Parses `12,7,99` (spaces allowed around ids).
-pub fn parse_history(s: &str) -> Result<Vec<u32>, String> {
+pub fn parse_history(s: &str) -> crate::Result<Vec<u32>> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty history".into());
+        return Err(crate::Error::Invalid("empty history".into()));
     }
     s.split(',')
         .enumerate()
         .map(|(i, t)| {
             let t = t.trim();
-            t.parse::<u32>()
-                .map_err(|_| format!("`{t}` (entry {}) is not an item id", i + 1))
+            t.parse::<u32>().map_err(|_| {
+                crate::Error::Invalid(format!("`{t}` (entry {}) is not an item id", i + 1))
+            })
         })
         .collect()
 }

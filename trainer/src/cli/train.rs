@@ -8,7 +8,7 @@ use crate::models::{
     SasRecConfig, SasRecModel, TrainModel,
 };
 use crate::nn::Rng;
-use crate::train::{LossKind, TrainOptions, train};
+use crate::train::{LossKind, RunOptions, TrainOptions, train};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,36 +121,8 @@ pub fn run(args: TrainArgs) -> CliResult {
     };
     let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
-    if super::hier::HIERARCHICAL.contains(&model_name.as_str()) {
-        let common = super::hier::Common {
-            model: &model_name,
-            out: &args.out,
-            epochs: args.epochs,
-            lr: args.lr,
-            weight_decay: args.weight_decay,
-            hidden_size: args.hidden_size,
-            n_heads: args.n_heads,
-            max_len: args.max_len,
-            dropout: args.dropout,
-            seed: args.seed,
-            time_budget: args.time_budget,
-            threads: args.threads,
-            patience: args.patience,
-            valid_metric: &args.valid_metric,
-            quiet: args.quiet,
-            backbone: args.rl.backbone.as_deref(),
-            similarity_model: args.rl.similarity_model.as_deref(),
-            tie_heads: args.dt.tie_heads.is_some(),
-        };
-        return super::hier::train(&common, &args.hier, &split);
-    }
-    let mut opts = TrainOptions {
+    let mut run = RunOptions {
         epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        loss: args.loss,
-        neg: args.neg.max(1),
         seed: args.seed,
         time_budget: args.time_budget.map(Duration::from_secs_f64),
         patience: args.patience,
@@ -159,8 +131,34 @@ pub fn run(args: TrainArgs) -> CliResult {
         ..Default::default()
     };
     if let Some(t) = args.threads {
-        opts.threads = t.max(1);
+        run.threads = t.max(1);
     }
+    if super::hier::HIERARCHICAL.contains(&model_name.as_str()) {
+        let common = super::hier::Common {
+            model: &model_name,
+            out: &args.out,
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            hidden_size: args.hidden_size,
+            n_heads: args.n_heads,
+            max_len: args.max_len,
+            dropout: args.dropout,
+            run,
+            backbone: args.rl.backbone.as_deref(),
+            similarity_model: args.rl.similarity_model.as_deref(),
+            tie_heads: args.dt.tie_heads.is_some(),
+        };
+        return super::hier::train(&common, &args.hier, &split);
+    }
+    let opts = TrainOptions {
+        batch_size: args.batch_size,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        loss: args.loss,
+        neg: args.neg.max(1),
+        run,
+        ..Default::default()
+    };
     let name = model_name;
     let result = match name.parse::<RlKind>() {
         Ok(kind) => {

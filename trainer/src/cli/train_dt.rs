@@ -13,9 +13,10 @@ use crate::models::dt::{DtConfig, DtModel, ObjectiveTables, TokenOrder, train::s
 use crate::models::{SasRecConfig, SasRecModel};
 use crate::nn::Rng;
 use crate::objectives::Similarity;
-use crate::train::{LossKind, TrainOptions, train};
+use crate::train::{LossKind, RunOptions, TrainOptions, train};
 use clap::Args;
 use seqrec_engine::Model;
+use seqrec_engine::objectives::returns::{N_OBJ, parse_objective_list};
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,20 +70,15 @@ pub struct Common<'a> {
     pub out: &'a Path,
 }
 
-fn parse_objectives(list: &str) -> Result<[bool; 3], CliError> {
-    let mut on = [false; 3];
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let o = ["acc", "nov", "div"]
-            .iter()
-            .position(|&n| n == name)
-            .ok_or_else(|| {
-                CliError::input(format!(
-                    "--dt-objectives: `{name}` is not one of acc, nov, div"
-                ))
-            })?;
-        on[o] = true;
-    }
-    Ok(on)
+/// `--dt-objectives`: the engine's objective list, its error naming the flag.
+fn parse_objectives(list: &str) -> Result<[bool; N_OBJ], CliError> {
+    parse_objective_list(list).map_err(|e| {
+        let message = match &e {
+            seqrec_engine::Error::Config(m) => m.strip_prefix("dt_objectives: ").unwrap_or(m),
+            _ => return CliError::input(format!("--dt-objectives: {e}")),
+        };
+        CliError::input(format!("--dt-objectives: {message}"))
+    })
 }
 
 /// The similarity table: from `--similarity-model`, or from a SASRec baseline trained here.
@@ -97,18 +93,21 @@ fn similarity(c: &Common<'_>, split: &Split, opts: &TrainOptions) -> Result<Simi
     (cfg.hidden_dropout, cfg.attn_dropout) = (0.1, 0.1);
     let base_opts = TrainOptions {
         loss: LossKind::Ce,
-        time_budget: opts.time_budget.map(|b| b / 3),
+        run: RunOptions {
+            time_budget: opts.run.time_budget.map(|b| b / 3),
+            ..opts.run.clone()
+        },
         ..opts.clone()
     };
-    if opts.progress {
+    if opts.run.progress {
         eprintln!("no --similarity-model: training the SASRec baseline for E_div first");
     }
-    let mut model = SasRecModel::new(cfg, &mut Rng::new(opts.seed ^ 0xD1F));
+    let mut model = SasRecModel::new(cfg, &mut Rng::new(opts.run.seed ^ 0xD1F));
     let r = train(&mut model, split, &base_opts).map_err(CliError::input)?;
     let path = c.out.with_extension("sasrec.safetensors");
     std::fs::write(&path, &r.checkpoint)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-    if opts.progress {
+    if opts.run.progress {
         eprintln!("saved the E_div baseline as {}", path.display());
     }
     let engine = Model::from_bytes(&r.checkpoint, &Default::default())?;
@@ -172,11 +171,11 @@ pub fn fit(
         ))
     })?;
     let data = samples(split, c.max_len, args.dt_stride, &tail, &sim);
-    let mut model = DtModel::new(cfg, &mut Rng::new(opts.seed));
+    let mut model = DtModel::new(cfg, &mut Rng::new(opts.run.seed));
     model.set_tables(tables).map_err(CliError::internal)?;
     let mut dt_opts = opts.clone();
-    if let Some(b) = opts.time_budget {
-        dt_opts.time_budget = Some(
+    if let Some(b) = opts.run.time_budget {
+        dt_opts.run.time_budget = Some(
             b.saturating_sub(start.elapsed())
                 .max(Duration::from_secs(1)),
         );

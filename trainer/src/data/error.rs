@@ -1,5 +1,6 @@
 //! The error type of the trainer's data readers, splits and evaluation. Every message names the
-//! file and 1-based line where one applies, and what was expected against what was found.
+//! file and 1-based line where one applies, and what was expected against what was found. The
+//! trainer's own error ([`crate::Error`]) wraps it unchanged ([`crate::Error::Data`]).
 
 use std::path::Path;
 

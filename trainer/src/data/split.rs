@@ -22,7 +22,7 @@
 //! items, predicts the next item.
 
 use super::{DataError, Interactions, Result};
-use seqrec_kernels::testing::Rng;
+use crate::nn::Rng;
 use std::fmt;
 use std::str::FromStr;
 

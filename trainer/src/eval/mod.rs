@@ -31,9 +31,9 @@ pub use metrics::{Metric, MetricContext, MetricKind, Outcome, Report, compute, p
 pub use popularity::{Popularity, long_tail};
 
 use crate::data::{DataError, EvalSeq, Result, Split};
+use crate::nn::Rng;
 use rayon::prelude::*;
 use seqrec_kernels::cpu::topk::TopK;
-use seqrec_kernels::testing::Rng;
 use std::fmt;
 use std::str::FromStr;
 

@@ -7,8 +7,8 @@
 //! padding id 0 is never ranked; NaN scores never beat anything, and a target with a NaN score
 //! is not ranked at all.
 
+use crate::nn::Rng;
 use seqrec_kernels::cpu::topk::TopK;
-use seqrec_kernels::testing::Rng;
 
 /// Whether `(s, id)` comes before `(ts, target)` in the ranking order.
 #[inline(always)]

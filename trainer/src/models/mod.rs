@@ -11,10 +11,14 @@
 //! - [`TrainStyle::LastPosition`] (NextItNet, Caser): the engine reads a right-padded window
 //!   of exactly `L` rows at its last row (NextItNet) or as a whole (Caser), so each training
 //!   example is one such window and one output (RecBole's data augmentation).
+//!
+//! The families built on these backbones have a module each: the RL heads ([`rl`]), the
+//! Decision Transformers ([`dt`]) and the hierarchical session models ([`hdt`]).
 
 pub mod caser;
 pub mod dt;
 pub mod gru4rec;
+pub mod hdt;
 pub mod nextitnet;
 pub mod rl;
 pub mod sasrec;

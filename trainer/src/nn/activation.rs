@@ -11,9 +11,9 @@
 //! mode is a `Some(&mut Rng)` argument; the mask is drawn from that generator, so a run with
 //! the same seed draws the same masks.
 
+use crate::nn::Rng;
 use seqrec_kernels::cpu::activation::{Activation, activate};
 use seqrec_kernels::cpu::math;
-use seqrec_kernels::testing::Rng;
 
 /// The derivative of `act` at `x`.
 #[inline]

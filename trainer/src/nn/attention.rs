@@ -28,10 +28,10 @@ use super::activation::{ActCache, Dropout, DropoutCache, act_backward, act_forwa
 use super::linear::Linear;
 use super::norm::{LayerNorm, LayerNormCache};
 use super::param::{Module, Param};
+use crate::nn::Rng;
 use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm};
 use seqrec_kernels::cpu::softmax::softmax_rows;
-use seqrec_kernels::testing::Rng;
 
 /// Sizes of one attention call.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -17,10 +17,10 @@
 //!   `dW_i[f] += g·x[s*..s*+i]`, `db_i[f] += g`, `dx[s*..s*+i] += g·W_i[f]`.
 
 use super::param::{Module, Param};
+use crate::nn::Rng;
 use seqrec_kernels::cpu::conv::caser_vertical;
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm};
 use seqrec_kernels::cpu::vector;
-use seqrec_kernels::testing::Rng;
 
 /// No gradient: every window of this filter was at or below 0 before the ReLU.
 const NO_WINDOW: u32 = u32::MAX;

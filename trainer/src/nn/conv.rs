@@ -16,11 +16,11 @@ use super::activation::{ActCache, act_backward, act_forward};
 use super::linear::bias_grad;
 use super::norm::{LayerNorm, LayerNormCache};
 use super::param::{Module, Param};
+use crate::nn::Rng;
 use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::conv::{causal_conv1d, pack_conv_taps};
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm};
 use seqrec_kernels::cpu::vector;
-use seqrec_kernels::testing::Rng;
 
 /// A dilated causal conv1d (PyTorch `Conv2d` with a `(1, k)` kernel over left-padded input).
 #[derive(Clone, Debug)]

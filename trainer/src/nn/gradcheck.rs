@@ -18,7 +18,8 @@
 //! of every check.
 
 use super::param::Module;
-use seqrec_kernels::testing::Rng;
+use crate::error::{Error, Result};
+use crate::nn::Rng;
 
 /// Settings of one gradient check.
 #[derive(Clone, Copy, Debug)]
@@ -91,13 +92,13 @@ fn check_impl(
     x: &[f32],
     analytic: &[f32],
     cfg: &GradCheck,
-) -> Result<GradReport, String> {
+) -> Result<GradReport> {
     if x.len() != analytic.len() {
-        return Err(format!(
+        return Err(Error::GradCheck(format!(
             "{what}: gradient has {} values for an input of {}",
             analytic.len(),
             x.len()
-        ));
+        )));
     }
     let mut rng = Rng::new(cfg.seed ^ x.len() as u64);
     let mut report = GradReport::default();
@@ -126,11 +127,11 @@ fn check_impl(
         let scale = fd.abs().max(an.abs());
         let pass = err <= cfg.atol + cfg.rtol * scale; // false for NaN
         if !pass {
-            return Err(format!(
+            return Err(Error::GradCheck(format!(
                 "{what}[{i}]: finite difference {fd:.7e}, analytic {an:.7e} (|err| {err:.2e} > \
                  atol {:.1e} + rtol {:.1e}·{scale:.2e}; eps {:e})",
                 cfg.atol, cfg.rtol, cfg.eps
-            ));
+            )));
         }
         report.checked += 1;
         report.max_abs_err = report.max_abs_err.max(err);
@@ -139,12 +140,12 @@ fn check_impl(
         }
     }
     if report.skipped * 4 > coords.len() {
-        return Err(format!(
+        return Err(Error::GradCheck(format!(
             "{what}: {} of {} coordinates have a kink within ±2·eps = ±{:e}; use a smaller eps",
             report.skipped,
             coords.len(),
             2.0 * cfg.eps
-        ));
+        )));
     }
     if std::env::var_os("SEQREC_GRADCHECK_VERBOSE").is_some() {
         eprintln!("gradcheck {what}: {report:?}");
@@ -161,7 +162,7 @@ pub fn check_grad(
     x: &[f32],
     analytic: &[f32],
     cfg: &GradCheck,
-) -> Result<GradReport, String> {
+) -> Result<GradReport> {
     check_impl(what, |x| (f(x), 0), x, analytic, cfg)
 }
 
@@ -175,7 +176,7 @@ pub fn check_grad_piecewise(
     x: &[f32],
     analytic: &[f32],
     cfg: &GradCheck,
-) -> Result<GradReport, String> {
+) -> Result<GradReport> {
     check_impl(what, f, x, analytic, cfg)
 }
 
@@ -314,7 +315,7 @@ mod tests {
             max_coords: 100,
             ..cfg
         };
-        let err = check_grad("f", f, &x, &g, &all).unwrap_err();
+        let err = check_grad("f", f, &x, &g, &all).unwrap_err().to_string();
         assert!(err.starts_with("f[50]"), "{err}");
     }
 }

@@ -24,10 +24,10 @@
 
 use super::linear::{bias_grad, input_grad, weight_grad};
 use super::param::{Module, Param};
+use crate::nn::Rng;
 use seqrec_kernels::cpu::gru::{gru_layer, gru_scratch_len};
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm, linear};
 use seqrec_kernels::cpu::math;
-use seqrec_kernels::testing::Rng;
 
 /// One layer of a PyTorch GRU.
 #[derive(Clone, Debug)]

@@ -7,9 +7,9 @@
 //! occurrence).
 
 use super::param::{Module, Param};
+use crate::nn::Rng;
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm, linear, matmul};
 use seqrec_kernels::cpu::{embedding, vector};
-use seqrec_kernels::testing::Rng;
 
 /// `dw[n, k] += dyᵀ·x` for `dy` `[m, n]` and `x` `[m, k]` (the weight gradient of a linear
 /// layer), through `gemm` with a transposed view of `dy`.

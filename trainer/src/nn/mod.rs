@@ -47,7 +47,8 @@
 //! Forwards use the seqrec-kernels fast paths (`linear`, `gemm` on strided views, `softmax`,
 //! `layer_norm`, `gru_layer`, `causal_conv1d`, `caser_vertical`, activations, gathers);
 //! backwards use `gemm`/`matmul` with transposed views and plain loops for element-wise work.
-//! [`gradcheck`] is the finite-difference checker every block and loss is tested with.
+//! [`gradcheck`] is the finite-difference checker every block and loss is tested with; [`rng`]
+//! is the seeded generator behind every random draw of a training run.
 
 pub mod activation;
 pub mod attention;
@@ -60,6 +61,7 @@ pub mod loss;
 pub mod norm;
 pub mod optim;
 pub mod param;
+pub mod rng;
 pub mod score;
 
 #[cfg(test)]
@@ -74,6 +76,6 @@ pub use linear::{Embedding, Linear};
 pub use norm::LayerNorm;
 pub use optim::{Adam, Decay, Optimizer, Schedule, Sgd};
 pub use param::{Module, Param};
-pub use seqrec_kernels::cpu::activation::Activation;
 /// The seeded generator for initialisation, dropout masks and negative sampling.
-pub use seqrec_kernels::testing::Rng;
+pub use rng::Rng;
+pub use seqrec_kernels::cpu::activation::Activation;

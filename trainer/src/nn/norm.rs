@@ -139,9 +139,9 @@ impl Module for LayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::Rng;
     use crate::nn::gradcheck::{GradCheck, assert_grad, project};
     use seqrec_kernels::cpu::norm::add_layer_norm;
-    use seqrec_kernels::testing::Rng;
 
     fn random_ln(rng: &mut Rng, dim: usize, eps: f32) -> LayerNorm {
         let mut ln = LayerNorm::new("ln", dim, eps);

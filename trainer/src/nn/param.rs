@@ -3,9 +3,9 @@
 //! parameter list (zeroing gradients, the global gradient norm, saving as safetensors in the
 //! tensor names the engine loads, loading values back).
 
+use crate::nn::Rng;
 use seqrec_engine::weights::serialize;
 use seqrec_engine::{Error, Result, WeightFile};
-use seqrec_kernels::testing::Rng;
 
 /// A named tensor of trainable values and the gradient accumulated for them.
 ///

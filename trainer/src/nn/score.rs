@@ -13,9 +13,9 @@
 
 use super::linear::{input_grad, weight_grad};
 use super::param::Param;
+use crate::nn::Rng;
 use seqrec_kernels::cpu::linear::linear;
 use seqrec_kernels::cpu::vector;
-use seqrec_kernels::testing::Rng;
 
 /// `(rows, dim)` of an item table `[n_items, dim]`.
 #[track_caller]

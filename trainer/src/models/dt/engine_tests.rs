@@ -1,12 +1,13 @@
 //! The trainer's Decision Transformers against the engine's on saved checkpoints (random
-//! weights): the same returns, the same scores, knobs that move the ranking, sessions equal to
-//! stateless scoring.
+//! weights): the checkpoint's similarity table gives the returns of the trainer's, the served
+//! scores equal the trainer's forward, knobs move the ranking, sessions equal stateless
+//! scoring.
 
-use super::returns::{InferenceReturns, N_OBJ, inference_returns};
+use super::returns::N_OBJ;
 use super::*;
 use crate::nn::gradcheck::randomize;
 use crate::objectives::Similarity;
-use seqrec_engine::objectives::returns::{ReturnKnobs, inference_returns as engine_returns};
+use seqrec_engine::objectives::returns::{ReturnKnobs, inference_returns};
 use seqrec_engine::objectives::similarity::NormalizedRows;
 use seqrec_engine::{Model, Objectives, Query};
 
@@ -30,7 +31,7 @@ fn model(order: TokenOrder, seed: u64) -> (DtModel, Similarity, Vec<bool>) {
     (m, sim, tail)
 }
 
-fn knobs_of(k: &InferenceReturns, alpha: f32, engine: &Model) -> Objectives {
+fn knobs_of(k: &ReturnKnobs, alpha: f32, engine: &Model) -> Objectives {
     let mut o = engine.default_objectives();
     o.set("alpha", alpha).unwrap();
     o.set("lambda_div", k.lambda_div).unwrap();
@@ -40,17 +41,17 @@ fn knobs_of(k: &InferenceReturns, alpha: f32, engine: &Model) -> Objectives {
         .iter()
         .zip(k.targets)
     {
-        o.set(name, t.unwrap_or(f32::NAN)).unwrap();
+        o.set(name, t).unwrap();
     }
     o
 }
 
-fn settings() -> Vec<(InferenceReturns, f32)> {
-    let d = InferenceReturns::default();
+fn settings() -> Vec<(ReturnKnobs, f32)> {
+    let d = ReturnKnobs::default();
     vec![
         (d, 1.0),
         (
-            InferenceReturns {
+            ReturnKnobs {
                 lambda_div: 3.0,
                 novelty_eps: 0.2,
                 ..d
@@ -58,9 +59,9 @@ fn settings() -> Vec<(InferenceReturns, f32)> {
             0.0,
         ),
         (
-            InferenceReturns {
+            ReturnKnobs {
                 acc_offset: 0.0,
-                targets: [Some(4.0), None, Some(0.3)],
+                targets: [4.0, f32::NAN, 0.3],
                 ..d
             },
             2.5,
@@ -72,8 +73,9 @@ fn settings() -> Vec<(InferenceReturns, f32)> {
 fn engine_scores_equal_the_trainer_forward() {
     // Windows of 1 to 6 items (p = 1 takes the special returns), under three knob settings,
     // for both orders. Scores: 1e-5 of the largest |score| (f32 products of width 8 through
-    // five post-LN sublayers in two implementations; observed ≤ 5e-7 relative). Returns: the
-    // two Algorithm 2 implementations in f64, rounded to f32: 1e-6 absolute.
+    // five post-LN sublayers in two implementations; observed ≤ 5e-7 relative). Returns:
+    // Algorithm 2 over the trainer's f64 similarity table and over the f32 rows the checkpoint
+    // stores, rounded to f32: 1e-6 absolute.
     let mut rng = Rng::new(5);
     for (i, order) in [TokenOrder::StateFirst, TokenOrder::ReturnsFirst]
         .into_iter()
@@ -91,15 +93,9 @@ fn engine_scores_equal_the_trainer_forward() {
         for p in 1..=6 {
             let window: Vec<u32> = (0..p).map(|_| 1 + rng.below(N - 1) as u32).collect();
             for (k, alpha) in settings() {
-                let want_r = inference_returns(&window, &tail, &sim, &k);
-                let mut eng_r = Vec::new();
-                let ek = ReturnKnobs {
-                    acc_offset: k.acc_offset,
-                    novelty_eps: k.novelty_eps,
-                    lambda_div: k.lambda_div,
-                    targets: k.targets.map(|t| t.unwrap_or(f32::NAN)),
-                };
-                engine_returns(&window, &tail, &table, &ek, &mut eng_r);
+                let (mut want_r, mut eng_r) = (Vec::new(), Vec::new());
+                inference_returns(&window, &tail, &sim, &k, &mut want_r);
+                inference_returns(&window, &tail, &table, &k, &mut eng_r);
                 for (a, b) in want_r.iter().zip(&eng_r) {
                     for o in 0..N_OBJ {
                         assert!(

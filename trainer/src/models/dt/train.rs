@@ -1,4 +1,4 @@
-//! Training data and the training loop of the Decision Transformers.
+//! Training data and the training step of the Decision Transformers.
 //!
 //! **Samples** (`spec/thesis-models.md` §1, the replay-buffer expansion): every position
 //! `j ≥ 2` of a training sequence ends one window — states are the up-to-`L` items before
@@ -8,26 +8,22 @@
 //! back from the last), a cheaper epoch for long sequences. Pre-split benchmarks given as
 //! examples give one window per example.
 //!
-//! **Loop**: as [`crate::train::train`] (seeded shuffling, the mini-batch split across
-//! per-thread replicas whose gradients are averaged by their share of real steps, Adam,
-//! gradient clipping, validation through the engine every epoch, early stopping, a wall-clock
-//! budget, the best checkpoint kept), with the loss `L_S + L_a + β·L_R`.
+//! **Loop**: a [`TrainStep`] run by [`crate::learner::fit`] (seeded shuffling, the mini-batch
+//! split across per-thread replicas whose gradients are averaged by their share of real steps,
+//! Adam, gradient clipping, validation through the engine every epoch, early stopping, a
+//! wall-clock budget, the best checkpoint kept), with the loss `L_S + L_a + β·L_R`.
 
 use super::DtModel;
 use super::forward::{DtBatch, LossParts};
 use super::returns::{N_OBJ, training_returns};
 use crate::data::{Split, TrainPart};
+use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Report};
-use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
-use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
-use crate::nn::{Module, Rng};
+use crate::learner::{ShuffledBatches, TrainStep, fit, validate_checkpoint, validation_evaluator};
+use crate::nn::Rng;
+use crate::nn::optim::{Adam, Optimizer};
 use crate::objectives::Similarity;
-use crate::scorer::EngineScorer;
-use crate::train::{
-    EpochLog, EpochTracker, TrainOptions, TrainResult, replicas, validation_evaluator,
-};
-use rayon::prelude::*;
-use seqrec_engine::Model;
+use crate::train::{TrainOptions, TrainResult};
 use std::time::Instant;
 
 /// One training window.
@@ -116,17 +112,67 @@ pub struct DtLossLog {
     pub parts: LossParts,
 }
 
-fn validate(
-    model: &DtModel,
-    evaluator: &Evaluator,
-    split: &Split,
-) -> Result<(Vec<u8>, Report), String> {
-    let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-    let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
-    let report = evaluator
-        .evaluate_par(&split.valid, &EngineScorer::new(&engine))
-        .map_err(|e| e.to_string())?;
-    Ok((bytes, report))
+/// The Decision Transformers' training step: mini-batches of shuffled windows, each part's
+/// loss averaged over its real steps, weighted by its share of the mini-batch's real steps.
+struct DtStep<'a> {
+    model: &'a mut DtModel,
+    split: &'a Split,
+    evaluator: Evaluator,
+    data: &'a [DtSample],
+    batches: ShuffledBatches,
+    optimizer: Adam,
+    lr: f32,
+    last: DtLossLog,
+}
+
+impl TrainStep for DtStep<'_> {
+    type Model = DtModel;
+    type Part = DtBatch;
+    type Output = LossParts;
+    type Batches = ShuffledBatches;
+    const TERMS: &'static [&'static str] = &["L_S", "L_a", "L_R"];
+
+    fn batches(&mut self) -> &mut ShuffledBatches {
+        &mut self.batches
+    }
+
+    fn make_part(&mut self, ids: &[usize]) -> DtBatch {
+        make_batch(&ids.iter().map(|&i| &self.data[i]).collect::<Vec<_>>())
+    }
+
+    /// Real steps.
+    fn part_size(&self, part: &DtBatch) -> usize {
+        part.lens.iter().sum()
+    }
+
+    fn model(&self) -> &DtModel {
+        self.model
+    }
+
+    fn part_step(&self, replica: &mut DtModel, part: &DtBatch, rng: &mut Rng) -> LossParts {
+        replica.step(part, Some(rng))
+    }
+
+    fn loss_terms(&self, l: &LossParts) -> Vec<f64> {
+        vec![l.total, l.supervised, l.action, l.returns]
+    }
+
+    fn update(&mut self) -> (&mut DtModel, &mut dyn Optimizer, f32) {
+        (&mut *self.model, &mut self.optimizer, self.lr)
+    }
+
+    fn end_epoch(&mut self, mean: &[f64]) {
+        self.last.parts = LossParts {
+            total: mean[0],
+            supervised: mean[1],
+            action: mean[2],
+            returns: mean[3],
+        };
+    }
+
+    fn validate(&self) -> Result<(Vec<u8>, Report)> {
+        validate_checkpoint(self.model.to_safetensors()?, &self.evaluator, self.split)
+    }
 }
 
 /// Trains `model` (its serving tables attached) on `data` and validates on `split`'s
@@ -137,124 +183,34 @@ pub fn train(
     data: &[DtSample],
     split: &Split,
     opts: &TrainOptions,
-) -> Result<(TrainResult, DtLossLog), String> {
+) -> Result<(TrainResult, DtLossLog)> {
     let start = Instant::now();
     if data.is_empty() {
-        return Err(
-            "no training windows: every training sequence is shorter than two items".into(),
-        );
+        return Err(Error::NoTrainingData(
+            "no training windows: every training sequence is shorter than two items",
+        ));
     }
     if split.valid.is_empty() {
-        return Err("the split has no validation events to select a checkpoint with".into());
+        return Err(Error::NoValidation { what: "events" });
     }
     if model.tables().is_none() {
-        return Err("the model has no long-tail and similarity tables to serve with".into());
+        return Err(Error::Invalid(
+            "the model has no long-tail and similarity tables to serve with".into(),
+        ));
     }
-    let metric = opts.valid_metric.to_ascii_lowercase();
-    let evaluator = validation_evaluator(split, &metric)?;
-    let threads = opts.threads.max(1);
-    let (mut replicas, mut rngs) = replicas(&*model, threads, opts.seed);
-    let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
-    let mut optimizer: Box<dyn Optimizer> = Box::new(Adam::decoupled_or_plain(opts.weight_decay));
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut tracker = EpochTracker::new();
-    let mut last = DtLossLog::default();
-    let mut windows_done = 0usize;
-    let mut last_valid_secs = 0.0f64;
-    for epoch in 1..=opts.epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, shuffle.below(i + 1));
-        }
-        let mut sums = [0.0f64; 4];
-        let mut steps_seen = 0usize;
-        let mut out_of_time = false;
-        for chunk in order.chunks(opts.batch_size.max(1)) {
-            if let Some(budget) = opts.time_budget
-                && start.elapsed().as_secs_f64() + last_valid_secs.max(0.5) >= budget.as_secs_f64()
-            {
-                out_of_time = true;
-                break;
-            }
-            let per = chunk.len().div_ceil(threads);
-            let parts: Vec<DtBatch> = chunk
-                .chunks(per)
-                .map(|c| make_batch(&c.iter().map(|&i| &data[i]).collect::<Vec<_>>()))
-                .collect();
-            let real = |b: &DtBatch| b.lens.iter().sum::<usize>();
-            let total: usize = parts.iter().map(real).sum();
-            let losses: Vec<LossParts> = replicas
-                .par_iter_mut()
-                .zip(rngs.par_iter_mut())
-                .zip(parts.par_iter())
-                .map(|((rep, rng), part)| {
-                    zero_grads(&mut rep.params_mut());
-                    rep.step(part, Some(rng))
-                })
-                .collect();
-            {
-                let mut main = model.params_mut();
-                gather_grads(
-                    &mut main,
-                    replicas
-                        .iter()
-                        .zip(&parts)
-                        .map(|(r, part)| (r, real(part) as f32 / total.max(1) as f32)),
-                );
-                if let Some(c) = opts.clip {
-                    clip_grad_norm(&mut main, c);
-                }
-                optimizer.step(&mut main, opts.lr);
-            }
-            sync_replicas(&mut replicas, &*model);
-            for (l, part) in losses.iter().zip(&parts) {
-                let w = real(part) as f64;
-                for (s, v) in sums
-                    .iter_mut()
-                    .zip([l.total, l.supervised, l.action, l.returns])
-                {
-                    *s += v * w;
-                }
-            }
-            steps_seen += total;
-            windows_done += chunk.len();
-        }
-        let k = steps_seen.max(1) as f64;
-        last.parts = LossParts {
-            total: sums[0] / k,
-            supervised: sums[1] / k,
-            action: sums[2] / k,
-            returns: sums[3] / k,
-        };
-        let t_valid = Instant::now();
-        let (bytes, report) = validate(model, &evaluator, split)?;
-        last_valid_secs = t_valid.elapsed().as_secs_f64();
-        let value = report.get(&metric).unwrap_or(f64::NAN);
-        let entry = EpochLog {
-            epoch,
-            loss: last.parts.total,
-            valid: value,
-            elapsed: start.elapsed().as_secs_f64(),
-        };
-        if opts.progress {
-            let p = &last.parts;
-            eprintln!(
-                "epoch {epoch}: loss {:.4} (L_S {:.4}, L_a {:.4}, L_R {:.4}), valid {metric} {value:.4} ({:.1}s)",
-                p.total, p.supervised, p.action, p.returns, entry.elapsed
-            );
-        }
-        if tracker.end_epoch(
-            entry,
-            epoch,
-            value,
-            report,
-            bytes,
-            opts.patience,
-            out_of_time,
-        ) {
-            break;
-        }
-    }
-    Ok((tracker.finish(windows_done, start), last))
+    let evaluator = validation_evaluator(split, &opts.run.metric())?;
+    let mut step = DtStep {
+        model,
+        split,
+        evaluator,
+        data,
+        batches: ShuffledBatches::new(data.len(), opts.batch_size),
+        optimizer: Adam::decoupled_or_plain(opts.weight_decay),
+        lr: opts.lr,
+        last: DtLossLog::default(),
+    };
+    let result = fit(&mut step, &opts.run, start)?;
+    Ok((result, step.last))
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 //! (`w = 0` gives the supervised head alone). Heads are initialised as TensorFlow's
 //! `fully_connected` layers of the SQN code: Glorot-uniform weights, zero biases.
 //!
-//! The losses and the training loop are in [`loss`], [`step`] and [`train`]; the replay-buffer
-//! samples in [`samples`].
+//! The losses and the training step (run by [`crate::learner::fit`]) are in [`loss`], [`step`]
+//! and [`train`]; the replay-buffer samples in [`samples`].
 
 pub mod loss;
 pub mod samples;
@@ -28,6 +28,7 @@ mod engine_tests;
 mod grad_tests;
 
 use super::TrainModel;
+use crate::error::{Error, Result};
 use crate::nn::score::{candidate_scores, candidate_scores_backward, full_scores};
 use crate::nn::{Linear, Module, Param, Rng};
 use seqrec_engine::Config;
@@ -82,13 +83,13 @@ impl fmt::Display for RlKind {
 }
 
 impl FromStr for RlKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         let s = s.to_ascii_lowercase();
         RlKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("`{s}` is not one of sqn, snqn, sa2c, smorl"))
+            .ok_or_else(|| Error::unknown_name("", &s, "sqn, snqn, sa2c, smorl"))
     }
 }
 
@@ -112,12 +113,12 @@ impl SupHead {
 }
 
 impl FromStr for SupHead {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "linear" => Ok(SupHead::Linear),
             "tied" => Ok(SupHead::Tied),
-            _ => Err(format!("supervised head `{s}` is not one of linear, tied")),
+            _ => Err(Error::unknown_name("supervised head", s, "linear, tied")),
         }
     }
 }

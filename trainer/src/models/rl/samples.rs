@@ -12,6 +12,7 @@
 //! conventions, so a checkpoint serves unchanged).
 
 use crate::data::{Split, TrainPart};
+use crate::error::{Error, Result};
 use crate::models::{Batch, TrainModel, TrainStyle};
 use crate::nn::Rng;
 
@@ -44,13 +45,13 @@ impl Transitions {
     /// # Errors
     /// When the split's training part is a benchmark's given examples (RL training needs whole
     /// sequences), or no sequence has two items.
-    pub fn from_split(split: &Split, window: usize) -> Result<Self, String> {
+    pub fn from_split(split: &Split, window: usize) -> Result<Self> {
         let TrainPart::Sequences(train) = &split.train else {
-            return Err(
+            return Err(Error::Invalid(
                 "RL training needs whole training sequences; this data set's training part \
                  is a benchmark's given examples: split it by sequence (--split ratio)"
                     .into(),
-            );
+            ));
         };
         let seqs: Vec<(u32, Vec<u32>)> = train
             .iter()
@@ -64,9 +65,11 @@ impl Transitions {
     ///
     /// # Errors
     /// When no sequence has two items or `window` is 0.
-    pub fn from_sequences(seqs: Vec<(u32, Vec<u32>)>, window: usize) -> Result<Self, String> {
+    pub fn from_sequences(seqs: Vec<(u32, Vec<u32>)>, window: usize) -> Result<Self> {
         if window == 0 {
-            return Err("RL training needs a window of at least one item".into());
+            return Err(Error::Invalid(
+                "RL training needs a window of at least one item".into(),
+            ));
         }
         let index: Vec<(u32, u32)> = seqs
             .iter()
@@ -74,7 +77,9 @@ impl Transitions {
             .flat_map(|(s, (_, items))| (1..items.len()).map(move |j| (s as u32, j as u32)))
             .collect();
         if index.is_empty() {
-            return Err("no training transitions: every sequence is shorter than two items".into());
+            return Err(Error::NoTrainingData(
+                "no training transitions: every sequence is shorter than two items",
+            ));
         }
         Ok(Transitions {
             seqs,

@@ -1,31 +1,30 @@
-//! The double-Q training loop of the RL heads (`spec/thesis-models.md` §3).
+//! The double-Q training of the RL heads (`spec/thesis-models.md` §3), a [`TrainStep`] run by
+//! [`crate::learner::fit`].
 //!
 //! Two full copies A and B of the network, each with its own Adam. Every step draws `z`
 //! uniformly: `z ≤ 0.5` makes A the main network (updated this step) and B the target,
 //! otherwise the reverse ([`super::step`] computes the loss). The mini-batch is split across
-//! threads as in [`crate::train`] (each replica of the main network computes the gradient of
-//! its share, weighted by rows); SA2C's advantage weighting starts after its warm-up.
+//! replicas of the main network as in every loop (each computes the gradient of its share,
+//! weighted by rows); SA2C's advantage weighting starts after its warm-up.
 //!
 //! Copy A is validated each epoch (the SQN code evaluates its first network) on the split's
 //! validation events with the serving scores (supervised logits, plus `Σ w_o Q_o` for SMORL),
 //! and the best validation checkpoint of A is kept. Early stopping, the epoch limit and the
-//! wall-clock budget work as in [`crate::train`].
+//! wall-clock budget work as in every loop.
 
 use super::samples::{RlBatch, Transitions};
 use super::step::{RlOptions, StepCtx, StepLoss, objective_weights, rl_step};
 use super::{RlKind, RlModel};
 use crate::data::Split;
+use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Report, ScorerError, SharedScorer, long_tail};
+use crate::learner::{ShuffledBatches, TrainStep, fit, validation_evaluator};
 use crate::models::TrainModel;
-use crate::nn::optim::{Adam, Optimizer, clip_grad_norm};
-use crate::nn::param::{gather_grads, sync_replicas, zero_grads};
-use crate::nn::{Module, Rng};
+use crate::nn::Rng;
+use crate::nn::optim::{Adam, Optimizer};
 use crate::objectives::Similarity;
 use crate::scorer::EngineScorer;
-use crate::train::{
-    EpochLog, EpochTracker, TrainOptions, TrainResult, replicas, validation_evaluator,
-};
-use rayon::prelude::*;
+use crate::train::{TrainOptions, TrainResult};
 use seqrec_engine::Model;
 use std::time::Instant;
 
@@ -74,15 +73,13 @@ impl<M: TrainModel> SharedScorer for RlScorer<'_, M> {
 
 /// Validates copy A: its checkpoint and the validation report.
 pub type Validate<'a, M> =
-    dyn Fn(&RlModel<M>, &Evaluator, &Split) -> Result<(Vec<u8>, Report), String> + Sync + 'a;
+    dyn Fn(&RlModel<M>, &Evaluator, &Split) -> Result<(Vec<u8>, Report)> + Sync + 'a;
 
 /// Validation with the trainer-side forward ([`RlScorer`]).
 pub fn validate_trainer<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> {
     Box::new(move |model, evaluator, split| {
-        let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-        let report = evaluator
-            .evaluate_par(&split.valid, &RlScorer::new(model, weights))
-            .map_err(|e| e.to_string())?;
+        let bytes = model.to_safetensors()?;
+        let report = evaluator.evaluate_par(&split.valid, &RlScorer::new(model, weights))?;
         Ok((bytes, report))
     })
 }
@@ -92,20 +89,122 @@ pub fn validate_trainer<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> 
 /// `weights`.
 pub fn validate_engine<M: TrainModel>(weights: &[f32]) -> Box<Validate<'_, M>> {
     Box::new(move |model, evaluator, split| {
-        let bytes = model.to_safetensors().map_err(|e| e.to_string())?;
-        let engine = Model::from_bytes(&bytes, &Default::default()).map_err(|e| e.to_string())?;
+        let bytes = model.to_safetensors()?;
+        let engine = Model::from_bytes(&bytes, &Default::default())?;
         let mut obj = engine.default_objectives();
         if model.kind() == RlKind::Smorl {
             for (spec, &w) in engine.objective_specs().iter().zip(weights) {
-                obj.set(spec.name, w).map_err(|e| e.to_string())?;
+                obj.set(spec.name, w)?;
             }
         }
         let scorer = EngineScorer::new(&engine).with_objectives(obj);
-        let report = evaluator
-            .evaluate_par(&split.valid, &scorer)
-            .map_err(|e| e.to_string())?;
+        let report = evaluator.evaluate_par(&split.valid, &scorer)?;
         Ok((bytes, report))
     })
+}
+
+/// The RL heads' training step: the double-Q copies, their Adams, and the streams of the copy
+/// switch and the sampled negatives.
+struct RlStep<'a, M> {
+    copies: &'a mut [RlModel<M>; 2],
+    adams: [Adam; 2],
+    /// The copy updated this step (the other is the target).
+    main: usize,
+    split: &'a Split,
+    evaluator: Evaluator,
+    validate: &'a Validate<'a, M>,
+    data: Transitions,
+    batches: ShuffledBatches,
+    rl: &'a RlOptions,
+    sim: Option<&'a Similarity>,
+    tail: Vec<bool>,
+    n_neg: usize,
+    lr: f32,
+    warmup: u64,
+    step: u64,
+    switch: Rng,
+    neg_rng: Rng,
+}
+
+impl<M: TrainModel> RlStep<'_, M> {
+    /// SA2C weights its supervised loss by the advantage from now on.
+    fn advantage(&self) -> bool {
+        self.copies[0].kind() == RlKind::Sa2c && self.step >= self.warmup
+    }
+}
+
+impl<M: TrainModel> TrainStep for RlStep<'_, M> {
+    type Model = RlModel<M>;
+    type Part = RlBatch;
+    type Output = StepLoss;
+    type Batches = ShuffledBatches;
+    const TERMS: &'static [&'static str] = &["ce", "td"];
+
+    fn batches(&mut self) -> &mut ShuffledBatches {
+        &mut self.batches
+    }
+
+    /// Draws which copy is the main network of this step.
+    fn begin_step(&mut self) {
+        self.main = usize::from(self.switch.next_f64() > 0.5);
+    }
+
+    fn make_part(&mut self, ids: &[usize]) -> RlBatch {
+        let backbone = self.copies[0].backbone();
+        let n_items = self.split.n_items;
+        RlBatch::build(
+            &self.data,
+            ids,
+            backbone,
+            n_items,
+            self.n_neg,
+            &mut self.neg_rng,
+        )
+    }
+
+    fn part_size(&self, part: &RlBatch) -> usize {
+        part.rows()
+    }
+
+    fn model(&self) -> &RlModel<M> {
+        &self.copies[self.main]
+    }
+
+    fn part_step(&self, replica: &mut RlModel<M>, part: &RlBatch, rng: &mut Rng) -> StepLoss {
+        let ctx = StepCtx {
+            opts: self.rl,
+            advantage: self.advantage(),
+            sim: self.sim,
+            long_tail: Some(&self.tail),
+        };
+        rl_step(replica, &self.copies[1 - self.main], part, &ctx, Some(rng))
+    }
+
+    fn loss_terms(&self, l: &StepLoss) -> Vec<f64> {
+        vec![l.total, l.ce, l.td]
+    }
+
+    fn update(&mut self) -> (&mut RlModel<M>, &mut dyn Optimizer, f32) {
+        let m = self.main;
+        (&mut self.copies[m], &mut self.adams[m], self.lr)
+    }
+
+    fn end_step(&mut self, _: &[RlBatch], _: &[StepLoss]) {
+        self.step += 1;
+    }
+
+    fn validate(&self) -> Result<(Vec<u8>, Report)> {
+        (self.validate)(&self.copies[0], &self.evaluator, self.split)
+    }
+
+    fn progress_note(&self) -> String {
+        let weighted = if self.advantage() {
+            ", advantage-weighted"
+        } else {
+            ""
+        };
+        format!(", step {}{weighted}", self.step)
+    }
 }
 
 /// Trains the copies `[A, B]` on `split` and returns copy A's best validation checkpoint.
@@ -117,162 +216,61 @@ pub fn train_rl<M: TrainModel>(
     rl: &RlOptions,
     sim: Option<&Similarity>,
     validate: &Validate<'_, M>,
-) -> Result<TrainResult, String> {
+) -> Result<TrainResult> {
     let start = Instant::now();
     let kind = copies[0].kind();
     if kind == RlKind::Smorl && sim.is_none() {
-        return Err("SMORL needs a similarity table for its diversity reward".into());
+        return Err(Error::Invalid(
+            "SMORL needs a similarity table for its diversity reward".into(),
+        ));
     }
     if let Some(s) = sim
         && s.n_items() != split.n_items
     {
-        return Err(format!(
-            "the similarity table has {} item ids, the data set {}",
-            s.n_items(),
-            split.n_items
-        ));
+        return Err(Error::ItemCount {
+            what: "the similarity table",
+            found: s.n_items(),
+            expected: split.n_items,
+        });
     }
     let n_items = split.n_items;
-    if copies.iter().any(|c| c.n_items() != n_items) {
-        return Err(format!(
-            "the model is not built for the data set's {n_items} item ids"
-        ));
+    if let Some(c) = copies.iter().find(|c| c.n_items() != n_items) {
+        return Err(Error::ItemCount {
+            what: "the model",
+            found: c.n_items(),
+            expected: n_items,
+        });
     }
     let data = Transitions::from_split(split, copies[0].backbone().max_len())?;
     if split.valid.is_empty() {
-        return Err("the split has no validation events to select a checkpoint with".into());
+        return Err(Error::NoValidation { what: "events" });
     }
-    let metric = opts.valid_metric.to_ascii_lowercase();
-    let evaluator = validation_evaluator(split, &metric)?;
-    let tail = long_tail(&split.item_counts());
-    let n_neg = if kind.uses_negatives() {
-        rl.negatives
-    } else {
-        0
+    let evaluator = validation_evaluator(split, &opts.run.metric())?;
+    let batches = ShuffledBatches::new(data.len(), opts.batch_size);
+    let mut step = RlStep {
+        adams: [0; 2].map(|_| Adam::decoupled_or_plain(opts.weight_decay)),
+        main: 0,
+        split,
+        evaluator,
+        validate,
+        tail: long_tail(&split.item_counts()),
+        n_neg: if kind.uses_negatives() {
+            rl.negatives
+        } else {
+            0
+        },
+        lr: opts.lr,
+        warmup: rl.warmup.steps(batches.len()),
+        step: 0,
+        switch: Rng::new(opts.run.seed ^ 0xD0B1),
+        neg_rng: Rng::new(opts.run.seed ^ 0x4E47),
+        copies,
+        data,
+        batches,
+        rl,
+        sim,
     };
-    let batch_size = opts.batch_size.max(1);
-    let steps_per_epoch = data.len().div_ceil(batch_size) as u64;
-    let warmup = rl.warmup.steps(steps_per_epoch);
-    let threads = opts.threads.max(1);
-    let (mut replicas, mut rngs) = replicas(&copies[0], threads, opts.seed);
-    let mut shuffle = Rng::new(opts.seed ^ 0x5EED);
-    let mut switch = Rng::new(opts.seed ^ 0xD0B1);
-    let mut neg_rng = Rng::new(opts.seed ^ 0x4E47);
-    let mut adams = [0; 2].map(|_| Adam::decoupled_or_plain(opts.weight_decay));
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut tracker = EpochTracker::new();
-    let (mut windows_done, mut step) = (0usize, 0u64);
-    let mut last_valid_secs = 0.0f64;
-    for epoch in 1..=opts.epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, shuffle.below(i + 1));
-        }
-        let (mut loss_sum, mut rows_sum) = (StepLoss::default(), 0usize);
-        let mut out_of_time = false;
-        for chunk in order.chunks(batch_size) {
-            if let Some(budget) = opts.time_budget
-                && start.elapsed().as_secs_f64() + last_valid_secs.max(0.5) >= budget.as_secs_f64()
-            {
-                out_of_time = true;
-                break;
-            }
-            let main = usize::from(switch.next_f64() > 0.5);
-            let per = chunk.len().div_ceil(threads);
-            let parts: Vec<RlBatch> = chunk
-                .chunks(per)
-                .map(|c| {
-                    RlBatch::build(&data, c, copies[0].backbone(), n_items, n_neg, &mut neg_rng)
-                })
-                .collect();
-            let ctx = StepCtx {
-                opts: rl,
-                advantage: kind == RlKind::Sa2c && step >= warmup,
-                sim,
-                long_tail: Some(&tail),
-            };
-            let total: usize = parts.iter().map(RlBatch::rows).sum();
-            let (lo, hi) = copies.split_at_mut(1);
-            let (m, t) = if main == 0 {
-                (&mut lo[0], &hi[0])
-            } else {
-                (&mut hi[0], &lo[0])
-            };
-            let losses: Vec<StepLoss> = if threads == 1 {
-                zero_grads(&mut m.params_mut());
-                vec![rl_step(m, t, &parts[0], &ctx, Some(&mut rngs[0]))]
-            } else {
-                sync_replicas(&mut replicas, &*m);
-                let losses = replicas
-                    .par_iter_mut()
-                    .zip(rngs.par_iter_mut())
-                    .zip(parts.par_iter())
-                    .map(|((rep, rng), part)| {
-                        zero_grads(&mut rep.params_mut());
-                        rl_step(rep, t, part, &ctx, Some(rng))
-                    })
-                    .collect();
-                gather_grads(
-                    &mut m.params_mut(),
-                    replicas
-                        .iter()
-                        .zip(&parts)
-                        .map(|(r, part)| (r, part.rows() as f32 / total.max(1) as f32)),
-                );
-                losses
-            };
-            let mut params = m.params_mut();
-            if let Some(c) = opts.clip {
-                clip_grad_norm(&mut params, c);
-            }
-            adams[main].step(&mut params, opts.lr);
-            for (l, part) in losses.iter().zip(&parts) {
-                let k = part.rows() as f64;
-                loss_sum.total += l.total * k;
-                loss_sum.ce += l.ce * k;
-                loss_sum.td += l.td * k;
-            }
-            rows_sum += total;
-            windows_done += chunk.len();
-            step += 1;
-        }
-        let t_valid = Instant::now();
-        let (bytes, report) = validate(&copies[0], &evaluator, split)?;
-        last_valid_secs = t_valid.elapsed().as_secs_f64();
-        let value = report.get(&metric).unwrap_or(f64::NAN);
-        let k = rows_sum.max(1) as f64;
-        let entry = EpochLog {
-            epoch,
-            loss: loss_sum.total / k,
-            valid: value,
-            elapsed: start.elapsed().as_secs_f64(),
-        };
-        if opts.progress {
-            eprintln!(
-                "epoch {epoch}: loss {:.4} (ce {:.4}, td {:.4}), valid {metric} {value:.4} ({:.1}s, step {step}{})",
-                entry.loss,
-                loss_sum.ce / k,
-                loss_sum.td / k,
-                entry.elapsed,
-                if kind == RlKind::Sa2c && step >= warmup {
-                    ", advantage-weighted"
-                } else {
-                    ""
-                }
-            );
-        }
-        if tracker.end_epoch(
-            entry,
-            epoch,
-            value,
-            report,
-            bytes,
-            opts.patience,
-            out_of_time,
-        ) {
-            break;
-        }
-    }
-    Ok(tracker.finish(windows_done, start))
+    fit(&mut step, &opts.run, start)
 }
 
 /// The weights the serving scores of `model` use by default (SMORL: `rl.weights`).
@@ -286,6 +284,7 @@ mod tests {
     use crate::data::{EvalSeq, SplitMethod, TrainPart, TrainSeq};
     use crate::models::rl::SupHead;
     use crate::models::{Gru4RecConfig, Gru4RecModel};
+    use crate::nn::Module;
 
     /// Sequences that walk the catalog `1..n` upwards (wrapping), so that the next item is the
     /// last one plus 1: each method learns it, on both copies.
@@ -321,13 +320,16 @@ mod tests {
             test: Vec::new(),
         };
         let opts = TrainOptions {
-            epochs: 30,
             batch_size: 32,
             lr: 1e-2,
-            threads: 2,
-            patience: 30,
-            valid_metric: "hr@1".into(),
-            progress: false,
+            run: crate::train::RunOptions {
+                epochs: 30,
+                threads: 2,
+                patience: 30,
+                valid_metric: "hr@1".into(),
+                progress: false,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let table: Vec<f32> = Rng::new(3).normal_vec(n * 4, 1.0);

@@ -1,6 +1,6 @@
 use super::*;
+use crate::nn::Rng;
 use crate::nn::gradcheck::{GradCheck, assert_grad};
-use seqrec_kernels::testing::Rng;
 
 type LossFn<'a> = &'a dyn Fn(&[f32]) -> LossGrad;
 

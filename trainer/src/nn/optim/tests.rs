@@ -1,5 +1,5 @@
 use super::*;
-use seqrec_kernels::testing::Rng;
+use crate::nn::Rng;
 
 fn param(name: &str, value: Vec<f32>) -> Param {
     let n = value.len();

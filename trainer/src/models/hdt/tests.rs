@@ -74,7 +74,12 @@ fn initial_goals_are_at_the_item_scale() {
     assert!(unit_gain > 0.5, "unit gain: goal RMS {unit_gain}");
     let mut bad = small(Variant::InterDt, BackboneKind::SasRec);
     bad.inter_gain = f32::NAN;
-    assert!(bad.validate().unwrap_err().contains("inter_gain"));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("inter_gain")
+    );
 }
 
 /// Three sessions of 5, 3 and 1 items with random carried states and returns, the first with

@@ -16,44 +16,7 @@
 use super::blocks::{IntraInput, TOKENS};
 use super::forward::{HdtBatch, Knobs, lookup};
 use super::{HdtModel, Variant};
-use crate::nn::Param;
-
-/// Running `Σ ê_i` and count over a multiset of items, with `dis = 1 − Sim`.
-#[derive(Clone, Debug)]
-pub(super) struct SimAcc {
-    u: Vec<f64>,
-    m: usize,
-}
-
-impl SimAcc {
-    pub(super) fn new(dim: usize) -> Self {
-        SimAcc {
-            u: vec![0.0; dim],
-            m: 0,
-        }
-    }
-
-    pub(super) fn add(&mut self, table: &Param, items: &[u32]) {
-        let d = self.u.len();
-        for &i in items.iter().filter(|&&i| i != 0) {
-            let row = &table.value[i as usize * d..(i as usize + 1) * d];
-            for (a, &v) in self.u.iter_mut().zip(row) {
-                *a += v as f64;
-            }
-            self.m += 1;
-        }
-    }
-
-    /// `dis` of the items added so far (0 for fewer than two).
-    pub(super) fn dis(&self) -> f64 {
-        if self.m < 2 {
-            return 0.0;
-        }
-        let m = self.m as f64;
-        let norm2: f64 = self.u.iter().map(|v| v * v).sum();
-        1.0 - (norm2 - m) / (m * (m - 1.0))
-    }
-}
+use seqrec_engine::objectives::similarity::{NormalizedRows, SimAccumulator};
 
 /// The assumed novelty flag of the predicted action given the flags of the earlier actions.
 pub fn assumed_novelty(earlier: &[f32], eps: f32) -> f32 {
@@ -98,11 +61,16 @@ impl HdtModel {
         let d = cfg.dim;
         let mut s = vec![0.0f32; d];
         let mut u = vec![0.0f32; d];
-        let mut acc = SimAcc::new(cfg.sim_dim);
+        // The stored (normalised, f32) similarity rows, as the engine reads them.
+        let rows = self
+            .similarity
+            .as_ref()
+            .map(|t| NormalizedRows::from_normalized(t.value.clone(), cfg.sim_dim));
+        let mut acc = SimAccumulator::new(cfg.sim_dim);
         for sess in past {
             assert!(!sess.is_empty(), "empty past session");
-            if let Some(sim) = &self.similarity {
-                acc.add(sim, sess);
+            if let Some(rows) = &rows {
+                acc.extend(rows, sess);
             }
             let r = (cfg.dis_max as f64 - acc.dis()) as f32;
             let b = self.one(self.window(sess), r, &s, &u);

@@ -3,6 +3,7 @@
 
 use super::forward::HdtBatch;
 use crate::data::{Split, TrainPart};
+use crate::error::{Error, Result};
 use crate::objectives::{SimAccumulator, Similarity};
 
 /// One window of a training session: the items the model reads and the returns of its
@@ -82,11 +83,11 @@ pub fn prepare_sessions(
     long_tail: &[bool],
     dis_max: f32,
     long: LongSessions,
-) -> Result<Vec<UserSessions>, String> {
+) -> Result<Vec<UserSessions>> {
     let TrainPart::Sequences(seqs) = &split.train else {
-        return Err(
+        return Err(Error::Invalid(
             "hierarchical models need a split of whole sequences (use --split session)".into(),
-        );
+        ));
     };
     let mut out = Vec::new();
     for s in seqs {
@@ -104,10 +105,8 @@ pub fn prepare_sessions(
             let full = &s.items[start..end];
             let r_inter = match (sim, acc.as_mut()) {
                 (Some(t), Some(a)) => {
-                    for &i in full {
-                        a.push(t, i);
-                    }
-                    (dis_max as f64 - (1.0 - a.sim())) as f32
+                    a.extend(t, full);
+                    (dis_max as f64 - a.dis()) as f32
                 }
                 _ => 0.0,
             };

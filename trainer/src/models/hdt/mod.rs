@@ -47,6 +47,7 @@ pub use heads::Head;
 pub use infer::assumed_novelty;
 pub use train::{Batching, HdtTrainOptions, train_hdt};
 
+use crate::error::{Error, Result};
 use crate::models::{Gru4RecConfig, Gru4RecModel, SasRecConfig, SasRecModel};
 use crate::nn::{Activation, Gru, Linear, Module, Param, Rng};
 use crate::objectives::Similarity;
@@ -82,13 +83,13 @@ impl Variant {
 }
 
 impl FromStr for Variant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "hdt" => Ok(Variant::Hdt),
             "interdt" => Ok(Variant::InterDt),
             "hier" => Ok(Variant::Hier),
-            _ => Err(format!("`{s}` is not one of hdt, interdt, hier")),
+            _ => Err(Error::unknown_name("", s, "hdt, interdt, hier")),
         }
     }
 }
@@ -119,13 +120,15 @@ impl BackboneKind {
 }
 
 impl FromStr for BackboneKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "gru4rec" | "gru" => Ok(BackboneKind::Gru4Rec),
             "sasrec" | "sas" => Ok(BackboneKind::SasRec),
-            _ => Err(format!(
-                "backbone `{s}` is not one of gru4rec, sasrec (hierarchical models)"
+            _ => Err(Error::unknown_name(
+                "backbone",
+                s,
+                "gru4rec, sasrec (hierarchical models)",
             )),
         }
     }
@@ -220,21 +223,21 @@ impl HdtConfig {
     }
 
     /// Checks sizes before blocks are built.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let d = self.dim;
         for (what, v) in [
             ("goal_init", self.goal_init),
             ("inter_gain", self.inter_gain),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("{what} {v} must be a finite value ≥ 0"));
+                return Err(Error::out_of_range(what, v, "must be a finite value ≥ 0"));
             }
         }
         if d == 0 || self.max_len < 2 || self.n_items < 2 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "dim {d}, max_len {} and n_items {} must be at least 1, 2 and 2",
                 self.max_len, self.n_items
-            ));
+            )));
         }
         for (what, heads) in [
             ("intra", self.intra_heads),
@@ -242,18 +245,26 @@ impl HdtConfig {
             ("sasrec", self.sas_heads),
         ] {
             if heads == 0 || d % heads != 0 {
-                return Err(format!("{what} heads {heads} do not divide dim {d}"));
+                return Err(Error::out_of_range(
+                    format!("{what} heads"),
+                    heads,
+                    format!("do not divide dim {d}"),
+                ));
             }
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+            return Err(Error::out_of_range(
+                "dropout",
+                self.dropout,
+                "is not in [0, 1)",
+            ));
         }
         if self.variant.has_inter() && self.sim_dim == 0 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "{} needs a similarity table (the item table of a plain backbone trained on the \
                  same sessions)",
                 self.variant
-            ));
+            )));
         }
         Ok(())
     }
@@ -332,25 +343,27 @@ impl HdtModel {
         similarity: Option<&Similarity>,
         long_tail: Option<&[bool]>,
         rng: &mut Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self> {
         cfg.sim_dim = similarity.map_or(0, Similarity::dim);
         cfg.validate()?;
         let (d, n) = (cfg.dim, cfg.n_items);
         if let Some(s) = similarity
             && s.n_items() != n
         {
-            return Err(format!(
-                "the similarity table has {} rows, the data {n} item ids",
-                s.n_items()
-            ));
+            return Err(Error::ItemCount {
+                what: "the similarity table",
+                found: s.n_items(),
+                expected: n,
+            });
         }
         if let Some(lt) = long_tail
             && lt.len() != n
         {
-            return Err(format!(
-                "long-tail flags for {} ids, the data has {n}",
-                lt.len()
-            ));
+            return Err(Error::ItemCount {
+                what: "the long-tail flag list",
+                found: lt.len(),
+                expected: n,
+            });
         }
         let backbone = match cfg.backbone {
             BackboneKind::Gru4Rec => {
@@ -401,7 +414,9 @@ impl HdtModel {
         };
         let long_tail = match cfg.variant {
             Variant::Hdt => {
-                let lt = long_tail.ok_or("hdt needs the long-tail flags of the training data")?;
+                let lt = long_tail.ok_or_else(|| {
+                    Error::Invalid("hdt needs the long-tail flags of the training data".into())
+                })?;
                 let v = lt.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
                 Some(Param::from_values("hdt.long_tail", &[n], v))
             }
