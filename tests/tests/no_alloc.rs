@@ -125,3 +125,39 @@ fn split_scans_do_not_allocate_after_warm_up() {
         );
     }
 }
+
+/// The multi-objective and hierarchical models too: their tokens are assembled on the
+/// backend and their returns computed in reused memory, so a request allocates nothing after
+/// warm-up.
+#[test]
+fn decision_transformers_do_not_allocate_after_warm_up() {
+    for arch in ["modt4r", "mrdt", "hdt", "interdt", "hier"] {
+        let bytes = random_model_bytes(&small_config(arch, 300, 10), 3, 0.2);
+        let m = Model::from_bytes(&bytes, &Default::default()).unwrap();
+        let histories: Vec<Vec<u32>> = vec![vec![5; 10], vec![1, 2, 3], (1..40).collect(), vec![7]];
+        let mut knobs = m.default_objectives();
+        if let Some(spec) = knobs.specs().first() {
+            knobs.set(spec.name, spec.max.min(2.0)).unwrap();
+        }
+        let mut ws = m.new_workspace();
+        let mut scores = vec![0f32; 300];
+        let (mut items, mut top) = (vec![0u32; 10], vec![0f32; 10]);
+        let mut run = |ws: &mut _| {
+            for h in &histories {
+                let q = Query::new(h).exclude_history(true).objectives(&knobs);
+                m.score(&q, ws, &mut scores).unwrap();
+                m.topk_into(&q, 10, ws, &mut items, &mut top).unwrap();
+            }
+        };
+        run(&mut ws);
+        let before = allocations();
+        for _ in 0..5 {
+            run(&mut ws);
+        }
+        assert_eq!(
+            allocations() - before,
+            0,
+            "{arch}: scoring allocated after warm-up"
+        );
+    }
+}

@@ -58,8 +58,8 @@ pub(super) const SCAN_BLOCK: usize = 512;
 /// stay in L2 while every user of the batch is scored.
 pub(super) const BATCH_BLOCK: usize = 256;
 
-/// Smallest share of a split single-user scan, in table values (about 10 µs of scanning, well
-/// above the cost of handing a share to another thread).
+/// Smallest share of a split single-user scan, in table values: a share's scan must cost well
+/// above handing it to another thread.
 #[cfg(feature = "std")]
 const SHARE_MIN_VALUES: usize = 1 << 17;
 

@@ -442,3 +442,127 @@ pub fn load<B: Backend>(
         known: names::<B>().join(", "),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::{Activation, Embedding, Linear};
+    use crate::cpu::Cpu;
+    use crate::weights::serialize;
+    use alloc::vec;
+
+    /// The README's example of a new architecture, verbatim but for the test module's paths.
+    #[derive(Debug)]
+    struct MyRec<B: Backend> {
+        item_emb: Embedding<B>,
+        proj: Linear<B>,
+        dim: usize,
+    }
+
+    impl<B: Backend> Architecture<B> for MyRec<B> {
+        type State = ();
+        const NAMES: &'static [&'static str] = &["myrec"];
+
+        fn load(be: &B, _name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+            let dim = cx.cfg.usize_or("hidden_size", 64)?;
+            Ok(MyRec {
+                item_emb: Embedding::load(be, cx.ld, "item_embedding.weight", cx.n_items, dim)?,
+                proj: Linear::load(be, cx.ld, "proj", dim, dim, true)?,
+                dim,
+            })
+        }
+        fn name(&self) -> &'static str {
+            "myrec"
+        }
+        fn dim(&self) -> usize {
+            self.dim
+        }
+        fn item_embedding(&self) -> &Embedding<B> {
+            &self.item_emb
+        }
+        fn new_state(&self, _be: &B) -> Result<()> {
+            Ok(())
+        }
+        fn encode(
+            &self,
+            be: &B,
+            req: &Request<'_>,
+            _: &mut (),
+            s: &mut Scratch<B>,
+            out: &mut B::Buf,
+        ) -> Result<()> {
+            let last = &req.window[req.window.len() - 1..];
+            be.gather(&self.item_emb, last, &mut s.x)?;
+            be.linear(&self.proj, &s.x, 1, Activation::Tanh, out)
+        }
+    }
+
+    #[test]
+    fn a_registered_architecture_loads_and_encodes() {
+        let (n, d) = (5, 2);
+        let emb: Vec<f32> = (0..n * d).map(|i| i as f32 * 0.1).collect();
+        let (w, b) = ([1.0f32, 0.0, 0.5, -1.0], [0.0f32, 0.25]);
+        let bytes = serialize(
+            &[
+                ("item_embedding.weight", &[n, d], &emb),
+                ("proj.weight", &[d, d], &w),
+                ("proj.bias", &[d], &b),
+            ],
+            &[],
+        )
+        .unwrap();
+        let file = WeightFile::from_bytes(&bytes).unwrap();
+        let cfg = Config::from_json(r#"{"model":"myrec","hidden_size":2}"#).unwrap();
+        let mut ld = TensorLoader::new(&file);
+        let mut cx = LoadContext {
+            cfg: &cfg,
+            ld: &mut ld,
+            n_items: n,
+            max_len: 4,
+        };
+        let entry = Registration::<Cpu>::of::<MyRec<Cpu>>();
+        assert_eq!(entry.names, ["myrec"]);
+        let be = Cpu::new();
+        let arch = (entry.load)(&be, "myrec", &mut cx).unwrap();
+        ld.finish(arch.name()).unwrap();
+        let objectives = Objectives::new(arch.objective_specs());
+        let req = Request {
+            window: &[1, 3],
+            user: 0,
+            objectives: &objectives,
+        };
+        let mut state = arch.new_state(&be).unwrap();
+        let (mut s, mut out) = (Scratch::default(), vec![]);
+        arch.encode(&be, &req, &mut state, &mut s, &mut out)
+            .unwrap();
+        // Item 3 is (0.6, 0.7): tanh(W·e + b) = tanh(0.6, 0.3 − 0.7 + 0.25).
+        let want = [libm::tanhf(0.6), libm::tanhf(0.3 - 0.7 + 0.25)];
+        for (g, w) in out.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{out:?}");
+        }
+        // Another architecture's state is refused, not misread.
+        let mut other = ArchState::of(1u8);
+        let e = arch
+            .encode(&be, &req, &mut other, &mut s, &mut out)
+            .unwrap_err();
+        assert!(alloc::format!("{e}").contains("different architecture"));
+    }
+
+    #[test]
+    fn unknown_names_list_every_registered_one() {
+        let cfg = Config::from_json(r#"{"model":"bert4rec"}"#).unwrap();
+        let mut ld = TensorLoader::recording();
+        let mut cx = LoadContext {
+            cfg: &cfg,
+            ld: &mut ld,
+            n_items: 3,
+            max_len: 2,
+        };
+        let e = load(&Cpu::new(), "bert4rec", &mut cx).unwrap_err();
+        let msg = alloc::format!("{e}");
+        for name in names::<Cpu>() {
+            assert!(msg.contains(name), "{msg}");
+        }
+        assert_eq!(names::<Cpu>().len(), 13);
+    }
+}

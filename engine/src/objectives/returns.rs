@@ -138,6 +138,15 @@ pub fn training_returns(
     out
 }
 
+/// Reusable memory of [`inference_returns_with`], so that serving allocates nothing per
+/// request.
+#[derive(Clone, Debug, Default)]
+pub struct ReturnsScratch {
+    acc: Option<SimAccumulator>,
+    divs: Vec<f64>,
+    rows: Vec<[f64; N_OBJ]>,
+}
+
 /// Algorithm 2: `[p]` rows of `[acc, nov, div]` returns for the window `x_1..x_p` (validated
 /// ids) into `out`, from the long-tail flags (indexed by id) and the normalised similarity
 /// rows. See the module docs.
@@ -146,6 +155,25 @@ pub fn inference_returns(
     long_tail: &[bool],
     sim: &(impl SimilarityRows + ?Sized),
     k: &ReturnKnobs,
+    out: &mut Vec<[f32; N_OBJ]>,
+) {
+    inference_returns_with(
+        window,
+        long_tail,
+        sim,
+        k,
+        &mut ReturnsScratch::default(),
+        out,
+    );
+}
+
+/// [`inference_returns`] with reusable scratch memory.
+pub fn inference_returns_with(
+    window: &[u32],
+    long_tail: &[bool],
+    sim: &(impl SimilarityRows + ?Sized),
+    k: &ReturnKnobs,
+    scratch: &mut ReturnsScratch,
     out: &mut Vec<[f32; N_OBJ]>,
 ) {
     let p = window.len();
@@ -161,14 +189,22 @@ pub fn inference_returns(
     } else {
         0.0
     };
-    let mut acc = SimAccumulator::new(sim.dim());
-    let mut divs = Vec::with_capacity(p);
+    let ReturnsScratch { acc, divs, rows } = scratch;
+    let acc = match acc {
+        Some(a) if a.dim() == sim.dim() => {
+            a.clear();
+            a
+        }
+        slot => slot.insert(SimAccumulator::new(sim.dim())),
+    };
+    divs.clear();
     for &x in window {
         acc.push(sim, x);
         divs.push(1.0 + acc.sim());
     }
     let lambda = f64::from(k.lambda_div);
-    let mut rows = vec![[0.0f64; N_OBJ]; p];
+    rows.clear();
+    rows.resize(p, [0.0f64; N_OBJ]);
     let mut nov = last_nov;
     for t in (0..p).rev() {
         if t + 1 < p {
@@ -184,12 +220,12 @@ pub fn inference_returns(
     for (o, &g) in k.targets.iter().enumerate() {
         if g.is_finite() {
             let shift = f64::from(g) - rows[p - 1][o];
-            for r in &mut rows {
+            for r in rows.iter_mut() {
                 r[o] += shift;
             }
         }
     }
-    for (dst, src) in out.iter_mut().zip(&rows) {
+    for (dst, src) in out.iter_mut().zip(rows.iter()) {
         *dst = src.map(|v| v as f32);
     }
 }

@@ -118,6 +118,11 @@ impl SimAccumulator {
         }
     }
 
+    /// Width of the rows.
+    pub fn dim(&self) -> usize {
+        self.u.len()
+    }
+
     /// Number of (non-padding) items pushed.
     pub fn len(&self) -> usize {
         self.m

@@ -63,9 +63,9 @@ pub const CHUNK_TOKENS: usize = 256;
 pub struct TextOptions {
     /// Storage of the transformer layers' weight matrices, the bytes every encode reads:
     /// `I16` (the default) quantizes each row to 16-bit integers with one f32 scale at load,
-    /// `F16` rounds the weights to f16; both halve those bytes, which makes encoding a single
-    /// short text 1.4 to 1.7 times as fast (measured on 2 threads). `F32` keeps them as stored. Embeddings, biases and LayerNorms
-    /// stay f32 either way. On all-MiniLM-L6-v2, `I16` keeps every embedding within the 1e-4
+    /// `F16` rounds the weights to f16; both halve those bytes, which shortens the encoding of
+    /// a single short text (figures in `PERFORMANCE.md`). `F32` keeps them as stored.
+    /// Embeddings, biases and LayerNorms stay f32 either way. On all-MiniLM-L6-v2, `I16` keeps every embedding within the 1e-4
     /// contract of the f32 model, `F16` does not (see the README for the measured errors).
     pub weight_dtype: DType,
 }
