@@ -11,46 +11,16 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 /// An element-wise activation, applied by [`Backend::activate`] and fused into
-/// [`Backend::linear`].
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Activation {
-    /// Exact erf-form GELU (PyTorch's default `nn.GELU()`).
-    Gelu,
-    /// `max(x, 0)`.
-    Relu,
-    /// `x·σ(x)` (RecBole's `swish`, PyTorch's `SiLU`).
-    Silu,
-    /// `σ(x)`.
-    Sigmoid,
-    /// `tanh(x)`.
-    Tanh,
-    /// `x`.
-    Identity,
-}
+/// [`Backend::linear`] (the device-neutral description every kernel set shares).
+pub use seqrec_kernels::Activation;
 
-impl Activation {
-    /// Parses RecBole / PyTorch names: `gelu`, `relu`, `swish`/`silu`, `sigmoid`, `tanh`,
-    /// `identity`/`linear`/`none`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "gelu" => Activation::Gelu,
-            "relu" => Activation::Relu,
-            "swish" | "silu" => Activation::Silu,
-            "sigmoid" => Activation::Sigmoid,
-            "tanh" => Activation::Tanh,
-            "identity" | "linear" | "none" => Activation::Identity,
-            _ => return None,
-        })
-    }
-
-    /// [`Self::from_name`] of the configuration key `key`, or an error naming it.
-    pub fn from_config(key: &str, name: &str) -> Result<Self> {
-        Self::from_name(name).ok_or_else(|| {
-            Error::Config(format!(
-                "{key} `{name}` is not one of gelu, relu, swish, tanh, sigmoid"
-            ))
-        })
-    }
+/// [`Activation::from_name`] of the configuration key `key`, or a configuration error naming it.
+pub fn activation_from_config(key: &str, name: &str) -> Result<Activation> {
+    Activation::from_name(name).ok_or_else(|| {
+        Error::Config(format!(
+            "{key} `{name}` is not one of gelu, relu, swish, tanh, sigmoid"
+        ))
+    })
 }
 
 /// An embedding table `[rows, dim]`.

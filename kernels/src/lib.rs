@@ -21,6 +21,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod cpu;
+pub mod ops;
 pub mod testing;
 
 pub use cpu::isa::Isa;
+pub use ops::Activation;

@@ -116,13 +116,8 @@ pub fn attention<B: Backend>(
     out: &mut B::Buf,
 ) -> Result<()> {
     let h = blk.hidden();
+    cache.check_append(rows, pos0, q_from)?;
     let lk = pos0 + rows;
-    if lk > cache.max_len || q_from >= rows {
-        return Err(Error::InvalidArgument(format!(
-            "attention over {lk} positions with a cache of {} (q_from {q_from}, rows {rows})",
-            cache.max_len
-        )));
-    }
     let lq = rows - q_from;
     let BlockScratch { proj, ctx, work } = tmp;
     be.linear(&blk.qkv, x, rows, Activation::Identity, proj)?;

@@ -596,6 +596,19 @@ pub struct KvCache<B: Backend> {
 }
 
 impl<B: Backend> KvCache<B> {
+    /// Checks an attention call that appends `rows` positions at `pos0` and queries the rows
+    /// `q_from ..`: the cache must hold `pos0 + rows` positions and a query row must remain.
+    pub fn check_append(&self, rows: usize, pos0: usize, q_from: usize) -> Result<()> {
+        let lk = pos0 + rows;
+        if lk > self.max_len || q_from >= rows {
+            return Err(crate::Error::InvalidArgument(alloc::format!(
+                "attention over {lk} positions with a cache of {} (q_from {q_from}, rows {rows})",
+                self.max_len
+            )));
+        }
+        Ok(())
+    }
+
     /// An empty cache for `max_len` positions of width `width`.
     pub fn new(be: &B, max_len: usize, width: usize) -> Result<Self> {
         let (mut k, mut v) = (B::Buf::default(), B::Buf::default());

@@ -10,7 +10,6 @@ use crate::backend::{Backend, KvCache, SelfMask};
 use crate::blocks::{AttentionBlock, FeedForward, LayerNorm, Linear};
 use crate::error::{Error, Result};
 use crate::weights::Tensor;
-use alloc::format;
 use alloc::vec::Vec;
 use seqrec_kernels::cpu::attention::{self, AttentionShape, AttnMask};
 use seqrec_kernels::cpu::{norm, vector};
@@ -94,13 +93,8 @@ pub(super) fn attention(
     out: &mut Vec<f32>,
 ) -> Result<()> {
     let h = blk.hidden();
+    cache.check_append(rows, pos0, q_from)?;
     let lk = pos0 + rows;
-    if lk > cache.max_len || q_from >= rows {
-        return Err(Error::InvalidArgument(format!(
-            "attention over {lk} positions with a cache of {} (q_from {q_from}, rows {rows})",
-            cache.max_len
-        )));
-    }
     let lq = rows - q_from;
     // Only the queries of rows `q_from..` are needed: with `q_from > 0` (SASRec's last layer)
     // the keys and values of every row and the queries of those rows are two products, else
@@ -298,8 +292,7 @@ pub(super) fn feed_forward(
         let n = pass.min(rows - r0);
         let xs = &x[r0 * h..(r0 + n) * h];
         be.apply_linear(&blk.dense_1, xs, n, mid);
-        let act = super::kernel_act(blk.act);
-        seqrec_kernels::cpu::activation::activate(act, &mut mid[..n * inner]);
+        seqrec_kernels::cpu::activation::activate(blk.act, &mut mid[..n * inner]);
         be.apply_linear(&blk.dense_2, mid, n, tmp);
         add_layer_norm(
             &blk.ln,

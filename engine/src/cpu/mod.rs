@@ -23,7 +23,7 @@ use crate::weights::{DType, Tensor};
 use alloc::format;
 use alloc::vec::Vec;
 use core::ops::Range;
-use seqrec_kernels::cpu::activation::{self as act, Activation as KernelActivation};
+use seqrec_kernels::cpu::activation as act;
 use seqrec_kernels::cpu::attention::{self, AttentionShape, AttnMask};
 use seqrec_kernels::cpu::{conv, embedding, gru, norm, vector};
 
@@ -62,18 +62,6 @@ impl Cpu {
             out,
             self.split,
         );
-    }
-}
-
-/// The kernel activation of an engine activation.
-fn kernel_act(a: Activation) -> KernelActivation {
-    match a {
-        Activation::Gelu => KernelActivation::Gelu,
-        Activation::Relu => KernelActivation::Relu,
-        Activation::Silu => KernelActivation::Silu,
-        Activation::Sigmoid => KernelActivation::Sigmoid,
-        Activation::Tanh => KernelActivation::Tanh,
-        Activation::Identity => KernelActivation::Identity,
     }
 }
 
@@ -269,7 +257,7 @@ impl Backend for Cpu {
 
     fn activate(&self, a: Activation, x: &mut Vec<f32>, range: Range<usize>) -> Result<()> {
         self.ensure(x, range.end)?;
-        act::activate(kernel_act(a), &mut x[range]);
+        act::activate(a, &mut x[range]);
         Ok(())
     }
 
@@ -297,7 +285,7 @@ impl Backend for Cpu {
         self.ensure(out, rows * lin.out_dim)?;
         self.apply_linear(lin, x, rows, out);
         if a != Activation::Identity {
-            act::activate(kernel_act(a), &mut out[..rows * lin.out_dim]);
+            act::activate(a, &mut out[..rows * lin.out_dim]);
         }
         Ok(())
     }

@@ -501,13 +501,17 @@ impl<B: Backend> Model<B> {
         let mut items = alloc::vec![0u32; k];
         let mut scores = alloc::vec![0f32; k];
         let n = self.topk_into(q, k, ws, &mut items, &mut scores)?;
-        Ok(items
-            .iter()
-            .zip(&scores)
-            .take(n)
-            .map(|(&item, &score)| Scored { item, score })
-            .collect())
+        Ok(scored(&items[..n], &scores[..n]))
     }
+}
+
+/// `(item, score)` pairs of a top-k's outputs.
+pub(crate) fn scored(items: &[u32], scores: &[f32]) -> Vec<Scored> {
+    items
+        .iter()
+        .zip(scores)
+        .map(|(&item, &score)| Scored { item, score })
+        .collect()
 }
 
 /// Appends to `list` the ids never recommended for a request, sorted and deduplicated: the

@@ -2,7 +2,7 @@
 //! requests (key/value caches, hidden states, hierarchical state, objective knobs), so that a
 //! new event costs one step instead of a re-encode of the window.
 
-use super::{Model, Scored, Workspace};
+use super::{Model, Scored, Workspace, scored};
 use crate::backend::Backend;
 use crate::cpu::Cpu;
 use crate::error::{Error, Result};
@@ -276,12 +276,7 @@ impl<B: Backend> Session<'_, B> {
             &mut items,
             &mut scores,
         )?;
-        Ok(items
-            .iter()
-            .zip(&scores)
-            .take(n)
-            .map(|(&item, &score)| Scored { item, score })
-            .collect())
+        Ok(scored(&items[..n], &scores[..n]))
     }
 
     /// Full-catalog scores now.

@@ -22,7 +22,7 @@
 use super::sasrec::{SasRec, SasRecState};
 use super::{Architecture, LoadContext, Request, Scratch};
 use crate::backend::{At, Backend, KvCache, Scale, SelfMask, Src};
-use crate::blocks::{Activation, AttentionBlock, Embedding, FeedForward, LayerNorm};
+use crate::blocks::{AttentionBlock, Embedding, FeedForward, LayerNorm, activation_from_config};
 use crate::error::{Error, Result};
 use crate::objectives::ObjectiveSpec;
 use crate::objectives::returns::{
@@ -157,7 +157,7 @@ impl<B: Backend> Dt<B> {
         let n_layers = cfg.usize_or("dt_n_layers", 3)?;
         let n_heads = cfg.usize_or("dt_n_heads", 1)?;
         let inner = cfg.usize_or("dt_inner_size", 4 * h)?;
-        let act = Activation::from_config("dt_hidden_act", &cfg.str_or("dt_hidden_act", "gelu")?)?;
+        let act = activation_from_config("dt_hidden_act", &cfg.str_or("dt_hidden_act", "gelu")?)?;
         if inner == 0 {
             return Err(load_err("dt_inner_size must be positive".into()));
         }

@@ -9,7 +9,7 @@
 
 use super::{Architecture, LoadContext, Request, Scratch};
 use crate::backend::{At, Backend, BlockScratch, KvCache, Scale, SelfMask, Src};
-use crate::blocks::{Activation, AttentionBlock, Embedding, FeedForward, LayerNorm};
+use crate::blocks::{AttentionBlock, Embedding, FeedForward, LayerNorm, activation_from_config};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::Objectives;
@@ -50,7 +50,7 @@ impl<B: Backend> SasRec<B> {
         let n_heads = cfg.usize_or("n_heads", 2)?;
         let inner = cfg.usize_or("inner_size", 256)?;
         let eps = cfg.f32_or("layer_norm_eps", 1e-12)?;
-        let act = Activation::from_config("hidden_act", &cfg.str_or("hidden_act", "gelu")?)?;
+        let act = activation_from_config("hidden_act", &cfg.str_or("hidden_act", "gelu")?)?;
         if hidden == 0 || inner == 0 {
             return Err(Error::Config(format!(
                 "hidden_size ({hidden}) and inner_size ({inner}) must be positive"

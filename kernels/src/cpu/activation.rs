@@ -9,53 +9,18 @@ use super::isa::Isa;
 use super::math;
 use pulp::{Simd, WithSimd};
 
-/// An activation function, named as in PyTorch / RecBole `hidden_act`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Activation {
-    /// Exact erf-form GELU (PyTorch's default `nn.GELU()`), not the tanh approximation.
-    Gelu,
-    /// `max(x, 0)`.
-    Relu,
-    /// `x·σ(x)` (RecBole's `swish`, PyTorch's `SiLU`).
-    Silu,
-    /// `σ(x)`.
-    Sigmoid,
-    /// `tanh(x)`.
-    Tanh,
-    /// `x`.
-    Identity,
+pub use crate::Activation;
+
+/// The CPU's evaluation of an [`Activation`]: the scalar reference and the SIMD body.
+trait Eval {
+    fn eval(self, x: f32) -> f32;
+    fn eval_simd<S: Simd>(self, s: S, x: S::f32s) -> S::f32s;
 }
 
-impl Activation {
-    /// Parses RecBole / PyTorch names: `gelu`, `relu`, `swish`/`silu`, `sigmoid`, `tanh`,
-    /// `identity`/`linear`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "gelu" => Activation::Gelu,
-            "relu" => Activation::Relu,
-            "swish" | "silu" => Activation::Silu,
-            "sigmoid" => Activation::Sigmoid,
-            "tanh" => Activation::Tanh,
-            "identity" | "linear" | "none" => Activation::Identity,
-            _ => return None,
-        })
-    }
-
-    /// Lower-case name (`"gelu"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Gelu => "gelu",
-            Activation::Relu => "relu",
-            Activation::Silu => "swish",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Tanh => "tanh",
-            Activation::Identity => "identity",
-        }
-    }
-
+impl Eval for Activation {
     /// The scalar function (reference).
     #[inline]
-    pub fn eval(self, x: f32) -> f32 {
+    fn eval(self, x: f32) -> f32 {
         match self {
             Activation::Gelu => math::gelu(x),
             Activation::Relu => x.max(0.0),
