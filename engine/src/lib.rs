@@ -36,6 +36,7 @@ pub mod error;
 pub mod model;
 pub mod models;
 pub mod objectives;
+pub mod pdit;
 pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;

@@ -25,9 +25,24 @@ pub fn random_model_bytes_with(
     cfg: &Config,
     seed: u64,
     std: f32,
+    edit: impl FnMut(&str, &mut [f32]),
+) -> Result<Vec<u8>> {
+    random_file(&tensor_specs(cfg)?, cfg, seed, std, edit)
+}
+
+/// A PDiT checkpoint image ([`crate::pdit`]) for `cfg` with weights drawn from N(0, std²)
+/// (LayerNorm scales from 1 + N(0, 0.05²)).
+pub fn random_pdit_bytes(cfg: &Config, seed: u64, std: f32) -> Result<Vec<u8>> {
+    random_file(&crate::pdit::tensor_specs(cfg)?, cfg, seed, std, |_, _| {})
+}
+
+fn random_file(
+    specs: &[crate::weights::TensorSpec],
+    cfg: &Config,
+    seed: u64,
+    std: f32,
     mut edit: impl FnMut(&str, &mut [f32]),
 ) -> Result<Vec<u8>> {
-    let specs = tensor_specs(cfg)?;
     let mut rng = Rng::new(seed);
     let values: Vec<Vec<f32>> = specs
         .iter()
@@ -36,7 +51,8 @@ pub fn random_model_bytes_with(
             let is_ln_scale = s.name.ends_with(".weight")
                 && (s.name.contains("LayerNorm")
                     || s.name.contains(".ln1")
-                    || s.name.contains(".ln2"));
+                    || s.name.contains(".ln2")
+                    || s.name.contains(".norm"));
             if is_ln_scale {
                 (0..n).map(|_| 1.0 + 0.05 * rng.normal()).collect()
             } else if s.name.ends_with(".long_tail") {

@@ -16,6 +16,8 @@ pub enum Activation {
     Tanh,
     /// `x`.
     Identity,
+    /// GELU's tanh approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (DiT's MLPs).
+    GeluTanh,
 }
 
 impl Activation {
@@ -29,6 +31,7 @@ impl Activation {
             "sigmoid" => Activation::Sigmoid,
             "tanh" => Activation::Tanh,
             "identity" | "linear" | "none" => Activation::Identity,
+            "gelu_tanh" => Activation::GeluTanh,
             _ => return None,
         })
     }
@@ -42,6 +45,7 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Identity => "identity",
+            Activation::GeluTanh => "gelu_tanh",
         }
     }
 }

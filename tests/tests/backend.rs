@@ -619,12 +619,13 @@ fn dit_operations_match_plain_loops() {
     check(&out.0, "cross-attention on the counting backend");
 
     // adaLN modulation: LN without affine parameters, then x·(1 + scale) + shift, one shift
-    // and scale row for every token (the CPU's fused kernel) or per token (its composition).
+    // and scale row shared by every token or one per token.
     let (dim, eps) = (7, 1e-6);
     let xs = rng.normal_vec(rows * dim, 2.0);
     let cond = rng.normal_vec(2 * rows * dim, 0.5);
     for per_token in [false, true] {
         let stride = if per_token { 2 * dim } else { 0 };
+        let group = if per_token { 1 } else { rows };
         let (shift, scale) = (At::strided(0, stride), At::strided(dim, stride));
         let mut want = vec![0.0f32; rows * dim];
         for r in 0..rows {
@@ -645,6 +646,7 @@ fn dit_operations_match_plain_loops() {
             rows,
             dim,
             eps,
+            group,
             (&cond, shift),
             (&cond, scale),
             &mut work,
@@ -662,6 +664,7 @@ fn dit_operations_match_plain_loops() {
             rows,
             dim,
             eps,
+            group,
             (&cb, shift),
             (&cb, scale),
             &mut Buf::default(),
@@ -679,7 +682,8 @@ fn dit_operations_match_plain_loops() {
     for dim in [8, 9] {
         let tau = 999.0;
         let mut out = Vec::new();
-        CPU.timestep_embedding(tau, dim, 10000.0, &mut out).unwrap();
+        CPU.timestep_embedding(tau, dim, 10000.0, &mut out, 0)
+            .unwrap();
         let half = dim / 2;
         for i in 0..half {
             let f = (-(10000f64.ln()) * i as f64 / half as f64).exp();
@@ -750,4 +754,79 @@ fn a_session_cache_holds_what_the_composed_attention_writes() {
     .unwrap();
     assert_eq!(cache2.len, 5);
     assert_close("session step", &full.0[4 * 16..5 * 16], &step.0[..16], 1e-5);
+}
+
+/// A small PDiT of `variant` (and `tem_self_attn`).
+fn pdit_config(variant: &str, self_attn: bool) -> Config {
+    Config::from_json(&format!(
+        r#"{{"model":"pdit","variant":"{variant}","latent_dim":8,"cond_dim":6,"hidden_size":12,
+            "num_tokens":4,"num_heads":3,"depth_gen":2,"depth_tem":2,"mlp_ratio":2.0,
+            "max_hist_len":5,"num_timesteps":50,"beta_start":0.0001,"beta_end":0.02,
+            "learn_sigma":true,"latent_scale":2.0,"freq_embed_size":10,
+            "tem_self_attn":{self_attn}}}"#
+    ))
+    .unwrap()
+}
+
+/// The DiT blocks' compositions (DiT block, temporal block, final layer, the reverse step) on
+/// the core alone give the CPU's (fused modulation and gated residual) outputs and samples.
+#[test]
+fn pdit_runs_on_the_required_core_alone() {
+    use seqrec_engine::pdit::{NoiseSource, Pdit, PditWorkspace};
+    for (variant, self_attn) in [("full", false), ("gen", false), ("tem", true)] {
+        let cfg = pdit_config(variant, self_attn);
+        let bytes = seqrec_engine::testing::random_pdit_bytes(&cfg, 3, 0.4).unwrap();
+        let file = WeightFile::from_bytes(&bytes).unwrap();
+        let cpu = Pdit::from_weight_file(CPU, &file, None).unwrap();
+        let counting = Pdit::from_weight_file(Counting::default(), &file, None).unwrap();
+        let mut rng = Rng::new(5);
+        // Two samples, histories of 3 and 5 items.
+        let (z, p, hist) = (
+            rng.normal_vec(2 * 8, 1.0),
+            rng.normal_vec(2 * 6, 1.0),
+            rng.normal_vec(8 * 8, 1.0),
+        );
+        let lens = [3usize, 5];
+        let (mut a, mut b) = (vec![0.0; 2 * 16], vec![0.0; 2 * 16]);
+        let (mut wa, mut wb) = (PditWorkspace::default(), PditWorkspace::default());
+        let h = Some((&hist[..], &lens[..]));
+        cpu.forward(&z, &[7, 31], Some(&p), h, &mut wa, &mut a)
+            .unwrap();
+        counting
+            .forward(&z, &[7, 31], Some(&p), h, &mut wb, &mut b)
+            .unwrap();
+        assert_close(&format!("PDiT {variant} forward"), &a, &b, 1e-5);
+        // A sample is a batch's row: the second sample alone equals its row of the batch.
+        let mut one = vec![0.0; 16];
+        let h1 = Some((&hist[3 * 8..], &lens[1..]));
+        cpu.forward(&z[8..], &[31], Some(&p[6..]), h1, &mut wa, &mut one)
+            .unwrap();
+        assert_close(&format!("PDiT {variant} batch row"), &a[16..], &one, 1e-5);
+        let chain = cpu.respaced(10).unwrap();
+        let (mut za, mut zb) = (vec![0.0; 16], vec![0.0; 16]);
+        cpu.sample(
+            &chain,
+            2,
+            Some(&p),
+            h,
+            NoiseSource::seed(9),
+            &mut wa,
+            &mut za,
+        )
+        .unwrap();
+        counting
+            .sample(
+                &chain,
+                2,
+                Some(&p),
+                h,
+                NoiseSource::seed(9),
+                &mut wb,
+                &mut zb,
+            )
+            .unwrap();
+        assert_close(&format!("PDiT {variant} sample"), &za, &zb, 1e-4);
+        let c = counting.backend();
+        assert!(c.calls("mul") > 0 && c.calls("mha") > 0, "{variant}");
+    }
 }

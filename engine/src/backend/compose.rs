@@ -5,10 +5,10 @@
 //! run every model on a backend that implements the core only and compare it with the CPU's
 //! fused blocks).
 
-use super::{At, Backend, BlockScratch, KvCache, Mask, MhaShape, Scale, SelfMask, Src};
+use super::{At, Backend, BlockScratch, DdpmStep, KvCache, Mask, MhaShape, Scale, SelfMask, Src};
 use crate::blocks::{
-    Activation, AttentionBlock, CrossAttention, Embedding, FeedForward, ItemTable, LayerNorm,
-    NextItNetBlock,
+    Activation, AttentionBlock, CrossAttention, DitBlock, Embedding, FeedForward, FinalLayer,
+    ItemTable, LayerNorm, Mlp, NextItNetBlock, SelfAttention, TemporalBlock,
 };
 use crate::error::{Error, Result};
 use alloc::format;
@@ -119,7 +119,9 @@ pub fn attention<B: Backend>(
     cache.check_append(rows, pos0, q_from)?;
     let lk = pos0 + rows;
     let lq = rows - q_from;
-    let BlockScratch { proj, ctx, work } = tmp;
+    let BlockScratch {
+        proj, ctx, work, ..
+    } = tmp;
     be.linear(&blk.qkv, x, rows, Activation::Identity, proj)?;
     let w = 3 * h;
     let (kv, to) = (At::strided(h, w), At::rows(pos0, h));
@@ -170,7 +172,9 @@ pub fn attention_seqs<B: Backend>(
     let h = blk.hidden();
     let w = 3 * h;
     let total: usize = lens.iter().sum();
-    let BlockScratch { proj, ctx, work } = tmp;
+    let BlockScratch {
+        proj, ctx, work, ..
+    } = tmp;
     be.linear(&blk.qkv, x, total, Activation::Identity, proj)?;
     let mut r0 = 0;
     for (s, &len) in lens.iter().enumerate() {
@@ -238,6 +242,7 @@ pub fn cross_attention<B: Backend>(
         proj,
         ctx: kv,
         work,
+        ..
     } = tmp;
     be.linear(&blk.q, x, rows, Activation::Identity, proj)?;
     be.linear(&blk.kv, ctx, ctx_rows, Activation::Identity, kv)?;
@@ -307,6 +312,27 @@ pub fn nextitnet_block<B: Backend>(
     be.axpy(Src::Buf(o2), at, Scale::All(1.0), out, at, len - from, c)
 }
 
+/// Group `g` of `rows` rows in groups of `group`: its first row and number of rows.
+fn group_rows(rows: usize, group: usize, g: usize) -> (usize, usize) {
+    let r0 = g * group;
+    (r0, group.min(rows - r0))
+}
+
+/// The `g`-th row of a row block.
+fn nth(at: At, g: usize) -> At {
+    At::repeat(at.offset + g * at.stride)
+}
+
+/// Checks a grouping of rows.
+fn check_group(op: &str, rows: usize, group: usize) -> Result<usize> {
+    if group == 0 && rows > 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{op}: {rows} rows in groups of 0"
+        )));
+    }
+    Ok(rows.div_ceil(group.max(1)))
+}
+
 /// See [`Backend::modulate`].
 pub fn modulate<B: Backend>(
     be: &B,
@@ -314,23 +340,243 @@ pub fn modulate<B: Backend>(
     rows: usize,
     dim: usize,
     eps: f32,
+    group: usize,
     shift: (&B::Buf, At),
     scale: (&B::Buf, At),
     work: &mut B::Buf,
 ) -> Result<()> {
     let _ = work;
     be.layer_norm(&LayerNorm::plain(dim, eps), x, 0..rows)?;
+    for g in 0..check_group("modulate", rows, group)? {
+        let (r0, n) = group_rows(rows, group, g);
+        let at = At::rows(r0, dim);
+        be.mul(Src::Buf(scale.0), nth(scale.1, g), 1.0, x, at, n, dim)?;
+        let sh = Src::Buf(shift.0);
+        be.axpy(sh, nth(shift.1, g), Scale::All(1.0), x, at, n, dim)?;
+    }
+    Ok(())
+}
+
+/// See [`Backend::gated_add`].
+pub fn gated_add<B: Backend>(
+    be: &B,
+    x: &mut B::Buf,
+    y: &mut B::Buf,
+    rows: usize,
+    dim: usize,
+    group: usize,
+    gate: (&B::Buf, At),
+) -> Result<()> {
+    for g in 0..check_group("gated_add", rows, group)? {
+        let (r0, n) = group_rows(rows, group, g);
+        let at = At::rows(r0, dim);
+        be.mul(Src::Buf(gate.0), nth(gate.1, g), 0.0, y, at, n, dim)?;
+    }
     let at = At::rows(0, dim);
-    be.mul(Src::Buf(scale.0), scale.1, 1.0, x, at, rows, dim)?;
-    be.axpy(
-        Src::Buf(shift.0),
-        shift.1,
-        Scale::All(1.0),
-        x,
-        at,
+    be.axpy(Src::Buf(y), at, Scale::All(1.0), x, at, rows, dim)
+}
+
+/// See [`Backend::self_attention`].
+pub fn self_attention<B: Backend>(
+    be: &B,
+    att: &SelfAttention<B>,
+    x: &B::Buf,
+    groups: usize,
+    tokens: usize,
+    tmp: &mut BlockScratch<B>,
+    out: &mut B::Buf,
+) -> Result<()> {
+    let (h, rows) = (att.hidden(), groups * tokens);
+    let w = 3 * h;
+    let BlockScratch {
+        proj, ctx, work, ..
+    } = tmp;
+    be.linear(&att.qkv, x, rows, Activation::Identity, proj)?;
+    for g in 0..groups {
+        let r0 = g * tokens;
+        be.mha(
+            MhaShape {
+                lq: tokens,
+                lk: tokens,
+                n_heads: att.n_heads,
+                head_dim: att.head_dim,
+            },
+            (proj, At::strided(r0 * w, w)),
+            (proj, At::strided(r0 * w + h, w)),
+            (proj, At::strided(r0 * w + 2 * h, w)),
+            Mask::None,
+            (ctx, At::rows(r0, h)),
+            work,
+        )?;
+    }
+    be.linear(&att.proj, ctx, rows, Activation::Identity, out)
+}
+
+/// `out = mlp(x)` over `rows` rows, the inner activations in `inner`.
+fn mlp<B: Backend>(
+    be: &B,
+    m: &Mlp<B>,
+    x: &B::Buf,
+    rows: usize,
+    inner: &mut B::Buf,
+    out: &mut B::Buf,
+) -> Result<()> {
+    be.linear(&m.fc1, x, rows, m.act, inner)?;
+    be.linear(&m.fc2, inner, rows, Activation::Identity, out)
+}
+
+/// See [`Backend::dit_block`].
+pub fn dit_block<B: Backend>(
+    be: &B,
+    blk: &DitBlock<B>,
+    x: &mut B::Buf,
+    samples: usize,
+    tokens: usize,
+    cond: &B::Buf,
+    tmp: &mut BlockScratch<B>,
+) -> Result<()> {
+    let (h, rows) = (blk.hidden(), samples * tokens);
+    let mut mods = core::mem::take(&mut tmp.cond);
+    let mut h_in = core::mem::take(&mut tmp.ctx);
+    let mut y = core::mem::take(&mut tmp.work);
+    let res = (|| {
+        // (sh1, sc1, g1, sh2, sc2, g2) of every sample, [samples, 6H].
+        be.linear(&blk.ada, cond, samples, Activation::Identity, &mut mods)?;
+        let chunk = |i: usize| (&mods, At::strided(i * h, 6 * h));
+        for (shift, scale, gate) in [(0, 1, 2), (3, 4, 5)] {
+            be.copy_rows(x, 0, &mut h_in, 0, rows, h)?;
+            let eps = blk.eps;
+            be.modulate(
+                &mut h_in,
+                rows,
+                h,
+                eps,
+                tokens,
+                chunk(shift),
+                chunk(scale),
+                &mut y,
+            )?;
+            if shift == 0 {
+                be.self_attention(&blk.attn, &h_in, samples, tokens, tmp, &mut y)?;
+            } else {
+                mlp(be, &blk.mlp, &h_in, rows, &mut tmp.proj, &mut y)?;
+            }
+            be.gated_add(x, &mut y, rows, h, tokens, chunk(gate))?;
+        }
+        Ok(())
+    })();
+    (tmp.cond, tmp.ctx, tmp.work) = (mods, h_in, y);
+    res
+}
+
+/// See [`Backend::temporal_block`].
+pub fn temporal_block<B: Backend>(
+    be: &B,
+    blk: &TemporalBlock<B>,
+    x: &mut B::Buf,
+    samples: usize,
+    tokens: usize,
+    kv: &B::Buf,
+    ctx: usize,
+    valid: Option<&[bool]>,
+    tmp: &mut BlockScratch<B>,
+) -> Result<()> {
+    let h = blk.cross.hidden();
+    let rows = samples * tokens;
+    if valid.is_some_and(|v| v.len() != samples * ctx) {
+        return Err(Error::InvalidArgument(format!(
+            "temporal block over {samples} samples of {ctx} history rows with {} validity flags",
+            valid.map_or(0, <[bool]>::len)
+        )));
+    }
+    let one = Scale::All(1.0);
+    let at = At::rows(0, h);
+    let mut h_in = core::mem::take(&mut tmp.cond);
+    let res = (|| {
+        if let Some((ln, att)) = &blk.self_attn {
+            be.copy_rows(x, 0, &mut h_in, 0, rows, h)?;
+            be.layer_norm(ln, &mut h_in, 0..rows)?;
+            let mut y = core::mem::take(&mut tmp.work);
+            let r = be.self_attention(att, &h_in, samples, tokens, tmp, &mut y);
+            let r = r.and_then(|_| be.axpy(Src::Buf(&y), at, one, x, at, rows, h));
+            tmp.work = y;
+            r?;
+        }
+        // Cross-attention: the queries of every token, then each sample over its history.
+        be.copy_rows(x, 0, &mut h_in, 0, rows, h)?;
+        be.layer_norm(&blk.norm_cross, &mut h_in, 0..rows)?;
+        let BlockScratch {
+            proj,
+            ctx: att,
+            work,
+            ..
+        } = tmp;
+        be.linear(&blk.cross.q, &h_in, rows, Activation::Identity, proj)?;
+        for s in 0..samples {
+            let mask = match valid {
+                Some(v) => Mask::KeyPadding(&v[s * ctx..(s + 1) * ctx]),
+                None => Mask::None,
+            };
+            be.mha(
+                MhaShape {
+                    lq: tokens,
+                    lk: ctx,
+                    n_heads: blk.cross.n_heads,
+                    head_dim: blk.cross.head_dim,
+                },
+                (proj, At::rows(s * tokens, h)),
+                (kv, At::strided(s * ctx * 2 * h, 2 * h)),
+                (kv, At::strided(s * ctx * 2 * h + h, 2 * h)),
+                mask,
+                (att, At::rows(s * tokens, h)),
+                work,
+            )?;
+        }
+        be.linear(&blk.cross.proj, att, rows, Activation::Identity, proj)?;
+        be.axpy(Src::Buf(proj), at, one, x, at, rows, h)?;
+        // The feed-forward sublayer.
+        be.copy_rows(x, 0, &mut h_in, 0, rows, h)?;
+        be.layer_norm(&blk.norm2, &mut h_in, 0..rows)?;
+        mlp(be, &blk.mlp, &h_in, rows, &mut tmp.proj, &mut tmp.ctx)?;
+        be.axpy(Src::Buf(&tmp.ctx), at, one, x, at, rows, h)
+    })();
+    tmp.cond = h_in;
+    res
+}
+
+/// See [`Backend::final_layer`].
+pub fn final_layer<B: Backend>(
+    be: &B,
+    blk: &FinalLayer<B>,
+    x: &B::Buf,
+    samples: usize,
+    tokens: usize,
+    cond: &B::Buf,
+    tmp: &mut BlockScratch<B>,
+    out: &mut B::Buf,
+) -> Result<()> {
+    let h = blk.ada.in_dim;
+    let rows = samples * tokens;
+    let BlockScratch {
+        ctx,
+        work,
+        cond: mods,
+        ..
+    } = tmp;
+    be.linear(&blk.ada, cond, samples, Activation::Identity, mods)?;
+    be.copy_rows(x, 0, ctx, 0, rows, h)?;
+    let (shift, scale) = (At::strided(0, 2 * h), At::strided(h, 2 * h));
+    be.modulate(
+        ctx,
         rows,
-        dim,
-    )
+        h,
+        blk.eps,
+        tokens,
+        (mods, shift),
+        (mods, scale),
+        work,
+    )?;
+    be.linear(&blk.linear, ctx, rows, Activation::Identity, out)
 }
 
 /// See [`Backend::timestep_embedding`].
@@ -340,6 +586,7 @@ pub fn timestep_embedding<B: Backend>(
     dim: usize,
     max_period: f64,
     out: &mut B::Buf,
+    offset: usize,
 ) -> Result<()> {
     // The sinusoid of a scalar input (like an id, it comes from the request), written in
     // chunks so that nothing is allocated.
@@ -361,7 +608,49 @@ pub fn timestep_embedding<B: Backend>(
         for (k, v) in chunk[..n].iter_mut().enumerate() {
             *v = value(j0 + k);
         }
-        be.write(&chunk[..n], out, j0)?;
+        be.write(&chunk[..n], out, offset + j0)?;
+    }
+    Ok(())
+}
+
+/// See [`Backend::ddpm_step`]. Elements go through the host in chunks (nothing is allocated).
+pub fn ddpm_step<B: Backend>(
+    be: &B,
+    out: &B::Buf,
+    width: usize,
+    z: &mut B::Buf,
+    noise: Option<&B::Buf>,
+    rows: usize,
+    d: usize,
+    step: &DdpmStep,
+) -> Result<()> {
+    const CHUNK: usize = 64;
+    let need = if step.learn_sigma { 2 * d } else { d };
+    if width < need {
+        return Err(Error::InvalidArgument(format!(
+            "reverse step over outputs of width {width}, need {need}"
+        )));
+    }
+    let (mut eps, mut v, mut zc, mut nc) =
+        ([0f32; CHUNK], [0f32; CHUNK], [0f32; CHUNK], [0f32; CHUNK]);
+    for r in 0..rows {
+        for c0 in (0..d).step_by(CHUNK) {
+            let n = CHUNK.min(d - c0);
+            be.read(out, r * width + c0, &mut eps[..n])?;
+            if step.learn_sigma {
+                be.read(out, r * width + d + c0, &mut v[..n])?;
+            }
+            be.read(z, r * d + c0, &mut zc[..n])?;
+            if let Some(noise) = noise {
+                be.read(noise, r * d + c0, &mut nc[..n])?;
+            }
+            for i in 0..n {
+                let eta = noise.map(|_| f64::from(nc[i]));
+                let (zi, ei, vi) = (f64::from(zc[i]), f64::from(eps[i]), f64::from(v[i]));
+                zc[i] = step.next(zi, ei, vi, eta) as f32;
+            }
+            be.write(&zc[..n], z, r * d + c0)?;
+        }
     }
     Ok(())
 }

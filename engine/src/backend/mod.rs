@@ -24,8 +24,11 @@
 //! The provided methods ([`embedding`](Backend::embedding), [`attention`](Backend::attention),
 //! [`attention_seqs`](Backend::attention_seqs), [`cross_attention`](Backend::cross_attention),
 //! [`feed_forward`](Backend::feed_forward), [`add_layer_norm`](Backend::add_layer_norm),
-//! [`nextitnet_block`](Backend::nextitnet_block), [`modulate`](Backend::modulate),
-//! [`timestep_embedding`](Backend::timestep_embedding), [`topk_rows`](Backend::topk_rows), ...)
+//! [`nextitnet_block`](Backend::nextitnet_block), the DiT blocks
+//! ([`dit_block`](Backend::dit_block), [`temporal_block`](Backend::temporal_block),
+//! [`final_layer`](Backend::final_layer), with [`modulate`](Backend::modulate),
+//! [`gated_add`](Backend::gated_add), [`self_attention`](Backend::self_attention) and
+//! [`timestep_embedding`](Backend::timestep_embedding)), [`topk_rows`](Backend::topk_rows), ...)
 //! are written in [`compose`] from the core; a backend overrides those it fuses, and the
 //! compositions stay as the slow oracles its fused versions are tested against.
 //! [`Cpu`](crate::cpu::Cpu) is the reference backend and overrides the hot blocks.
@@ -33,8 +36,9 @@
 pub mod compose;
 
 use crate::blocks::{
-    Activation, AttentionBlock, CaserConvs, CausalConv, CrossAttention, Embedding, FeedForward,
-    GruLayer, ItemTable, LayerNorm, Linear, NextItNetBlock,
+    Activation, AttentionBlock, CaserConvs, CausalConv, CrossAttention, DitBlock, Embedding,
+    FeedForward, FinalLayer, GruLayer, ItemTable, LayerNorm, Linear, NextItNetBlock, SelfAttention,
+    TemporalBlock,
 };
 use crate::error::Result;
 use crate::weights::{DType, Tensor};
@@ -159,9 +163,54 @@ impl MhaShape {
     }
 }
 
+/// The scalars of one reverse step of a Gaussian diffusion (DDPM, `spec/pdit.md` §4) at step
+/// `j`: the mean `(z − eps_coef·ε)·inv_sqrt_alpha` and the log-variance, either the learned
+/// range `f·max_log + (1 − f)·min_log` with `f = (v + 1)/2` (v not clamped) or `fixed_log`.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct DdpmStep {
+    /// β_j/√(1 − ᾱ_j).
+    pub eps_coef: f64,
+    /// 1/√α_j.
+    pub inv_sqrt_alpha: f64,
+    /// The learned range's low end, log β̃ᶜ_j.
+    pub min_log: f64,
+    /// The learned range's high end, log β_j.
+    pub max_log: f64,
+    /// Whether v is read (else `fixed_log`).
+    pub learn_sigma: bool,
+    /// The fixed log-variance (DiT's FIXED_LARGE).
+    pub fixed_log: f64,
+}
+
+impl DdpmStep {
+    /// The mean and log-variance at one element, in f64.
+    #[inline]
+    pub fn mean_log_var(&self, z: f64, eps: f64, v: f64) -> (f64, f64) {
+        let mean = (z - self.eps_coef * eps) * self.inv_sqrt_alpha;
+        let lv = if self.learn_sigma {
+            let f = (v + 1.0) / 2.0;
+            f * self.max_log + (1.0 - f) * self.min_log
+        } else {
+            self.fixed_log
+        };
+        (mean, lv)
+    }
+
+    /// The next latent at one element: `mean + exp(½·log σ²)·η`, or the mean without noise.
+    #[inline]
+    pub fn next(&self, z: f64, eps: f64, v: f64, noise: Option<f64>) -> f64 {
+        let (mean, lv) = self.mean_log_var(z, eps, v);
+        match noise {
+            Some(n) => mean + libm::exp(lv / 2.0) * n,
+            None => mean,
+        }
+    }
+}
+
 /// Scratch buffers a block may use freely during one call (grown on demand; their contents do
 /// not survive the call). The compositions use `proj` for projections, `ctx` for attention
-/// outputs and inner activations, `work` for kernel scratch; a fused block may use any.
+/// outputs and inner activations, `work` for kernel scratch and `cond` for a DiT block's
+/// modulation rows; a fused block may use any.
 #[derive(Debug)]
 pub struct BlockScratch<B: Backend> {
     /// Projections (Q/K/V, feed-forward inner rows).
@@ -170,6 +219,8 @@ pub struct BlockScratch<B: Backend> {
     pub ctx: B::Buf,
     /// Kernel scratch.
     pub work: B::Buf,
+    /// Conditioning rows (adaLN shifts, scales and gates).
+    pub cond: B::Buf,
 }
 
 impl<B: Backend> Default for BlockScratch<B> {
@@ -178,6 +229,7 @@ impl<B: Backend> Default for BlockScratch<B> {
             proj: B::Buf::default(),
             ctx: B::Buf::default(),
             work: B::Buf::default(),
+            cond: B::Buf::default(),
         }
     }
 }
@@ -531,33 +583,132 @@ pub trait Backend: Sized + Send + Sync + core::fmt::Debug + 'static {
         compose::nextitnet_block(self, blk, x, len, from, mid, tmp, out)
     }
 
-    /// adaLN modulation (DiT): `x = LN(x)·(1 + scale) + shift` over `rows` rows of `dim`, the
-    /// LayerNorm without affine parameters (`eps`), `shift` and `scale` row blocks (stride 0
-    /// broadcasts one row over every token). `work` is scratch.
+    /// adaLN modulation (DiT): `x_r = LN(x_r)·(1 + scale_g) + shift_g` for the `rows` rows of
+    /// `x` (width `dim`), the LayerNorm without affine parameters (`eps`). The rows go in
+    /// groups of `group` (one sample's tokens), group `g` reading the `g`-th row of the `shift`
+    /// and `scale` blocks. `work` is scratch.
     fn modulate(
         &self,
         x: &mut Self::Buf,
         rows: usize,
         dim: usize,
         eps: f32,
+        group: usize,
         shift: (&Self::Buf, At),
         scale: (&Self::Buf, At),
         work: &mut Self::Buf,
     ) -> Result<()> {
-        compose::modulate(self, x, rows, dim, eps, shift, scale, work)
+        compose::modulate(self, x, rows, dim, eps, group, shift, scale, work)
     }
 
-    /// The sinusoid timestep embedding (DiT's `TimestepEmbedder`): for `i < h = dim/2`,
-    /// `f_i = exp(−ln(max_period)·i/h)`, `out = [cos(τ·f), sin(τ·f)]` (a trailing 0 for an
-    /// odd `dim`), the arguments `τ·f_i` computed in f64.
+    /// The gated residual of DiT: `x_r += gate_g ⊙ y_r` for the `rows` rows (width `dim`) in
+    /// groups of `group`, group `g` reading the `g`-th row of the `gate` block. `y` is
+    /// consumed (it may be overwritten).
+    fn gated_add(
+        &self,
+        x: &mut Self::Buf,
+        y: &mut Self::Buf,
+        rows: usize,
+        dim: usize,
+        group: usize,
+        gate: (&Self::Buf, At),
+    ) -> Result<()> {
+        compose::gated_add(self, x, y, rows, dim, group, gate)
+    }
+
+    /// Self-attention over `groups` independent groups of `tokens` rows of `x` (every token
+    /// of a group sees the group's tokens): `out = proj(attention(qkv(x)))`, `[groups·tokens,
+    /// H]`.
+    fn self_attention(
+        &self,
+        att: &SelfAttention<Self>,
+        x: &Self::Buf,
+        groups: usize,
+        tokens: usize,
+        tmp: &mut BlockScratch<Self>,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        compose::self_attention(self, att, x, groups, tokens, tmp, out)
+    }
+
+    /// A DiT block ([`DitBlock`]) in place over `samples` samples of `tokens` rows of `x`
+    /// (`[samples·tokens, H]`), sample `s` conditioned by row `s` of `cond` (`SiLU(c)`,
+    /// `[samples, H]`).
+    fn dit_block(
+        &self,
+        blk: &DitBlock<Self>,
+        x: &mut Self::Buf,
+        samples: usize,
+        tokens: usize,
+        cond: &Self::Buf,
+        tmp: &mut BlockScratch<Self>,
+    ) -> Result<()> {
+        compose::dit_block(self, blk, x, samples, tokens, cond, tmp)
+    }
+
+    /// A temporal block ([`TemporalBlock`]) in place over `samples` samples of `tokens` rows of
+    /// `x`, sample `s` attending to its `ctx` rows of `kv` (`[samples·ctx, 2H]`, the block's
+    /// key/value projection of the history, [`Backend::linear`] of `blk.cross.kv`), those with
+    /// `valid[s·ctx + j]` false hidden.
+    fn temporal_block(
+        &self,
+        blk: &TemporalBlock<Self>,
+        x: &mut Self::Buf,
+        samples: usize,
+        tokens: usize,
+        kv: &Self::Buf,
+        ctx: usize,
+        valid: Option<&[bool]>,
+        tmp: &mut BlockScratch<Self>,
+    ) -> Result<()> {
+        compose::temporal_block(self, blk, x, samples, tokens, kv, ctx, valid, tmp)
+    }
+
+    /// DiT's final layer ([`FinalLayer`]) over `samples` samples of `tokens` rows of `x`,
+    /// sample `s` conditioned by row `s` of `cond` (`SiLU(c)`): `out` is `[samples·tokens, P]`.
+    fn final_layer(
+        &self,
+        blk: &FinalLayer<Self>,
+        x: &Self::Buf,
+        samples: usize,
+        tokens: usize,
+        cond: &Self::Buf,
+        tmp: &mut BlockScratch<Self>,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        compose::final_layer(self, blk, x, samples, tokens, cond, tmp, out)
+    }
+
+    /// The sinusoid timestep embedding (DiT's `TimestepEmbedder`) written at element `offset`
+    /// of `out`: for `i < h = dim/2`, `f_i = exp(−ln(max_period)·i/h)`, the values
+    /// `[cos(τ·f), sin(τ·f)]` (a trailing 0 for an odd `dim`), the arguments `τ·f_i` computed in
+    /// f64.
     fn timestep_embedding(
         &self,
         tau: f64,
         dim: usize,
         max_period: f64,
         out: &mut Self::Buf,
+        offset: usize,
     ) -> Result<()> {
-        compose::timestep_embedding(self, tau, dim, max_period, out)
+        compose::timestep_embedding(self, tau, dim, max_period, out, offset)
+    }
+
+    /// One reverse diffusion step in place on the `rows` latents `z` (`[rows, d]`) from the
+    /// network outputs `out` (row `r` at `r·width`: ε in its first `d` values, v in the next `d`
+    /// when `step.learn_sigma`): `z_r ← mean + σ·η_r` with `η` the rows of `noise`, or the mean
+    /// alone without noise (the chain's last step). Computed in f64 per element.
+    fn ddpm_step(
+        &self,
+        out: &Self::Buf,
+        width: usize,
+        z: &mut Self::Buf,
+        noise: Option<&Self::Buf>,
+        rows: usize,
+        d: usize,
+        step: &DdpmStep,
+    ) -> Result<()> {
+        compose::ddpm_step(self, out, width, z, noise, rows, d, step)
     }
 
     /// [`Backend::topk`] for the `counts.len()` user vectors in the rows of `h`, user `r`

@@ -13,7 +13,9 @@ pub use items::CpuItems;
 pub use scan::CpuScratch;
 pub use weights::CpuWeight;
 
-use crate::backend::{At, Backend, BlockScratch, KvCache, Mask, MhaShape, Scale, SelfMask, Src};
+use crate::backend::{
+    At, Backend, BlockScratch, DdpmStep, KvCache, Mask, MhaShape, Scale, SelfMask, Src,
+};
 use crate::blocks::{
     Activation, AttentionBlock, CaserConvs, CausalConv, Embedding, FeedForward, GruLayer,
     ItemTable, LayerNorm, Linear,
@@ -674,24 +676,103 @@ impl Backend for Cpu {
         rows: usize,
         dim: usize,
         eps: f32,
+        group: usize,
         shift: (&Vec<f32>, At),
         scale: (&Vec<f32>, At),
         work: &mut Vec<f32>,
     ) -> Result<()> {
-        // One shift and scale row for every token: the fused kernel; else the composition.
-        if shift.1.stride != 0 || scale.1.stride != 0 {
-            return crate::backend::compose::modulate(self, x, rows, dim, eps, shift, scale, work);
+        // LN(x)·(1 + scale) + shift is the affine LayerNorm with γ = 1 + scale and β = shift:
+        // one pass per group of rows.
+        if group == 0 && rows > 0 {
+            return Err(Error::InvalidArgument(format!(
+                "modulate: {rows} rows in groups of 0"
+            )));
         }
-        check_rows("modulate shift", shift.0.len(), shift.1, 1, dim)?;
-        check_rows("modulate scale", scale.0.len(), scale.1, 1, dim)?;
         self.ensure(x, rows * dim)?;
-        self.ensure(work, rows * dim)?;
-        let (x, w) = (&mut x[..rows * dim], &mut work[..rows * dim]);
-        w.copy_from_slice(x);
-        norm::layer_norm_no_affine(w, rows, dim, eps, x);
-        let sh = &shift.0[shift.1.offset..shift.1.offset + dim];
-        let sc = &scale.0[scale.1.offset..scale.1.offset + dim];
-        norm::modulate(x, rows, dim, sh, sc);
+        self.ensure(work, dim)?;
+        for g in 0..rows.div_ceil(group.max(1)) {
+            let (r0, n) = (g * group, group.min(rows - g * group));
+            let (sh, sc) = (
+                shift.1.offset + g * shift.1.stride,
+                scale.1.offset + g * scale.1.stride,
+            );
+            check_rows("modulate shift", shift.0.len(), At::repeat(sh), 1, dim)?;
+            check_rows("modulate scale", scale.0.len(), At::repeat(sc), 1, dim)?;
+            let gamma = &mut work[..dim];
+            for (gm, &v) in gamma.iter_mut().zip(&scale.0[sc..sc + dim]) {
+                *gm = 1.0 + v;
+            }
+            let xs = &mut x[r0 * dim..(r0 + n) * dim];
+            norm::layer_norm_inplace(xs, n, dim, gamma, &shift.0[sh..sh + dim], eps);
+        }
+        Ok(())
+    }
+
+    fn gated_add(
+        &self,
+        x: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+        rows: usize,
+        dim: usize,
+        group: usize,
+        gate: (&Vec<f32>, At),
+    ) -> Result<()> {
+        if group == 0 && rows > 0 {
+            return Err(Error::InvalidArgument(format!(
+                "gated_add: {rows} rows in groups of 0"
+            )));
+        }
+        check_rows("gated residual", y.len(), At::rows(0, dim), rows, dim)?;
+        self.ensure(x, rows * dim)?;
+        for r in 0..rows {
+            let g = gate.1.offset + (r / group) * gate.1.stride;
+            check_rows("gate", gate.0.len(), At::repeat(g), 1, dim)?;
+            let row = r * dim..(r + 1) * dim;
+            vector::mul_add(&mut x[row.clone()], &gate.0[g..g + dim], &y[row]);
+        }
+        Ok(())
+    }
+
+    fn ddpm_step(
+        &self,
+        out: &Vec<f32>,
+        width: usize,
+        z: &mut Vec<f32>,
+        noise: Option<&Vec<f32>>,
+        rows: usize,
+        d: usize,
+        step: &DdpmStep,
+    ) -> Result<()> {
+        let need = if step.learn_sigma { 2 * d } else { d };
+        if width < need {
+            return Err(Error::InvalidArgument(format!(
+                "reverse step over outputs of width {width}, need {need}"
+            )));
+        }
+        check_rows(
+            "network outputs",
+            out.len(),
+            At::rows(0, width),
+            rows,
+            width,
+        )?;
+        check_rows("latents", z.len(), At::rows(0, d), rows, d)?;
+        if let Some(n) = noise {
+            check_rows("noise", n.len(), At::rows(0, d), rows, d)?;
+        }
+        for r in 0..rows {
+            let o = &out[r * width..(r + 1) * width];
+            for i in 0..d {
+                let v = if step.learn_sigma {
+                    f64::from(o[d + i])
+                } else {
+                    0.0
+                };
+                let eta = noise.map(|n| f64::from(n[r * d + i]));
+                let zi = &mut z[r * d + i];
+                *zi = step.next(f64::from(*zi), f64::from(o[i]), v, eta) as f32;
+            }
+        }
         Ok(())
     }
 }

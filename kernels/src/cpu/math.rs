@@ -66,6 +66,15 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// √(2/π), the scale of GELU's tanh approximation.
+pub const GELU_TANH_C: f32 = 0.797_884_6;
+
+/// GELU's tanh approximation: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::tanhf(GELU_TANH_C * (x + 0.044_715 * x * x * x)))
+}
+
 const EXP_HI: f32 = 88.376_26;
 const EXP_LO: f32 = -87.336_55;
 
@@ -119,6 +128,18 @@ pub fn tanh_f32s<S: Simd>(s: S, x: S::f32s) -> S::f32s {
     let y = s.div_f32s(s.sub_f32s(one, t), s.add_f32s(one, t));
     // copy the sign of x onto y (y >= 0)
     s.or_f32s(y, s.and_f32s(x, sign_mask))
+}
+
+/// Vectorised [`gelu_tanh`].
+#[inline(always)]
+pub fn gelu_tanh_f32s<S: Simd>(s: S, x: S::f32s) -> S::f32s {
+    let x3 = s.mul_f32s(s.mul_f32s(x, x), x);
+    let inner = s.mul_f32s(
+        s.splat_f32s(GELU_TANH_C),
+        s.mul_add_f32s(x3, s.splat_f32s(0.044_715), x),
+    );
+    let half_x = s.mul_f32s(x, s.splat_f32s(0.5));
+    s.mul_add_f32s(half_x, tanh_f32s(s, inner), half_x)
 }
 
 /// Vectorised `erf` (Abramowitz & Stegun 7.1.26).

@@ -1,5 +1,5 @@
 //! Small vector primitives shared by the other kernels: dot product, `axpy`, in-place add and
-//! scale.
+//! scale, and the element-wise multiply-add `dst += a ⊙ b` (DiT's gated residual).
 //!
 //! Layout: contiguous `f32` slices; the two operands of a binary op have equal lengths.
 //!
@@ -10,7 +10,7 @@
 //! Tolerance of the fast paths against the reference: `dot` sums in a different order with f32
 //! accumulators (reference: f64), so it is within `1e-6·(1 + Σ|a_i·b_i|)` for the lengths used
 //! here; `axpy` may fuse the multiply-add (one rounding instead of two), so it is within one
-//! ulp of the unfused reference; `add` and `scale` are exact.
+//! ulp of the unfused reference; `add` and `scale` are exact; `mul_add` fuses like `axpy`.
 
 use super::isa::Isa;
 use pulp::{Simd, WithSimd};
@@ -266,6 +266,64 @@ pub fn scale(x: &mut [f32], alpha: f32) {
     scale_isa(Isa::detect(), x, alpha);
 }
 
+// ---------------------------------------------------------------------------------------------
+// mul_add
+
+/// Reference `dst += a ⊙ b` (one multiply and one add per element, unfused).
+///
+/// # Panics
+/// If the three slices differ in length.
+pub fn mul_add_ref(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    check_same_len("mul_add", "dst", dst.len(), "a", a.len());
+    check_same_len("mul_add", "dst", dst.len(), "b", b.len());
+    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        *d += x * y;
+    }
+}
+
+struct MulAddBody<'a> {
+    dst: &'a mut [f32],
+    a: &'a [f32],
+    b: &'a [f32],
+}
+
+impl WithSimd for MulAddBody<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let (d_head, d_tail) = S::as_mut_simd_f32s(self.dst);
+        let (a_head, a_tail) = S::as_simd_f32s(self.a);
+        let (b_head, b_tail) = S::as_simd_f32s(self.b);
+        for ((vd, &va), &vb) in d_head.iter_mut().zip(a_head).zip(b_head) {
+            *vd = s.mul_add_f32s(va, vb, *vd);
+        }
+        if !d_tail.is_empty() {
+            let (va, vb) = (s.partial_load_f32s(a_tail), s.partial_load_f32s(b_tail));
+            let vd = s.partial_load_f32s(d_tail);
+            s.partial_store_f32s(d_tail, s.mul_add_f32s(va, vb, vd));
+        }
+    }
+}
+
+/// `dst += a ⊙ b` with the pulp body instantiated for `isa`.
+///
+/// # Panics
+/// If the three slices differ in length.
+pub fn mul_add_isa(isa: Isa, dst: &mut [f32], a: &[f32], b: &[f32]) {
+    check_same_len("mul_add", "dst", dst.len(), "a", a.len());
+    check_same_len("mul_add", "dst", dst.len(), "b", b.len());
+    isa.run(MulAddBody { dst, a, b });
+}
+
+/// `dst += a ⊙ b` on the best instruction set.
+///
+/// # Panics
+/// If the three slices differ in length.
+#[inline]
+pub fn mul_add(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    mul_add_isa(Isa::detect(), dst, a, b);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +377,30 @@ mod tests {
         }
     }
     crate::isa_tests!(axpy, check_axpy);
+
+    fn check_mul_add(isa: Isa) {
+        let mut rng = Rng::new(23);
+        for n in sizes() {
+            let a = rng.normal_vec(n, 1.0);
+            let b = rng.normal_vec(n, 1.0);
+            let d0 = rng.normal_vec(n, 1.0);
+            let mut want = d0.clone();
+            mul_add_ref(&mut want, &a, &b);
+            let mut got = d0.clone();
+            mul_add_isa(isa, &mut got, &a, &b);
+            for i in 0..n {
+                // Tolerance: as axpy, one rounding of the product plus one ulp of the result.
+                let tol = (a[i] * b[i]).abs() * f32::EPSILON + want[i].abs() * f32::EPSILON;
+                assert!(
+                    (got[i] - want[i]).abs() <= tol,
+                    "mul_add {isa} n={n} i={i}: got {}, want {}",
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+    }
+    crate::isa_tests!(mul_add, check_mul_add);
 
     fn check_add(isa: Isa) {
         let mut rng = Rng::new(23);

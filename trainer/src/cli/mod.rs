@@ -10,6 +10,7 @@ mod hier;
 mod info;
 mod item_text;
 mod objectives;
+mod pdit;
 mod rl;
 mod score;
 mod train;
@@ -106,6 +107,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// The id-aligned item-text embedding table of a dataset.
     EmbedItems(embed::EmbedItemsArgs),
+    /// PDiT, the personalised diffusion transformer: fixture replay.
+    Pdit(pdit::PditArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -127,6 +130,7 @@ pub fn main() -> i32 {
         Command::Train(args) => train::run(*args),
         Command::Embed(args) => embed::run(args),
         Command::EmbedItems(args) => embed::run_items(args),
+        Command::Pdit(args) => pdit::run(args),
     };
     match result {
         Ok(()) => 0,

@@ -4,7 +4,8 @@
 //! Forwards run the SIMD kernels of `seqrec_kernels::cpu::activation`; the caches keep the
 //! pre-activation input and backward multiplies by the derivative at it:
 //! GELU `Φ(x) + x·φ(x)` (`Φ` the standard normal CDF, `φ` its density), ReLU `[x > 0]`, swish
-//! `σ(x)·(1 + x·(1 − σ(x)))`, sigmoid `σ(1 − σ)`, tanh `1 − tanh²`.
+//! `σ(x)·(1 + x·(1 − σ(x)))`, sigmoid `σ(1 − σ)`, tanh `1 − tanh²`, GELU's tanh approximation
+//! `½(1 + tanh u) + ½x(1 − tanh² u)·u'` with `u = √(2/π)(x + 0.044715x³)`.
 //!
 //! Dropout (PyTorch semantics): in training each value is kept with probability `1 − p` and
 //! scaled by `1/(1 − p)`, so nothing changes at evaluation, where it is the identity. Training
@@ -44,6 +45,13 @@ pub fn derivative(act: Activation, x: f32) -> f32 {
             1.0 - t * t
         }
         Activation::Identity => 1.0,
+        Activation::GeluTanh => {
+            // 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·u', u = c·(x + 0.044715·x³).
+            const C: f32 = math::GELU_TANH_C;
+            let t = math::tanh(C * (x + 0.044_715 * x * x * x));
+            let du = C * (1.0 + 3.0 * 0.044_715 * x * x);
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+        }
     }
 }
 
@@ -175,13 +183,14 @@ mod tests {
     use super::*;
     use crate::nn::gradcheck::{GradCheck, assert_grad, project};
 
-    const ALL: [Activation; 6] = [
+    const ALL: [Activation; 7] = [
         Activation::Gelu,
         Activation::Relu,
         Activation::Silu,
         Activation::Sigmoid,
         Activation::Tanh,
         Activation::Identity,
+        Activation::GeluTanh,
     ];
 
     #[test]

@@ -2,6 +2,10 @@
 //! shape-checked, resident on a [`Backend`]. The computation of each block is the backend's
 //! (see [`crate::backend`]); the models in [`crate::models`] compose blocks.
 
+mod dit;
+
+pub use dit::{DitBlock, FinalLayer, Mlp, SelfAttention, TemporalBlock, TimestepEmbedder};
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::weights::{DType, Tensor, TensorLoader};
@@ -225,7 +229,7 @@ pub struct AttentionBlock<B: Backend> {
 }
 
 /// Checks that `hidden` splits into `n_heads` heads.
-fn heads(hidden: usize, n_heads: usize) -> Result<usize> {
+pub(crate) fn heads(hidden: usize, n_heads: usize) -> Result<usize> {
     if n_heads == 0 || hidden % n_heads != 0 {
         return Err(Error::Config(format!(
             "hidden_size {hidden} is not divisible by n_heads {n_heads}"

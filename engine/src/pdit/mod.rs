@@ -1,0 +1,521 @@
+//! PDiT (thesis Ch.8, stage 1): a personalised diffusion transformer that generates the latent
+//! of a user's next item's text from the latents of their history and of a prompt built from
+//! it. `spec/pdit.md` is the contract: configuration ([`config`]), tensors and forward pass
+//! ([`net`]), the diffusion (schedule, reverse step, respacing, loss: [`diffusion`]) and the
+//! sampler (Algorithm 7), here on any [`Backend`] and for batches.
+//!
+//! ```no_run
+//! use seqrec_engine::pdit::{NoiseSource, Pdit, PditWorkspace};
+//! let m = Pdit::load("pdit.safetensors")?;
+//! let (d, dp) = (m.config().latent_dim, m.config().cond_dim);
+//! let (p, history) = (vec![0.1f32; dp], vec![0.2f32; 3 * d]); // 3 history latents, scaled
+//! let mut ws = PditWorkspace::default();
+//! let mut z0 = vec![0.0f32; d];
+//! let chain = m.respaced(50)?;
+//! m.sample(&chain, 1, Some(&p), Some((&history, &[3])), NoiseSource::seed(7), &mut ws, &mut z0)?;
+//! # Ok::<(), seqrec_engine::Error>(())
+//! ```
+//!
+//! Latents enter and leave at the network's scale: the caller multiplies the prompt, history
+//! and target latents by `latent_scale` and divides a sample by it (`spec/pdit.md` §7.8).
+
+pub mod config;
+pub mod diffusion;
+pub mod net;
+pub mod noise;
+
+pub use config::{PditConfig, Variant};
+pub use diffusion::{LossTerms, Schedule, StepCoefs, hybrid_loss, p_mean_variance, q_sample};
+pub use net::{Conditioning, NetWorkspace, PditNet, Trace};
+pub use noise::Noise;
+
+use crate::backend::Backend;
+use crate::config::{CONFIG_KEY, Config};
+use crate::cpu::Cpu;
+use crate::error::{Error, Result};
+use crate::weights::{TensorLoader, WeightFile};
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// A loaded PDiT on backend `B`, with its base diffusion chain. Immutable after load.
+#[derive(Debug)]
+pub struct Pdit<B: Backend = Cpu> {
+    be: B,
+    net: PditNet<B>,
+    base: Schedule,
+    config: Config,
+}
+
+/// Buffers reused across calls: grown to the largest batch, then nothing is allocated.
+#[derive(Debug)]
+pub struct PditWorkspace<B: Backend = Cpu> {
+    net: NetWorkspace<B>,
+    cond: Conditioning<B>,
+    z: B::Buf,
+    out: B::Buf,
+    p: B::Buf,
+    hist: B::Buf,
+    noise: B::Buf,
+    t: Vec<usize>,
+    host: Vec<f32>,
+}
+
+impl<B: Backend> Default for PditWorkspace<B> {
+    fn default() -> Self {
+        PditWorkspace {
+            net: NetWorkspace::default(),
+            cond: Conditioning::default(),
+            z: B::Buf::default(),
+            out: B::Buf::default(),
+            p: B::Buf::default(),
+            hist: B::Buf::default(),
+            noise: B::Buf::default(),
+            t: Vec::new(),
+            host: Vec::new(),
+        }
+    }
+}
+
+/// Where a sampler's Gaussian noise comes from.
+#[derive(Debug)]
+pub enum NoiseSource<'a> {
+    /// A seeded stream ([`Noise`]): `z_T` first, then the noise of each step from `T′` down
+    /// to 2, sample by sample.
+    Seeded(Noise),
+    /// Given values: `init` is `z_T` (`[samples, d]`), `steps` the noise of the steps from
+    /// `T′` down to 2 (`[T′ − 1, samples, d]`).
+    Given {
+        /// `z_T`.
+        init: &'a [f32],
+        /// The steps' noise.
+        steps: &'a [f32],
+    },
+}
+
+impl NoiseSource<'_> {
+    /// The stream of `seed`.
+    pub fn seed(seed: u64) -> NoiseSource<'static> {
+        NoiseSource::Seeded(Noise::new(seed))
+    }
+}
+
+/// One reverse step of one sample, with the Gaussian it drew from (`spec/pdit.md` §4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReverseStep {
+    /// The network's ε.
+    pub eps: Vec<f32>,
+    /// The network's v (learn_sigma).
+    pub v: Option<Vec<f32>>,
+    /// `√(1/ᾱ)·z − √(1/ᾱ − 1)·ε`.
+    pub pred_xstart: Vec<f64>,
+    /// The reverse step's mean.
+    pub mean: Vec<f64>,
+    /// Its log-variance.
+    pub log_variance: Vec<f64>,
+    /// `z_{j−1}`.
+    pub z_prev: Vec<f32>,
+}
+
+/// The training loss of one sample and what it was computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loss {
+    /// `z_t = √ᾱ·z_0 + √(1 − ᾱ)·ε`.
+    pub z_t: Vec<f32>,
+    /// The network's ε at `(z_t, t)`.
+    pub eps: Vec<f32>,
+    /// Its v (learn_sigma).
+    pub v: Option<Vec<f32>>,
+    /// The terms and the gradients with respect to ε and v.
+    pub terms: LossTerms,
+}
+
+impl Pdit<Cpu> {
+    /// Memory-maps and loads a PDiT checkpoint on the CPU (configuration in the file's
+    /// `seqrec.config` metadata, else a `config.json` beside it).
+    #[cfg(feature = "std")]
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Pdit::load_on(Cpu::new(), path)
+    }
+
+    /// Loads a PDiT checkpoint from a file image on the CPU.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Pdit::from_weight_file(Cpu::new(), &WeightFile::from_bytes(bytes)?, None)
+    }
+}
+
+impl<B: Backend> Pdit<B> {
+    /// [`Pdit::load`] onto backend `be`.
+    #[cfg(feature = "std")]
+    pub fn load_on(be: B, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = WeightFile::open(path)?;
+        let sidecar = path.with_file_name("config.json");
+        let config = if file.metadata(CONFIG_KEY).is_none() && sidecar.is_file() {
+            let origin = alloc::string::ToString::to_string(&sidecar.display());
+            let text = std::fs::read_to_string(&sidecar).map_err(|source| Error::Io {
+                path: origin.clone(),
+                source,
+            })?;
+            Some(Config::from_json(&text).map_err(|e| e.in_origin(&origin))?)
+        } else {
+            None
+        };
+        Pdit::from_weight_file(be, &file, config)
+    }
+
+    /// Builds a PDiT on `be` from a parsed weight file, with `config` or else the file's
+    /// `seqrec.config` metadata. Every tensor is checked against the configuration, and a
+    /// tensor the configuration does not imply is an error.
+    pub fn from_weight_file(be: B, file: &WeightFile, config: Option<Config>) -> Result<Self> {
+        (|| {
+            let config = match config {
+                Some(c) => c,
+                None => match file.metadata(CONFIG_KEY) {
+                    Some(text) => Config::from_json(text)?,
+                    None => {
+                        return Err(Error::Config(format!(
+                            "no configuration: the file has no `{CONFIG_KEY}` metadata"
+                        )));
+                    }
+                },
+            };
+            let cfg = PditConfig::from_config(&config)?;
+            let mut ld = TensorLoader::new(file);
+            let net = PditNet::load(&be, &mut ld, cfg)?;
+            ld.finish("pdit")?;
+            let base = Schedule::linear(net.config());
+            Ok(Pdit {
+                be,
+                net,
+                base,
+                config,
+            })
+        })()
+        .map_err(|e: Error| e.in_origin(file.origin()))
+    }
+
+    /// The checked configuration.
+    pub fn config(&self) -> &PditConfig {
+        self.net.config()
+    }
+
+    /// The configuration as stored.
+    pub fn raw_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The base chain (`T` steps, the network fed `t = j`).
+    pub fn schedule(&self) -> &Schedule {
+        &self.base
+    }
+
+    /// The base chain respaced to `steps` steps (`steps = T` is the base chain).
+    pub fn respaced(&self, steps: usize) -> Result<Schedule> {
+        if steps == self.config().timesteps {
+            return Ok(self.base.clone());
+        }
+        Schedule::respaced(self.config(), steps)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
+
+    /// The network.
+    pub fn net(&self) -> &PditNet<B> {
+        &self.net
+    }
+
+    /// Checks the inputs of `samples` requests, moves them to the backend and conditions the
+    /// network on them.
+    fn condition(
+        &self,
+        samples: usize,
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        ws: &mut PditWorkspace<B>,
+    ) -> Result<()> {
+        let c = self.config();
+        let be = &self.be;
+        let p = match (c.variant.has_gen(), p) {
+            (true, Some(p)) => {
+                check_width("prompt latent p", p.len(), samples, c.cond_dim)?;
+                be.write(p, &mut ws.p, 0)?;
+                Some(&ws.p)
+            }
+            (true, None) => {
+                return Err(Error::InvalidArgument(format!(
+                    "variant {} needs the prompt latent p",
+                    c.variant.name()
+                )));
+            }
+            (false, _) => None,
+        };
+        let history = match (c.variant.has_tem(), history) {
+            (true, Some((h, lens))) => {
+                if lens.len() != samples {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} history lengths for {samples} samples",
+                        lens.len()
+                    )));
+                }
+                if lens.contains(&0) {
+                    return Err(Error::InvalidArgument(
+                        "empty history: PDiT needs at least one history item".into(),
+                    ));
+                }
+                let rows: usize = lens.iter().sum();
+                check_width("history latents", h.len(), rows, c.latent_dim)?;
+                be.write(h, &mut ws.hist, 0)?;
+                Some((&ws.hist, lens))
+            }
+            (true, None) => {
+                return Err(Error::InvalidArgument(format!(
+                    "variant {} needs the history latents",
+                    c.variant.name()
+                )));
+            }
+            (false, _) => None,
+        };
+        self.net.condition(be, samples, p, history, &mut ws.cond)
+    }
+
+    /// The network's outputs for `samples` latents `z` (`[samples, d]`) at network steps `t`
+    /// (one per sample, `1..=T`), the prompt latents `p` (`[samples, cond_dim]`, variants full
+    /// and gen) and the histories (`[Σ lens, d]` and `lens`, variants full and tem): `out` is
+    /// `[samples, k·P]`, each row ε then v.
+    pub fn forward(
+        &self,
+        z: &[f32],
+        t: &[usize],
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        ws: &mut PditWorkspace<B>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.forward_traced(z, t, p, history, ws, out, None)
+    }
+
+    /// [`Self::forward`], recording the intermediate values in `trace` when given.
+    pub fn forward_traced(
+        &self,
+        z: &[f32],
+        t: &[usize],
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        ws: &mut PditWorkspace<B>,
+        out: &mut [f32],
+        trace: Option<&mut Trace>,
+    ) -> Result<()> {
+        let (c, samples) = (self.config(), t.len());
+        check_width("latent z_t", z.len(), samples, c.latent_dim)?;
+        check_width("output", out.len(), samples, c.out_dim())?;
+        self.condition(samples, p, history, ws)?;
+        self.be.write(z, &mut ws.z, 0)?;
+        let PditWorkspace {
+            net,
+            cond,
+            z,
+            out: o,
+            ..
+        } = ws;
+        self.net.forward(&self.be, z, t, cond, net, o, trace)?;
+        self.be.read(o, 0, out)
+    }
+
+    /// ε and v (learn_sigma) of one sample.
+    fn eps_v(&self, out: &[f32]) -> (Vec<f32>, Option<Vec<f32>>) {
+        let d = self.config().latent_dim;
+        let v = self.config().learn_sigma.then(|| out[d..2 * d].to_vec());
+        (out[..d].to_vec(), v)
+    }
+
+    /// One reverse step of one sample at step `j` of `chain` (the network fed
+    /// `chain.model_t[j − 1]`), with the noise `noise` (ignored at `j = 1`).
+    pub fn reverse_step(
+        &self,
+        chain: &Schedule,
+        j: usize,
+        z: &[f32],
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        noise: &[f32],
+        ws: &mut PditWorkspace<B>,
+    ) -> Result<ReverseStep> {
+        let c = self.config();
+        let i = chain.row(j)?;
+        check_width("noise", noise.len(), 1, c.latent_dim)?;
+        let mut out = vec![0.0f32; c.out_dim()];
+        self.forward(z, &[chain.model_t[i]], p, history, ws, &mut out)?;
+        let (eps, v) = self.eps_v(&out);
+        let coefs = chain.step(j, c.learn_sigma)?;
+        let (mean, log_variance, pred_xstart) = p_mean_variance(&coefs, z, &eps, v.as_deref());
+        let z_prev = mean
+            .iter()
+            .zip(&log_variance)
+            .zip(noise)
+            .map(|((&m, &lv), &n)| {
+                if j > 1 {
+                    (m + libm::exp(lv / 2.0) * f64::from(n)) as f32
+                } else {
+                    m as f32
+                }
+            })
+            .collect();
+        Ok(ReverseStep {
+            eps,
+            v,
+            pred_xstart,
+            mean,
+            log_variance,
+            z_prev,
+        })
+    }
+
+    /// The training loss of one sample: `z_t = q_sample(z0, t, noise)`, the network at
+    /// `(z_t, t)`, then [`hybrid_loss`].
+    pub fn loss(
+        &self,
+        t: usize,
+        z0: &[f32],
+        noise: &[f32],
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        ws: &mut PditWorkspace<B>,
+    ) -> Result<Loss> {
+        let c = self.config();
+        check_width("target latent z0", z0.len(), 1, c.latent_dim)?;
+        check_width("noise", noise.len(), 1, c.latent_dim)?;
+        let z_t: Vec<f32> = q_sample(&self.base, z0, t, noise)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let mut out = vec![0.0f32; c.out_dim()];
+        self.forward(&z_t, &[t], p, history, ws, &mut out)?;
+        let (eps, v) = self.eps_v(&out);
+        let terms = hybrid_loss(
+            &self.base,
+            c.learn_sigma,
+            t,
+            z0,
+            noise,
+            &z_t,
+            &eps,
+            v.as_deref(),
+        )?;
+        Ok(Loss { z_t, eps, v, terms })
+    }
+
+    /// Algorithm 7 for `samples` requests along `chain`: `z_T` from `noise`, then for
+    /// `j = T′ … 1` the network at `chain.model_t[j − 1]` and the reverse step (noise for
+    /// `j > 1`). Writes `z_0` (`[samples, d]`) to `z0`.
+    pub fn sample(
+        &self,
+        chain: &Schedule,
+        samples: usize,
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        noise: NoiseSource<'_>,
+        ws: &mut PditWorkspace<B>,
+        z0: &mut [f32],
+    ) -> Result<()> {
+        self.sample_keeping(chain, samples, p, history, noise, ws, z0, None)
+    }
+
+    /// [`Self::sample`], calling `keep(j − 1, z)` (when given) with the latents after every
+    /// step `j` (which moves them to the host every step).
+    pub fn sample_keeping(
+        &self,
+        chain: &Schedule,
+        samples: usize,
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        mut noise: NoiseSource<'_>,
+        ws: &mut PditWorkspace<B>,
+        z0: &mut [f32],
+        mut keep: Option<&mut Keep<'_>>,
+    ) -> Result<()> {
+        let c = self.config();
+        let (d, steps, n) = (c.latent_dim, chain.steps(), samples * c.latent_dim);
+        check_width("sample output", z0.len(), samples, d)?;
+        if let NoiseSource::Given { init, steps: s } = &noise {
+            check_width("initial noise", init.len(), samples, d)?;
+            check_width("steps' noise", s.len(), (steps - 1) * samples, d)?;
+        }
+        self.condition(samples, p, history, ws)?;
+        let be = &self.be;
+        let PditWorkspace {
+            net,
+            cond,
+            z,
+            out,
+            noise: nb,
+            t,
+            host,
+            ..
+        } = ws;
+        host.resize(n, 0.0);
+        match &mut noise {
+            NoiseSource::Seeded(rng) => {
+                rng.fill(host);
+                be.write(host, z, 0)?;
+            }
+            NoiseSource::Given { init, .. } => be.write(init, z, 0)?,
+        }
+        for j in (1..=steps).rev() {
+            t.clear();
+            t.resize(samples, chain.model_t[j - 1]);
+            self.net.forward(be, z, t, cond, net, out, None)?;
+            let coefs = chain.step(j, c.learn_sigma)?;
+            let eta = if j > 1 {
+                match &mut noise {
+                    NoiseSource::Seeded(rng) => {
+                        rng.fill(host);
+                        be.write(host, nb, 0)?;
+                    }
+                    NoiseSource::Given { steps: s, .. } => {
+                        let r = steps - j;
+                        be.write(&s[r * n..(r + 1) * n], nb, 0)?;
+                    }
+                }
+                Some(&*nb)
+            } else {
+                None
+            };
+            be.ddpm_step(out, c.out_dim(), z, eta, samples, d, &coefs.ddpm)?;
+            if let Some(keep) = keep.as_mut().filter(|_| j > 1) {
+                be.read(z, 0, host)?;
+                keep(j - 1, host)?;
+            }
+        }
+        be.read(z, 0, z0)?;
+        match keep {
+            Some(keep) => keep(0, z0),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The tensors (names and shapes, in loading order) a PDiT with configuration `cfg` has
+/// (`spec/pdit.md` §2): the list a checkpoint writer must produce and the loader checks.
+pub fn tensor_specs(cfg: &Config) -> Result<Vec<crate::weights::TensorSpec>> {
+    let pc = PditConfig::from_config(cfg)?;
+    let mut ld = TensorLoader::recording();
+    PditNet::load(&Cpu::new(), &mut ld, pc)?;
+    ld.finish("pdit")
+}
+
+/// What [`Pdit::sample_keeping`] calls after each step: `(j − 1, z)`.
+pub type Keep<'a> = dyn FnMut(usize, &[f32]) -> Result<()> + 'a;
+
+/// Checks that `len` values are `rows` rows of `width`, naming `what`.
+fn check_width(what: &str, len: usize, rows: usize, width: usize) -> Result<()> {
+    if len != rows * width {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: {len} values, expected {rows} × {width}"
+        )));
+    }
+    Ok(())
+}
