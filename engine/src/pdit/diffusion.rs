@@ -279,7 +279,10 @@ pub fn hybrid_loss(
     let mse = eps
         .iter()
         .zip(noise)
-        .map(|(&e, &n)| (f64::from(n) - f64::from(e)).powi(2))
+        .map(|(&e, &n)| {
+            let r = f64::from(n) - f64::from(e);
+            r * r
+        })
         .sum::<f64>()
         / d as f64;
     let grad_eps: Vec<f64> = eps
@@ -315,14 +318,14 @@ pub fn hybrid_loss(
         let (zt, e, x0) = (f64::from(z_t[k]), f64::from(eps[k]), f64::from(z0[k]));
         let (mean, lv) = c.mean_log_var(zt, e, f64::from(v[k]));
         let (elem, d_lv) = if t == 1 {
-            let r = (x0 - mean).powi(2) * libm::exp(-lv);
+            let r = (x0 - mean) * (x0 - mean) * libm::exp(-lv);
             (
                 0.5 * (libm::log(2.0 * core::f64::consts::PI) + lv + r),
                 0.5 * (1.0 - r),
             )
         } else {
             let tmean = c1 * x0 + c2 * zt;
-            let r = (tmean - mean).powi(2) * libm::exp(-lv);
+            let r = (tmean - mean) * (tmean - mean) * libm::exp(-lv);
             (
                 0.5 * (-1.0 + lv - tlv + libm::exp(tlv - lv) + r),
                 0.5 * (1.0 - libm::exp(tlv - lv) - r),
@@ -373,7 +376,8 @@ mod tests {
         }
         // At j = 1 the posterior is z_0 itself; the clipped log-variance repeats step 2's.
         assert_eq!(base.posterior_variance[0], 0.0);
-        assert_eq!(base.posterior_mean_coef1[0], 1.0);
+        // c1 = β/(1 − ᾱ) with 1 − ᾱ = 1 − (1 − β): one rounding away from 1.
+        assert!((base.posterior_mean_coef1[0] - 1.0).abs() < 1e-12);
         assert_eq!(base.posterior_mean_coef2[0], 0.0);
         assert_eq!(
             base.posterior_log_variance_clipped[0],
