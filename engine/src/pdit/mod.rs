@@ -23,11 +23,13 @@ pub mod config;
 pub mod diffusion;
 pub mod net;
 pub mod noise;
+pub mod rank;
 
 pub use config::{PditConfig, Variant};
 pub use diffusion::{LossTerms, Schedule, StepCoefs, hybrid_loss, p_mean_variance, q_sample};
 pub use net::{Conditioning, NetWorkspace, PditNet, Trace};
 pub use noise::Noise;
+pub use rank::Catalog;
 
 use crate::backend::Backend;
 use crate::config::{CONFIG_KEY, Config};
@@ -57,6 +59,7 @@ pub struct PditWorkspace<B: Backend = Cpu> {
     p: B::Buf,
     hist: B::Buf,
     noise: B::Buf,
+    scan: B::Scratch,
     t: Vec<usize>,
     host: Vec<f32>,
 }
@@ -71,6 +74,7 @@ impl<B: Backend> Default for PditWorkspace<B> {
             p: B::Buf::default(),
             hist: B::Buf::default(),
             noise: B::Buf::default(),
+            scan: B::Scratch::default(),
             t: Vec::new(),
             host: Vec::new(),
         }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// Name of the tensor written by `--out` and by `embed-items`.
 pub const TENSOR_NAME: &str = "item_text_embedding";
 /// Texts encoded per call in `embed-items` (one progress step).
-const BATCH: usize = 256;
+pub(crate) const BATCH: usize = 256;
 
 /// `--weight-dtype`: storage of the transformer layers' weight matrices.
 fn parse_weight_dtype(s: &str) -> crate::Result<DType> {
@@ -51,7 +51,7 @@ pub struct EmbedArgs {
 
 /// Layout of the dataset folder given to `embed-items`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DataFormat {
+pub(crate) enum DataFormat {
     /// RecBole atomic files: `<name>.item` with an `item_id:token` field.
     Recbole,
     /// UniSRec's Amazon layout: `<name>.text` keyed by ASIN and `<name>.item2index`.
@@ -78,7 +78,7 @@ pub struct EmbedItemsArgs {
     out: PathBuf,
 }
 
-fn load_encoder(dir: &Path, weight_dtype: DType) -> Result<TextEncoder, CliError> {
+pub(crate) fn load_encoder(dir: &Path, weight_dtype: DType) -> Result<TextEncoder, CliError> {
     if !dir.is_dir() {
         return Err(CliError::input(format!(
             "--model-dir {}: not a folder (run scripts/fetch-minilm.sh to fetch all-MiniLM-L6-v2)",
@@ -89,7 +89,7 @@ fn load_encoder(dir: &Path, weight_dtype: DType) -> Result<TextEncoder, CliError
 }
 
 /// What the encoder does, for the output's metadata.
-fn encoder_meta(enc: &TextEncoder, dir: &Path) -> serde_json::Value {
+pub(crate) fn encoder_meta(enc: &TextEncoder, dir: &Path) -> serde_json::Value {
     json!({
         "model_dir": dir.display().to_string(),
         "dim": enc.dim(),
@@ -196,7 +196,7 @@ pub fn run_items(args: EmbedItemsArgs) -> CliResult {
         if Some(id) == padding {
             continue;
         }
-        if let Some(ids) = text.as_deref().and_then(|t| enc.tokenize(t).ok()) {
+        if let Some(ids) = text.as_ref().and_then(|t| enc.tokenize(&t.text).ok()) {
             with_text.push((id, ids));
         }
     }

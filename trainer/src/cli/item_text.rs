@@ -13,8 +13,18 @@ use super::CliError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// An item's text and its title alone (for prompts that name items: `a movie titled ...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemText {
+    /// The whole text (see the module docs).
+    pub text: String,
+    /// The title: the RecBole fields whose name holds `title`, or UniSRec's text up to its
+    /// first `". "`.
+    pub title: String,
+}
+
 /// Texts by item id; `None` for an item listed without any text.
-pub type ItemTexts = BTreeMap<u32, Option<String>>;
+pub type ItemTexts = BTreeMap<u32, Option<ItemText>>;
 
 fn read(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))
@@ -67,7 +77,7 @@ fn insert(
     path: &Path,
     line: usize,
     id: u32,
-    text: Option<String>,
+    text: Option<ItemText>,
 ) -> Result<(), CliError> {
     if texts.insert(id, text).is_some() {
         return Err(CliError::input(format!(
@@ -108,6 +118,7 @@ pub fn read_recbole(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
         .filter(|f| is_text(f) && f.1.0.contains("title"))
         .map(|(i, _)| i)
         .collect();
+    let title_cols = text_cols.len();
     text_cols.extend(
         fields
             .iter()
@@ -123,12 +134,17 @@ pub fn read_recbole(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
         }
         let cells: Vec<&str> = row.split('\t').collect();
         let id = parse_id(&path, line, cells.get(id_col).copied().unwrap_or(""))?;
-        let parts: Vec<&str> = text_cols
-            .iter()
-            .filter_map(|&c| cells.get(c).map(|s| s.trim()))
-            .filter(|s| !s.is_empty())
-            .collect();
-        let text = (!parts.is_empty()).then(|| parts.join(". "));
+        let cell = |c: &usize| cells.get(*c).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let parts: Vec<&str> = text_cols.iter().filter_map(cell).collect();
+        let title: Vec<&str> = text_cols[..title_cols].iter().filter_map(cell).collect();
+        let text = (!parts.is_empty()).then(|| ItemText {
+            text: parts.join(". "),
+            title: if title.is_empty() {
+                parts[0].to_string()
+            } else {
+                title.join(" ")
+            },
+        });
         insert(&mut texts, &path, line, id, text)?;
     }
     Ok((path, texts))
@@ -166,7 +182,13 @@ pub fn read_amazon(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
             ))
         })?;
         let id = parse_id(&index_path, i + 1, index)?;
-        let text = by_asin.get(asin.trim()).filter(|t| !t.is_empty()).cloned();
+        let text = by_asin
+            .get(asin.trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| ItemText {
+                title: t.split(". ").next().unwrap_or(t).trim().to_string(),
+                text: t.clone(),
+            });
         insert(&mut texts, &index_path, i + 1, id, text)?;
     }
     Ok((index_path, texts))

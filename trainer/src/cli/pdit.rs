@@ -21,6 +21,42 @@ pub struct PditArgs {
 enum PditCommand {
     /// Replays a fixture file of cases through the engine (JSON on stdout).
     Run(RunArgs),
+    /// Makes a PDiT data file: item text latents, and per example a history, a target and the
+    /// latent of the prompt built from the history (thesis §9.1).
+    Data(DataArgs),
+}
+
+#[derive(Args, Debug)]
+struct DataArgs {
+    /// Dataset folder (its interactions, and its item texts in `--data-format`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Layout of the item texts.
+    #[arg(long, value_enum, default_value = "recbole")]
+    data_format: super::embed::DataFormat,
+    /// The text encoder's folder (all-MiniLM-L6-v2; see scripts/fetch-minilm.sh).
+    #[arg(long)]
+    text_encoder: PathBuf,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// L: the most recent history items kept.
+    #[arg(long, default_value_t = 20)]
+    max_hist_len: usize,
+    /// Training examples per training user: its last N targets (0: every target).
+    #[arg(long, default_value_t = 20)]
+    train_targets: usize,
+    /// Seed of the 8:1:1 split by user.
+    #[arg(long, default_value_t = crate::data::DEFAULT_SEED)]
+    seed: u64,
+    /// The prompt's header (default: `Watched movies:` for recbole, `Ordered products:` for
+    /// amazon-scientific).
+    #[arg(long)]
+    header: Option<String>,
+    /// How the prompt names an item before its title (default: `a movie titled` /
+    /// `a product titled`).
+    #[arg(long)]
+    item_phrase: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -36,6 +72,7 @@ struct RunArgs {
 pub fn run(args: PditArgs) -> CliResult {
     match args.command {
         PditCommand::Run(a) => replay(a),
+        PditCommand::Data(a) => make_data(a),
     }
 }
 
@@ -313,4 +350,153 @@ fn replay(a: RunArgs) -> CliResult {
     }
     doc["dtype"] = "float32".into();
     out(doc)
+}
+
+/// The general prompt of a history (thesis §9.1): the header, then the items' phrases.
+fn prompt(header: &str, phrase: &str, titles: &[&str]) -> String {
+    let items: Vec<String> = titles.iter().map(|t| format!("{phrase} {t}")).collect();
+    format!("{header} {}", items.join(", "))
+}
+
+fn make_data(a: DataArgs) -> CliResult {
+    use super::embed::{BATCH, DataFormat, encoder_meta, load_encoder};
+    use super::item_text;
+    use crate::data::{self, SplitMethod, TrainPart};
+    use crate::models::pdit::{PditData, PditExample};
+
+    if a.max_hist_len == 0 {
+        return Err(bad("--max-hist-len must be at least 1"));
+    }
+    let dataset =
+        data::load(&a.data, None).map_err(|e| bad(format!("{}: {e}", a.data.display())))?;
+    let method = SplitMethod::Ratio {
+        weights: [8, 1, 1],
+        seed: a.seed,
+    };
+    let split = dataset.split(&method).map_err(CliError::input)?;
+    let (_, texts) = match a.data_format {
+        DataFormat::Recbole => item_text::read_recbole(&a.data)?,
+        DataFormat::AmazonScientific => item_text::read_amazon(&a.data)?,
+    };
+    let (header, phrase) = match a.data_format {
+        DataFormat::Recbole => ("Watched movies:", "a movie titled"),
+        DataFormat::AmazonScientific => ("Ordered products:", "a product titled"),
+    };
+    let header = a.header.as_deref().unwrap_or(header);
+    let phrase = a.item_phrase.as_deref().unwrap_or(phrase);
+    let enc = load_encoder(&a.text_encoder, seqrec_engine::DType::I16)?;
+    let dim = enc.dim();
+
+    // Item texts by internal id (the dataset's tokens are the texts' integer ids).
+    let n_items = split.n_items;
+    let vocab = dataset.items();
+    let text_of = |id: u32| {
+        let token = vocab.token(id)?;
+        texts.get(&token.parse::<u32>().ok()?)?.as_ref()
+    };
+    let mut item_latents = vec![0.0f32; n_items * dim];
+    let with_text: Vec<(u32, &str)> = (1..n_items as u32)
+        .filter_map(|i| text_of(i).map(|t| (i, t.text.as_str())))
+        .collect();
+    let mut buf = vec![0.0f32; BATCH * dim];
+    for chunk in with_text.chunks(BATCH) {
+        let strs: Vec<&str> = chunk.iter().map(|(_, t)| *t).collect();
+        let buf = &mut buf[..chunk.len() * dim];
+        enc.encode_batch_into(&strs, buf)?;
+        for ((id, _), row) in chunk.iter().zip(buf.chunks_exact(dim)) {
+            item_latents[*id as usize * dim..(*id as usize + 1) * dim].copy_from_slice(row);
+        }
+    }
+    eprintln!(
+        "{} of {} items have text; encoding prompts",
+        with_text.len(),
+        n_items - 1
+    );
+
+    // Examples: the last `train_targets` targets of every training user, the last item of
+    // every validation and test user; the history is the L items before the target.
+    let l = a.max_hist_len;
+    let example = |user: u32, items: &[u32], end: usize| PditExample {
+        user,
+        history: items[end.saturating_sub(l)..end].to_vec(),
+        target: items[end],
+        prompt: Vec::new(),
+    };
+    let mut train = Vec::new();
+    if let TrainPart::Sequences(seqs) = &split.train {
+        for s in seqs {
+            let m = s.items.len();
+            let first = if a.train_targets == 0 {
+                1
+            } else {
+                m.saturating_sub(a.train_targets).max(1)
+            };
+            train.extend((first..m).map(|end| example(s.user, &s.items, end)));
+        }
+    }
+    let last = |seqs: &[data::EvalSeq]| -> Vec<PditExample> {
+        seqs.iter()
+            .map(|s| example(s.user, &s.items, s.items.len() - 1))
+            .collect()
+    };
+    let (mut valid, mut test) = (last(&split.valid), last(&split.test));
+    let total = train.len() + valid.len() + test.len();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("prompts {pos}/{len} {wide_bar} {eta}")
+            .map_err(|e| CliError::internal(e.to_string()))?,
+    );
+    for set in [&mut train, &mut valid, &mut test] {
+        for chunk in set.chunks_mut(64) {
+            let prompts: Vec<String> = chunk
+                .iter()
+                .map(|e| {
+                    let titles: Vec<&str> = e
+                        .history
+                        .iter()
+                        .filter_map(|&i| text_of(i).map(|t| t.title.as_str()))
+                        .collect();
+                    prompt(header, phrase, &titles)
+                })
+                .collect();
+            let mut out = vec![0.0f32; chunk.len() * dim];
+            enc.encode_batch_into(&prompts, &mut out)?;
+            for (e, row) in chunk.iter_mut().zip(out.chunks_exact(dim)) {
+                e.prompt = row.to_vec();
+            }
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    bar.finish_and_clear();
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("data".into(), a.data.display().to_string());
+    meta.insert(
+        "split".into(),
+        format!("ratio 8:1:1 by user, seed {}", a.seed),
+    );
+    meta.insert("prompt".into(), prompt(header, phrase, &["<title>"]));
+    meta.insert(
+        "text_encoder".into(),
+        encoder_meta(&enc, &a.text_encoder).to_string(),
+    );
+    meta.insert("train_targets".into(), a.train_targets.to_string());
+    let data = PditData {
+        dim,
+        max_hist_len: l,
+        item_latents,
+        train,
+        valid,
+        test,
+        meta,
+    };
+    data.save(&a.out)
+        .map_err(|e| CliError::internal(e.to_string()))?;
+    out(format!(
+        "wrote {}: {} items, {} / {} / {} train / valid / test examples, d = {dim}",
+        a.out.display(),
+        n_items - 1,
+        data.train.len(),
+        data.valid.len(),
+        data.test.len()
+    ))
 }

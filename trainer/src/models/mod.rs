@@ -20,6 +20,7 @@ pub mod dt;
 pub mod gru4rec;
 pub mod hdt;
 pub mod nextitnet;
+pub mod pdit;
 pub mod rl;
 pub mod sasrec;
 
