@@ -523,3 +523,131 @@ fn check_width(what: &str, len: usize, rows: usize, width: usize) -> Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::Tensor;
+    use alloc::string::ToString;
+
+    fn model(variant: &str) -> Pdit {
+        let cfg = Config::from_json(&format!(
+            r#"{{"model":"pdit","variant":"{variant}","latent_dim":8,"cond_dim":6,
+                "hidden_size":12,"num_tokens":4,"num_heads":3,"depth_gen":1,"depth_tem":1,
+                "mlp_ratio":2.0,"max_hist_len":3,"num_timesteps":20,"beta_start":0.0001,
+                "beta_end":0.02,"learn_sigma":true,"latent_scale":2.0,"freq_embed_size":8}}"#
+        ))
+        .unwrap();
+        Pdit::from_bytes(&crate::testing::random_pdit_bytes(&cfg, 1, 0.3).unwrap()).unwrap()
+    }
+
+    /// Bad input is an error naming the problem, and changes nothing for the next call.
+    #[test]
+    fn bad_input_is_refused_with_the_reason() {
+        let m = model("full");
+        let mut ws = PditWorkspace::default();
+        let (z, p) = (vec![0.5f32; 8], vec![0.1f32; 6]);
+        let mut out = vec![0.0f32; 16];
+        let mut run = |z: &[f32], t: usize, p: Option<&[f32]>, h: &[f32], n: &[usize]| {
+            m.forward(z, &[t], p, Some((h, n)), &mut ws, &mut out)
+                .map_err(|e| e.to_string())
+        };
+        let hist = vec![0.2f32; 4 * 8];
+        let e = run(&z, 5, Some(&p), &hist, &[4]).unwrap_err();
+        assert!(e.contains("4 items") && e.contains("max_hist_len"), "{e}");
+        let e = run(&z, 5, Some(&p), &[], &[0]).unwrap_err();
+        assert!(e.contains("empty history"), "{e}");
+        for t in [0, 21] {
+            let e = run(&z, t, Some(&p), &hist[..8], &[1]).unwrap_err();
+            assert!(
+                e.contains(&format!("t = {t}")) && e.contains("1..=20"),
+                "{e}"
+            );
+        }
+        let e = run(&z[..7], 5, Some(&p), &hist[..8], &[1]).unwrap_err();
+        assert!(e.contains("latent z_t") && e.contains("1 × 8"), "{e}");
+        let e = run(&z, 5, Some(&p[..5]), &hist[..8], &[1]).unwrap_err();
+        assert!(e.contains("prompt latent p"), "{e}");
+        let e = run(&z, 5, None, &hist[..8], &[1]).unwrap_err();
+        assert!(e.contains("needs the prompt latent"), "{e}");
+        let e = run(&z, 5, Some(&p), &hist[..7], &[1]).unwrap_err();
+        assert!(e.contains("history latents"), "{e}");
+        run(&z, 5, Some(&p), &hist[..8], &[1]).unwrap();
+        // A catalog of another width.
+        let table = Tensor::from_vec(vec![5, 6], vec![0.1; 30]).unwrap();
+        let cat = Catalog::new(&Cpu::new(), &table).unwrap();
+        let mut z0 = vec![0.0f32; 8];
+        let e = m
+            .recommend(
+                &m.respaced(5).unwrap(),
+                &cat,
+                1,
+                Some(&p),
+                Some((&hist[..8], &[1])),
+                NoiseSource::seed(1),
+                3,
+                &[],
+                &mut PditWorkspace::default(),
+                &mut z0,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rows of 6") && e.contains("8 wide"), "{e}");
+        assert!(m.respaced(21).is_err() && m.respaced(1).is_err());
+    }
+
+    /// A seed gives one sample; the history and the prompt move it.
+    #[test]
+    fn sampling_is_deterministic_and_conditioned() {
+        let m = model("full");
+        let chain = m.respaced(10).unwrap();
+        let mut ws = PditWorkspace::default();
+        let (p, hist) = (vec![0.3f32; 6], vec![-0.4f32; 16]);
+        let draw = |seed: u64, p: &[f32], h: &[f32], ws: &mut PditWorkspace| {
+            let mut z0 = vec![0.0f32; 8];
+            let n = [h.len() / 8];
+            m.sample(
+                &chain,
+                1,
+                Some(p),
+                Some((h, &n)),
+                NoiseSource::seed(seed),
+                ws,
+                &mut z0,
+            )
+            .unwrap();
+            z0
+        };
+        let a = draw(3, &p, &hist, &mut ws);
+        assert_eq!(a, draw(3, &p, &hist, &mut ws));
+        assert_ne!(a, draw(4, &p, &hist, &mut ws));
+        assert_ne!(a, draw(3, &p, &hist[..8], &mut ws));
+        assert_ne!(a, draw(3, &[0.9; 6], &hist, &mut ws));
+    }
+
+    #[test]
+    fn the_catalog_ranks_by_cosine() {
+        // Items 1..4 on the axes and one diagonal; a latent along (1, 1) ranks 3 first.
+        let rows = vec![0.0, 0.0, 2.0, 0.0, 0.0, 3.0, 1.0, 1.0, -1.0, 0.0f32];
+        let table = Tensor::from_vec(vec![5, 2], rows).unwrap();
+        let be = Cpu::new();
+        let cat = Catalog::new(&be, &table).unwrap();
+        let mut scan = Default::default();
+        let (mut items, mut scores) = (vec![0u32; 3], vec![0f32; 3]);
+        let h = vec![5.0f32, 5.0];
+        let n = be
+            .topk(
+                &cat.items,
+                &h,
+                0,
+                3,
+                &[0],
+                &mut scan,
+                &mut items,
+                &mut scores,
+            )
+            .unwrap();
+        assert_eq!((n, items[0]), (3, 3));
+        assert!((scores[0] / 50f32.sqrt() - 1.0).abs() < 1e-6);
+    }
+}

@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 /// unit query is the cosine).
 #[derive(Debug)]
 pub struct Catalog<B: Backend> {
-    items: ItemTable<B>,
+    pub(crate) items: ItemTable<B>,
 }
 
 impl<B: Backend> Catalog<B> {

@@ -107,8 +107,11 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// The id-aligned item-text embedding table of a dataset.
     EmbedItems(embed::EmbedItemsArgs),
-    /// PDiT, the personalised diffusion transformer: fixture replay.
+    /// PDiT, the personalised diffusion transformer: fixture replay, data files.
     Pdit(pdit::PditArgs),
+    /// A PDiT's recommendations for one history: a sampled latent of the next item's text,
+    /// and the catalog items closest to it.
+    Generate(pdit::GenerateArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -131,6 +134,7 @@ pub fn main() -> i32 {
         Command::Embed(args) => embed::run(args),
         Command::EmbedItems(args) => embed::run_items(args),
         Command::Pdit(args) => pdit::run(args),
+        Command::Generate(args) => pdit::generate(args),
     };
     match result {
         Ok(()) => 0,

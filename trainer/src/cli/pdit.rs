@@ -480,6 +480,30 @@ fn make_data(a: DataArgs) -> CliResult {
         encoder_meta(&enc, &a.text_encoder).to_string(),
     );
     meta.insert("train_targets".into(), a.train_targets.to_string());
+    meta.insert("prompt_header".into(), header.to_string());
+    meta.insert("prompt_phrase".into(), phrase.to_string());
+    // The dataset's own item tokens and titles by internal id, so that a request names items
+    // as the dataset does and its prompt can be built.
+    let tokens: Vec<&str> = (0..n_items as u32)
+        .map(|i| {
+            if i == 0 {
+                ""
+            } else {
+                vocab.token(i).unwrap_or("")
+            }
+        })
+        .collect();
+    let titles: Vec<&str> = (0..n_items as u32)
+        .map(|i| text_of(i).map_or("", |t| t.title.as_str()))
+        .collect();
+    meta.insert(
+        "item_tokens".into(),
+        serde_json::to_string(&tokens).unwrap_or_default(),
+    );
+    meta.insert(
+        "item_titles".into(),
+        serde_json::to_string(&titles).unwrap_or_default(),
+    );
     let data = PditData {
         dim,
         max_hist_len: l,
@@ -499,4 +523,162 @@ fn make_data(a: DataArgs) -> CliResult {
         data.valid.len(),
         data.test.len()
     ))
+}
+
+/// `seqrec generate`: a PDiT's recommendations for one history.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// PDiT checkpoint.
+    model: PathBuf,
+    /// The PDiT data file the model was trained on (`seqrec pdit data`): the catalog's text
+    /// latents, the dataset's item ids and titles, the prompt's wording.
+    #[arg(long)]
+    pdit_data: PathBuf,
+    /// The history: the dataset's item ids, oldest first, comma-separated.
+    #[arg(long)]
+    history: String,
+    /// The text encoder that made the data file, for the prompt's latent (variants full and
+    /// gen).
+    #[arg(long)]
+    text_encoder: Option<PathBuf>,
+    /// Sampling steps: the model's T (the thesis's 1000), or fewer on a respaced chain.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Seed of the sampling noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Recommendations.
+    #[arg(short, default_value_t = 20)]
+    k: usize,
+    /// Never recommend the history's items.
+    #[arg(long)]
+    exclude_history: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: super::Format,
+}
+
+/// Runs `seqrec generate`.
+pub fn generate(a: GenerateArgs) -> CliResult {
+    use crate::models::pdit::PditData;
+    use seqrec_engine::pdit::Catalog;
+    use seqrec_engine::{Cpu, Tensor};
+
+    let model = Pdit::load(&a.model)?;
+    let cfg = model.config().clone();
+    let data = PditData::load(&a.pdit_data).map_err(CliError::input)?;
+    let list = |key: &str| -> Result<Vec<String>, CliError> {
+        let text = data.meta.get(key).ok_or_else(|| {
+            bad(format!(
+                "{}: no `{key}` metadata (remake it with this version of `seqrec pdit data`)",
+                a.pdit_data.display()
+            ))
+        })?;
+        serde_json::from_str(text)
+            .map_err(|e| bad(format!("{}: `{key}`: {e}", a.pdit_data.display())))
+    };
+    let tokens = list("item_tokens")?;
+    let ids: Vec<u32> = a
+        .history
+        .split(',')
+        .map(|t| {
+            let t = t.trim();
+            tokens
+                .iter()
+                .position(|x| !t.is_empty() && x == t)
+                .map(|i| i as u32)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "item `{t}` of --history is not in the data file's catalog"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let l = cfg.max_hist_len;
+    let window = &ids[ids.len().saturating_sub(l)..];
+    let (d, scale) = (cfg.latent_dim, cfg.latent_scale as f32);
+    if data.dim != d {
+        return Err(bad(format!(
+            "the data file's latents have {} values, the model's {d}",
+            data.dim
+        )));
+    }
+    let history: Vec<f32> = window
+        .iter()
+        .flat_map(|&i| data.latent(i).iter().map(|&v| v * scale))
+        .collect();
+    let p = if cfg.variant.has_gen() {
+        let dir = a.text_encoder.as_ref().ok_or_else(|| {
+            bad(format!(
+                "variant {} reads the prompt's latent: give --text-encoder",
+                cfg.variant.name()
+            ))
+        })?;
+        let titles = list("item_titles")?;
+        let names: Vec<&str> = window
+            .iter()
+            .map(|&i| titles[i as usize].as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let meta = |k: &str| data.meta.get(k).cloned().unwrap_or_default();
+        let text = prompt(&meta("prompt_header"), &meta("prompt_phrase"), &names);
+        let enc = super::embed::load_encoder(dir, seqrec_engine::DType::I16)?;
+        if enc.dim() != cfg.cond_dim {
+            return Err(bad(format!(
+                "the text encoder gives {} values, the model's prompt latent has {}",
+                enc.dim(),
+                cfg.cond_dim
+            )));
+        }
+        Some(
+            enc.encode(&text)?
+                .into_iter()
+                .map(|v| v * scale)
+                .collect::<Vec<f32>>(),
+        )
+    } else {
+        None
+    };
+    let chain = model.respaced(a.steps.unwrap_or(cfg.timesteps))?;
+    let table = Tensor::from_vec(vec![data.n_items(), d], data.item_latents.clone())?;
+    let catalog = Catalog::new(&Cpu::new(), &table)?;
+    let mut ws = PditWorkspace::default();
+    let mut z0 = vec![0.0f32; d];
+    let exclude: Vec<u32> = if a.exclude_history {
+        ids.clone()
+    } else {
+        Vec::new()
+    };
+    let lists = model.recommend(
+        &chain,
+        &catalog,
+        1,
+        p.as_deref(),
+        Some((&history, &[window.len()])),
+        NoiseSource::seed(a.seed),
+        a.k,
+        &[&exclude],
+        &mut ws,
+        &mut z0,
+    )?;
+    let recs = &lists[0];
+    match a.format {
+        super::Format::Json => out(json!({
+            "items": recs.iter().map(|r| tokens[r.item as usize].as_str()).collect::<Vec<_>>(),
+            "scores": recs.iter().map(|r| r.score).collect::<Vec<_>>(),
+            "latent": z0.iter().map(|&v| v / scale).collect::<Vec<_>>(),
+            "steps": chain.steps(),
+        })),
+        super::Format::Text => {
+            let titles = list("item_titles").unwrap_or_default();
+            for r in recs {
+                let title = titles.get(r.item as usize).map_or("", String::as_str);
+                out(format!(
+                    "{}\t{:.4}\t{title}",
+                    tokens[r.item as usize], r.score
+                ))?;
+            }
+            Ok(())
+        }
+    }
 }
