@@ -58,6 +58,12 @@ typedef enum seqrec_status {
 typedef struct seqrec_model seqrec_model;
 
 /**
+ * A loaded PDiT and its catalog: immutable, usable from many threads at once. Create it with
+ * `seqrec_pdit_load`, release it with `seqrec_pdit_free`.
+ */
+typedef struct seqrec_pdit seqrec_pdit;
+
+/**
  * A user's session: the events pushed so far and the model state they produced, with its own
  * workspace. Use it from one thread at a time. It keeps its model alive: the model handle may
  * be freed first.
@@ -312,6 +318,99 @@ enum seqrec_status seqrec_model_topk_batch_user(const struct seqrec_model *model
                                                 int exclude_history,
                                                 uint32_t *items_out,
                                                 float *scores_out);
+
+/**
+ * Loads a PDiT checkpoint (memory-mapped; configuration in the file's `seqrec.config`
+ * metadata, else a `config.json` beside it) and, when `catalog` is not NULL, the item-text
+ * table it ranks: a safetensors file whose one 2-D tensor holds a row per item id (what
+ * `seqrec embed-items` writes, or a PDiT data file's `item_latents`; row 0 is never
+ * recommended).
+ *
+ * On success `*out` receives a handle to free with `seqrec_pdit_free`. Errors:
+ * `SEQREC_ERR_INVALID_ARGUMENT` (`path` or `out` NULL, a catalog of another width),
+ * `SEQREC_ERR_IO`, `SEQREC_ERR_FORMAT` (not a valid PDiT or table).
+ *
+ * # Safety
+ * `path` must be NULL or a NUL-terminated string, `catalog` NULL or one, and `out` NULL or
+ * valid for a write.
+ */
+enum seqrec_status seqrec_pdit_load(const char *path,
+                                    const char *catalog,
+                                    struct seqrec_pdit **out);
+
+/**
+ * Releases a PDiT handle; `seqrec_pdit_free(NULL)` does nothing.
+ *
+ * # Safety
+ * `pdit` must be NULL or a handle from `seqrec_pdit_load` not freed before, and no other
+ * thread may be using it.
+ */
+void seqrec_pdit_free(struct seqrec_pdit *pdit);
+
+/**
+ * The sizes of a PDiT: the latent width d (`*latent_dim`, the length of a history row and of
+ * a generated latent), the prompt latent's width (`*cond_dim`, 0 for a model that reads no
+ * prompt), the most history rows read (`*max_hist_len`) and the chain's steps T
+ * (`*timesteps`). Any out-pointer may be NULL.
+ *
+ * # Safety
+ * `pdit` must be NULL or a live handle; each out-pointer NULL or valid for a write.
+ */
+enum seqrec_status seqrec_pdit_dims(const struct seqrec_pdit *pdit,
+                                    size_t *latent_dim,
+                                    size_t *cond_dim,
+                                    size_t *max_hist_len,
+                                    size_t *timesteps);
+
+/**
+ * Generates the latent of the next item's text: `prompt` (`prompt_len` values, the prompt
+ * latent; ignored by models without one, then it may be NULL) and `history` (`n_history`
+ * latents of d values, oldest first, at most `max_hist_len`; ignored by models without
+ * temporal blocks), sampled along `steps` steps (0: the model's T, the thesis's full chain;
+ * fewer: a respaced chain) from the noise of `seed`. Writes d values to `out_latent`
+ * (`out_len` must be d). The same inputs and seed give the same latent.
+ *
+ * Errors: `SEQREC_ERR_INVALID_ARGUMENT` (a NULL or mis-sized buffer, an empty or too long
+ * history, a step count outside 2..=T).
+ *
+ * # Safety
+ * Each buffer must be NULL or hold its stated length; `out_latent` must not overlap the
+ * inputs.
+ */
+enum seqrec_status seqrec_pdit_generate(const struct seqrec_pdit *pdit,
+                                        const float *prompt,
+                                        size_t prompt_len,
+                                        const float *history,
+                                        size_t n_history,
+                                        uint32_t steps,
+                                        uint64_t seed,
+                                        float *out_latent,
+                                        size_t out_len);
+
+/**
+ * [`seqrec_pdit_generate`], then the `k` catalog items whose text latents are closest to the
+ * generated latent by cosine, best first, into `out_items` / `out_scores` (cosines), each at
+ * least `k` long, and how many were written to `*out_n` (fewer than `k` when the catalog
+ * minus exclusions is smaller; the rest filled with id 0 and `-INFINITY`). `exclude` holds
+ * `n_exclude` item ids never to recommend (padding id 0 never is). Needs a catalog given to
+ * `seqrec_pdit_load`.
+ *
+ * # Safety
+ * Each buffer must be NULL or hold its stated length; outputs must not overlap the inputs.
+ */
+enum seqrec_status seqrec_pdit_topk(const struct seqrec_pdit *pdit,
+                                    const float *prompt,
+                                    size_t prompt_len,
+                                    const float *history,
+                                    size_t n_history,
+                                    uint32_t steps,
+                                    uint64_t seed,
+                                    const uint32_t *exclude,
+                                    size_t n_exclude,
+                                    size_t k,
+                                    uint32_t *out_items,
+                                    float *out_scores,
+                                    size_t *out_n);
 
 /**
  * Starts an empty session on `model`; free it with `seqrec_session_free`. Models with a user

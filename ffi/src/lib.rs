@@ -2,8 +2,8 @@
 //! this crate by cbindgen (`ffi/cbindgen.toml`).
 //!
 //! Conventions:
-//! - Handles are opaque: `seqrec_model` (immutable, shareable across threads) and
-//!   `seqrec_session` (one thread at a time). Each `_new`/`_load` has a `_free`, which accepts
+//! - Handles are opaque: `seqrec_model` and `seqrec_pdit` (immutable, shareable across
+//!   threads) and `seqrec_session` (one thread at a time). Each `_new`/`_load` has a `_free`, which accepts
 //!   NULL.
 //! - Fallible functions return a `seqrec_status`; out-parameters are written only on success;
 //!   `seqrec_last_error()` describes the last failure on the calling thread.
@@ -16,11 +16,13 @@ mod args;
 pub mod error;
 mod model;
 mod model_batch;
+mod pdit;
 mod session;
 
 pub use error::seqrec_status;
 pub use model::*;
 pub use model_batch::{seqrec_model_topk_batch, seqrec_model_topk_batch_user};
+pub use pdit::*;
 pub use session::*;
 
 use std::ffi::c_char;

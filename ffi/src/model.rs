@@ -131,13 +131,13 @@ unsafe fn store_model(model: Model, out: *mut *mut seqrec_model) {
 }
 
 #[cfg(unix)]
-fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
+pub(crate) fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     Ok(std::ffi::OsStr::from_bytes(path.to_bytes()).into())
 }
 
 #[cfg(not(unix))]
-fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
+pub(crate) fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
     path.to_str()
         .map(Into::into)
         .map_err(|_| invalid("path is not valid UTF-8"))

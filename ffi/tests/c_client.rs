@@ -9,6 +9,10 @@
 //! names and values are refused without touching the session, and `seqrec_session_end` marks a
 //! boundary.
 //!
+//! A PDiT (variants full and tem) goes through `client pdit`: its sizes, generated latents and
+//! catalog top-k equal the Rust API's, four threads share one handle, and every refused call
+//! names its problem and leaves the outputs as they were.
+//!
 //! `SEQREC_SANITIZE=1` builds the client with `-fsanitize=address,undefined` instead (leaks
 //! included, through LeakSanitizer); `.ci/run` runs that. Skips with a notice when no C++
 //! compiler is found (`CXX`, else `c++`, `g++`, `clang++`).
@@ -18,6 +22,7 @@ mod common;
 #[path = "common/mutate.rs"]
 mod mutate;
 
+use seqrec_engine::pdit::{Catalog, NoiseSource, Pdit, PditWorkspace};
 use seqrec_engine::{Model, Query};
 use seqrec_kernels::testing::Rng;
 use std::fmt::Write as _;
@@ -269,6 +274,93 @@ fn knob_expected(model: &Model, changes: &[(&str, f32)], seed: u64) -> String {
     out
 }
 
+/// A small PDiT of `variant` (full: prompt and history; tem: history only).
+fn pdit_config(variant: &str) -> seqrec_engine::Config {
+    seqrec_engine::Config::from_json(&format!(
+        r#"{{"model":"pdit","variant":"{variant}","latent_dim":8,"cond_dim":6,"hidden_size":12,
+            "num_tokens":4,"num_heads":3,"depth_gen":1,"depth_tem":1,"mlp_ratio":2.0,
+            "max_hist_len":4,"num_timesteps":40,"beta_start":0.0001,"beta_end":0.02,
+            "learn_sigma":true,"latent_scale":2.0}}"#
+    ))
+    .unwrap()
+}
+
+/// A catalog safetensors file of `n` unit rows of `d` values (row 0 padding).
+fn catalog_bytes(n: usize, d: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut rows = vec![0f32; d];
+    for _ in 1..n {
+        let r = rng.normal_vec(d, 1.0);
+        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        rows.extend(r.iter().map(|x| x / norm));
+    }
+    seqrec_engine::weights::serialize(&[("item_latents", &[n, d], &rows)], &[]).unwrap()
+}
+
+/// What the Rust API generates and ranks, in the format `client pdit` reads: the sizes, then
+/// per case the request, the latent (text-encoder scale) and the top-k.
+fn pdit_expected(model: &Pdit, catalog: &Catalog, n_items: usize, seed: u64) -> String {
+    let c = model.config();
+    let (d, cond) = (
+        c.latent_dim,
+        if c.variant.has_gen() { c.cond_dim } else { 0 },
+    );
+    let scale = c.latent_scale as f32;
+    let mut out = format!("dims {d} {cond} {} {}\n", c.max_hist_len, c.timesteps);
+    let mut rng = Rng::new(seed);
+    let mut ws = PditWorkspace::default();
+    for (case, steps) in [0usize, 10, 2, 0, 25].into_iter().enumerate() {
+        let prompt = rng.normal_vec(cond, 0.4);
+        let n_hist = if c.variant.has_tem() {
+            1 + case % c.max_hist_len
+        } else {
+            0
+        };
+        let history = rng.normal_vec(n_hist * d, 0.4);
+        let exclude: Vec<u32> = (0..case)
+            .map(|_| 1 + rng.below(n_items - 1) as u32)
+            .collect();
+        let k = [5, 10, n_items - 1][case % 3];
+        let seed = 1000 + case as u64;
+        let chain = model
+            .respaced(if steps == 0 { c.timesteps } else { steps })
+            .unwrap();
+        let p: Vec<f32> = prompt.iter().map(|v| v * scale).collect();
+        let h: Vec<f32> = history.iter().map(|v| v * scale).collect();
+        let lens = [n_hist];
+        let hist = c.variant.has_tem().then_some((&h[..], &lens[..]));
+        let mut z0 = vec![0f32; d];
+        let top = model
+            .recommend(
+                &chain,
+                catalog,
+                1,
+                c.variant.has_gen().then_some(&p[..]),
+                hist,
+                NoiseSource::seed(seed),
+                k,
+                &[&exclude[..]],
+                &mut ws,
+                &mut z0,
+            )
+            .unwrap()
+            .remove(0);
+        let mut items: Vec<u32> = top.iter().map(|r| r.item).collect();
+        let mut scores: Vec<f32> = top.iter().map(|r| r.score).collect();
+        items.resize(k, 0);
+        scores.resize(k, f32::NEG_INFINITY);
+        write!(out, "case {steps} {seed} {n_hist} {} {k}", exclude.len()).unwrap();
+        floats(&mut out, &prompt);
+        floats(&mut out, &history);
+        ids(&mut out, &exclude);
+        floats(&mut out, &z0.iter().map(|z| z / scale).collect::<Vec<_>>());
+        ids(&mut out, &items);
+        floats(&mut out, &scores);
+        out.push('\n');
+    }
+    out
+}
+
 /// What the Rust API answers, in the format `client check` reads.
 fn expected(model: &Model, seed: u64) -> String {
     let info = model.info();
@@ -451,7 +543,41 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
         knob_models.push((path, want));
     }
 
+    // PDiTs, their catalog, one of the wrong width, and the Rust API's answers.
+    let n_catalog = 40;
+    let catalog = tmp.0.join("catalog.safetensors");
+    std::fs::write(&catalog, catalog_bytes(n_catalog, 8, 0xca7)).unwrap();
+    let bad_catalog = tmp.0.join("catalog-9.safetensors");
+    std::fs::write(&bad_catalog, catalog_bytes(n_catalog, 9, 0xca7)).unwrap();
+    let table = seqrec_engine::WeightFile::open(&catalog).unwrap();
+    let table = table.tensor("item_latents", &[n_catalog, 8]).unwrap();
+    let mut pdits = Vec::new();
+    for (i, variant) in ["full", "tem"].into_iter().enumerate() {
+        let bytes =
+            seqrec_engine::testing::random_pdit_bytes(&pdit_config(variant), 40 + i as u64, 0.3)
+                .unwrap();
+        let path = tmp.0.join(format!("pdit-{variant}.safetensors"));
+        std::fs::write(&path, &bytes).unwrap();
+        let rust = Pdit::load(&path).unwrap();
+        let cat = Catalog::new(rust.backend(), &table).unwrap();
+        let want = tmp.0.join(format!("pdit-{variant}.txt"));
+        std::fs::write(&want, pdit_expected(&rust, &cat, n_catalog, 60 + i as u64)).unwrap();
+        pdits.push((path, want));
+    }
+
     for (label, exe) in &clients {
+        for (path, want) in &pdits {
+            let out = run(
+                client(exe)
+                    .arg("pdit")
+                    .arg(path)
+                    .arg(&catalog)
+                    .arg(&bad_catalog)
+                    .arg(want),
+                &format!("client ({label}) pdit {}", path.display()),
+            );
+            eprint!("[{label}] {out}");
+        }
         for (i, (name, path)) in models.iter().enumerate() {
             let rust = Model::load(path).unwrap();
             let want = tmp.0.join(format!("expected-{i}.txt"));

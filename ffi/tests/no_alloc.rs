@@ -165,3 +165,85 @@ fn the_c_abi_allocates_no_more_than_the_rust_api() {
         );
     }
 }
+
+/// PDiT generation and catalog ranking through the C ABI allocate nothing after warm-up (a
+/// pooled scratch holds the workspace, the chain of the last step count and the scaled inputs).
+#[test]
+fn pdit_generation_allocates_nothing_after_warm_up() {
+    let cfg = seqrec_engine::Config::from_json(
+        r#"{"model":"pdit","variant":"full","latent_dim":8,"cond_dim":6,"hidden_size":12,
+            "num_tokens":4,"num_heads":3,"depth_gen":1,"depth_tem":1,"mlp_ratio":2.0,
+            "max_hist_len":4,"num_timesteps":30,"beta_start":0.0001,"beta_end":0.02,
+            "learn_sigma":true,"latent_scale":2.0,"tem_self_attn":true}"#,
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("seqrec-pdit-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("pdit.safetensors");
+    let catalog = dir.join("catalog.safetensors");
+    std::fs::write(
+        &model,
+        seqrec_engine::testing::random_pdit_bytes(&cfg, 2, 0.3).unwrap(),
+    )
+    .unwrap();
+    let rows: Vec<f32> = (0..50 * 8)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let table = seqrec_engine::weights::serialize(&[("item_latents", &[50, 8], &rows)], &[]);
+    std::fs::write(&catalog, table.unwrap()).unwrap();
+    let path = std::ffi::CString::new(model.to_str().unwrap()).unwrap();
+    let cat = std::ffi::CString::new(catalog.to_str().unwrap()).unwrap();
+    let mut h = std::ptr::null_mut();
+    // SAFETY: NUL-terminated paths, a writable out-pointer.
+    let st = unsafe { seqrec_pdit_load(path.as_ptr(), cat.as_ptr(), &mut h) };
+    assert_eq!(st, SEQREC_OK);
+    let prompt: Vec<f32> = (0..6).map(|i| i as f32 * 0.1).collect();
+    let history: Vec<f32> = (0..3 * 8).map(|i| (i % 5) as f32 * 0.1).collect();
+    let exclude = [3u32, 9];
+    let (mut latent, mut items, mut scores, mut n) = (vec![0f32; 8], [0u32; 10], [0f32; 10], 0);
+    let mut round = |steps: u32| {
+        for seed in 0..4 {
+            // SAFETY: live handle, buffers of the stated lengths.
+            unsafe {
+                let st = seqrec_pdit_generate(
+                    h,
+                    prompt.as_ptr(),
+                    6,
+                    history.as_ptr(),
+                    3,
+                    steps,
+                    seed,
+                    latent.as_mut_ptr(),
+                    8,
+                );
+                assert_eq!(st, SEQREC_OK);
+                let st = seqrec_pdit_topk(
+                    h,
+                    prompt.as_ptr(),
+                    6,
+                    history.as_ptr(),
+                    3,
+                    steps,
+                    seed,
+                    exclude.as_ptr(),
+                    2,
+                    10,
+                    items.as_mut_ptr(),
+                    scores.as_mut_ptr(),
+                    &mut n,
+                );
+                assert_eq!(st, SEQREC_OK);
+            }
+        }
+    };
+    for steps in [0, 10] {
+        round(steps);
+        let allocations = count(|| round(steps));
+        assert_eq!(allocations, 0, "{steps} steps: {allocations} allocations");
+    }
+    assert_eq!(n, 10);
+    assert!(!items.contains(&3) && !items.contains(&9) && !items.contains(&0));
+    // SAFETY: the handle from `seqrec_pdit_load`, freed once.
+    unsafe { seqrec_pdit_free(h) };
+    std::fs::remove_dir_all(&dir).ok();
+}

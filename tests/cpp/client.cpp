@@ -10,6 +10,10 @@
 //   client knobs   MODEL EXPECTED   a multi-objective model's knobs: listed, set on a session
 //                                   (the ranking follows EXPECTED and changes), refused when
 //                                   bad (session untouched), session boundaries
+//   client pdit    MODEL CATALOG BAD_CATALOG EXPECTED
+//                                   a PDiT: sizes, generated latents and top-k equal to what
+//                                   the Rust API wrote to EXPECTED (4 threads on one handle),
+//                                   every error path with untouched outputs
 //
 // Exit status 0 when every check passed; the first failure is printed and exits with 1.
 
@@ -74,6 +78,14 @@ struct Model {
   Model(const Model &) = delete;
   Model &operator=(const Model &) = delete;
   ~Model() { seqrec_model_free(p); }
+};
+
+struct Pdit {
+  seqrec_pdit *p = nullptr;
+  Pdit() = default;
+  Pdit(const Pdit &) = delete;
+  Pdit &operator=(const Pdit &) = delete;
+  ~Pdit() { seqrec_pdit_free(p); }
 };
 
 struct Session {
@@ -656,6 +668,174 @@ int run_knobs(const std::string &path, const std::string &expected_path) {
   return 0;
 }
 
+
+// ---- PDiT ----------------------------------------------------------------------------------
+
+struct PditCase {
+  uint32_t steps;
+  uint64_t seed;
+  size_t n_history, k;
+  std::vector<float> prompt, history, latent, scores;
+  std::vector<uint32_t> exclude, items;
+};
+
+// One case: the request, the latent and the top-k the Rust API gave.
+void check_pdit_case(const seqrec_pdit *m, const PditCase &c, const std::string &ctx) {
+  std::vector<float> latent(c.latent.size(), NAN);
+  CHECK_OK(seqrec_pdit_generate(m, c.prompt.empty() ? nullptr : c.prompt.data(), c.prompt.size(),
+                                c.history.data(), c.n_history, c.steps, c.seed, latent.data(),
+                                latent.size()));
+  for (size_t i = 0; i < latent.size(); ++i) {
+    float w = c.latent[i], g = latent[i];
+    CHECK(std::fabs(g - w) <= 1e-5f * std::fmax(1.f, std::fabs(w)),
+          ctx + ": latent " + std::to_string(i) + " " + std::to_string(g) + " vs " +
+              std::to_string(w));
+  }
+  std::vector<uint32_t> items(c.k, 0xFFFFFFFFu);
+  std::vector<float> scores(c.k, NAN);
+  size_t n = 0;
+  CHECK_OK(seqrec_pdit_topk(m, c.prompt.empty() ? nullptr : c.prompt.data(), c.prompt.size(),
+                            c.history.data(), c.n_history, c.steps, c.seed,
+                            c.exclude.empty() ? nullptr : c.exclude.data(), c.exclude.size(), c.k,
+                            items.data(), scores.data(), &n));
+  size_t want_n = 0;
+  for (uint32_t id : c.items) want_n += id != 0;
+  CHECK(n == want_n, ctx + ": " + std::to_string(n) + " items written");
+  compare(items, scores, c.items, c.scores, ctx);
+}
+
+int run_pdit(const std::string &path, const std::string &catalog, const std::string &bad_catalog,
+             const std::string &expected_path) {
+  std::ifstream in(expected_path);
+  CHECK(in.good(), "cannot open " + expected_path);
+  size_t d = 0, cond = 0, max_hist = 0, steps = 0;
+  std::string tag, tok;
+  in >> tag >> d >> cond >> max_hist >> steps;
+  CHECK(tag == "dims", "no dims record in " + expected_path);
+  auto floats = [&](size_t n) {
+    std::vector<float> v(n);
+    for (auto &x : v) {
+      in >> tok;
+      x = to_float(tok);
+    }
+    return v;
+  };
+  auto ids = [&](size_t n) {
+    std::vector<uint32_t> v(n);
+    for (auto &x : v) in >> x;
+    return v;
+  };
+  std::vector<PditCase> cases;
+  while (in >> tag) {
+    CHECK(tag == "case", "unknown record " + tag + " in " + expected_path);
+    PditCase c;
+    size_t n_exclude = 0;
+    in >> c.steps >> c.seed >> c.n_history >> n_exclude >> c.k;
+    c.prompt = floats(cond);
+    c.history = floats(c.n_history * d);
+    c.exclude = ids(n_exclude);
+    c.latent = floats(d);
+    c.items = ids(c.k);
+    c.scores = floats(c.k);
+    cases.push_back(std::move(c));
+  }
+  CHECK(!cases.empty(), "no cases in " + expected_path);
+
+  Pdit pdit, bare;
+  CHECK_OK(seqrec_pdit_load(path.c_str(), catalog.c_str(), &pdit.p));
+  CHECK_OK(seqrec_pdit_load(path.c_str(), nullptr, &bare.p));
+  const seqrec_pdit *m = pdit.p;
+  size_t got[4] = {0, 0, 0, 0};
+  CHECK_OK(seqrec_pdit_dims(m, &got[0], &got[1], &got[2], &got[3]));
+  CHECK(got[0] == d && got[1] == cond && got[2] == max_hist && got[3] == steps,
+        "dims " + std::to_string(got[0]) + " " + std::to_string(got[1]) + " " +
+            std::to_string(got[2]) + " " + std::to_string(got[3]));
+  CHECK_OK(seqrec_pdit_dims(m, nullptr, nullptr, nullptr, &got[3]));
+  for (size_t i = 0; i < cases.size(); ++i) check_pdit_case(m, cases[i], path + " case " + std::to_string(i));
+
+  // Four threads on one handle, each through every case twice: the same answers.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 2; ++rep)
+        for (size_t i = 0; i < cases.size(); ++i)
+          check_pdit_case(m, cases[(i + t) % cases.size()], "thread " + std::to_string(t));
+    });
+  for (auto &th : threads) th.join();
+
+  // Errors name the problem; outputs stay as they were.
+  const seqrec_status IA = SEQREC_ERR_INVALID_ARGUMENT, OR = SEQREC_ERR_OUT_OF_RANGE;
+  seqrec_pdit *out = nullptr;
+  CHECK_ERR(seqrec_pdit_load("/nonexistent/pdit.safetensors", nullptr, &out), SEQREC_ERR_IO,
+            "/nonexistent/pdit.safetensors");
+  CHECK_ERR(seqrec_pdit_load(nullptr, nullptr, &out), IA, "path is NULL");
+  CHECK_ERR(seqrec_pdit_load(path.c_str(), nullptr, nullptr), IA, "out is NULL");
+  CHECK_ERR(seqrec_pdit_load(path.c_str(), bad_catalog.c_str(), &out), IA, "wide");
+  CHECK_ERR(seqrec_pdit_load(path.c_str(), "/nonexistent/catalog.safetensors", &out),
+            SEQREC_ERR_IO, "/nonexistent/catalog.safetensors");
+  CHECK(out == nullptr, "a failed load wrote its handle");
+  CHECK_ERR(seqrec_pdit_dims(nullptr, &got[0], nullptr, nullptr, nullptr), IA, "pdit is NULL");
+
+  const PditCase &c = cases[0];
+  const float *prompt = c.prompt.empty() ? nullptr : c.prompt.data();
+  std::vector<float> latent(d, 7.f);
+  std::vector<uint32_t> items(c.k, 7);
+  std::vector<float> scores(c.k, 7.f);
+  size_t n = 7;
+  auto untouched = [&](const std::string &what) {
+    for (float v : latent) CHECK(v == 7.f, what + " wrote the latent");
+    for (uint32_t v : items) CHECK(v == 7, what + " wrote the items");
+    for (float v : scores) CHECK(v == 7.f, what + " wrote the scores");
+    CHECK(n == 7, what + " wrote the count");
+  };
+  auto generate = [&](const float *p, size_t p_len, const float *h, size_t n_h, uint32_t s,
+                      float *o, size_t o_len) {
+    return seqrec_pdit_generate(m, p, p_len, h, n_h, s, c.seed, o, o_len);
+  };
+  const float *h = c.history.data();
+  CHECK_ERR(seqrec_pdit_generate(nullptr, prompt, cond, h, c.n_history, 0, 1, latent.data(), d),
+            IA, "pdit is NULL");
+  CHECK_ERR(generate(prompt, cond, h, c.n_history, 0, latent.data(), d - 1), IA, "out_latent");
+  CHECK_ERR(generate(prompt, cond, h, c.n_history, 0, nullptr, d), IA, "out_latent is NULL");
+  CHECK_ERR(generate(prompt, cond, h, c.n_history, 1, latent.data(), d), IA, "2..=");
+  CHECK_ERR(generate(prompt, cond, h, c.n_history, (uint32_t)steps + 1, latent.data(), d), IA,
+            "2..=");
+  if (cond > 0) {
+    CHECK_ERR(generate(prompt, cond - 1, h, c.n_history, 0, latent.data(), d), IA, "prompt has");
+    CHECK_ERR(generate(nullptr, cond, h, c.n_history, 0, latent.data(), d), IA, "prompt is NULL");
+  }
+  if (c.n_history > 0) {
+    std::vector<float> long_history((max_hist + 1) * d, 0.1f);
+    CHECK_ERR(generate(prompt, cond, long_history.data(), max_hist + 1, 0, latent.data(), d), IA,
+              "max_hist_len");
+    CHECK_ERR(generate(prompt, cond, h, 0, 0, latent.data(), d), IA, "empty history");
+    CHECK_ERR(generate(prompt, cond, nullptr, c.n_history, 0, latent.data(), d), IA,
+              "history is NULL");
+    CHECK_ERR(generate(prompt, cond, latent.data(), 1, 0, latent.data(), d), IA, "overlap");
+  }
+  untouched("a refused generation");
+  auto topk = [&](const seqrec_pdit *handle, size_t k, uint32_t *it, float *sc, size_t *cnt) {
+    return seqrec_pdit_topk(handle, prompt, cond, h, c.n_history, 0, c.seed, nullptr, 0, k, it, sc,
+                            cnt);
+  };
+  CHECK_ERR(topk(bare.p, c.k, items.data(), scores.data(), &n), IA, "no catalog");
+  CHECK_ERR(topk(m, 0, items.data(), scores.data(), &n), OR, "k = 0");
+  CHECK_ERR(topk(m, 1u << 30, items.data(), scores.data(), &n), OR, "the catalog has items");
+  CHECK_ERR(topk(m, c.k, items.data(), scores.data(), nullptr), IA, "out_n is NULL");
+  CHECK_ERR(topk(m, c.k, nullptr, scores.data(), &n), IA, "out_items is NULL");
+  CHECK_ERR(topk(nullptr, c.k, items.data(), scores.data(), &n), IA, "pdit is NULL");
+  CHECK_ERR(seqrec_pdit_topk(m, prompt, cond, h, c.n_history, 1, c.seed, nullptr, 0, c.k,
+                             items.data(), scores.data(), &n),
+            IA, "2..=");
+  CHECK_ERR(seqrec_pdit_topk(m, prompt, cond, h, c.n_history, 0, c.seed, nullptr, 3, c.k,
+                             items.data(), scores.data(), &n),
+            IA, "exclude is NULL");
+  untouched("a refused top-k");
+  CHECK_OK(seqrec_pdit_generate(m, prompt, cond, h, c.n_history, 0, c.seed, latent.data(), d));
+  std::printf("pdit: %zu cases, 4 threads, %d refusals\n", cases.size(), g_errors_checked);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -665,8 +845,9 @@ int main(int argc, char **argv) {
   if (mode == "errors" && argc == 4) return run_errors(argv[2], argv[3]);
   if (mode == "mutants") return run_mutants(argc, argv);
   if (mode == "knobs" && argc == 4) return run_knobs(argv[2], argv[3]);
+  if (mode == "pdit" && argc == 6) return run_pdit(argv[2], argv[3], argv[4], argv[5]);
   std::fprintf(stderr,
                "usage: client check MODEL EXPECTED | errors MODEL CASER | mutants FILE... | "
-               "knobs MODEL EXPECTED\n");
+               "knobs MODEL EXPECTED | pdit MODEL CATALOG BAD_CATALOG EXPECTED\n");
   return 2;
 }

@@ -436,9 +436,10 @@ pub fn dit_block<B: Backend>(
     tmp: &mut BlockScratch<B>,
 ) -> Result<()> {
     let (h, rows) = (blk.hidden(), samples * tokens);
+    // The sublayers use `proj`, `ctx` and `work`; the block keeps its rows apart from them.
     let mut mods = core::mem::take(&mut tmp.cond);
-    let mut h_in = core::mem::take(&mut tmp.ctx);
-    let mut y = core::mem::take(&mut tmp.work);
+    let mut h_in = core::mem::take(&mut tmp.rows);
+    let mut y = core::mem::take(&mut tmp.out);
     let res = (|| {
         // (sh1, sc1, g1, sh2, sc2, g2) of every sample, [samples, 6H].
         be.linear(&blk.ada, cond, samples, Activation::Identity, &mut mods)?;
@@ -465,7 +466,7 @@ pub fn dit_block<B: Backend>(
         }
         Ok(())
     })();
-    (tmp.cond, tmp.ctx, tmp.work) = (mods, h_in, y);
+    (tmp.cond, tmp.rows, tmp.out) = (mods, h_in, y);
     res
 }
 
@@ -491,15 +492,15 @@ pub fn temporal_block<B: Backend>(
     }
     let one = Scale::All(1.0);
     let at = At::rows(0, h);
-    let mut h_in = core::mem::take(&mut tmp.cond);
+    let mut h_in = core::mem::take(&mut tmp.rows);
     let res = (|| {
         if let Some((ln, att)) = &blk.self_attn {
             be.copy_rows(x, 0, &mut h_in, 0, rows, h)?;
             be.layer_norm(ln, &mut h_in, 0..rows)?;
-            let mut y = core::mem::take(&mut tmp.work);
+            let mut y = core::mem::take(&mut tmp.out);
             let r = be.self_attention(att, &h_in, samples, tokens, tmp, &mut y);
             let r = r.and_then(|_| be.axpy(Src::Buf(&y), at, one, x, at, rows, h));
-            tmp.work = y;
+            tmp.out = y;
             r?;
         }
         // Cross-attention: the queries of every token, then each sample over its history.
@@ -540,7 +541,7 @@ pub fn temporal_block<B: Backend>(
         mlp(be, &blk.mlp, &h_in, rows, &mut tmp.proj, &mut tmp.ctx)?;
         be.axpy(Src::Buf(&tmp.ctx), at, one, x, at, rows, h)
     })();
-    tmp.cond = h_in;
+    tmp.rows = h_in;
     res
 }
 

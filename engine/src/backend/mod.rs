@@ -209,8 +209,9 @@ impl DdpmStep {
 
 /// Scratch buffers a block may use freely during one call (grown on demand; their contents do
 /// not survive the call). The compositions use `proj` for projections, `ctx` for attention
-/// outputs and inner activations, `work` for kernel scratch and `cond` for a DiT block's
-/// modulation rows; a fused block may use any.
+/// outputs and inner activations, `work` for kernel scratch, and, around a sublayer that uses
+/// those three, `cond` for a DiT block's modulation rows, `rows` for the sublayer's input and
+/// `out` for its output; a fused block may use any.
 #[derive(Debug)]
 pub struct BlockScratch<B: Backend> {
     /// Projections (Q/K/V, feed-forward inner rows).
@@ -221,6 +222,10 @@ pub struct BlockScratch<B: Backend> {
     pub work: B::Buf,
     /// Conditioning rows (adaLN shifts, scales and gates).
     pub cond: B::Buf,
+    /// A sublayer's input rows (normalised, modulated).
+    pub rows: B::Buf,
+    /// A sublayer's output rows, before the residual.
+    pub out: B::Buf,
 }
 
 impl<B: Backend> Default for BlockScratch<B> {
@@ -230,6 +235,8 @@ impl<B: Backend> Default for BlockScratch<B> {
             ctx: B::Buf::default(),
             work: B::Buf::default(),
             cond: B::Buf::default(),
+            rows: B::Buf::default(),
+            out: B::Buf::default(),
         }
     }
 }

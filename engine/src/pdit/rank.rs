@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 /// A catalog of item text latents, each row scaled to unit length (so that a dot product with a
 /// unit query is the cosine).
 #[derive(Debug)]
-pub struct Catalog<B: Backend> {
+pub struct Catalog<B: Backend = crate::Cpu> {
     pub(crate) items: ItemTable<B>,
 }
 
@@ -59,7 +59,7 @@ impl<B: Backend> Catalog<B> {
 impl<B: Backend> Pdit<B> {
     /// Samples `z_0` for `samples` requests along `chain` (see [`Pdit::sample`]) and returns,
     /// per request, the `k` catalog items whose text latents are closest to it by cosine,
-    /// best first, skipping the sorted ids `exclude[s]` of request `s` (padding id 0 is never
+    /// best first, skipping the ids `exclude[s]` of request `s` (padding id 0 is never
     /// recommended). `z0` receives the samples at the network's scale.
     pub fn recommend(
         &self,
@@ -74,6 +74,55 @@ impl<B: Backend> Pdit<B> {
         ws: &mut PditWorkspace<B>,
         z0: &mut [f32],
     ) -> Result<Vec<Vec<Scored>>> {
+        if exclude.len() != samples && !exclude.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} exclusion lists for {samples} requests",
+                exclude.len()
+            )));
+        }
+        self.check_catalog(catalog)?;
+        self.sample(chain, samples, p, history, noise, ws, z0)?;
+        let k = k.min(catalog.n_items());
+        let (mut items, mut scores) = (vec![0u32; k], vec![0f32; k]);
+        let mut lists = Vec::with_capacity(samples);
+        for s in 0..samples {
+            let mut ex: Vec<u32> = vec![0];
+            if let Some(e) = exclude.get(s) {
+                ex.extend_from_slice(e);
+            }
+            ex.sort_unstable();
+            ex.dedup();
+            let n = self.rank_row(catalog, s, k, &ex, ws, z0, &mut items, &mut scores)?;
+            lists.push(crate::model::scored(&items[..n], &scores[..n]));
+        }
+        Ok(lists)
+    }
+
+    /// [`Self::recommend`] for one request into the caller's buffers, allocating nothing after
+    /// warm-up: `exclude` holds sorted ids that include 0; returns how many items were written
+    /// to `items` / `scores` (each at least `k` long).
+    pub fn recommend_into(
+        &self,
+        chain: &Schedule,
+        catalog: &Catalog<B>,
+        p: Option<&[f32]>,
+        history: Option<(&[f32], usize)>,
+        noise: NoiseSource<'_>,
+        k: usize,
+        exclude: &[u32],
+        ws: &mut PditWorkspace<B>,
+        z0: &mut [f32],
+        items: &mut [u32],
+        scores: &mut [f32],
+    ) -> Result<usize> {
+        self.check_catalog(catalog)?;
+        let lens = history.map(|(_, n)| [n]);
+        let history = history.zip(lens.as_ref()).map(|((h, _), n)| (h, &n[..]));
+        self.sample(chain, 1, p, history, noise, ws, z0)?;
+        self.rank_row(catalog, 0, k, exclude, ws, z0, items, scores)
+    }
+
+    fn check_catalog(&self, catalog: &Catalog<B>) -> Result<()> {
         let d = self.config().latent_dim;
         if catalog.dim() != d {
             return Err(Error::InvalidArgument(format!(
@@ -81,46 +130,39 @@ impl<B: Backend> Pdit<B> {
                 catalog.dim()
             )));
         }
-        if exclude.len() != samples && !exclude.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "{} exclusion lists for {samples} requests",
-                exclude.len()
-            )));
+        Ok(())
+    }
+
+    /// The top-k of sample `s` of the last [`Pdit::sample`] (its latent still in `ws`), the
+    /// dot products turned into cosines with the latent's norm from `z0`.
+    fn rank_row(
+        &self,
+        catalog: &Catalog<B>,
+        s: usize,
+        k: usize,
+        exclude: &[u32],
+        ws: &mut PditWorkspace<B>,
+        z0: &[f32],
+        items: &mut [u32],
+        scores: &mut [f32],
+    ) -> Result<usize> {
+        let d = self.config().latent_dim;
+        let n = self.be.topk(
+            &catalog.items,
+            &ws.z,
+            s,
+            k,
+            exclude,
+            &mut ws.scan,
+            items,
+            scores,
+        )?;
+        let z = &z0[s * d..(s + 1) * d];
+        let norm = libm::sqrt(z.iter().map(|&v| f64::from(v) * f64::from(v)).sum());
+        let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        for v in &mut scores[..n] {
+            *v = (f64::from(*v) * inv) as f32;
         }
-        self.sample(chain, samples, p, history, noise, ws, z0)?;
-        let k = k.min(catalog.n_items());
-        let (mut items, mut scores) = (vec![0u32; k], vec![0f32; k]);
-        let mut lists = Vec::with_capacity(samples);
-        for (s, z) in z0.chunks_exact(d.max(1)).enumerate() {
-            let mut ex: Vec<u32> = vec![0];
-            if let Some(e) = exclude.get(s) {
-                ex.extend_from_slice(e);
-            }
-            ex.sort_unstable();
-            ex.dedup();
-            let n = self.be.topk(
-                &catalog.items,
-                &ws.z,
-                s,
-                k,
-                &ex,
-                &mut ws.scan,
-                &mut items,
-                &mut scores,
-            )?;
-            let norm = libm::sqrt(z.iter().map(|&v| f64::from(v) * f64::from(v)).sum());
-            let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-            lists.push(
-                items[..n]
-                    .iter()
-                    .zip(&scores[..n])
-                    .map(|(&item, &score)| Scored {
-                        item,
-                        score: (f64::from(score) * inv) as f32,
-                    })
-                    .collect(),
-            );
-        }
-        Ok(lists)
+        Ok(n)
     }
 }
