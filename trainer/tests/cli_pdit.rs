@@ -316,3 +316,59 @@ fn data_files_and_generation_end_to_end() {
     assert!(String::from_utf8_lossy(&no_enc.stderr).contains("--text-encoder"));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `seqrec pdit bench` times every (steps, batch) cell of a small random model and reports
+/// consistent figures; bad settings are refused with the reason.
+#[test]
+fn bench_reports_every_cell() {
+    let o = run(&[
+        "pdit",
+        "bench",
+        "--dim",
+        "24",
+        "--steps",
+        "2,5",
+        "--batch",
+        "1,3",
+        "--repeats",
+        "2",
+        "--threads",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cells: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(u64, u64)> = cells
+        .iter()
+        .map(|c| (c["batch"].as_u64().unwrap(), c["steps"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [(1, 2), (1, 5), (3, 2), (3, 5)]);
+    for c in &cells {
+        let (chain, step) = (
+            c["chain_ms"].as_f64().unwrap(),
+            c["step_ms"].as_f64().unwrap(),
+        );
+        let (steps, batch) = (c["steps"].as_f64().unwrap(), c["batch"].as_f64().unwrap());
+        assert!(
+            chain > 0.0 && (step * steps - chain).abs() < 1e-9 * chain.max(1.0),
+            "{c}"
+        );
+        assert!((c["sample_ms"].as_f64().unwrap() * batch - chain).abs() < 1e-9 * chain.max(1.0));
+        assert_eq!(c["history"], 20);
+    }
+    for (args, why) in [
+        (&["--steps", "1"][..], "2..=1000"),
+        (&["--history", "21"][..], "--history 21"),
+        (&["--batch", "0"][..], "at least 1"),
+    ] {
+        let mut all = vec!["pdit", "bench", "--dim", "24", "--threads", "1"];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "{args:?}: {err}");
+    }
+}

@@ -11,6 +11,7 @@ mod info;
 mod item_text;
 mod objectives;
 mod pdit;
+mod pdit_bench;
 mod rl;
 mod score;
 mod train;

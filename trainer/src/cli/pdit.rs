@@ -24,6 +24,8 @@ enum PditCommand {
     /// Makes a PDiT data file: item text latents, and per example a history, a target and the
     /// latent of the prompt built from the history (thesis §9.1).
     Data(DataArgs),
+    /// Times sampling: whole chains per step count and batch size (per chain, step, sample).
+    Bench(super::pdit_bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +75,7 @@ pub fn run(args: PditArgs) -> CliResult {
     match args.command {
         PditCommand::Run(a) => replay(a),
         PditCommand::Data(a) => make_data(a),
+        PditCommand::Bench(a) => super::pdit_bench::run(a),
     }
 }
 
