@@ -30,6 +30,7 @@ extern crate std;
 
 pub mod backend;
 pub mod blocks;
+pub mod codec;
 pub mod config;
 pub mod cpu;
 pub mod error;
@@ -46,8 +47,8 @@ pub use config::{CONFIG_KEY, Config};
 pub use cpu::Cpu;
 pub use error::{Error, Result};
 pub use model::{
-    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState, Workspace,
-    architectures, tensor_specs,
+    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, SESSION_FORMAT_VERSION, SESSION_MAGIC,
+    Scored, Session, SessionState, Workspace, architectures, tensor_specs,
 };
 pub use objectives::{ObjectiveSpec, Objectives};
 pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};

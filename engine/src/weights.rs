@@ -446,6 +446,7 @@ pub struct TensorLoader<'a> {
     file: Option<&'a WeightFile>,
     used: BTreeSet<String>,
     specs: Vec<TensorSpec>,
+    fingerprint: u64,
 }
 
 impl<'a> TensorLoader<'a> {
@@ -455,6 +456,7 @@ impl<'a> TensorLoader<'a> {
             file: Some(file),
             used: BTreeSet::new(),
             specs: Vec::new(),
+            fingerprint: crate::codec::FNV_START,
         }
     }
 
@@ -464,6 +466,7 @@ impl<'a> TensorLoader<'a> {
             file: None,
             used: BTreeSet::new(),
             specs: Vec::new(),
+            fingerprint: crate::codec::FNV_START,
         }
     }
 
@@ -474,10 +477,24 @@ impl<'a> TensorLoader<'a> {
             name: name.into(),
             shape: expected.to_vec(),
         });
-        match self.file {
-            Some(file) => file.tensor(name, expected),
-            None => Tensor::from_vec(expected.to_vec(), vec![0.0; expected.iter().product()]),
+        let t = match self.file {
+            Some(file) => file.tensor(name, expected)?,
+            None => Tensor::from_vec(expected.to_vec(), vec![0.0; expected.iter().product()])?,
+        };
+        if self.file.is_some() {
+            let mut h = crate::codec::fnv1a(self.fingerprint, name.as_bytes());
+            for &d in expected {
+                h = crate::codec::fnv1a(h, &(d as u64).to_le_bytes());
+            }
+            self.fingerprint = crate::codec::hash_bytes(h, bytemuck::cast_slice(t.as_slice()));
         }
+        Ok(t)
+    }
+
+    /// A hash of every tensor handed out so far: names, shapes and f32 values, in request
+    /// order (part of a model's fingerprint, see [`crate::Model::fingerprint`]).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// Marks `name` as known but unused (e.g. a checkpoint's buffers or a head the model does

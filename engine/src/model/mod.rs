@@ -21,7 +21,7 @@ mod session;
 mod workspace;
 
 pub use batch::BATCH_GROUP;
-pub use session::{Session, SessionState};
+pub use session::{SESSION_FORMAT_VERSION, SESSION_MAGIC, Session, SessionState};
 pub use workspace::Workspace;
 
 /// RecBole's default `MAX_ITEM_LIST_LENGTH`.
@@ -138,6 +138,9 @@ pub struct Model<B: Backend = Cpu> {
     /// Process-unique id, so a workspace shared by several models never reuses another
     /// model's cached state.
     id: u64,
+    /// Hash of the configuration and every tensor the architecture read (see
+    /// [`Model::fingerprint`]).
+    fingerprint: u64,
 }
 
 fn next_model_id() -> u64 {
@@ -260,6 +263,7 @@ impl<B: Backend> Model<B> {
             max_len,
         };
         let arch = models::load(&be, &name, &mut cx)?;
+        let fingerprint = crate::codec::fnv1a(ld.fingerprint(), config.to_json().as_bytes());
         ld.finish(arch.name())?;
         let dim = arch.score_dim();
         let table = arch.scoring_table(file, n_items)?;
@@ -280,7 +284,17 @@ impl<B: Backend> Model<B> {
             config,
             info,
             id: next_model_id(),
+            fingerprint,
         })
+    }
+
+    /// A 64-bit hash of the model: its configuration and the names, shapes and f32 values of
+    /// every tensor the architecture reads (not the storage of the scoring item table, which
+    /// changes no session state). The same file loaded anywhere, or a RecBole `.pth` and its
+    /// conversion, have the same fingerprint; saved sessions carry it, and restoring one into
+    /// a model with another fingerprint is an error.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// What the model is.
