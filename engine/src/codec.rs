@@ -267,7 +267,9 @@ pub fn hash_bytes(h: u64, bytes: &[u8]) -> u64 {
                 b[8 * i + 6],
                 b[8 * i + 7],
             ]);
-            *lane = (*lane ^ w.wrapping_mul(P2)).rotate_left(31).wrapping_mul(P1);
+            *lane = (*lane ^ w.wrapping_mul(P2))
+                .rotate_left(31)
+                .wrapping_mul(P1);
         }
     }
     let mut out = fnv1a(h, blocks.remainder());

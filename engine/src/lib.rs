@@ -37,6 +37,7 @@ pub mod error;
 pub mod model;
 pub mod models;
 pub mod objectives;
+pub mod pth;
 pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;

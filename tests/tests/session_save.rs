@@ -183,7 +183,10 @@ fn corrupt_and_truncated_state_is_rejected_cleanly() {
             for bit in [0, 3, 7] {
                 let mut bad = good.clone();
                 bad[i] ^= 1 << bit;
-                assert!(m.session_restore(&bad).is_err(), "{name} byte {i} bit {bit}");
+                assert!(
+                    m.session_restore(&bad).is_err(),
+                    "{name} byte {i} bit {bit}"
+                );
             }
         }
         // Mutations behind a valid checksum: never a panic; a state that loads keeps working.

@@ -179,26 +179,49 @@ impl Model<Cpu> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Memory-maps and loads a safetensors model onto backend `be`. The configuration comes
-    /// from `opts.config`, else the file's `seqrec.config` metadata, else a `config.json` beside
-    /// the file.
+    /// Memory-maps and loads a model file onto backend `be`: a safetensors file, or a RecBole
+    /// checkpoint (`.pth`, recognised by its zip signature) converted in memory by
+    /// [`crate::pth::convert`]. The configuration comes from `opts.config`, else the file's
+    /// `seqrec.config` metadata (a checkpoint's RecBole configuration), else a `config.json`
+    /// beside the file.
     #[cfg(feature = "std")]
     pub fn load_on(be: B, path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
-        let file = WeightFile::open(path)?;
+        let origin = path.display().to_string();
+        let mut head = [0u8; 4];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .map_err(|source| Error::Io {
+                path: origin.clone(),
+                source,
+            })?;
         let mut opts = opts.clone();
-        if opts.config.is_none() && file.metadata(CONFIG_KEY).is_none() {
+        let sidecar = || -> Result<Option<Config>> {
             let sidecar = path.with_file_name("config.json");
-            if sidecar.is_file() {
-                let text = std::fs::read_to_string(&sidecar).map_err(|source| Error::Io {
-                    path: sidecar.display().to_string(),
-                    source,
-                })?;
-                let cfg = Config::from_json(&text)
-                    .map_err(|e| e.in_origin(&sidecar.display().to_string()))?;
-                opts.config = Some(cfg);
+            if !sidecar.is_file() {
+                return Ok(None);
             }
-        }
+            let text = std::fs::read_to_string(&sidecar).map_err(|source| Error::Io {
+                path: sidecar.display().to_string(),
+                source,
+            })?;
+            Config::from_json(&text)
+                .map(Some)
+                .map_err(|e| e.in_origin(&sidecar.display().to_string()))
+        };
+        let file = if crate::pth::is_zip(&head[..n]) {
+            let fallback = match &opts.config {
+                Some(c) => Some(c.clone()),
+                None => sidecar()?,
+            };
+            crate::pth::convert_file(path, fallback.as_ref())?.into_weight_file(&origin)?
+        } else {
+            let file = WeightFile::open(path)?;
+            if opts.config.is_none() && file.metadata(CONFIG_KEY).is_none() {
+                opts.config = sidecar()?;
+            }
+            file
+        };
         Model::from_weight_file(be, &file, &opts)
     }
 

@@ -159,7 +159,6 @@ impl<B: Backend> Model<B> {
         }
         Ok(state)
     }
-
 }
 
 impl<B: Backend> Model<B> {

@@ -196,7 +196,12 @@ impl<B: Backend> Architecture<B> for NextItNet<B> {
         }
         let (rows, full) = (len * self.emb, self.max_len * self.emb);
         // The padded window's input: item 0's embedding in every row, then the saved rows.
-        be.embedding(&self.item_emb, &vec![0; self.max_len], None, &mut state.acts[0])?;
+        be.embedding(
+            &self.item_emb,
+            &vec![0; self.max_len],
+            None,
+            &mut state.acts[0],
+        )?;
         for (i, buf) in state.acts.iter_mut().chain(&mut state.mids).enumerate() {
             if i > 0 {
                 be.zero(buf, full)?;
