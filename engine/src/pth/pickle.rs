@@ -703,7 +703,9 @@ impl Vm<'_> {
                             Obj::List(l) if op != 0x90 => l.extend(items),
                             Obj::Set(s) if op == 0x90 => s.extend(items),
                             _ => {
-                                return Err(self.err("APPEND/ADDITEMS to an object of another kind"));
+                                return Err(
+                                    self.err("APPEND/ADDITEMS to an object of another kind")
+                                );
                             }
                         },
                         _ => return Err(self.err("APPEND/ADDITEMS to a scalar")),

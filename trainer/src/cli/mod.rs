@@ -3,6 +3,7 @@
 //! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
 
 mod bench;
+mod convert;
 mod demo;
 mod embed;
 mod eval;
@@ -106,6 +107,9 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// The id-aligned item-text embedding table of a dataset.
     EmbedItems(embed::EmbedItemsArgs),
+    /// Convert a checkpoint of another framework to a safetensors model file (`recbole`:
+    /// a RecBole `.pth`, read without PyTorch).
+    Convert(convert::ConvertArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -127,6 +131,7 @@ pub fn main() -> i32 {
         Command::Train(args) => train::run(*args),
         Command::Embed(args) => embed::run(args),
         Command::EmbedItems(args) => embed::run_items(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => 0,
