@@ -131,20 +131,22 @@ unsafe fn store_model(model: Model, out: *mut *mut seqrec_model) {
 }
 
 #[cfg(unix)]
-fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
+pub(crate) fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     Ok(std::ffi::OsStr::from_bytes(path.to_bytes()).into())
 }
 
 #[cfg(not(unix))]
-fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
+pub(crate) fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
     path.to_str()
         .map(Into::into)
         .map_err(|_| invalid("path is not valid UTF-8"))
 }
 
-/// Loads a safetensors model file (memory-mapped). The configuration comes from the file's
-/// `seqrec.config` metadata, else from a `config.json` beside it.
+/// Loads a model file: a safetensors file (memory-mapped; the configuration comes from its
+/// `seqrec.config` metadata, else from a `config.json` beside it) or a RecBole checkpoint
+/// (`.pth` as RecBole's trainer saves it with `torch.save`, read without PyTorch; its
+/// configuration is RecBole's).
 ///
 /// On success `*out` receives a handle to free with `seqrec_model_free`. Errors:
 /// `SEQREC_ERR_INVALID_ARGUMENT` (`path` or `out` NULL), `SEQREC_ERR_IO` (cannot open or map
