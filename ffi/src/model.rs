@@ -173,8 +173,9 @@ pub unsafe extern "C" fn seqrec_model_load(
     })
 }
 
-/// Loads a model from the `len` bytes of a safetensors file image at `data`. The bytes are
-/// copied: the caller may free them as soon as the call returns.
+/// Loads a model from the `len` bytes of a safetensors file image (or of a RecBole `.pth`
+/// checkpoint) at `data`. The bytes are copied: the caller may free them as soon as the call
+/// returns.
 ///
 /// On success `*out` receives a handle to free with `seqrec_model_free`. Errors:
 /// `SEQREC_ERR_INVALID_ARGUMENT` (`data` or `out` NULL), `SEQREC_ERR_FORMAT` (not a valid

@@ -162,7 +162,8 @@ impl Model<Cpu> {
         Model::load_on(Cpu::new(), path, opts)
     }
 
-    /// Loads from a file image on the CPU, copying it into an aligned buffer.
+    /// Loads from a file image on the CPU (safetensors, or a RecBole `.pth`), copying it into
+    /// an aligned buffer.
     pub fn from_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
         Model::from_bytes_on(Cpu::new(), bytes, opts)
     }
@@ -225,9 +226,18 @@ impl<B: Backend> Model<B> {
         Model::from_weight_file(be, &file, &opts)
     }
 
-    /// Loads from a file image onto backend `be`, copying it into an aligned buffer.
+    /// Loads from a file image onto backend `be`, copying it into an aligned buffer: a
+    /// safetensors image, or a RecBole checkpoint (`.pth`) converted by
+    /// [`crate::pth::convert`] (`opts.config` serves a bare state dict).
     pub fn from_bytes_on(be: B, bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
-        Model::from_weight_file(be, &WeightFile::from_bytes(bytes)?, opts)
+        let file = if crate::pth::is_zip(bytes) {
+            crate::pth::convert(bytes, opts.config.as_ref())
+                .and_then(|c| c.into_weight_file("<memory>"))
+                .map_err(|e| e.in_origin("<memory>"))?
+        } else {
+            WeightFile::from_bytes(bytes)?
+        };
+        Model::from_weight_file(be, &file, opts)
     }
 
     /// Builds a model on backend `be` from a parsed weight file.
