@@ -285,6 +285,7 @@ pub fn hash_bytes(h: u64, bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     fn err(msg: String) -> Error {
         Error::Format(msg)

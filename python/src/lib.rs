@@ -96,6 +96,11 @@ fn ids<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Ids<'py>> {
         .map(Ids::Owned)
 }
 
+/// Item ids and their scores, best first.
+type TopK<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>);
+/// Item ids and scores of a batch, one row per request.
+type TopKBatch<'py> = (Bound<'py, PyArray2<u32>>, Bound<'py, PyArray2<f32>>);
+
 fn parse_dtype(s: &str) -> PyResult<DType> {
     DType::parse(s).ok_or_else(|| invalid(format!("unknown dtype `{s}` (f32, f16, bf16, i8, i16)")))
 }
@@ -167,7 +172,12 @@ impl Model {
     /// storage of the scoring item table (`"f32"`, `"f16"`, `"bf16"`, `"i8"`).
     #[staticmethod]
     #[pyo3(signature = (path, device = "cpu", item_dtype = "f32"))]
-    fn load(py: Python<'_>, path: std::path::PathBuf, device: &str, item_dtype: &str) -> PyResult<Model> {
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        device: &str,
+        item_dtype: &str,
+    ) -> PyResult<Model> {
         if device != "cpu" {
             return Err(SeqrecError::new_err(format!(
                 "device `{device}` is not available: this build serves on \"cpu\" only"
@@ -269,11 +279,14 @@ impl Model {
         user: Option<u32>,
         exclude: Option<&Bound<'py, PyAny>>,
         objectives: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<TopK<'py>> {
         let h = ids(history, "history")?;
         let ex = exclude.map(|e| ids(e, "exclude")).transpose()?;
         let knobs = self.knobs(objectives)?;
-        let (hs, exs) = (h.as_slice()?, ex.as_ref().map(|e| e.as_slice()).transpose()?);
+        let (hs, exs) = (
+            h.as_slice()?,
+            ex.as_ref().map(|e| e.as_slice()).transpose()?,
+        );
         let k = k.min(self.model.info().n_items);
         let (mut items, mut scores) = (vec![0u32; k], vec![0f32; k]);
         let n = {
@@ -292,7 +305,10 @@ impl Model {
         };
         items.truncate(n);
         scores.truncate(n);
-        Ok((PyArray1::from_vec(py, items), PyArray1::from_vec(py, scores)))
+        Ok((
+            PyArray1::from_vec(py, items),
+            PyArray1::from_vec(py, scores),
+        ))
     }
 
     /// Top-k for many histories at once, in parallel: `histories` is a 2-D `uint32` array
@@ -308,7 +324,7 @@ impl Model {
         exclude_history: bool,
         users: Option<Vec<u32>>,
         lengths: Option<Vec<usize>>,
-    ) -> PyResult<(Bound<'py, PyArray2<u32>>, Bound<'py, PyArray2<f32>>)> {
+    ) -> PyResult<TopKBatch<'py>> {
         let grid = histories.extract::<PyReadonlyArray2<'py, u32>>().ok();
         let owned: Vec<Vec<u32>>;
         let mut rows: Vec<&[u32]> = Vec::new();
@@ -320,18 +336,22 @@ impl Model {
             for i in 0..b {
                 let row = &flat[i * l..(i + 1) * l];
                 let len = match &lengths {
-                    Some(ls) => *ls.get(i).ok_or_else(|| invalid("lengths is shorter than the batch"))?,
+                    Some(ls) => *ls
+                        .get(i)
+                        .ok_or_else(|| invalid("lengths is shorter than the batch"))?,
                     None => row.iter().rposition(|&x| x != 0).map_or(0, |p| p + 1),
                 };
                 if len > l {
-                    return Err(invalid(format!("lengths[{i}] = {len} exceeds the row width {l}")));
+                    return Err(invalid(format!(
+                        "lengths[{i}] = {len} exceeds the row width {l}"
+                    )));
                 }
                 rows.push(&row[..len]);
             }
         } else {
-            let list = histories
-                .cast::<PyList>()
-                .map_err(|_| invalid("histories must be a 2-D uint32 array or a list of sequences"))?;
+            let list = histories.cast::<PyList>().map_err(|_| {
+                invalid("histories must be a 2-D uint32 array or a list of sequences")
+            })?;
             owned = list
                 .iter()
                 .map(|h| match ids(&h, "history")? {
@@ -358,7 +378,8 @@ impl Model {
                 ..Default::default()
             })
             .collect();
-        let (mut items, mut scores, mut counts) = (vec![0u32; b * k], vec![0f32; b * k], vec![0usize; b]);
+        let (mut items, mut scores, mut counts) =
+            (vec![0u32; b * k], vec![0f32; b * k], vec![0usize; b]);
         let model = &*self.model;
         py.detach(|| model.topk_batch_into(&queries, k, &mut items, &mut scores, &mut counts))
             .map_err(err)?;
@@ -492,26 +513,33 @@ impl Session {
     fn extend(&self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<()> {
         let ids = ids(items, "items")?;
         let v = ids.as_slice()?.to_vec();
-        self.with(py, move |m, s| m.session_extend(&mut s.state, &v, &mut s.ws))
+        self.with(py, move |m, s| {
+            m.session_extend(&mut s.state, &v, &mut s.ws)
+        })
     }
 
     /// The `k` best items now: `(items uint32, scores float32)`.
     #[pyo3(signature = (k = 10, exclude_history = false))]
-    fn topk<'py>(
-        &self,
-        py: Python<'py>,
-        k: usize,
-        exclude_history: bool,
-    ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>)> {
+    fn topk<'py>(&self, py: Python<'py>, k: usize, exclude_history: bool) -> PyResult<TopK<'py>> {
         let k = k.min(self.model.get().model.info().n_items);
         let (items, scores) = self.with(py, move |m, s| {
             let (mut items, mut scores) = (vec![0u32; k], vec![0f32; k]);
-            let n = m.session_topk_into(&s.state, k, exclude_history, &mut s.ws, &mut items, &mut scores)?;
+            let n = m.session_topk_into(
+                &s.state,
+                k,
+                exclude_history,
+                &mut s.ws,
+                &mut items,
+                &mut scores,
+            )?;
             items.truncate(n);
             scores.truncate(n);
             Ok((items, scores))
         })?;
-        Ok((PyArray1::from_vec(py, items), PyArray1::from_vec(py, scores)))
+        Ok((
+            PyArray1::from_vec(py, items),
+            PyArray1::from_vec(py, scores),
+        ))
     }
 
     /// Scores of every item now.
@@ -578,7 +606,6 @@ impl TextEncoder {
     fn load(py: Python<'_>, dir: std::path::PathBuf, weight_dtype: &str) -> PyResult<TextEncoder> {
         let options = TextOptions {
             weight_dtype: parse_dtype(weight_dtype)?,
-            ..Default::default()
         };
         py.detach(|| EngineText::load_with(&dir, &options))
             .map(|enc| TextEncoder { enc })
@@ -592,7 +619,11 @@ impl TextEncoder {
     }
 
     /// Embeddings of `texts` (a string or a list of strings): `float32[n, dim]`.
-    fn encode<'py>(&self, py: Python<'py>, texts: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let texts: Vec<String> = match texts.extract::<String>() {
             Ok(t) => vec![t],
             Err(_) => texts
@@ -602,7 +633,7 @@ impl TextEncoder {
         let enc = &self.enc;
         let rows = py.detach(|| enc.encode_batch(&texts)).map_err(err)?;
         let n = texts.len();
-        Ok(PyArray1::from_vec(py, rows).reshape([n, enc.dim()])?)
+        PyArray1::from_vec(py, rows).reshape([n, enc.dim()])
     }
 }
 
@@ -681,7 +712,11 @@ fn train(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<Str
 /// metrics="hr@10,ndcg@10", ...)` returns the metrics as a dict.
 #[pyfunction]
 #[pyo3(signature = (model, **kwargs))]
-fn evaluate(py: Python<'_>, model: String, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+fn evaluate(
+    py: Python<'_>,
+    model: String,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
     let mut args = vec!["seqrec".to_string(), "eval".to_string(), model];
     args.extend(flags(kwargs)?);
     args.extend(["--format".to_string(), "json".to_string()]);
@@ -693,7 +728,16 @@ fn evaluate(py: Python<'_>, model: String, kwargs: Option<&Bound<'_, PyDict>>) -
 /// returns the summary as a dict.
 #[pyfunction]
 fn convert_recbole(py: Python<'_>, checkpoint: String, out: String) -> PyResult<Py<PyAny>> {
-    let args = ["seqrec", "convert", "recbole", &checkpoint, "--out", &out, "--format", "json"];
+    let args = [
+        "seqrec",
+        "convert",
+        "recbole",
+        &checkpoint,
+        "--out",
+        &out,
+        "--format",
+        "json",
+    ];
     let lines = cli(py, args.iter().map(|s| s.to_string()).collect())?;
     json_lines(py, &lines)
 }
@@ -721,7 +765,8 @@ fn _time_rust(
         .map(|i| Query::new(&flat[i * l..(i + 1) * l]))
         .collect();
     let res = py.detach(|| -> seqrec_engine::Result<f64> {
-        let (mut items, mut scores, mut counts) = (vec![0u32; b * k], vec![0f32; b * k], vec![0usize; b]);
+        let (mut items, mut scores, mut counts) =
+            (vec![0u32; b * k], vec![0f32; b * k], vec![0usize; b]);
         let mut ws = Workspace::new();
         let start = std::time::Instant::now();
         for _ in 0..iters {

@@ -152,7 +152,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// Replaces the checksum so that a mutation reaches the parser.
-fn reseal(bytes: &mut Vec<u8>) {
+fn reseal(bytes: &mut [u8]) {
     let n = bytes.len() - 4;
     let crc = crc32(&bytes[..n]);
     bytes[n..].copy_from_slice(&crc.to_le_bytes());
