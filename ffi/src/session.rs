@@ -34,14 +34,23 @@ unsafe fn new_session(
         Some(u) => m.model.new_session_for_user(u)?,
         None => m.model.new_session()?,
     };
+    // SAFETY: `out` was checked above; the caller guarantees it is writable.
+    unsafe { store_session(m, state, out) };
+    Ok(())
+}
+
+/// Stores a new session handle for `state` of model `m` in `*out`.
+///
+/// # Safety
+/// `out` checked with `out_ptr` and valid for a write.
+unsafe fn store_session(m: &seqrec_model, state: SessionState, out: *mut *mut seqrec_session) {
     let session = Box::new(seqrec_session {
         model: Arc::clone(&m.model),
         state,
         ws: Workspace::new(),
     });
-    // SAFETY: `out` was checked above; the caller guarantees it is writable.
+    // SAFETY: the caller guarantees `out` is checked and writable.
     unsafe { write_out(out, Box::into_raw(session)) };
-    Ok(())
 }
 
 /// Starts an empty session on `model`; free it with `seqrec_session_free`. Models with a user
@@ -306,13 +315,8 @@ pub unsafe extern "C" fn seqrec_session_restore(
         // SAFETY: the caller guarantees `len` readable bytes at `data`.
         let bytes = unsafe { slice(data, len, "data") }?;
         let state = m.model.session_restore(bytes)?;
-        let session = Box::new(seqrec_session {
-            model: Arc::clone(&m.model),
-            state,
-            ws: Workspace::new(),
-        });
         // SAFETY: `out` was checked above; the caller guarantees it is writable.
-        unsafe { write_out(out, Box::into_raw(session)) };
+        unsafe { store_session(m, state, out) };
         Ok(())
     })
 }

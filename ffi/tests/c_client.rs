@@ -20,6 +20,7 @@ mod mutate;
 
 use seqrec_engine::{Model, Query};
 use seqrec_kernels::testing::Rng;
+use seqrec_tests::TempDir;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,23 +75,6 @@ fn run(cmd: &mut Command, what: &str) -> String {
         out.status
     );
     stdout
-}
-
-/// A temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("seqrec-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 /// Compiles the client once and links it against the shared library and the static library,

@@ -144,6 +144,18 @@ impl Model {
         }
     }
 
+    /// Runs `f` on the engine's model with a pooled workspace, the GIL released.
+    fn run<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&EngineModel, &mut Workspace) -> seqrec_engine::Result<R> + Send,
+    ) -> PyResult<R> {
+        let mut pooled = self.take();
+        let ws = pooled.ws.as_mut().expect("present until drop");
+        let model = &*self.model;
+        py.detach(|| f(model, ws)).map_err(err)
+    }
+
     fn knobs(&self, knobs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Objectives>> {
         let Some(knobs) = knobs else {
             return Ok(None);
@@ -289,20 +301,14 @@ impl Model {
         );
         let k = k.min(self.model.info().n_items);
         let (mut items, mut scores) = (vec![0u32; k], vec![0f32; k]);
-        let n = {
-            let q = Query {
-                history: hs,
-                user,
-                exclude_history,
-                exclude: exs.unwrap_or(&[]),
-                objectives: knobs.as_ref(),
-            };
-            let mut ws = self.take();
-            let ws = ws.ws.as_mut().expect("present until drop");
-            let model = &*self.model;
-            py.detach(|| model.topk_into(&q, k, ws, &mut items, &mut scores))
-                .map_err(err)?
+        let q = Query {
+            history: hs,
+            user,
+            exclude_history,
+            exclude: exs.unwrap_or(&[]),
+            objectives: knobs.as_ref(),
         };
+        let n = self.run(py, |m, ws| m.topk_into(&q, k, ws, &mut items, &mut scores))?;
         items.truncate(n);
         scores.truncate(n);
         Ok((
@@ -411,10 +417,7 @@ impl Model {
             objectives: knobs.as_ref(),
             ..Default::default()
         };
-        let mut ws = self.take();
-        let ws = ws.ws.as_mut().expect("present until drop");
-        let model = &*self.model;
-        py.detach(|| model.score(&q, ws, &mut out)).map_err(err)?;
+        self.run(py, |m, ws| m.score(&q, ws, &mut out))?;
         Ok(PyArray1::from_vec(py, out))
     }
 
@@ -439,11 +442,7 @@ impl Model {
             objectives: knobs.as_ref(),
             ..Default::default()
         };
-        let mut ws = self.take();
-        let ws = ws.ws.as_mut().expect("present until drop");
-        let model = &*self.model;
-        py.detach(|| model.score_candidates(&q, cs, ws, &mut out))
-            .map_err(err)?;
+        self.run(py, |m, ws| m.score_candidates(&q, cs, ws, &mut out))?;
         Ok(PyArray1::from_vec(py, out))
     }
 

@@ -23,6 +23,26 @@ pub fn shared_dir(what: &str) -> Option<PathBuf> {
     }
 }
 
+/// A temporary folder (`seqrec-TAG-PID` in the system's temporary directory), removed with
+/// everything in it on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates the folder.
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("seqrec-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary folder");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
 /// RecBole-like configurations of each architecture, small enough for fast tests.
 pub fn small_config(arch: &str, n_items: usize, max_len: usize) -> Config {
     let base = Config::from_json(&format!(
@@ -81,6 +101,45 @@ pub fn small_rl_config(
         .with("sup_head", sup_head)
 }
 
+/// Every architecture and variant of this build ([`small_config`] and [`small_rl_config`]:
+/// the plain backbones, the Decision Transformers, the hierarchical models on both backbones,
+/// an RL method on each backbone), with `n` items and window `l`, named.
+pub fn every_architecture(n: usize, l: usize) -> Vec<(String, Config)> {
+    let mut out: Vec<(String, Config)> = [
+        "sasrec",
+        "gru4rec",
+        "nextitnet",
+        "caser",
+        "modt4r",
+        "mrdt",
+        "hdt",
+        "interdt",
+        "hier",
+    ]
+    .iter()
+    .map(|a| (a.to_string(), small_config(a, n, l)))
+    .collect();
+    for (method, backbone, head) in [
+        ("sqn", "gru4rec", "linear"),
+        ("snqn", "nextitnet", "tied"),
+        ("sa2c", "caser", "linear"),
+        ("smorl", "sasrec", "linear"),
+    ] {
+        let cfg = small_rl_config(method, backbone, head, n, l);
+        out.push((format!("{method} on {backbone}"), cfg));
+    }
+    out.push((
+        "hdt on sasrec".into(),
+        small_config("hdt", n, l)
+            .with("backbone", "sasrec")
+            .with("hidden_size", 16)
+            .with("n_layers", 1)
+            .with("n_heads", 2)
+            .with("inner_size", 24)
+            .with("heads", "tied"),
+    ));
+    out
+}
 /// A safetensors file image with random weights (N(0, std²)) for `cfg`, config in metadata.
 pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Vec<u8> {
     seqrec_engine::testing::random_model_bytes(cfg, seed, std).expect("valid config")

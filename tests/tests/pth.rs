@@ -9,6 +9,7 @@
 use seqrec_engine::pth::{self, zip};
 use seqrec_engine::{Error, Model};
 use seqrec_kernels::testing::Rng;
+use seqrec_tests::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,22 +26,6 @@ fn python_ok(what: &str) -> bool {
         eprintln!("skipped: {what}: python3 with numpy not found");
     }
     ok
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("seqrec-pth-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 fn write_pth(model: &Path, out: &Path, extra: &[&str]) {
@@ -69,7 +54,7 @@ fn check_backbone(name: &str, variants: &[&[&str]]) {
     }
     let dir = shared.join("fixtures/recbole").join(name);
     let reference = Model::load(dir.join("model.safetensors")).unwrap();
-    let tmp = TempDir::new(name);
+    let tmp = TempDir::new(&format!("pth-{name}"));
     for (v, args) in variants.iter().enumerate() {
         let path = tmp.0.join(format!("{name}-{v}.pth"));
         write_pth(&dir.join("model.safetensors"), &path, args);
@@ -122,7 +107,7 @@ fn half_precision_checkpoints_load_their_values() {
         return;
     }
     let src = shared.join("fixtures/recbole/sasrec/model.safetensors");
-    let tmp = TempDir::new("half");
+    let tmp = TempDir::new("pth-half");
     for dtype in ["f16", "bf16"] {
         let (pth, reference) = (tmp.0.join(format!("{dtype}.pth")), tmp.0.join("ref.st"));
         let r = reference.to_str().unwrap();
@@ -343,7 +328,7 @@ fn mutated_checkpoint_files_load_or_fail_cleanly() {
     if !python_ok(what) {
         return;
     }
-    let tmp = TempDir::new("mutants");
+    let tmp = TempDir::new("pth-mutants");
     let path = tmp.0.join("caser.pth");
     write_pth(
         &shared.join("fixtures/recbole/caser/model.safetensors"),

@@ -5,43 +5,7 @@
 
 use seqrec_engine::{Config, Error, Model, SESSION_MAGIC, Session};
 use seqrec_kernels::testing::Rng;
-use seqrec_tests::{random_model_bytes, small_config, small_rl_config};
-
-fn configs(n: usize, l: usize) -> Vec<(String, Config)> {
-    let mut out: Vec<(String, Config)> = [
-        "sasrec",
-        "gru4rec",
-        "nextitnet",
-        "caser",
-        "modt4r",
-        "mrdt",
-        "hdt",
-        "interdt",
-        "hier",
-    ]
-    .iter()
-    .map(|a| (a.to_string(), small_config(a, n, l)))
-    .collect();
-    out.push((
-        "hdt on sasrec".into(),
-        small_config("hdt", n, l)
-            .with("backbone", "sasrec")
-            .with("hidden_size", 16),
-    ));
-    for (method, backbone, head) in [
-        ("sqn", "sasrec", "linear"),
-        ("snqn", "gru4rec", "tied"),
-        ("sa2c", "nextitnet", "linear"),
-        ("smorl", "caser", "linear"),
-        ("smorl", "sasrec", "tied"),
-    ] {
-        out.push((
-            format!("{method} on {backbone} ({head})"),
-            small_rl_config(method, backbone, head, n, l),
-        ));
-    }
-    out
-}
+use seqrec_tests::{every_architecture, random_model_bytes, small_config};
 
 fn load(bytes: &[u8]) -> Model {
     Model::from_bytes(bytes, &Default::default()).unwrap()
@@ -69,7 +33,7 @@ fn observe(s: &mut Session<'_>, n_items: usize) -> Result<(Vec<u32>, Vec<String>
 #[test]
 fn a_session_restored_at_every_step_continues_exactly() {
     let (n_items, max_len) = (40, 6);
-    for (c, (name, cfg)) in configs(n_items, max_len).into_iter().enumerate() {
+    for (c, (name, cfg)) in every_architecture(n_items, max_len).into_iter().enumerate() {
         let bytes = random_model_bytes(&cfg, 300 + c as u64, 0.3);
         let (here, there) = (load(&bytes), load(&bytes));
         assert_eq!(here.fingerprint(), there.fingerprint(), "{name}");
@@ -160,8 +124,7 @@ fn reseal(bytes: &mut [u8]) {
 
 #[test]
 fn corrupt_and_truncated_state_is_rejected_cleanly() {
-    let (n_items, max_len) = (30, 5);
-    for (name, cfg) in configs(n_items, max_len) {
+    for (name, cfg) in every_architecture(40, 6) {
         let m = load(&random_model_bytes(&cfg, 11, 0.3));
         let mut s = new_session(&m);
         for item in [3, 9, 4] {
