@@ -30,6 +30,7 @@ extern crate std;
 
 pub mod backend;
 pub mod blocks;
+pub mod codec;
 pub mod config;
 pub mod cpu;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod model;
 pub mod models;
 pub mod objectives;
 pub mod pdit;
+pub mod pth;
 pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;
@@ -47,8 +49,8 @@ pub use config::{CONFIG_KEY, Config};
 pub use cpu::Cpu;
 pub use error::{Error, Result};
 pub use model::{
-    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState, Workspace,
-    architectures, tensor_specs,
+    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, SESSION_FORMAT_VERSION, SESSION_MAGIC,
+    Scored, Session, SessionState, Workspace, architectures, tensor_specs,
 };
 pub use objectives::{ObjectiveSpec, Objectives};
 pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};

@@ -18,7 +18,7 @@ use seqrec_engine::text::{Bert, BertConfig, BertWorkspace};
 use seqrec_engine::weights::{DType, Tensor, TensorLoader, WeightFile, serialize};
 use seqrec_engine::{Config, Cpu, LoadOptions, Model, Query, Result};
 use seqrec_kernels::testing::Rng;
-use seqrec_tests::{random_model_bytes, small_config, small_rl_config};
+use seqrec_tests::{every_architecture, random_model_bytes, small_config};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -307,49 +307,10 @@ fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
     }
 }
 
-/// Every architecture and variant of this build, small.
-fn configs() -> Vec<(String, Config)> {
-    let (n, l) = (40, 6);
-    let mut out: Vec<(String, Config)> = [
-        "sasrec",
-        "gru4rec",
-        "nextitnet",
-        "caser",
-        "modt4r",
-        "mrdt",
-        "hdt",
-        "interdt",
-        "hier",
-    ]
-    .iter()
-    .map(|a| (a.to_string(), small_config(a, n, l)))
-    .collect();
-    for (method, backbone, head) in [
-        ("sqn", "gru4rec", "linear"),
-        ("snqn", "nextitnet", "tied"),
-        ("sa2c", "caser", "linear"),
-        ("smorl", "sasrec", "linear"),
-    ] {
-        let cfg = small_rl_config(method, backbone, head, n, l);
-        out.push((format!("{method} on {backbone}"), cfg));
-    }
-    out.push((
-        "hdt on sasrec".into(),
-        small_config("hdt", n, l)
-            .with("backbone", "sasrec")
-            .with("hidden_size", 16)
-            .with("n_layers", 1)
-            .with("n_heads", 2)
-            .with("inner_size", 24)
-            .with("heads", "tied"),
-    ));
-    out
-}
-
 #[test]
 fn every_architecture_runs_on_the_required_core_alone() {
     let histories: [&[u32]; 4] = [&[3], &[5, 9, 2], &[1, 2, 3, 4, 5, 6, 7, 8, 9], &[39, 38]];
-    for (name, cfg) in configs() {
+    for (name, cfg) in every_architecture(40, 6) {
         let bytes = random_model_bytes(&cfg, 11, 0.3);
         let opts = LoadOptions::default();
         let cpu = Model::from_bytes(&bytes, &opts).unwrap();
