@@ -5,10 +5,14 @@
 
 pub mod blocks;
 pub mod data;
+pub mod eval;
 pub mod model;
+pub mod train;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod train_tests;
 
 pub use data::{PditData, PditExample};
 pub use model::{PditBatch, PditCache, PditModel};
