@@ -5,6 +5,7 @@
 
 pub mod blocks;
 pub mod data;
+pub mod dreamrec;
 pub mod eval;
 pub mod model;
 pub mod train;

@@ -19,6 +19,7 @@
 //! improvement.
 
 use super::data::{PditData, PditExample};
+use super::dreamrec::{DreamBatch, DreamRecModel, DreamRecRanker};
 use super::eval::{EngineRanker, RankOptions, evaluate, recent};
 use super::model::{PditBatch, PditModel};
 use crate::error::{Error, Result};
@@ -317,11 +318,115 @@ pub fn train(
         rng: Rng::new(opts.run.seed ^ 0xD1FF),
         model,
     };
-    let result = fit(&mut step, &opts.run, start)?;
-    Ok(result)
+    fit(&mut step, &opts.run, start)
 }
 
 /// The number of trainable values of `m`.
-pub fn n_params(m: &PditModel) -> usize {
+pub fn n_params<M: Module>(m: &M) -> usize {
     crate::nn::param::count(&m.params())
+}
+
+/// The DreamRec-style baseline's [`TrainStep`]: the same loop, mini-batches and optimizer as
+/// PDiT's; a sample's step `n ~ U{0..T−1}`, its noise and whether it drops the guidance are
+/// drawn when the mini-batch is built.
+struct DreamStep<'a> {
+    model: &'a mut DreamRecModel,
+    schedule: Schedule,
+    data: &'a PditData,
+    opts: &'a PditTrainOptions,
+    batches: RoundBatches,
+    optimizer: Adam,
+    rng: Rng,
+}
+
+impl TrainStep for DreamStep<'_> {
+    type Model = DreamRecModel;
+    type Part = DreamBatch;
+    type Output = f64;
+    type Batches = RoundBatches;
+
+    fn batches(&mut self) -> &mut RoundBatches {
+        &mut self.batches
+    }
+
+    fn make_part(&mut self, ids: &[usize]) -> DreamBatch {
+        let ex: Vec<&PditExample> = ids.iter().map(|&i| &self.data.train[i]).collect();
+        let c = self.model.config();
+        let rng = &mut self.rng;
+        DreamBatch {
+            seqs: self.model.windows(&ex),
+            steps: ex.iter().map(|_| rng.below(c.timesteps)).collect(),
+            noise: rng.normal_vec(ex.len() * c.hidden, 1.0),
+            uncond: ex
+                .iter()
+                .map(|_| rng.next_f64() < c.p_uncond as f64)
+                .collect(),
+        }
+    }
+
+    fn part_size(&self, part: &DreamBatch) -> usize {
+        part.seqs.n
+    }
+
+    fn model(&self) -> &DreamRecModel {
+        self.model
+    }
+
+    fn part_step(&self, replica: &mut DreamRecModel, part: &DreamBatch, rng: &mut Rng) -> f64 {
+        replica.train_step(part, &self.schedule, Some(rng))
+    }
+
+    fn loss_terms(&self, l: &f64) -> Vec<f64> {
+        vec![*l]
+    }
+
+    fn update(&mut self) -> (&mut DreamRecModel, &mut dyn Optimizer, f32) {
+        let lr = self.opts.schedule().lr(self.optimizer.steps());
+        (&mut *self.model, &mut self.optimizer, lr)
+    }
+
+    fn validate(&self) -> Result<(Vec<u8>, Report)> {
+        let bytes = self.model.to_safetensors()?;
+        let served = DreamRecModel::from_safetensors(&bytes)?;
+        let ranker = DreamRecRanker::new(&served, self.data, self.opts.exclude_history)?;
+        let opts = RankOptions {
+            metrics: self.opts.valid_metrics()?,
+            seed: self.opts.run.seed,
+        };
+        let report = evaluate(&ranker, &self.data.valid, self.data.n_items(), &opts)?;
+        Ok((bytes, report))
+    }
+
+    fn progress_note(&self) -> String {
+        format!(", step {}", self.optimizer.steps())
+    }
+}
+
+/// Trains the DreamRec-style baseline on `data`'s item ids (the latents are not read) with the
+/// loop and options of [`train`].
+pub fn train_dreamrec(
+    model: &mut DreamRecModel,
+    data: &PditData,
+    opts: &PditTrainOptions,
+) -> Result<TrainResult> {
+    let start = Instant::now();
+    check_data(data, data.dim)?;
+    if data.n_items() != model.config().n_items {
+        return Err(Error::ItemCount {
+            what: "the DreamRec model",
+            found: model.config().n_items,
+            expected: data.n_items(),
+        });
+    }
+    opts.valid_metrics()?;
+    let mut step = DreamStep {
+        schedule: model.config().schedule()?,
+        data,
+        opts,
+        batches: RoundBatches::new(data.train.len(), opts.batch_size, opts.valid_every),
+        optimizer: Adam::adamw(opts.weight_decay),
+        rng: Rng::new(opts.run.seed ^ 0xD2EA),
+        model,
+    };
+    fit(&mut step, &opts.run, start)
 }
