@@ -8,8 +8,9 @@
 //! the step leaves behind (the hierarchical models carry state between a user's sessions), and
 //! how the model is validated and checkpointed. The implementations: the backbones
 //! ([`crate::train::train`]), the RL heads ([`crate::models::rl::train::train_rl`]), the
-//! Decision Transformers ([`crate::models::dt::train::train`]) and the hierarchical session
-//! models ([`crate::models::hdt::train_hdt`]).
+//! Decision Transformers ([`crate::models::dt::train::train`]), the hierarchical session
+//! models ([`crate::models::hdt::train_hdt`]) and the generators of text latents and ID
+//! embeddings, PDiT and the DreamRec-style baseline ([`crate::models::pdit::train`]).
 //!
 //! [`fit`] runs the epochs, the same for all of them:
 //!
