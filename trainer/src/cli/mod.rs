@@ -17,6 +17,7 @@ mod rl;
 mod score;
 mod train;
 mod train_dt;
+mod train_pdit;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Display;
