@@ -46,7 +46,9 @@ fn data_file(path: &Path) {
         (0..count)
             .map(|u| PditExample {
                 user: u as u32,
-                history: (0..1 + rng.below(5)).map(|_| 1 + rng.below(n - 1) as u32).collect(),
+                history: (0..1 + rng.below(5))
+                    .map(|_| 1 + rng.below(n - 1) as u32)
+                    .collect(),
                 target: 1 + rng.below(n - 1) as u32,
                 prompt: rng.normal_vec(d, 0.3),
             })
@@ -99,7 +101,15 @@ fn train_and_evaluate_pdit_and_dreamrec() {
     assert_eq!(model.config().variant.name(), "tem");
     assert_eq!((model.config().hidden, model.config().timesteps), (16, 20));
 
-    let mut args = vec!["train", "--model", "dreamrec", "--out", dream, "--guidance-w", "1"];
+    let mut args = vec![
+        "train",
+        "--model",
+        "dreamrec",
+        "--out",
+        dream,
+        "--guidance-w",
+        "1",
+    ];
     args.extend(small);
     success(&run(&args));
 
@@ -109,28 +119,158 @@ fn train_and_evaluate_pdit_and_dreamrec() {
             args.extend(["--steps", s]);
         }
         let v: Value = serde_json::from_str(&success(&run(&args))).unwrap();
-        assert_eq!((v["on"].as_str(), v["examples"].as_u64()), (Some("test"), Some(6)));
+        assert_eq!(
+            (v["on"].as_str(), v["examples"].as_u64()),
+            (Some("test"), Some(6))
+        );
         for m in ["hr@20", "ndcg@20"] {
             let x = v["metrics"][m].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&x), "{m} {x}");
         }
     }
-    let text = success(&run(&["eval", pdit, "--pdit-data", data, "--steps", "4", "--valid"]));
-    assert!(text.contains("valid, 6 examples, 4 sampling steps") && text.contains("ndcg@20"), "{text}");
+    // The references on the same examples: popularity of the training targets, and an ID model
+    // served by the engine (its catalog must be the file's).
+    let file = PditData::load(Path::new(data)).unwrap();
+    let v: Value = serde_json::from_str(&success(&run(&[
+        "eval",
+        "pop",
+        "--pdit-data",
+        data,
+        "--format",
+        "json",
+        "--metrics",
+        "hr@5",
+    ])))
+    .unwrap();
+    let mut counts = vec![0usize; file.n_items()];
+    file.train
+        .iter()
+        .for_each(|e| counts[e.target as usize] += 1);
+    let mut order: Vec<usize> = (1..file.n_items()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(counts[i]), i));
+    let hits = file
+        .test
+        .iter()
+        .filter(|e| order[..5].contains(&(e.target as usize)))
+        .count();
+    assert_eq!(
+        v["metrics"]["hr@5"].as_f64(),
+        Some(hits as f64 / 6.0),
+        "{v}"
+    );
+    let id_model = |n_items: usize| {
+        let cfg = seqrec_engine::testing::recbole_default_config("sasrec", n_items, 0).unwrap();
+        seqrec_engine::testing::random_model_bytes(&cfg, 3, 0.2).unwrap()
+    };
+    let sasrec = dir.join("sasrec.safetensors");
+    std::fs::write(&sasrec, id_model(30)).unwrap();
+    let v: Value = serde_json::from_str(&success(&run(&[
+        "eval",
+        sasrec.to_str().unwrap(),
+        "--pdit-data",
+        data,
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let want = {
+        let m = seqrec_engine::Model::load(&sasrec).unwrap();
+        let mut ws = m.new_workspace();
+        let hits = file.test.iter().filter(|e| {
+            let top = m
+                .topk(&seqrec_engine::Query::new(&e.history), 20, &mut ws)
+                .unwrap();
+            top.iter().any(|r| r.item == e.target)
+        });
+        hits.count() as f64 / 6.0
+    };
+    assert_eq!(
+        (v["model"].as_str(), v["metrics"]["hr@20"].as_f64()),
+        (Some("sasrec"), Some(want))
+    );
+    let wrong = dir.join("sasrec-31.safetensors");
+    std::fs::write(&wrong, id_model(31)).unwrap();
+    let err = refused(&run(&[
+        "eval",
+        wrong.to_str().unwrap(),
+        "--pdit-data",
+        data,
+    ]));
+    assert!(
+        err.contains("31 item ids") && err.contains("has 30"),
+        "{err}"
+    );
+
+    let text = success(&run(&[
+        "eval",
+        pdit,
+        "--pdit-data",
+        data,
+        "--steps",
+        "4",
+        "--valid",
+    ]));
+    assert!(
+        text.contains("valid, 6 examples, 4 sampling steps") && text.contains("ndcg@20"),
+        "{text}"
+    );
 
     // Bad flags: one line naming the problem, exit code 2.
     let out = ["--out", pdit];
     let cases: [(Vec<&str>, &str); 10] = [
         (vec!["--model", "pdit"], "--pdit-data"),
-        (vec!["--model", "pdit", "--pdit-data", data, "--variant", "both"], "--variant both"),
-        (vec!["--model", "pdit", "--pdit-data", data, "--tokens", "5"], "num_tokens"),
-        (vec!["--model", "pdit", "--pdit-data", data, "--hidden", "10", "--heads", "3"], "num_heads"),
-        (vec!["--model", "pdit", "--pdit-data", data, "--data", data], "--data does not apply"),
-        (vec!["--model", "pdit", "--pdit-data", data, "--guidance-w", "2"], "dreamrec's"),
-        (vec!["--model", "dreamrec", "--pdit-data", data, "--variant", "gen"], "PDiT's"),
-        (vec!["--model", "sasrec", "--data", data, "--variant", "gen"], "--variant is a setting"),
-        (vec!["--model", "pdit", "--pdit-data", data, "--steps-valid", "1"], "--steps-valid"),
-        (vec!["--model", "pdit", "--pdit-data", "/nonexistent.safetensors"], "nonexistent"),
+        (
+            vec!["--model", "pdit", "--pdit-data", data, "--variant", "both"],
+            "--variant both",
+        ),
+        (
+            vec!["--model", "pdit", "--pdit-data", data, "--tokens", "5"],
+            "num_tokens",
+        ),
+        (
+            vec![
+                "--model",
+                "pdit",
+                "--pdit-data",
+                data,
+                "--hidden",
+                "10",
+                "--heads",
+                "3",
+            ],
+            "num_heads",
+        ),
+        (
+            vec!["--model", "pdit", "--pdit-data", data, "--data", data],
+            "--data does not apply",
+        ),
+        (
+            vec!["--model", "pdit", "--pdit-data", data, "--guidance-w", "2"],
+            "dreamrec's",
+        ),
+        (
+            vec![
+                "--model",
+                "dreamrec",
+                "--pdit-data",
+                data,
+                "--variant",
+                "gen",
+            ],
+            "PDiT's",
+        ),
+        (
+            vec!["--model", "sasrec", "--data", data, "--variant", "gen"],
+            "--variant is a setting",
+        ),
+        (
+            vec!["--model", "pdit", "--pdit-data", data, "--steps-valid", "1"],
+            "--steps-valid",
+        ),
+        (
+            vec!["--model", "pdit", "--pdit-data", "/nonexistent.safetensors"],
+            "nonexistent",
+        ),
     ];
     for (flags, want) in cases {
         let mut args = vec!["train"];
@@ -140,9 +280,18 @@ fn train_and_evaluate_pdit_and_dreamrec() {
         assert!(err.contains(want), "{flags:?}: {err}");
     }
     let evals: [(Vec<&str>, &str); 3] = [
-        (vec![pdit, "--pdit-data", data, "--steps", "1"], "2..=20 steps"),
-        (vec![dream, "--pdit-data", data, "--steps", "5"], "whole chain"),
-        (vec![pdit, "--pdit-data", data, "--metrics", "cv_div@10"], "hr, ndcg and mrr"),
+        (
+            vec![pdit, "--pdit-data", data, "--steps", "1"],
+            "2..=20 steps",
+        ),
+        (
+            vec![dream, "--pdit-data", data, "--steps", "5"],
+            "whole chain",
+        ),
+        (
+            vec![pdit, "--pdit-data", data, "--metrics", "cv_div@10"],
+            "hr, ndcg and mrr",
+        ),
     ];
     for (flags, want) in evals {
         let mut args = vec!["eval"];

@@ -12,7 +12,9 @@ use super::{CliError, CliResult, Format, out};
 use crate::eval::parse_metrics;
 use crate::learner::{RunOptions, TrainResult};
 use crate::models::pdit::dreamrec::{DreamRecConfig, DreamRecModel, DreamRecRanker};
-use crate::models::pdit::eval::{EngineRanker, RankOptions, Ranker, evaluate};
+use crate::models::pdit::eval::{
+    EngineRanker, IdModelRanker, PopularityRanker, RankOptions, Ranker, evaluate,
+};
 use crate::models::pdit::train::{PditTrainOptions, n_params, train, train_dreamrec};
 use crate::models::pdit::{PditData, PditModel};
 use crate::nn::Rng;
@@ -270,21 +272,34 @@ pub(crate) struct EvalRequest<'a> {
 /// `seqrec eval MODEL --pdit-data FILE`: HR/NDCG of a PDiT or DreamRec checkpoint.
 pub(crate) fn eval(r: &EvalRequest<'_>) -> CliResult {
     let data = PditData::load(r.data).map_err(CliError::input)?;
-    let bytes = std::fs::read(r.model).map_err(|e| CliError::input(format!("{}: {e}", r.model)))?;
-    let file = WeightFile::from_bytes(&bytes)?;
-    let arch = file
-        .metadata(CONFIG_KEY)
-        .and_then(|t| Config::from_json(t).ok())
-        .and_then(|c| c.model().ok())
-        .unwrap_or_default();
     let metrics = parse_metrics(r.metrics.unwrap_or("hr@20,ndcg@20")).map_err(CliError::input)?;
     let opts = RankOptions {
         metrics,
         seed: r.seed,
     };
     let examples = if r.valid { &data.valid } else { &data.test };
+    if r.model == "pop" {
+        let ranker = PopularityRanker::new(&data, r.exclude_history);
+        return report(
+            r,
+            "pop",
+            examples.len(),
+            0,
+            &rank(&ranker, examples, &data, &opts)?,
+        );
+    }
+    let bytes = std::fs::read(r.model).map_err(|e| CliError::input(format!("{}: {e}", r.model)))?;
+    // Generators by their configuration; anything else (an ID model, a RecBole .pth) is
+    // served by the engine's Model.
+    let arch = WeightFile::from_bytes(&bytes)
+        .ok()
+        .and_then(|f| f.metadata(CONFIG_KEY).map(str::to_owned))
+        .as_deref()
+        .and_then(|t| Config::from_json(t).ok())
+        .and_then(|c| c.model().ok())
+        .unwrap_or_default();
     let origin = |e: crate::Error| CliError::input(format!("{}: {e}", r.model));
-    let (report, steps) = match arch.as_str() {
+    let (report_values, steps) = match arch.as_str() {
         "dreamrec" => {
             if r.steps.is_some() {
                 return Err(CliError::input(
@@ -301,19 +316,36 @@ pub(crate) fn eval(r: &EvalRequest<'_>) -> CliResult {
             let ranker = EngineRanker::new(&m, &data, steps, r.exclude_history).map_err(origin)?;
             (rank(&ranker, examples, &data, &opts)?, steps)
         }
-        other => {
-            return Err(CliError::input(format!(
-                "{}: `{other}` is not a generator (--pdit-data evaluates pdit and dreamrec checkpoints)",
-                r.model
-            )));
+        _ => {
+            let m = seqrec_engine::Model::from_bytes(&bytes, &Default::default())
+                .map_err(|e| e.in_origin(r.model))?;
+            if r.steps.is_some() {
+                return Err(CliError::input(format!(
+                    "--steps: {} is not a generator, it does not sample",
+                    r.model
+                )));
+            }
+            let ranker = IdModelRanker::new(&m, &data, r.exclude_history).map_err(origin)?;
+            (rank(&ranker, examples, &data, &opts)?, 0)
         }
     };
+    report(r, &arch, examples.len(), steps, &report_values)
+}
+
+/// Prints an evaluation on a PDiT data file.
+fn report(
+    r: &EvalRequest<'_>,
+    arch: &str,
+    n_examples: usize,
+    steps: usize,
+    report: &crate::eval::Report,
+) -> CliResult {
     let on = if r.valid { "valid" } else { "test" };
     match r.format {
         Format::Json => out(json!({
             "model": arch,
             "on": on,
-            "examples": examples.len(),
+            "examples": n_examples,
             "steps": steps,
             "seed": r.seed,
             "metrics": report,
@@ -323,7 +355,7 @@ pub(crate) fn eval(r: &EvalRequest<'_>) -> CliResult {
                 "{} ({arch}) on {} ({on}, {} examples, {steps} sampling steps, seed {}):",
                 r.model,
                 r.data.display(),
-                examples.len(),
+                n_examples,
                 r.seed
             ))?;
             for (name, value) in &report.values {

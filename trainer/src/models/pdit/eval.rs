@@ -5,7 +5,9 @@
 //!
 //! The rankers: [`EngineRanker`], the served PDiT (`seqrec_engine::pdit::Pdit::recommend`:
 //! sampling along a chain, then cosine against the item-text catalog), and the DreamRec-style
-//! baseline's own (`super::dreamrec`). Examples are ranked in chunks of [`CHUNK`] in parallel,
+//! baseline's own (`super::dreamrec`), and two references on the same examples: an ID model
+//! served by the engine ([`IdModelRanker`], e.g. SASRec trained on the same split) and the
+//! most popular training targets ([`PopularityRanker`]). Examples are ranked in chunks of [`CHUNK`] in parallel,
 //! chunk `c` drawing its noise from the stream `seed + c`, so a report depends on the seed
 //! and not on the number of threads.
 
@@ -173,6 +175,108 @@ impl Ranker for EngineRanker<'_> {
         Ok(lists
             .into_iter()
             .map(|l| l.into_iter().map(|x| x.item).collect())
+            .collect())
+    }
+}
+
+/// An ID-based model of the engine (SASRec, GRU4Rec, ...) ranking each example's history;
+/// its item ids must be the data file's (trained on the same data set).
+pub struct IdModelRanker<'a> {
+    model: &'a seqrec_engine::Model,
+    exclude_history: bool,
+}
+
+impl core::fmt::Debug for IdModelRanker<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IdModelRanker")
+            .field("n_items", &self.model.info().n_items)
+            .field("exclude_history", &self.exclude_history)
+            .finish()
+    }
+}
+
+impl<'a> IdModelRanker<'a> {
+    /// Checks that the model's catalog is the data file's.
+    pub fn new(
+        model: &'a seqrec_engine::Model,
+        data: &PditData,
+        exclude_history: bool,
+    ) -> Result<Self> {
+        let n = model.info().n_items;
+        if n != data.n_items() {
+            return Err(Error::Invalid(format!(
+                "the model scores {n} item ids (padding included), the data file has {}: \
+                 train it on the data set the file was made from",
+                data.n_items()
+            )));
+        }
+        Ok(Self {
+            model,
+            exclude_history,
+        })
+    }
+}
+
+impl Ranker for IdModelRanker<'_> {
+    fn top_k(&self, examples: &[&PditExample], k: usize, _seed: u64) -> Result<Vec<Vec<u32>>> {
+        let mut ws = self.model.new_workspace();
+        let n_users = self.model.info().n_users;
+        examples
+            .iter()
+            .map(|e| {
+                let mut q =
+                    seqrec_engine::Query::new(&e.history).exclude_history(self.exclude_history);
+                if n_users.is_some() {
+                    q = q.user(e.user);
+                }
+                let top = self.model.topk(&q, k, &mut ws)?;
+                Ok(top.into_iter().map(|x| x.item).collect())
+            })
+            .collect()
+    }
+}
+
+/// The most frequent targets of the training examples, the same list for every example (less
+/// its history with `exclude_history`).
+#[derive(Debug)]
+pub struct PopularityRanker {
+    order: Vec<u32>,
+    exclude_history: bool,
+}
+
+impl PopularityRanker {
+    /// Counts the training targets of `data`.
+    pub fn new(data: &PditData, exclude_history: bool) -> Self {
+        let mut counts = vec![0u64; data.n_items()];
+        for e in &data.train {
+            counts[e.target as usize] += 1;
+        }
+        let mut order: Vec<u32> = (1..data.n_items() as u32).collect();
+        order.sort_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));
+        Self {
+            order,
+            exclude_history,
+        }
+    }
+}
+
+impl Ranker for PopularityRanker {
+    fn top_k(&self, examples: &[&PditExample], k: usize, _seed: u64) -> Result<Vec<Vec<u32>>> {
+        Ok(examples
+            .iter()
+            .map(|e| {
+                let seen = if self.exclude_history {
+                    sorted(&e.history)
+                } else {
+                    Vec::new()
+                };
+                self.order
+                    .iter()
+                    .copied()
+                    .filter(|i| seen.binary_search(i).is_err())
+                    .take(k)
+                    .collect()
+            })
             .collect())
     }
 }
