@@ -259,6 +259,13 @@ impl<B: Backend> Model<B> {
         };
         let name = config.model()?;
         let known = models::names::<B>();
+        if name == "pdit" {
+            return Err(Error::Config(
+                "`pdit` is a generator, not a ranking model: load it with `pdit::Pdit` \
+                 (command line: `seqrec generate`; C ABI: `seqrec_pdit_load`)"
+                    .into(),
+            ));
+        }
         if !known.contains(&name.as_str()) {
             return Err(Error::UnknownModel {
                 name,
