@@ -247,6 +247,37 @@ fn data_files_and_generation_end_to_end() {
     assert_eq!(pd.train.len(), 32 * 3);
     assert_eq!(pd.valid.len() + pd.test.len(), 8);
     assert!(pd.train.iter().all(|e| (1..=4).contains(&e.history.len())));
+    // --eval-targets 2: the last two items of each validation and test user, in order.
+    let two = root.join("toy-pdit-2.safetensors");
+    let o = run(&[
+        "pdit",
+        "data",
+        "--data",
+        d,
+        "--text-encoder",
+        b,
+        "--out",
+        two.to_str().unwrap(),
+        "--max-hist-len",
+        "4",
+        "--train-targets",
+        "3",
+        "--eval-targets",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pd2 = seqrec_trainer::models::pdit::PditData::load(&two).unwrap();
+    assert_eq!(
+        (pd2.train, pd2.valid.len() + pd2.test.len()),
+        (pd.train.clone(), 16)
+    );
+    for (pair, last) in pd2.test.chunks(2).zip(&pd.test) {
+        assert_eq!(
+            (pair[1].target, &pair[1].history),
+            (last.target, &last.history)
+        );
+        assert_eq!(pair[0].target, *last.history.last().unwrap());
+    }
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm(&pd.train[0].prompt) - 1.0).abs() < 1e-4);
 
