@@ -32,6 +32,8 @@ pub mod backend;
 pub mod blocks;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod model;
 pub mod models;
@@ -45,6 +47,8 @@ pub mod weights;
 pub use backend::Backend;
 pub use config::{CONFIG_KEY, Config};
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::Cuda;
 pub use error::{Error, Result};
 pub use model::{
     BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState, Workspace,
