@@ -183,6 +183,31 @@ impl Cuda {
         self.dev.sync()
     }
 
+    /// The device-to-device copy bandwidth in bytes per second: `reps` copies of `bytes` bytes
+    /// between two device buffers, timed on the host around a synchronised stream (the yardstick
+    /// of the catalog scan's effective bandwidth).
+    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64> {
+        let n = bytes.div_ceil(4).max(1);
+        let src = self.dev.zeros::<f32>(n)?;
+        let mut dst = self.dev.zeros::<f32>(n)?;
+        let copy = |dst: &mut CudaSlice<f32>| {
+            self.dev
+                .stream
+                .memcpy_dtod(&src, dst)
+                .map_err(|e| device::dev_err("device copy", e))
+        };
+        copy(&mut dst)?;
+        self.dev.sync()?;
+        let t = std::time::Instant::now();
+        for _ in 0..reps.max(1) {
+            copy(&mut dst)?;
+        }
+        self.dev.sync()?;
+        let secs = t.elapsed().as_secs_f64();
+        // A copy reads and writes every byte.
+        Ok((2 * 4 * n * reps.max(1)) as f64 / secs)
+    }
+
     /// Softmax over each of `rows` rows of `cols` values of `x`, in place (the kernel
     /// `softmax_rows_f32`).
     pub fn softmax_rows(&self, x: &mut CudaBuf, rows: usize, cols: usize) -> Result<()> {

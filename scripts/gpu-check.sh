@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The GPU check of seqrec's CUDA backend, in two halves:
+#
+#   bash scripts/gpu-check.sh build [DIR]   on a machine with the Rust toolchain (no GPU needed):
+#                                           builds the CUDA test and benchmark binaries into DIR
+#                                           (default target-gpu/, ignored by git; about 20-40 MB
+#                                           after stripping).
+#   bash scripts/gpu-check.sh run [DIR]     on the GPU machine (NVIDIA driver; NVRTC from a CUDA
+#                                           toolkit or a Python wheel such as PyTorch's
+#                                           nvidia-cuda-nvrtc; no Rust, no network): runs them and
+#                                           writes everything to $OUT (default ./gpu-out), ending
+#                                           with a one-object JSON summary on stdout and in
+#                                           $OUT/summary.json. Takes a few minutes.
+#
+# The binaries are built against this machine's glibc (2.34 or later is needed where they run)
+# and load libcuda and libnvrtc at run time, so nothing CUDA is needed to build them. To run
+# the check through a tool that copies the work tree to the GPU machine, carry the ignored
+# folder along (e.g. carry ["target-gpu"]) and run `bash scripts/gpu-check.sh run`.
+#
+# What runs: the NVRTC compile test (every kernels/cuda/*.cu source, sm_80/sm_90), the CUDA
+# backend's tests against the CPU (tests/tests/cuda.rs, with SEQREC_REQUIRE_GPU=1 so that a
+# missing GPU fails instead of skipping), and the benchmark against the CPU
+# (tests/tests/cuda_bench.rs: SASRec at batch 1/256/4096 over 23,716 and 352,602 items with
+# f32/bf16/int8 tables, GRU4Rec and NextItNet at batch 1/256, the scan's bandwidth next to a
+# device-to-device copy), whose JSON lines land in $OUT/bench.jsonl.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-}"
+dir="${2:-target-gpu}"
+
+build() {
+    set -e
+    mkdir -p "$dir/bin"
+    local json
+    json="$(mktemp)"
+    cargo test --no-run -p seqrec-tests --features cuda --test cuda --test cuda_bench \
+        --message-format=json >"$json"
+    cargo test --no-run -p seqrec-kernels --features cuda --test nvrtc \
+        --message-format=json >>"$json"
+    python3 - "$json" "$dir/bin" <<'PY'
+import json, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+for line in open(src):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        name = m["target"]["name"]
+        if name in ("cuda", "cuda_bench", "nvrtc"):
+            shutil.copy(m["executable"], f"{dst}/{name}")
+            print(f"{dst}/{name}")
+PY
+    rm -f "$json"
+    strip --strip-debug "$dir"/bin/* 2>/dev/null || true
+    du -sh "$dir"
+}
+
+# Folders holding libnvrtc on this machine: CUDA toolkits and Python wheels (PyTorch ships it).
+nvrtc_dirs() {
+    {
+        ls -d /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib 2>/dev/null
+        for py in python3 python; do
+            command -v "$py" >/dev/null || continue
+            "$py" - <<'PY' 2>/dev/null
+import glob, os, site, sys
+roots = set(site.getsitepackages() + [site.getusersitepackages()] + sys.path)
+for r in roots:
+    for f in glob.glob(os.path.join(r, "nvidia", "**", "libnvrtc.so*"), recursive=True):
+        print(os.path.dirname(f))
+PY
+        done
+        ldconfig -p 2>/dev/null | awk '/libnvrtc\.so/ {print $NF}' | xargs -r -n1 dirname
+    } | awk '!seen[$0]++'
+}
+
+run() {
+    local out="${OUT:-gpu-out}"
+    mkdir -p "$out"
+    local libs
+    libs="$(nvrtc_dirs | paste -sd: -)"
+    export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >"$out/env.txt"
+    nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
+    local t0=$SECONDS
+    SEQREC_REQUIRE_NVRTC=1 timeout 180 "$dir/bin/nvrtc" --nocapture >"$out/nvrtc.txt" 2>&1
+    local nvrtc=$?
+    SEQREC_REQUIRE_GPU=1 timeout 300 "$dir/bin/cuda" --nocapture >"$out/cuda-tests.txt" 2>&1
+    local tests=$?
+    rm -f "$out/bench.jsonl"
+    SEQREC_BENCH_JSON="$out/bench.jsonl" timeout 300 "$dir/bin/cuda_bench" --ignored \
+        --nocapture >"$out/bench.txt" 2>&1
+    local bench=$?
+    python3 - "$out" "$nvrtc" "$tests" "$bench" "$((SECONDS - t0))" <<'PY' | tee "$out/summary.json"
+import json, re, sys
+out, nvrtc, tests, bench, secs = sys.argv[1], *map(int, sys.argv[2:])
+text = open(f"{out}/cuda-tests.txt", errors="replace").read()
+passed = re.findall(r"^test (\S+) \.\.\. ok", text, re.M)
+failed = re.findall(r"^test (\S+) \.\.\. FAILED", text, re.M)
+try:
+    rows = [json.loads(l) for l in open(f"{out}/bench.jsonl")]
+except OSError:
+    rows = []
+print(json.dumps({
+    "nvrtc_rc": nvrtc, "tests_rc": tests, "bench_rc": bench, "seconds": secs,
+    "tests_passed": len(passed), "tests_failed": failed, "bench": rows,
+}))
+PY
+}
+
+case "$mode" in
+build) build ;;
+run) run ;;
+*)
+    echo "usage: $0 build|run [DIR]" >&2
+    exit 2
+    ;;
+esac
