@@ -47,6 +47,7 @@ fn the_sources_define_the_launched_symbols() {
         "softmax_rows_f32",
         "mha_f32",
         "kv_append_f32",
+        "mha_seqs_f32",
         "causal_conv1d_f32",
         "caser_vertical_f32",
         "caser_horizontal_f32",

@@ -9,7 +9,9 @@
 //! scores 1e-4 relative; top-k lists equal up to items whose scores tie within that tolerance.
 #![cfg(feature = "cuda")]
 
-use seqrec_engine::backend::{At, Backend, BlockScratch, KvCache, Mask, MhaShape, Scale, Src};
+use seqrec_engine::backend::{
+    At, Backend, BlockScratch, KvCache, Mask, MhaShape, Scale, SelfMask, Src,
+};
 use seqrec_engine::blocks::{
     Activation, Affine, CaserConvs, CausalConv, Embedding, GruLayer, ItemTable, LayerNorm, Linear,
 };
@@ -395,6 +397,46 @@ fn the_attention_block_and_its_decode_step_match_the_cpu() {
         }};
     }
     assert_close("attention block", &on!(&CPU), &on!(&g), 1e-4);
+}
+
+#[test]
+fn batched_attention_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let bytes = random_model_bytes(&small_config("sasrec", 20, 17), 3, 0.3);
+    let file = WeightFile::from_bytes(&bytes).unwrap();
+    let prefix = "trm_encoder.layer.1.multi_head_attention";
+    let lens = [1usize, 3, 17, 5];
+    let total: usize = lens.iter().sum();
+    let x = Rng::new(13).normal_vec(total * 16, 1.0);
+    for last_only in [false, true] {
+        for mask in [SelfMask::Causal, SelfMask::All] {
+            macro_rules! on {
+                ($be:expr) => {{
+                    let be = $be;
+                    let mut ld = seqrec_engine::weights::TensorLoader::new(&file);
+                    let blk = seqrec_engine::blocks::AttentionBlock::load(
+                        be, &mut ld, prefix, 16, 2, 1e-12,
+                    )
+                    .unwrap();
+                    let (mut tmp, mut out) = (BlockScratch::default(), Default::default());
+                    be.attention_seqs(
+                        &blk,
+                        &to_buf(be, &x),
+                        &lens,
+                        last_only,
+                        mask,
+                        &mut tmp,
+                        &mut out,
+                    )
+                    .unwrap();
+                    let rows = if last_only { lens.len() } else { total };
+                    host(be, &out, rows * 16)
+                }};
+            }
+            let what = format!("batched attention, last only {last_only}, {mask:?}");
+            assert_close(&what, &on!(&CPU), &on!(&g), 1e-4);
+        }
+    }
 }
 
 #[test]

@@ -273,6 +273,114 @@ impl Cuda {
         self.add_norm(&blk.ln, pp, xp, op, lq)
     }
 
+    /// [`Backend::attention_seqs`]: one Q/K/V product for the whole batch, one attention launch
+    /// over every sequence (`mha_seqs_f32`), one output product and the fused residual
+    /// LayerNorm (each sequence's last input row gathered first when only those are wanted).
+    pub(super) fn attention_batch(
+        &self,
+        blk: &AttentionBlock<Cuda>,
+        x: &CudaBuf,
+        lens: &[usize],
+        last_only: bool,
+        mask: SelfMask,
+        tmp: &mut BlockScratch<Cuda>,
+        out: &mut CudaBuf,
+    ) -> Result<()> {
+        if lens.contains(&0) {
+            return Err(Error::InvalidArgument(
+                "attention over a batch holding an empty sequence".into(),
+            ));
+        }
+        let h = blk.hidden();
+        let total: usize = lens.iter().sum();
+        check_rows("attention input", x.len(), At::rows(0, h), total, h)?;
+        let BlockScratch {
+            proj,
+            ctx,
+            work,
+            rows: last,
+            ..
+        } = tmp;
+        self.linear(&blk.qkv, x, total, Activation::Identity, proj)?;
+        // Host lists: sequence starts, then every query block's row and sequence.
+        let seqs = lens.len();
+        let blocks = if last_only { seqs } else { total };
+        let mut idx: Vec<u32> = Vec::with_capacity(seqs + 1 + 2 * blocks);
+        let mut start = 0u32;
+        idx.push(0);
+        for &len in lens {
+            start += u32_of("rows", len)?;
+            idx.push(start);
+        }
+        for (s, &len) in lens.iter().enumerate() {
+            let (r0, r1) = (idx[s], idx[s] + len as u32);
+            idx.extend(if last_only { r1 - 1..r1 } else { r0..r1 });
+        }
+        for (s, &len) in lens.iter().enumerate() {
+            let n = if last_only { 1 } else { len };
+            idx.extend(core::iter::repeat_n(s as u32, n));
+        }
+        let max_len = lens.iter().copied().max().unwrap_or(0);
+        self.ensure(work, blocks * blk.n_heads * max_len)?;
+        self.ensure(ctx, blocks * h)?;
+        let ip = stage(&self.dev, &mut work.aux, &idx)?;
+        let qrow = ip + 4 * (seqs + 1) as u64;
+        let args = [
+            Arg::Ptr(self.dptr(proj, 0)),
+            Arg::Ptr(self.dptr(ctx, 0)),
+            Arg::Ptr(self.dptr(work, 0)),
+            Arg::Ptr(ip),
+            Arg::Ptr(qrow),
+            Arg::Ptr(qrow + 4 * blocks as u64),
+            Arg::U32(u32_of("query rows", blocks)?),
+            Arg::U32(u32_of("heads", blk.n_heads)?),
+            Arg::U32(u32_of("head width", blk.head_dim)?),
+            Arg::U32(u32_of("sequence length", max_len)?),
+            Arg::I32(i32::from(mask == SelfMask::Causal)),
+            Arg::F32(1.0 / libm::sqrtf(blk.head_dim as f32)),
+        ];
+        if blk.n_heads > 65535 {
+            return Err(Error::Unsupported(format!(
+                "{} attention heads",
+                blk.n_heads
+            )));
+        }
+        let grid = (u32_of("query rows", blocks)?, blk.n_heads as u32);
+        // SAFETY: `proj` holds the [total, 3H] projections; the staged lists hold seqs + 1
+        // starts and `blocks` rows and sequences, every row inside its sequence; `ctx` holds
+        // [blocks, H] and `work` blocks·heads·max_len logits.
+        unsafe {
+            self.dev
+                .launch("attention", "mha_seqs_f32", grid, 128, 0, &args)?
+        };
+        self.linear(&blk.dense, ctx, blocks, Activation::Identity, proj)?;
+        self.ensure(out, blocks * h)?;
+        let (pp, op) = (self.dptr(proj, 0), self.dptr(out, 0));
+        if !last_only {
+            return self.add_norm(&blk.ln, pp, self.dptr(x, 0), op, total);
+        }
+        // The residual rows: each sequence's last row of `x`, gathered (the rows of `x` are
+        // the "table" of the gather kernel).
+        self.ensure(last, seqs * h)?;
+        let lp = self.dptr(last, 0);
+        let rows_p = qrow;
+        let args = [
+            Arg::Ptr(lp),
+            Arg::Ptr(self.dptr(x, 0)),
+            Arg::Ptr(rows_p),
+            Arg::U32(u32_of("sequences", seqs)?),
+            Arg::U32(u32_of("width", h)?),
+        ];
+        let grid = self.dev.blocks_for(seqs * h);
+        // SAFETY: the staged rows are < total, the rows of `x` (checked); `last` holds
+        // [seqs, H].
+        unsafe {
+            self.dev
+                .launch("embedding", "gather_f32", (grid, 1), THREADS, 0, &args)?
+        };
+        self.add_norm(&blk.ln, pp, lp, op, seqs)
+    }
+
     /// [`Backend::gru`]: the input projections of every step in one product, then the
     /// persistent recurrent kernel.
     pub(super) fn gru_layer(

@@ -756,6 +756,19 @@ impl Backend for Cuda {
         self.attention_block(blk, x, rows, pos0, q_from, mask, cache, tmp, out)
     }
 
+    fn attention_seqs(
+        &self,
+        blk: &AttentionBlock<Cuda>,
+        x: &CudaBuf,
+        lens: &[usize],
+        last_only: bool,
+        mask: SelfMask,
+        tmp: &mut BlockScratch<Cuda>,
+        out: &mut CudaBuf,
+    ) -> Result<()> {
+        self.attention_batch(blk, x, lens, last_only, mask, tmp, out)
+    }
+
     fn modulate(
         &self,
         x: &mut CudaBuf,
