@@ -24,6 +24,15 @@ __device__ __forceinline__ void row_stats(const float* row, u32 dim, float eps, 
     *rstd_out = rsqrtf(var + eps);
 }
 
+// row = (row − mean)·rstd·γ + β (no affine part when gamma is null).
+__device__ __forceinline__ void normalize_row(float* row, u32 dim, float mean, float rstd,
+                                              const float* gamma, const float* beta) {
+    for (u32 j = threadIdx.x; j < dim; j += blockDim.x) {
+        float y = (row[j] - mean) * rstd;
+        row[j] = gamma ? fmaf(y, gamma[j], beta[j]) : y;
+    }
+}
+
 extern "C" __global__ void layer_norm_f32(float* x, u32 rows, u32 dim, const float* gamma,
                                           const float* beta, float eps) {
     __shared__ float red[32];
@@ -31,10 +40,7 @@ extern "C" __global__ void layer_norm_f32(float* x, u32 rows, u32 dim, const flo
         float* row = x + (u64)r * dim;
         float mean, rstd;
         row_stats(row, dim, eps, red, &mean, &rstd);
-        for (u32 j = threadIdx.x; j < dim; j += blockDim.x) {
-            float y = (row[j] - mean) * rstd;
-            row[j] = gamma ? fmaf(y, gamma[j], beta[j]) : y;
-        }
+        normalize_row(row, dim, mean, rstd, gamma, beta);
         __syncthreads();
     }
 }
@@ -51,10 +57,7 @@ extern "C" __global__ void add_layer_norm_f32(float* out, const float* x, const 
         __syncthreads();
         float mean, rstd;
         row_stats(row, dim, eps, red, &mean, &rstd);
-        for (u32 j = threadIdx.x; j < dim; j += blockDim.x) {
-            float y = (row[j] - mean) * rstd;
-            row[j] = gamma ? fmaf(y, gamma[j], beta[j]) : y;
-        }
+        normalize_row(row, dim, mean, rstd, gamma, beta);
         __syncthreads();
     }
 }

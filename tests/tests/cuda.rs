@@ -18,7 +18,10 @@ use seqrec_engine::blocks::{
 use seqrec_engine::weights::{DType, Tensor, WeightFile, serialize};
 use seqrec_engine::{Config, Cpu, Cuda, LoadOptions, Model, Query, Scored};
 use seqrec_kernels::testing::Rng;
-use seqrec_tests::{random_model_bytes, small_config, small_rl_config};
+use seqrec_tests::{
+    assert_close, assert_same_sessions, assert_same_topk, every_architecture, random_model_bytes,
+    small_config,
+};
 
 const CPU: Cpu = Cpu::new();
 const SIZES: [usize; 7] = [1, 3, 17, 63, 65, 257, 1000];
@@ -35,14 +38,6 @@ fn gpu() -> Option<Cuda> {
         return None;
     }
     Some(Cuda::new(0).expect("a CUDA device is available"))
-}
-
-fn assert_close(what: &str, want: &[f32], got: &[f32], tol: f32) {
-    assert_eq!(want.len(), got.len(), "{what}: lengths");
-    for (i, (a, b)) in want.iter().zip(got).enumerate() {
-        let ok = (a - b).abs() <= tol * (1.0 + a.abs()) || (a.is_nan() && b.is_nan());
-        assert!(ok, "{what}: element {i}: cpu {a} vs gpu {b}");
-    }
 }
 
 fn tensor(shape: &[usize], v: Vec<f32>) -> Tensor {
@@ -565,26 +560,6 @@ fn convolutions_match_the_cpu() {
     }
 }
 
-/// Top-k lists agree: the same scores to `tol` rank by rank, and the same items except where
-/// two scores are within `tol` of each other (f32 summation order may swap them).
-fn assert_same_topk(what: &str, a: &[Scored], b: &[Scored]) {
-    let tol = 1e-4;
-    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        let scale = 1.0 + x.score.abs();
-        assert!(
-            (x.score - y.score).abs() <= tol * scale,
-            "{what}: rank {i}: {x:?} vs {y:?}"
-        );
-        if x.item != y.item {
-            let near = a
-                .iter()
-                .any(|z| z.item == y.item && (z.score - y.score).abs() <= tol * scale);
-            assert!(near, "{what}: rank {i}: {x:?} vs {y:?}");
-        }
-    }
-}
-
 fn scored(items: &[u32], scores: &[f32]) -> Vec<Scored> {
     items
         .iter()
@@ -687,42 +662,11 @@ fn catalog_scans_match_the_cpu_for_every_storage() {
     }
 }
 
-/// Every architecture and variant of this build, small.
-fn configs() -> Vec<(String, Config)> {
-    let (n, l) = (40, 6);
-    let mut out: Vec<(String, Config)> = [
-        "sasrec",
-        "gru4rec",
-        "nextitnet",
-        "caser",
-        "modt4r",
-        "mrdt",
-        "hdt",
-        "interdt",
-        "hier",
-    ]
-    .iter()
-    .map(|a| (a.to_string(), small_config(a, n, l)))
-    .collect();
-    for (method, backbone, head) in [
-        ("sqn", "gru4rec", "linear"),
-        ("snqn", "nextitnet", "tied"),
-        ("sa2c", "caser", "linear"),
-        ("smorl", "sasrec", "linear"),
-    ] {
-        out.push((
-            format!("{method} on {backbone}"),
-            small_rl_config(method, backbone, head, n, l),
-        ));
-    }
-    out
-}
-
 #[test]
 fn every_architecture_scores_on_the_gpu_as_on_the_cpu() {
     let Some(g) = gpu() else { return };
     let histories: [&[u32]; 4] = [&[3], &[5, 9, 2], &[1, 2, 3, 4, 5, 6, 7, 8, 9], &[39, 38]];
-    for (name, cfg) in configs() {
+    for (name, cfg) in every_architecture() {
         let bytes = random_model_bytes(&cfg, 11, 0.3);
         for dtype in [DType::F32, DType::BF16, DType::I8] {
             let opts = LoadOptions {
@@ -767,29 +711,8 @@ fn every_architecture_scores_on_the_gpu_as_on_the_cpu() {
                     y.as_ref().unwrap(),
                 );
             }
-            // Sessions on the device: pushes, a boundary, more pushes; each step also equals a
-            // fresh encode of the same history on the GPU.
-            let (mut s_a, mut s_b) = match user {
-                Some(u) => (
-                    cpu.session_for_user(u).unwrap(),
-                    gm.session_for_user(u).unwrap(),
-                ),
-                None => (cpu.session().unwrap(), gm.session().unwrap()),
-            };
-            for (step, item) in [4u32, 8, 15, 16, 23, 2, 7, 9].into_iter().enumerate() {
-                if step == 5 {
-                    s_a.end().unwrap();
-                    s_b.end().unwrap();
-                }
-                s_a.push(item).unwrap();
-                s_b.push(item).unwrap();
-                let what = format!("{name} {dtype}, session step {step}");
-                assert_same_topk(
-                    &what,
-                    &s_a.topk(5, false).unwrap(),
-                    &s_b.topk(5, false).unwrap(),
-                );
-            }
+            // Sessions, their state on the device: pushes, a boundary, more pushes.
+            assert_same_sessions(&format!("{name} {dtype}"), &cpu, &gm, user);
         }
     }
 }

@@ -4,8 +4,10 @@
 //! its launch.
 
 use super::device::{Arg, THREADS, stage};
-use super::{Cuda, CudaBuf, check_rows, norm_threads, u32_of};
-use crate::backend::{At, Backend, BlockScratch, KvCache, Mask, MhaShape, SelfMask};
+use super::{Cuda, CudaBuf, norm_threads, u32_of};
+use crate::backend::{
+    At, Backend, BlockScratch, KvCache, Mask, MhaShape, SelfMask, check_mha, check_rows,
+};
 use crate::blocks::{
     Activation, AttentionBlock, CaserConvs, CausalConv, Embedding, GruLayer, LayerNorm,
 };
@@ -141,17 +143,13 @@ impl Cuda {
     ) -> Result<()> {
         let h = shape.hidden();
         let (lq, lk) = (shape.lq, shape.lk);
-        for (what, at, rows) in [("queries", q.1, lq), ("keys", k.1, lk), ("values", v.1, lk)] {
-            if rows > 1 && at.stride < h {
-                return Err(Error::InvalidArgument(format!(
-                    "attention {what}: rows of {h} at stride {}",
-                    at.stride
-                )));
-            }
-        }
-        check_rows("attention queries", q.0.len(), q.1, lq, h)?;
-        check_rows("attention keys", k.0.len(), k.1, lk, h)?;
-        check_rows("attention values", v.0.len(), v.1, lk, h)?;
+        check_mha(
+            shape,
+            (q.0.len(), q.1),
+            (k.0.len(), k.1),
+            (v.0.len(), v.1),
+            mask,
+        )?;
         let (ob, oat) = out;
         self.dst_rows(ob, oat, lq, h)?;
         if lq == 0 || shape.n_heads == 0 {
@@ -161,15 +159,9 @@ impl Cuda {
         let (kind, q_offset, valid) = match mask {
             Mask::None => (0, 0, 0),
             Mask::Causal { q_offset } => (1, u32_of("query offset", q_offset)?, 0),
-            Mask::KeyPadding(valid) if valid.len() == lk => {
+            Mask::KeyPadding(valid) => {
                 let flags: Vec<u32> = valid.iter().map(|&b| u32::from(b)).collect();
                 (2, 0, stage(&self.dev, &mut work.aux, &flags)?)
-            }
-            Mask::KeyPadding(valid) => {
-                return Err(Error::InvalidArgument(format!(
-                    "attention over {lk} keys with {} padding flags",
-                    valid.len()
-                )));
             }
         };
         let args = [

@@ -16,7 +16,9 @@
 mod device;
 mod scan;
 
-use crate::backend::{At, Backend, BlockScratch, KvCache, Mask, MhaShape, Scale, SelfMask, Src};
+use crate::backend::{
+    At, Backend, BlockScratch, KvCache, Mask, MhaShape, Scale, SelfMask, Src, check_rows,
+};
 use crate::blocks::{
     Activation, AttentionBlock, CaserConvs, CausalConv, Embedding, GruLayer, ItemTable, LayerNorm,
     Linear,
@@ -128,19 +130,6 @@ fn act_code(a: Activation) -> i32 {
     }
 }
 
-/// Checks that `rows` rows of `cols` values at `at` lie inside `len` values.
-fn check_rows(what: &str, len: usize, at: At, rows: usize, cols: usize) -> Result<()> {
-    let span = at.span(rows, cols);
-    if span > len {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: {rows} rows of {cols} at offset {} stride {} need {span} values, the buffer \
-             has {len}",
-            at.offset, at.stride
-        )));
-    }
-    Ok(())
-}
-
 /// A size as a kernel's `u32` argument.
 fn u32_of(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Unsupported(format!("{what} of {v} on the GPU")))
@@ -250,6 +239,35 @@ impl Cuda {
             )));
         }
         self.ensure(dst, to.span(rows, cols))
+    }
+
+    /// A strided row operation `dst[to] op= src[from]` of `elementwise.cu` (kernel `name`,
+    /// arguments: the destination and source rows, then `extra`, then the sizes), after
+    /// checking the source block and growing the destination.
+    fn src_rows(
+        &self,
+        (what, name): (&str, &'static str),
+        (src, from): (Src<'_, Cuda>, At),
+        (dst, to): (&mut CudaBuf, At),
+        (rows, cols): (usize, usize),
+        extra: &[Arg],
+    ) -> Result<()> {
+        let (sp, slen) = self.src(src);
+        check_rows(what, slen, from, rows, cols)?;
+        self.dst_rows(dst, to, rows, cols)?;
+        let mut args = Vec::with_capacity(8);
+        args.extend([
+            Arg::Ptr(self.dptr(dst, to.offset)),
+            Arg::U64(to.stride as u64),
+            Arg::Ptr(sp + 4 * from.offset as u64),
+            Arg::U64(from.stride as u64),
+        ]);
+        args.extend_from_slice(extra);
+        args.extend([
+            Arg::U32(u32_of("rows", rows)?),
+            Arg::U32(u32_of("columns", cols)?),
+        ]);
+        self.rows_launch(name, rows, cols, &args)
     }
 
     /// A grid-stride element-wise launch over rows·cols values.
@@ -432,18 +450,8 @@ impl Backend for Cuda {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let (sp, slen) = self.src(src);
-        check_rows("copy source", slen, from, rows, cols)?;
-        self.dst_rows(dst, to, rows, cols)?;
-        let args = [
-            Arg::Ptr(self.dptr(dst, to.offset)),
-            Arg::U64(to.stride as u64),
-            Arg::Ptr(sp + 4 * from.offset as u64),
-            Arg::U64(from.stride as u64),
-            Arg::U32(u32_of("rows", rows)?),
-            Arg::U32(u32_of("columns", cols)?),
-        ];
-        self.rows_launch("copy_rows_f32", rows, cols, &args)
+        let op = ("copy source", "copy_rows_f32");
+        self.src_rows(op, (src, from), (dst, to), (rows, cols), &[])
     }
 
     fn fill(&self, dst: &mut CudaBuf, to: At, rows: usize, cols: usize, value: f32) -> Result<()> {
@@ -468,9 +476,6 @@ impl Backend for Cuda {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let (sp, slen) = self.src(src);
-        check_rows("axpy source", slen, from, rows, cols)?;
-        self.dst_rows(dst, to, rows, cols)?;
         let (factors, all) = match scale {
             Scale::All(s) => (0, s),
             Scale::Rows(f) if f.len() < rows => {
@@ -485,17 +490,9 @@ impl Backend for Cuda {
                 (stage(&self.dev, &mut dst.aux, &bits)?, 0.0)
             }
         };
-        let args = [
-            Arg::Ptr(self.dptr(dst, to.offset)),
-            Arg::U64(to.stride as u64),
-            Arg::Ptr(sp + 4 * from.offset as u64),
-            Arg::U64(from.stride as u64),
-            Arg::Ptr(factors),
-            Arg::F32(all),
-            Arg::U32(u32_of("rows", rows)?),
-            Arg::U32(u32_of("columns", cols)?),
-        ];
-        self.rows_launch("axpy_rows_f32", rows, cols, &args)
+        let op = ("axpy source", "axpy_rows_f32");
+        let extra = [Arg::Ptr(factors), Arg::F32(all)];
+        self.src_rows(op, (src, from), (dst, to), (rows, cols), &extra)
     }
 
     fn mul(
@@ -508,19 +505,14 @@ impl Backend for Cuda {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let (sp, slen) = self.src(src);
-        check_rows("mul source", slen, from, rows, cols)?;
-        self.dst_rows(dst, to, rows, cols)?;
-        let args = [
-            Arg::Ptr(self.dptr(dst, to.offset)),
-            Arg::U64(to.stride as u64),
-            Arg::Ptr(sp + 4 * from.offset as u64),
-            Arg::U64(from.stride as u64),
-            Arg::F32(offset),
-            Arg::U32(u32_of("rows", rows)?),
-            Arg::U32(u32_of("columns", cols)?),
-        ];
-        self.rows_launch("mul_rows_f32", rows, cols, &args)
+        let op = ("mul source", "mul_rows_f32");
+        self.src_rows(
+            op,
+            (src, from),
+            (dst, to),
+            (rows, cols),
+            &[Arg::F32(offset)],
+        )
     }
 
     fn activate(&self, a: Activation, x: &mut CudaBuf, range: Range<usize>) -> Result<()> {

@@ -10,8 +10,8 @@
 //! memory, are scored on the device and selected on the host.
 
 use super::device::{Arg, Device, grow, stage};
-use super::{Cuda, CudaBuf, CudaItems, check_rows, u32_of};
-use crate::backend::{At, Backend};
+use super::{Cuda, CudaBuf, CudaItems, u32_of};
+use crate::backend::{At, Backend, check_rows};
 use crate::blocks::ItemTable;
 use crate::error::{Error, Result};
 use alloc::format;
