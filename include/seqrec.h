@@ -35,9 +35,10 @@ typedef enum seqrec_status {
    */
   SEQREC_ERR_IO = 2,
   /**
-   * The bytes are not a valid model: corrupt or truncated safetensors data, a missing or
-   * invalid configuration, missing/unexpected tensors, wrong shapes or dtypes, non-finite
-   * weights.
+   * The bytes are not a valid model: corrupt or truncated safetensors data or RecBole
+   * checkpoint, a missing or invalid configuration, missing/unexpected tensors, wrong shapes
+   * or dtypes, non-finite weights; or not a valid saved session (corrupt, truncated, another
+   * format version) or text-encoder folder.
    */
   SEQREC_ERR_FORMAT = 3,
   /**
@@ -70,6 +71,69 @@ typedef struct seqrec_pdit seqrec_pdit;
  */
 typedef struct seqrec_session seqrec_session;
 
+/**
+ * A loaded text encoder: immutable, usable from many threads at once. Create it with
+ * `seqrec_text_encoder_load`, release it with `seqrec_text_encoder_free`.
+ */
+typedef struct seqrec_text_encoder seqrec_text_encoder;
+
+/**
+ * One objective knob of a request: its NUL-terminated name (see `seqrec_model_objective`) and
+ * its value.
+ */
+typedef struct seqrec_objective {
+  /**
+   * The knob's name, e.g. `"alpha"`.
+   */
+  const char *name;
+  /**
+   * Its value for this request (within the knob's range; NaN for an optional knob lets the
+   * model choose).
+   */
+  float value;
+} seqrec_objective;
+
+/**
+ * Options of one request for `seqrec_model_topk_with`, `seqrec_model_score_with` and
+ * `seqrec_model_score_candidates_with`. All-zero is the default (no user, history not
+ * excluded, no further exclusions, the model's default knobs): start from
+ * `seqrec_request_options opts = {0};` (C) or `seqrec_request_options opts{};` (C++).
+ */
+typedef struct seqrec_request_options {
+  /**
+   * Non-zero when `user` is set: required by models with a user embedding (Caser),
+   * refused by the others.
+   */
+  int has_user;
+  /**
+   * The user id (`0 .. num_users - 1`) when `has_user` is non-zero.
+   */
+  uint32_t user;
+  /**
+   * Non-zero: never recommend the history's items (top-k only).
+   */
+  int exclude_history;
+  /**
+   * `exclude_len` further item ids never to recommend (top-k only; ids outside the catalog
+   * are ignored); may be NULL when `exclude_len` is 0.
+   */
+  const uint32_t *exclude;
+  /**
+   * Length of `exclude`.
+   */
+  size_t exclude_len;
+  /**
+   * `num_objectives` knob values for this request; the other knobs keep their defaults.
+   * An unknown name or a value outside the knob's range is `SEQREC_ERR_INVALID_ARGUMENT`.
+   * May be NULL when `num_objectives` is 0.
+   */
+  const struct seqrec_objective *objectives;
+  /**
+   * Length of `objectives`.
+   */
+  size_t num_objectives;
+} seqrec_request_options;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -89,8 +153,10 @@ const char *seqrec_version(void);
 const char *seqrec_last_error(void);
 
 /**
- * Loads a safetensors model file (memory-mapped). The configuration comes from the file's
- * `seqrec.config` metadata, else from a `config.json` beside it.
+ * Loads a model file: a safetensors file (memory-mapped; the configuration comes from its
+ * `seqrec.config` metadata, else from a `config.json` beside it) or a RecBole checkpoint
+ * (`.pth` as RecBole's trainer saves it with `torch.save`, read without PyTorch; its
+ * configuration is RecBole's).
  *
  * On success `*out` receives a handle to free with `seqrec_model_free`. Errors:
  * `SEQREC_ERR_INVALID_ARGUMENT` (`path` or `out` NULL), `SEQREC_ERR_IO` (cannot open or map
@@ -102,8 +168,9 @@ const char *seqrec_last_error(void);
 enum seqrec_status seqrec_model_load(const char *path, struct seqrec_model **out);
 
 /**
- * Loads a model from the `len` bytes of a safetensors file image at `data`. The bytes are
- * copied: the caller may free them as soon as the call returns.
+ * Loads a model from the `len` bytes of a safetensors file image (or of a RecBole `.pth`
+ * checkpoint) at `data`. The bytes are copied: the caller may free them as soon as the call
+ * returns.
  *
  * On success `*out` receives a handle to free with `seqrec_model_free`. Errors:
  * `SEQREC_ERR_INVALID_ARGUMENT` (`data` or `out` NULL), `SEQREC_ERR_FORMAT` (not a valid
@@ -413,6 +480,86 @@ enum seqrec_status seqrec_pdit_topk(const struct seqrec_pdit *pdit,
                                     size_t *out_n);
 
 /**
+ * `seqrec_model_topk` with per-request options (`opts` may be NULL for the defaults): the
+ * user, history exclusion, further exclusions and objective knobs of this request only.
+ * Errors as `seqrec_model_topk`, plus `SEQREC_ERR_INVALID_ARGUMENT` for an unknown knob or
+ * a value out of its range.
+ *
+ * # Safety
+ * `model` NULL or a live handle; `history` NULL or `len` ids; `opts` NULL or a valid struct
+ * whose arrays hold their lengths; `items_out` and `scores_out` NULL or `k` writable values.
+ */
+enum seqrec_status seqrec_model_topk_with(const struct seqrec_model *model,
+                                          const uint32_t *history,
+                                          size_t len,
+                                          const struct seqrec_request_options *opts,
+                                          size_t k,
+                                          uint32_t *items_out,
+                                          float *scores_out);
+
+/**
+ * `seqrec_model_score` with per-request options (`opts` may be NULL): the user and the
+ * objective knobs apply; exclusions do not (every item is scored).
+ *
+ * # Safety
+ * As for `seqrec_model_score`, and `opts` NULL or a valid struct.
+ */
+enum seqrec_status seqrec_model_score_with(const struct seqrec_model *model,
+                                           const uint32_t *history,
+                                           size_t len,
+                                           const struct seqrec_request_options *opts,
+                                           float *scores_out,
+                                           size_t scores_len);
+
+/**
+ * Re-ranking: the scores of the `n_candidates` items `candidates` (e.g. what retrieval
+ * produced) for `history`, `scores_out[i]` scoring `candidates[i]`, as
+ * `seqrec_model_score` would score them. Errors: `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer,
+ * empty history or candidate list, a candidate id 0 or `>= num_items`, overlapping buffers,
+ * a model needing a user id: use `seqrec_model_score_candidates_user`),
+ * `SEQREC_ERR_OUT_OF_RANGE` (a history id 0 or `>= num_items`).
+ *
+ * # Safety
+ * `model` NULL or a live handle; `history` NULL or `len` ids; `candidates` NULL or
+ * `n_candidates` ids; `scores_out` NULL or `n_candidates` writable floats.
+ */
+enum seqrec_status seqrec_model_score_candidates(const struct seqrec_model *model,
+                                                 const uint32_t *history,
+                                                 size_t len,
+                                                 const uint32_t *candidates,
+                                                 size_t n_candidates,
+                                                 float *scores_out);
+
+/**
+ * `seqrec_model_score_candidates` for models with a user embedding (Caser).
+ *
+ * # Safety
+ * As for `seqrec_model_score_candidates`.
+ */
+enum seqrec_status seqrec_model_score_candidates_user(const struct seqrec_model *model,
+                                                      uint32_t user,
+                                                      const uint32_t *history,
+                                                      size_t len,
+                                                      const uint32_t *candidates,
+                                                      size_t n_candidates,
+                                                      float *scores_out);
+
+/**
+ * `seqrec_model_score_candidates` with per-request options (`opts` may be NULL): the user
+ * and the objective knobs apply; exclusions do not (every candidate is scored).
+ *
+ * # Safety
+ * As for `seqrec_model_score_candidates`, and `opts` NULL or a valid struct.
+ */
+enum seqrec_status seqrec_model_score_candidates_with(const struct seqrec_model *model,
+                                                      const uint32_t *history,
+                                                      size_t len,
+                                                      const struct seqrec_request_options *opts,
+                                                      const uint32_t *candidates,
+                                                      size_t n_candidates,
+                                                      float *scores_out);
+
+/**
  * Starts an empty session on `model`; free it with `seqrec_session_free`. Models with a user
  * embedding (Caser) need `seqrec_session_new_user` (`SEQREC_ERR_INVALID_ARGUMENT` here).
  *
@@ -512,6 +659,41 @@ enum seqrec_status seqrec_session_set_objective(struct seqrec_session *session,
 enum seqrec_status seqrec_session_end(struct seqrec_session *session);
 
 /**
+ * Serialises the session's whole state (events, user, knobs, caches, hidden and inter-session
+ * state) into `buf`, a versioned byte string bound to the model by its fingerprint, which
+ * `seqrec_session_restore` turns back into a session on any process that loaded the same
+ * model file: the restored session continues exactly as this one would. With `buf == NULL`
+ * and `buf_len == 0`, only writes the size needed to `*len_out`; otherwise `buf_len` must be at
+ * least that size, and `*len_out` receives the bytes written (a full-window SASRec session of
+ * width 64 takes about 51 KB). Errors: `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer, `buf_len`
+ * too small; the message gives the size needed).
+ *
+ * # Safety
+ * `session` NULL or a live session not used by another thread during the call; `buf` NULL or
+ * `buf_len` writable bytes; `len_out` NULL or valid for a write.
+ */
+enum seqrec_status seqrec_session_save(const struct seqrec_session *session,
+                                       uint8_t *buf,
+                                       size_t buf_len,
+                                       size_t *len_out);
+
+/**
+ * A session of `model` rebuilt from the `len` bytes that `seqrec_session_save` wrote (in this
+ * process or another that loaded the same model), stored in `*out`; free it with
+ * `seqrec_session_free`. Errors: `SEQREC_ERR_FORMAT` (not a saved session, another format
+ * version, truncated or corrupt bytes), `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer, a state
+ * saved from another model).
+ *
+ * # Safety
+ * `model` NULL or a live handle; `data` NULL or `len` readable bytes; `out` NULL or valid for
+ * a write.
+ */
+enum seqrec_status seqrec_session_restore(const struct seqrec_model *model,
+                                          const uint8_t *data,
+                                          size_t len,
+                                          struct seqrec_session **out);
+
+/**
  * Releases a session. `seqrec_session_free(NULL)` does nothing; does not change
  * `seqrec_last_error()`.
  *
@@ -519,6 +701,55 @@ enum seqrec_status seqrec_session_end(struct seqrec_session *session);
  * `session` must be NULL or a session from this library not freed before and not in use.
  */
 void seqrec_session_free(struct seqrec_session *session);
+
+/**
+ * Loads a sentence encoder from the folder `dir` holding the Hugging Face files
+ * `config.json`, `model.safetensors` and `tokenizer.json` (plus sentence-transformers'
+ * `modules.json`, `1_Pooling/config.json` and `sentence_bert_config.json` when present:
+ * pooling, normalisation, `max_seq_length`). On success `*out` receives a handle to free with
+ * `seqrec_text_encoder_free`. Errors: `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer),
+ * `SEQREC_ERR_FORMAT` (a missing or invalid file: the message names it), `SEQREC_ERR_IO` (a
+ * file that exists but cannot be read).
+ *
+ * # Safety
+ * `dir` NULL or a NUL-terminated string; `out` NULL or valid for a write.
+ */
+enum seqrec_status seqrec_text_encoder_load(const char *dir, struct seqrec_text_encoder **out);
+
+/**
+ * Writes the embedding width (384 for all-MiniLM-L6-v2) to `*out`.
+ *
+ * # Safety
+ * `encoder` NULL or a live handle; `out` NULL or valid for a write.
+ */
+enum seqrec_status seqrec_text_encoder_dim(const struct seqrec_text_encoder *encoder, size_t *out);
+
+/**
+ * Embeds the `n_texts` NUL-terminated UTF-8 strings `texts` into the caller's buffer:
+ * `out[i * dim .. (i + 1) * dim]` is text `i`'s embedding (mean-pooled and L2-normalised for
+ * all-MiniLM-L6-v2), `out_len` is the buffer's capacity in floats and must be at least
+ * `n_texts * dim`. Texts longer than the model's `max_seq_length` tokens keep their
+ * beginning. The batch is split across threads. Errors: `SEQREC_ERR_INVALID_ARGUMENT` (NULL
+ * pointer, `n_texts == 0`, a NULL, empty or non-UTF-8 text — the message gives its index —,
+ * `out_len` too small, overlapping buffers).
+ *
+ * # Safety
+ * `encoder` NULL or a live handle; `texts` NULL or `n_texts` pointers, each NULL or a
+ * NUL-terminated string; `out` NULL or `out_len` writable floats.
+ */
+enum seqrec_status seqrec_text_encoder_encode(const struct seqrec_text_encoder *encoder,
+                                              const char *const *texts,
+                                              size_t n_texts,
+                                              float *out,
+                                              size_t out_len);
+
+/**
+ * Releases a text encoder. `seqrec_text_encoder_free(NULL)` does nothing.
+ *
+ * # Safety
+ * `encoder` NULL or a handle from `seqrec_text_encoder_load` not freed before and not in use.
+ */
+void seqrec_text_encoder_free(struct seqrec_text_encoder *encoder);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -112,6 +112,14 @@ pub enum Error {
     /// A tokenizer file could not be loaded or used (Hugging Face `tokenizer.json`).
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// Saved session state that cannot be restored: truncated, corrupt, of another format
+    /// version, or not matching the model's shapes.
+    #[error("session state: {0}")]
+    SessionState(String),
+    /// A PyTorch checkpoint (`.pth`) that is truncated, corrupt, or outside the supported
+    /// subset of the zip and pickle formats (the message names the opcode, class or record).
+    #[error("PyTorch checkpoint: {0}")]
+    Checkpoint(String),
     /// Any other bad argument, described.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -30,6 +30,7 @@ extern crate std;
 
 pub mod backend;
 pub mod blocks;
+pub mod codec;
 pub mod config;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -39,6 +40,7 @@ pub mod model;
 pub mod models;
 pub mod objectives;
 pub mod pdit;
+pub mod pth;
 pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;
@@ -51,8 +53,8 @@ pub use cpu::Cpu;
 pub use cuda::Cuda;
 pub use error::{Error, Result};
 pub use model::{
-    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, Scored, Session, SessionState, Workspace,
-    architectures, tensor_specs,
+    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, SESSION_FORMAT_VERSION, SESSION_MAGIC,
+    Scored, Session, SessionState, Workspace, architectures, tensor_specs,
 };
 pub use objectives::{ObjectiveSpec, Objectives};
 pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};

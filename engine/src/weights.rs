@@ -233,6 +233,22 @@ impl WeightFile {
         Self::parse(Backing::Static(bytes), "<memory>".into())
     }
 
+    /// Parses a file image held in the first `len` bytes of `words` (8-byte aligned), taking
+    /// ownership without a copy.
+    pub fn from_words(
+        words: Vec<u64>,
+        len: usize,
+        origin: impl Into<String>,
+    ) -> Result<WeightFile> {
+        if len > words.len() * 8 {
+            return Err(Error::InvalidArgument(format!(
+                "{len} bytes in a buffer of {}",
+                words.len() * 8
+            )));
+        }
+        Self::parse(Backing::Owned { words, len }, origin.into())
+    }
+
     /// Parses a file image, copying it into an aligned buffer owned by the result.
     pub fn from_bytes(bytes: &[u8]) -> Result<WeightFile> {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
@@ -446,6 +462,7 @@ pub struct TensorLoader<'a> {
     file: Option<&'a WeightFile>,
     used: BTreeSet<String>,
     specs: Vec<TensorSpec>,
+    fingerprint: u64,
 }
 
 impl<'a> TensorLoader<'a> {
@@ -455,6 +472,7 @@ impl<'a> TensorLoader<'a> {
             file: Some(file),
             used: BTreeSet::new(),
             specs: Vec::new(),
+            fingerprint: crate::codec::FNV_START,
         }
     }
 
@@ -464,6 +482,7 @@ impl<'a> TensorLoader<'a> {
             file: None,
             used: BTreeSet::new(),
             specs: Vec::new(),
+            fingerprint: crate::codec::FNV_START,
         }
     }
 
@@ -474,10 +493,24 @@ impl<'a> TensorLoader<'a> {
             name: name.into(),
             shape: expected.to_vec(),
         });
-        match self.file {
-            Some(file) => file.tensor(name, expected),
-            None => Tensor::from_vec(expected.to_vec(), vec![0.0; expected.iter().product()]),
+        let t = match self.file {
+            Some(file) => file.tensor(name, expected)?,
+            None => Tensor::from_vec(expected.to_vec(), vec![0.0; expected.iter().product()])?,
+        };
+        if self.file.is_some() {
+            let mut h = crate::codec::fnv1a(self.fingerprint, name.as_bytes());
+            for &d in expected {
+                h = crate::codec::fnv1a(h, &(d as u64).to_le_bytes());
+            }
+            self.fingerprint = crate::codec::hash_bytes(h, bytemuck::cast_slice(t.as_slice()));
         }
+        Ok(t)
+    }
+
+    /// A hash of every tensor handed out so far: names, shapes and f32 values, in request
+    /// order (part of a model's fingerprint, see [`crate::Model::fingerprint`]).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// Marks `name` as known but unused (e.g. a checkpoint's buffers or a head the model does
@@ -510,13 +543,13 @@ impl<'a> TensorLoader<'a> {
     }
 }
 
-/// Serialises f32 tensors (name, shape, values) and string metadata into a safetensors file
-/// image. Tensors are written in the given order, 4-byte aligned; the header is padded with
-/// spaces to a multiple of 8 bytes, as the reference implementation does.
-pub fn serialize(
-    tensors: &[(&str, &[usize], &[f32])],
+/// The head of a safetensors image of f32 tensors: the 8-byte header length and the JSON
+/// header (padded with spaces to a multiple of 8 bytes, as the reference implementation does),
+/// the data offset of each tensor after it (in order, 4-byte aligned), and the data length.
+pub fn f32_header(
+    tensors: &[(&str, &[usize])],
     metadata: &[(&str, &str)],
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, Vec<usize>, usize)> {
     use serde_json::{Map, Value};
     let mut header = Map::new();
     if !metadata.is_empty() {
@@ -527,14 +560,15 @@ pub fn serialize(
         header.insert("__metadata__".into(), Value::Object(meta));
     }
     let mut offset = 0usize;
-    for (name, shape, values) in tensors {
-        let n: usize = shape.iter().product();
-        if n != values.len() {
-            return Err(Error::InvalidArgument(format!(
-                "tensor `{name}`: shape {shape:?} needs {n} values, got {}",
-                values.len()
-            )));
-        }
+    let mut offsets = Vec::with_capacity(tensors.len());
+    for (name, shape) in tensors {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(4))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("tensor `{name}`: shape {shape:?} overflows"))
+            })?;
         if header.contains_key(*name) {
             return Err(Error::InvalidArgument(format!(
                 "tensor `{name}` is listed twice"
@@ -548,18 +582,40 @@ pub fn serialize(
         );
         entry.insert(
             "data_offsets".into(),
-            Value::Array(vec![Value::from(offset), Value::from(offset + 4 * n)]),
+            Value::Array(vec![Value::from(offset), Value::from(offset + n)]),
         );
         header.insert(String::from(*name), Value::Object(entry));
-        offset += 4 * n;
+        offsets.push(offset);
+        offset += n;
     }
     let mut text = Value::Object(header).to_string().into_bytes();
     while text.len() % 8 != 0 {
         text.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    let mut out = Vec::with_capacity(8 + text.len());
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
     out.extend_from_slice(&text);
+    Ok((out, offsets, offset))
+}
+
+/// Serialises f32 tensors (name, shape, values) and string metadata into a safetensors file
+/// image. Tensors are written in the given order, 4-byte aligned (see [`f32_header`]).
+pub fn serialize(
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: &[(&str, &str)],
+) -> Result<Vec<u8>> {
+    for (name, shape, values) in tensors {
+        let n: usize = shape.iter().product();
+        if n != values.len() {
+            return Err(Error::InvalidArgument(format!(
+                "tensor `{name}`: shape {shape:?} needs {n} values, got {}",
+                values.len()
+            )));
+        }
+    }
+    let entries: Vec<(&str, &[usize])> = tensors.iter().map(|(n, s, _)| (*n, *s)).collect();
+    let (mut out, _, data) = f32_header(&entries, metadata)?;
+    out.reserve(data);
     for (_, _, values) in tensors {
         for v in values.iter() {
             out.extend_from_slice(&v.to_le_bytes());

@@ -19,9 +19,10 @@ pub enum seqrec_status {
     SEQREC_ERR_INVALID_ARGUMENT = 1,
     /// The model file could not be opened or read.
     SEQREC_ERR_IO = 2,
-    /// The bytes are not a valid model: corrupt or truncated safetensors data, a missing or
-    /// invalid configuration, missing/unexpected tensors, wrong shapes or dtypes, non-finite
-    /// weights.
+    /// The bytes are not a valid model: corrupt or truncated safetensors data or RecBole
+    /// checkpoint, a missing or invalid configuration, missing/unexpected tensors, wrong shapes
+    /// or dtypes, non-finite weights; or not a valid saved session (corrupt, truncated, another
+    /// format version) or text-encoder folder.
     SEQREC_ERR_FORMAT = 3,
     /// An item id that is 0 or not below the catalog size, a user id not below the number of
     /// users, or `k` larger than the number of real items (`num_items - 1`).
@@ -79,7 +80,10 @@ impl Error {
                 | E::UnexpectedTensors { .. }
                 | E::Shape { .. }
                 | E::Dtype { .. }
-                | E::NonFinite { .. } => SEQREC_ERR_FORMAT,
+                | E::NonFinite { .. }
+                | E::Tokenizer(_)
+                | E::SessionState(_)
+                | E::Checkpoint(_) => SEQREC_ERR_FORMAT,
                 E::ItemOutOfRange { .. } | E::UserOutOfRange { .. } => SEQREC_ERR_OUT_OF_RANGE,
                 E::EmptyHistory | E::InvalidArgument(_) => SEQREC_ERR_INVALID_ARGUMENT,
                 _ => SEQREC_ERR_INTERNAL,

@@ -17,13 +17,17 @@ pub mod error;
 mod model;
 mod model_batch;
 mod pdit;
+mod request;
 mod session;
+mod text;
 
 pub use error::seqrec_status;
 pub use model::*;
 pub use model_batch::{seqrec_model_topk_batch, seqrec_model_topk_batch_user};
 pub use pdit::*;
+pub use request::*;
 pub use session::*;
+pub use text::*;
 
 use std::ffi::c_char;
 

@@ -143,8 +143,10 @@ pub(crate) fn c_path(path: &CStr) -> Result<std::path::PathBuf> {
         .map_err(|_| invalid("path is not valid UTF-8"))
 }
 
-/// Loads a safetensors model file (memory-mapped). The configuration comes from the file's
-/// `seqrec.config` metadata, else from a `config.json` beside it.
+/// Loads a model file: a safetensors file (memory-mapped; the configuration comes from its
+/// `seqrec.config` metadata, else from a `config.json` beside it) or a RecBole checkpoint
+/// (`.pth` as RecBole's trainer saves it with `torch.save`, read without PyTorch; its
+/// configuration is RecBole's).
 ///
 /// On success `*out` receives a handle to free with `seqrec_model_free`. Errors:
 /// `SEQREC_ERR_INVALID_ARGUMENT` (`path` or `out` NULL), `SEQREC_ERR_IO` (cannot open or map
@@ -171,8 +173,9 @@ pub unsafe extern "C" fn seqrec_model_load(
     })
 }
 
-/// Loads a model from the `len` bytes of a safetensors file image at `data`. The bytes are
-/// copied: the caller may free them as soon as the call returns.
+/// Loads a model from the `len` bytes of a safetensors file image (or of a RecBole `.pth`
+/// checkpoint) at `data`. The bytes are copied: the caller may free them as soon as the call
+/// returns.
 ///
 /// On success `*out` receives a handle to free with `seqrec_model_free`. Errors:
 /// `SEQREC_ERR_INVALID_ARGUMENT` (`data` or `out` NULL), `SEQREC_ERR_FORMAT` (not a valid

@@ -1,6 +1,6 @@
 //! Session handles: incremental per-user state, one event at a time.
 
-use crate::args::{handle, handle_mut, out_ptr, slice_mut, write_out};
+use crate::args::{handle, handle_mut, out_ptr, slice, slice_mut, write_out};
 use crate::error::{Result, boundary, boundary_void, invalid, seqrec_status};
 use crate::model::{check_k, fill_tail, seqrec_model, topk_outputs};
 use seqrec_engine::{Model, SessionState, Workspace};
@@ -34,14 +34,23 @@ unsafe fn new_session(
         Some(u) => m.model.new_session_for_user(u)?,
         None => m.model.new_session()?,
     };
+    // SAFETY: `out` was checked above; the caller guarantees it is writable.
+    unsafe { store_session(m, state, out) };
+    Ok(())
+}
+
+/// Stores a new session handle for `state` of model `m` in `*out`.
+///
+/// # Safety
+/// `out` checked with `out_ptr` and valid for a write.
+unsafe fn store_session(m: &seqrec_model, state: SessionState, out: *mut *mut seqrec_session) {
     let session = Box::new(seqrec_session {
         model: Arc::clone(&m.model),
         state,
         ws: Workspace::new(),
     });
-    // SAFETY: `out` was checked above; the caller guarantees it is writable.
+    // SAFETY: the caller guarantees `out` is checked and writable.
     unsafe { write_out(out, Box::into_raw(session)) };
-    Ok(())
 }
 
 /// Starts an empty session on `model`; free it with `seqrec_session_free`. Models with a user
@@ -231,6 +240,83 @@ pub unsafe extern "C" fn seqrec_session_end(session: *mut seqrec_session) -> seq
         // SAFETY: the caller guarantees NULL or a live session used by this thread only.
         let s = unsafe { handle_mut(session, "session") }?;
         s.model.session_end(&mut s.state, &mut s.ws)?;
+        Ok(())
+    })
+}
+
+/// Serialises the session's whole state (events, user, knobs, caches, hidden and inter-session
+/// state) into `buf`, a versioned byte string bound to the model by its fingerprint, which
+/// `seqrec_session_restore` turns back into a session on any process that loaded the same
+/// model file: the restored session continues exactly as this one would. With `buf == NULL`
+/// and `buf_len == 0`, only writes the size needed to `*len_out`; otherwise `buf_len` must be at
+/// least that size, and `*len_out` receives the bytes written (a full-window SASRec session of
+/// width 64 takes about 51 KB). Errors: `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer, `buf_len`
+/// too small; the message gives the size needed).
+///
+/// # Safety
+/// `session` NULL or a live session not used by another thread during the call; `buf` NULL or
+/// `buf_len` writable bytes; `len_out` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_save(
+    session: *const seqrec_session,
+    buf: *mut u8,
+    buf_len: usize,
+    len_out: *mut usize,
+) -> seqrec_status {
+    boundary("seqrec_session_save", || {
+        // SAFETY: the caller guarantees NULL or a live session.
+        let s = unsafe { handle(session, "session") }?;
+        out_ptr(len_out, "len_out")?;
+        let bytes = s.model.session_save(&s.state)?;
+        if buf.is_null() {
+            if buf_len != 0 {
+                return Err(invalid("buf is NULL (pass buf_len 0 to ask for the size)"));
+            }
+        } else if buf_len < bytes.len() {
+            return Err(invalid(format!(
+                "buf_len is {buf_len}, the session state needs {} bytes",
+                bytes.len()
+            )));
+        } else {
+            // SAFETY: the caller guarantees `buf_len >= bytes.len()` writable bytes behind a
+            // non-NULL pointer.
+            let out = unsafe { slice_mut(buf, bytes.len(), "buf") }?;
+            out.copy_from_slice(&bytes);
+        }
+        // SAFETY: checked above; the caller guarantees it is writable.
+        unsafe { write_out(len_out, bytes.len()) };
+        Ok(())
+    })
+}
+
+/// A session of `model` rebuilt from the `len` bytes that `seqrec_session_save` wrote (in this
+/// process or another that loaded the same model), stored in `*out`; free it with
+/// `seqrec_session_free`. Errors: `SEQREC_ERR_FORMAT` (not a saved session, another format
+/// version, truncated or corrupt bytes), `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer, a state
+/// saved from another model).
+///
+/// # Safety
+/// `model` NULL or a live handle; `data` NULL or `len` readable bytes; `out` NULL or valid for
+/// a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_restore(
+    model: *const seqrec_model,
+    data: *const u8,
+    len: usize,
+    out: *mut *mut seqrec_session,
+) -> seqrec_status {
+    boundary("seqrec_session_restore", || {
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let m = unsafe { handle(model, "model") }?;
+        out_ptr(out, "out")?;
+        if data.is_null() {
+            return Err(invalid("data is NULL"));
+        }
+        // SAFETY: the caller guarantees `len` readable bytes at `data`.
+        let bytes = unsafe { slice(data, len, "data") }?;
+        let state = m.model.session_restore(bytes)?;
+        // SAFETY: `out` was checked above; the caller guarantees it is writable.
+        unsafe { store_session(m, state, out) };
         Ok(())
     })
 }

@@ -25,6 +25,7 @@ mod mutate;
 use seqrec_engine::pdit::{Catalog, NoiseSource, Pdit, PditWorkspace};
 use seqrec_engine::{Model, Query};
 use seqrec_kernels::testing::Rng;
+use seqrec_tests::TempDir;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,23 +80,6 @@ fn run(cmd: &mut Command, what: &str) -> String {
         out.status
     );
     stdout
-}
-
-/// A temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("seqrec-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 /// Compiles the client once and links it against the shared library and the static library,
@@ -361,6 +345,84 @@ fn pdit_expected(model: &Pdit, catalog: &Catalog, n_items: usize, seed: u64) -> 
     out
 }
 
+/// What the Rust API answers to re-ranking and one-shot requests with options, in the format
+/// `client ranking` reads; `knobs` are set on every other request.
+fn ranking_expected(model: &Model, knobs: &[(&str, f32)], seed: u64) -> String {
+    let info = model.info();
+    let n = info.n_items;
+    let mut rng = Rng::new(seed);
+    let mut ws = model.new_workspace();
+    let mut out = String::new();
+    let random = |rng: &mut Rng, len: usize| -> Vec<u32> {
+        (0..len).map(|_| 1 + rng.below(n - 1) as u32).collect()
+    };
+    for i in 0..6 {
+        let user = info.n_users.map(|u| (i % u) as u32);
+        let len = 1 + rng.below(2 * info.max_len);
+        let h = random(&mut rng, len);
+        let mut objectives = model.default_objectives();
+        let used: &[(&str, f32)] = if i % 2 == 1 { knobs } else { &[] };
+        for &(name, v) in used {
+            objectives.set(name, v).unwrap();
+        }
+        let mut q = with_user(Query::new(&h), user).objectives(&objectives);
+        let cand = random(&mut rng, 7);
+        let mut scores = vec![0f32; cand.len()];
+        model
+            .score_candidates(&q, &cand, &mut ws, &mut scores)
+            .unwrap();
+        let u = user.map_or(-1, i64::from);
+        let knob_list = |out: &mut String| {
+            write!(out, " {}", used.len()).unwrap();
+            for (name, v) in used {
+                write!(out, " {name} {v:?}").unwrap();
+            }
+        };
+        write!(out, "candidates {u} {}", h.len()).unwrap();
+        ids(&mut out, &h);
+        write!(out, " {}", cand.len()).unwrap();
+        ids(&mut out, &cand);
+        floats(&mut out, &scores);
+        knob_list(&mut out);
+        out.push('\n');
+
+        let excl = i % 3 == 0;
+        let ex = random(&mut rng, 3);
+        q = q.exclude_history(excl).exclude(&ex);
+        let k = 8;
+        let top = model.topk(&q, k, &mut ws).unwrap();
+        let mut all = vec![0f32; n];
+        model.score(&q, &mut ws, &mut all).unwrap();
+        write!(out, "with {u} {}", h.len()).unwrap();
+        ids(&mut out, &h);
+        write!(out, " {} {}", excl as u8, ex.len()).unwrap();
+        ids(&mut out, &ex);
+        knob_list(&mut out);
+        write!(out, " {k}").unwrap();
+        ids(&mut out, &top.iter().map(|r| r.item).collect::<Vec<_>>());
+        floats(&mut out, &top.iter().map(|r| r.score).collect::<Vec<_>>());
+        write!(out, " {n}").unwrap();
+        floats(&mut out, &all);
+        out.push('\n');
+    }
+    out
+}
+
+/// What the text encoder gives for a few titles, in the format `client text` reads.
+fn text_expected(dir: &Path) -> String {
+    let texts = ["Toy Story", "GoldenEye", "Mr. Holland's Opus (1995)"];
+    let enc = seqrec_engine::text::TextEncoder::load(dir).unwrap();
+    let rows = enc.encode_batch(&texts).unwrap();
+    let mut out = format!("{} {}\n", enc.dim(), texts.len());
+    for t in texts {
+        out.push_str(t);
+        out.push('\n');
+    }
+    floats(&mut out, &rows);
+    out.push('\n');
+    out
+}
+
 /// What the Rust API answers, in the format `client check` reads.
 fn expected(model: &Model, seed: u64) -> String {
     let info = model.info();
@@ -497,6 +559,19 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
     if let Some(shared) = seqrec_tests::shared_dir("C++ client on the SASRec fixture") {
         let path = shared.join("fixtures/recbole/sasrec/model.safetensors");
         if path.is_file() {
+            // The same model as RecBole saves it (`.pth`), loaded through seqrec_model_load.
+            let pth = tmp.0.join("sasrec-fixture.pth");
+            let made = Command::new("python3")
+                .arg(root().join("tests/pth/torch_save.py"))
+                .arg(&path)
+                .arg(&pth)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if made {
+                models.push(("sasrec fixture .pth".to_string(), pth));
+            } else {
+                eprintln!("skipped: C++ client on a .pth: python3 with numpy not found");
+            }
             models.push(("sasrec fixture".to_string(), path));
         }
     }
@@ -564,6 +639,27 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
         std::fs::write(&want, pdit_expected(&rust, &cat, n_catalog, 60 + i as u64)).unwrap();
         pdits.push((path, want));
     }
+    // Re-ranking and per-request options: a model with knobs and one with users.
+    let mut ranking = Vec::new();
+    for (path, knobs) in [
+        (&knob_models[0].0, &[("w_div", 5.0), ("w_acc", 0.5)][..]),
+        (
+            &knob_models[1].0,
+            &[("alpha", 3.0), ("lambda_div", 2.0)][..],
+        ),
+        (&models[3].1, &[][..]),
+        (&models[0].1, &[][..]),
+    ] {
+        let rust = Model::load(path).unwrap();
+        let want = tmp.0.join(format!("ranking-{}.txt", ranking.len()));
+        std::fs::write(&want, ranking_expected(&rust, knobs, 5)).unwrap();
+        ranking.push((path.clone(), want));
+    }
+    let text = seqrec_tests::minilm_dir("C++ client text encoder").map(|dir| {
+        let want = tmp.0.join("text.txt");
+        std::fs::write(&want, text_expected(&dir)).unwrap();
+        (dir, want)
+    });
 
     for (label, exe) in &clients {
         for (path, want) in &pdits {
@@ -605,6 +701,27 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
             let out = run(
                 client(exe).arg("knobs").arg(model).arg(want),
                 &format!("client ({label}) knobs {}", model.display()),
+            );
+            eprint!("[{label}] {out}");
+        }
+        for (model, want) in &ranking {
+            let out = run(
+                client(exe).arg("ranking").arg(model).arg(want),
+                &format!("client ({label}) ranking {}", model.display()),
+            );
+            eprint!("[{label}] {out}");
+        }
+        for (a, b) in [(0, 1), (3, 0), (2, 3)] {
+            let out = run(
+                client(exe).arg("move").arg(&models[a].1).arg(&models[b].1),
+                &format!("client ({label}) move {}", models[a].0),
+            );
+            eprint!("[{label}] {out}");
+        }
+        if let Some((dir, want)) = &text {
+            let out = run(
+                client(exe).arg("text").arg(dir).arg(want),
+                &format!("client ({label}) text"),
             );
             eprint!("[{label}] {out}");
         }

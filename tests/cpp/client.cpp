@@ -14,6 +14,12 @@
 //                                   a PDiT: sizes, generated latents and top-k equal to what
 //                                   the Rust API wrote to EXPECTED (4 threads on one handle),
 //                                   every error path with untouched outputs
+//   client ranking MODEL EXPECTED   candidate re-ranking and one-shot requests with options
+//                                   (knobs, exclusions, user) as EXPECTED says, and their errors
+//   client move    MODEL OTHER      sessions saved and restored (into a second load of MODEL)
+//                                   at every step continue identically; corrupt, truncated and
+//                                   foreign state is refused
+//   client text    DIR EXPECTED     the text encoder's embeddings as EXPECTED says, and errors
 //
 // Exit status 0 when every check passed; the first failure is printed and exits with 1.
 
@@ -836,6 +842,322 @@ int run_pdit(const std::string &path, const std::string &catalog, const std::str
   return 0;
 }
 
+// ---- ranking services: candidates and per-request options ----------------------------------
+
+// Reads "name value" knob pairs into `names`/`knobs` (the names must outlive the call).
+void read_knobs(std::istringstream &ls, size_t n, std::vector<std::string> &names,
+                std::vector<seqrec_objective> &knobs) {
+  names.resize(n);
+  knobs.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    std::string v;
+    ls >> names[i] >> v;
+    knobs[i].value = to_float(v);
+  }
+  for (size_t i = 0; i < n; ++i) knobs[i].name = names[i].c_str();
+}
+
+void check_exact(const std::vector<float> &got, const std::vector<float> &want,
+                 const std::string &ctx) {
+  CHECK(got.size() == want.size(), ctx + ": length");
+  for (size_t i = 0; i < got.size(); ++i)
+    CHECK(got[i] == want[i], ctx + ": score " + std::to_string(i) + " " + std::to_string(got[i]) +
+                                 " vs " + std::to_string(want[i]));
+}
+
+int run_ranking(const std::string &path, const std::string &expected_path) {
+  std::ifstream in(expected_path);
+  CHECK(in.good(), "cannot open " + expected_path);
+  Model model;
+  CHECK_OK(seqrec_model_load(path.c_str(), &model.p));
+  const seqrec_model *m = model.p;
+  std::string line;
+  size_t cases = 0;
+  auto read_ids = [](std::istringstream &ls, size_t n) {
+    std::vector<uint32_t> v(n);
+    for (auto &x : v) ls >> x;
+    return v;
+  };
+  auto read_floats = [](std::istringstream &ls, size_t n) {
+    std::vector<float> v(n);
+    std::string t;
+    for (auto &x : v) {
+      ls >> t;
+      x = to_float(t);
+    }
+    return v;
+  };
+  std::vector<uint32_t> last_history;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string tag;
+    long user = -1;
+    size_t len = 0;
+    ls >> tag >> user >> len;
+    std::vector<uint32_t> history = read_ids(ls, len);
+    last_history = history;
+    if (tag == "candidates") {
+      // candidates USER LEN history.. N ids.. scores.. NKNOBS name value..
+      size_t n = 0, n_knobs = 0;
+      ls >> n;
+      std::vector<uint32_t> cand = read_ids(ls, n);
+      std::vector<float> want = read_floats(ls, n), got(n, NAN);
+      ls >> n_knobs;
+      std::vector<std::string> names;
+      std::vector<seqrec_objective> knobs;
+      read_knobs(ls, n_knobs, names, knobs);
+      if (n_knobs == 0 && user < 0) {
+        CHECK_OK(seqrec_model_score_candidates(m, history.data(), len, cand.data(), n,
+                                               got.data()));
+      } else if (n_knobs == 0) {
+        CHECK_OK(seqrec_model_score_candidates_user(m, (uint32_t)user, history.data(), len,
+                                                    cand.data(), n, got.data()));
+      } else {
+        seqrec_request_options o{};
+        o.has_user = user >= 0;
+        o.user = user < 0 ? 0 : (uint32_t)user;
+        o.objectives = knobs.data();
+        o.num_objectives = n_knobs;
+        CHECK_OK(seqrec_model_score_candidates_with(m, history.data(), len, &o, cand.data(), n,
+                                                    got.data()));
+      }
+      check_exact(got, want, path + " candidates case " + std::to_string(cases));
+    } else if (tag == "with") {
+      // with USER LEN history.. EXCL NEX ex.. NKNOBS name value.. K items.. scores.. NSCORES s..
+      int excl = 0;
+      size_t n_ex = 0, n_knobs = 0, k = 0, n_scores = 0;
+      ls >> excl >> n_ex;
+      std::vector<uint32_t> ex = read_ids(ls, n_ex);
+      ls >> n_knobs;
+      std::vector<std::string> names;
+      std::vector<seqrec_objective> knobs;
+      read_knobs(ls, n_knobs, names, knobs);
+      ls >> k;
+      std::vector<uint32_t> want_items = read_ids(ls, k), items(k, 0xFFFFFFFFu);
+      std::vector<float> want_scores = read_floats(ls, k), scores(k, NAN);
+      ls >> n_scores;
+      std::vector<float> want_all = read_floats(ls, n_scores), all(n_scores, NAN);
+      seqrec_request_options o{};
+      o.has_user = user >= 0;
+      o.user = user < 0 ? 0 : (uint32_t)user;
+      o.exclude_history = excl;
+      o.exclude = ex.data();
+      o.exclude_len = n_ex;
+      o.objectives = knobs.data();
+      o.num_objectives = n_knobs;
+      CHECK_OK(seqrec_model_topk_with(m, history.data(), len, &o, k, items.data(), scores.data()));
+      compare(items, scores, want_items, want_scores,
+              path + " topk_with case " + std::to_string(cases));
+      for (uint32_t id : items)
+        for (uint32_t x : ex) CHECK(id != x, "an excluded id was recommended");
+      CHECK_OK(seqrec_model_score_with(m, history.data(), len, &o, all.data(), all.size()));
+      check_exact(all, want_all, path + " score_with case " + std::to_string(cases));
+    } else {
+      fail("unknown record " + tag + " in " + expected_path, __LINE__);
+    }
+    ++cases;
+  }
+  CHECK(cases > 0, "no cases in " + expected_path);
+
+  // Errors: statuses, messages, and untouched outputs.
+  const seqrec_status IA = SEQREC_ERR_INVALID_ARGUMENT;
+  uint32_t n_items = 0, n_users = 0;
+  CHECK_OK(seqrec_model_num_items(m, &n_items));
+  CHECK_OK(seqrec_model_num_users(m, &n_users));
+  const std::vector<uint32_t> &h = last_history;
+  std::vector<uint32_t> cand{1, 2, 3};
+  std::vector<float> out(3, 7.f);
+  seqrec_request_options o{};
+  o.has_user = n_users > 0;
+  if (n_users == 0) {
+    CHECK_ERR(seqrec_model_score_candidates(m, h.data(), h.size(), nullptr, 3, out.data()), IA,
+              "candidates is NULL");
+    CHECK_ERR(seqrec_model_score_candidates(m, h.data(), h.size(), cand.data(), 0, out.data()), IA,
+              "n_candidates is 0");
+    std::vector<uint32_t> bad{1, n_items, 2};
+    CHECK_ERR(seqrec_model_score_candidates(m, h.data(), h.size(), bad.data(), 3, out.data()), IA,
+              "candidate id");
+    CHECK_ERR(seqrec_model_score_candidates(m, h.data(), h.size(), cand.data(), 3,
+                                            (float *)cand.data()),
+              IA, "overlaps");
+    CHECK_ERR(seqrec_model_score_candidates_user(m, 1, h.data(), h.size(), cand.data(), 3,
+                                                 out.data()),
+              IA, "no user embedding");
+  } else {
+    CHECK_ERR(seqrec_model_score_candidates(m, h.data(), h.size(), cand.data(), 3, out.data()), IA,
+              "user id is required");
+    CHECK_ERR(seqrec_model_score_candidates_user(m, n_users, h.data(), h.size(), cand.data(), 3,
+                                                 out.data()),
+              SEQREC_ERR_OUT_OF_RANGE, "user id");
+  }
+  CHECK_ERR(seqrec_model_score_candidates_with(nullptr, h.data(), h.size(), &o, cand.data(), 3,
+                                               out.data()),
+            IA, "model is NULL");
+  seqrec_objective unknown{"no_such_knob", 1.f};
+  o.objectives = &unknown;
+  o.num_objectives = 1;
+  std::vector<uint32_t> items(5, 9);
+  std::vector<float> scores(5, 9.f);
+  CHECK_ERR(seqrec_model_topk_with(m, h.data(), h.size(), &o, 5, items.data(), scores.data()), IA,
+            "no_such_knob");
+  seqrec_objective null_name{nullptr, 1.f};
+  o.objectives = &null_name;
+  CHECK_ERR(seqrec_model_topk_with(m, h.data(), h.size(), &o, 5, items.data(), scores.data()), IA,
+            "objectives[0].name is NULL");
+  o.objectives = nullptr;
+  CHECK_ERR(seqrec_model_topk_with(m, h.data(), h.size(), &o, 5, items.data(), scores.data()), IA,
+            "opts.objectives is NULL");
+  o.num_objectives = 0;
+  o.exclude_len = 2;
+  CHECK_ERR(seqrec_model_topk_with(m, h.data(), h.size(), &o, 5, items.data(), scores.data()), IA,
+            "opts.exclude is NULL");
+  o.exclude_len = 0;
+  CHECK_ERR(seqrec_model_topk_with(m, h.data(), h.size(), &o, 0, items.data(), scores.data()), IA,
+            "k is 0");
+  CHECK_ERR(seqrec_model_score_with(m, h.data(), h.size(), &o, out.data(), 3), IA, "scores_len");
+  CHECK(out == std::vector<float>(3, 7.f) && items == std::vector<uint32_t>(5, 9),
+        "outputs written on failure");
+  std::printf("ranking: %zu cases, %d refusals\n", cases, g_errors_checked);
+  return 0;
+}
+
+// ---- sessions that move -----------------------------------------------------------------
+
+std::vector<uint8_t> save(const seqrec_session *s) {
+  size_t n = 0;
+  CHECK_OK(seqrec_session_save(s, nullptr, 0, &n));
+  std::vector<uint8_t> buf(n);
+  size_t written = 0;
+  CHECK_OK(seqrec_session_save(s, buf.data(), buf.size(), &written));
+  CHECK(written == n, "saved size");
+  return buf;
+}
+
+int run_move(const std::string &path, const std::string &other_path) {
+  Model here, there, other;
+  CHECK_OK(seqrec_model_load(path.c_str(), &here.p));
+  CHECK_OK(seqrec_model_load(path.c_str(), &there.p));
+  CHECK_OK(seqrec_model_load(other_path.c_str(), &other.p));
+  uint32_t n_items = 0, n_users = 0;
+  size_t max_len = 0;
+  CHECK_OK(seqrec_model_num_items(here.p, &n_items));
+  CHECK_OK(seqrec_model_num_users(here.p, &n_users));
+  CHECK_OK(seqrec_model_max_len(here.p, &max_len));
+  Session original, moved;
+  if (n_users > 0) {
+    CHECK_OK(seqrec_session_new_user(here.p, 1, &original.p));
+  } else {
+    CHECK_OK(seqrec_session_new(here.p, &original.p));
+  }
+  std::vector<uint32_t> a(5), b(5);
+  std::vector<float> sa(5), sb(5);
+  uint32_t item = 7;
+  size_t steps = 2 * max_len + 3;
+  std::vector<uint8_t> bytes;
+  for (size_t i = 0; i < steps; ++i) {
+    item = 1 + (item * 37 + 11) % (n_items - 1);
+    CHECK_OK(seqrec_session_push(original.p, item));
+    if (moved.p) CHECK_OK(seqrec_session_push(moved.p, item));
+    // The moved session: saved and restored on the other load at every step.
+    bytes = save(moved.p ? moved.p : original.p);
+    Session next;
+    CHECK_OK(seqrec_session_restore(there.p, bytes.data(), bytes.size(), &next.p));
+    std::swap(moved.p, next.p);
+    CHECK(save(original.p) == bytes, "saved bytes differ at step " + std::to_string(i));
+    for (int excl = 0; excl <= 1; ++excl) {
+      CHECK_OK(seqrec_session_topk(original.p, 5, excl, a.data(), sa.data()));
+      CHECK_OK(seqrec_session_topk(moved.p, 5, excl, b.data(), sb.data()));
+      CHECK(a == b && sa == sb, "restored session differs at step " + std::to_string(i));
+    }
+  }
+  size_t len = 0;
+  CHECK_OK(seqrec_session_len(moved.p, &len));
+  CHECK(len == steps, "restored session length");
+
+  // Refusals: nothing is written on failure.
+  const seqrec_status IA = SEQREC_ERR_INVALID_ARGUMENT, FMT = SEQREC_ERR_FORMAT;
+  seqrec_session *out = nullptr;
+  CHECK_ERR(seqrec_session_restore(other.p, bytes.data(), bytes.size(), &out), IA,
+            "another model");
+  std::vector<uint8_t> bad = bytes;
+  bad[bad.size() / 2] ^= 0x10;
+  CHECK_ERR(seqrec_session_restore(there.p, bad.data(), bad.size(), &out), FMT, "checksum");
+  CHECK_ERR(seqrec_session_restore(there.p, bytes.data(), bytes.size() - 1, &out), FMT,
+            "session state");
+  CHECK_ERR(seqrec_session_restore(there.p, bytes.data(), 3, &out), FMT, "not a saved");
+  CHECK_ERR(seqrec_session_restore(there.p, nullptr, 10, &out), IA, "data is NULL");
+  CHECK_ERR(seqrec_session_restore(nullptr, bytes.data(), bytes.size(), &out), IA, "NULL");
+  CHECK_ERR(seqrec_session_restore(there.p, bytes.data(), bytes.size(), nullptr), IA, "NULL");
+  CHECK(out == nullptr, "out written on failure");
+  size_t n = 12345;
+  std::vector<uint8_t> small(8, 0xAB);
+  CHECK_ERR(seqrec_session_save(moved.p, small.data(), small.size(), &n), IA, "needs");
+  CHECK(n == 12345 && small == std::vector<uint8_t>(8, 0xAB), "outputs written on failure");
+  CHECK_ERR(seqrec_session_save(moved.p, nullptr, 8, &n), IA, "buf is NULL");
+  CHECK_ERR(seqrec_session_save(moved.p, nullptr, 0, nullptr), IA, "len_out is NULL");
+  CHECK_ERR(seqrec_session_save(nullptr, nullptr, 0, &n), IA, "session is NULL");
+  std::printf("move: %zu steps restored, %zu bytes at the end, %d refusals\n", steps,
+              bytes.size(), g_errors_checked);
+  return 0;
+}
+
+// ---- the text encoder ---------------------------------------------------------------------
+
+int run_text(const std::string &dir, const std::string &expected_path) {
+  std::ifstream in(expected_path);
+  CHECK(in.good(), "cannot open " + expected_path);
+  size_t dim = 0, n = 0;
+  in >> dim >> n;
+  std::string line;
+  std::getline(in, line);
+  std::vector<std::string> texts(n);
+  for (auto &t : texts) std::getline(in, t);
+  std::vector<float> want(n * dim);
+  std::string tok;
+  for (auto &x : want) {
+    in >> tok;
+    x = to_float(tok);
+  }
+  seqrec_text_encoder *enc = nullptr;
+  CHECK_OK(seqrec_text_encoder_load(dir.c_str(), &enc));
+  size_t got_dim = 0;
+  CHECK_OK(seqrec_text_encoder_dim(enc, &got_dim));
+  CHECK(got_dim == dim, "dim " + std::to_string(got_dim));
+  std::vector<const char *> ptrs;
+  for (auto &t : texts) ptrs.push_back(t.c_str());
+  std::vector<float> out(n * dim + 3, 42.f);
+  CHECK_OK(seqrec_text_encoder_encode(enc, ptrs.data(), n, out.data(), out.size()));
+  for (size_t i = 0; i < n * dim; ++i)
+    CHECK(std::fabs(out[i] - want[i]) <= 1e-6f,
+          "embedding value " + std::to_string(i) + ": " + std::to_string(out[i]) + " vs " +
+              std::to_string(want[i]));
+  CHECK(out[n * dim] == 42.f, "wrote past n_texts * dim");
+
+  const seqrec_status IA = SEQREC_ERR_INVALID_ARGUMENT;
+  std::vector<float> small(dim, 5.f);
+  const char *empty[] = {"Toy Story", ""};
+  CHECK_ERR(seqrec_text_encoder_encode(enc, empty, 2, out.data(), out.size()), IA, "text 1");
+  const char *null_text[] = {nullptr};
+  CHECK_ERR(seqrec_text_encoder_encode(enc, null_text, 1, out.data(), out.size()), IA,
+            "texts[0] is NULL");
+  CHECK_ERR(seqrec_text_encoder_encode(enc, ptrs.data(), n, small.data(), small.size()), IA,
+            "out_len");
+  CHECK(small == std::vector<float>(dim, 5.f), "output written on failure");
+  CHECK_ERR(seqrec_text_encoder_encode(enc, ptrs.data(), 0, out.data(), out.size()), IA,
+            "n_texts is 0");
+  CHECK_ERR(seqrec_text_encoder_encode(nullptr, ptrs.data(), n, out.data(), out.size()), IA,
+            "encoder is NULL");
+  seqrec_text_encoder *none = nullptr;
+  CHECK_ERR(seqrec_text_encoder_load("/nonexistent/seqrec-text", &none), SEQREC_ERR_FORMAT,
+            "config.json is missing");
+  CHECK_ERR(seqrec_text_encoder_load(nullptr, &none), IA, "dir is NULL");
+  CHECK(none == nullptr, "out written on failure");
+  seqrec_text_encoder_free(enc);
+  seqrec_text_encoder_free(nullptr);
+  std::printf("text: %zu texts of %zu values, %d refusals\n", n, dim, g_errors_checked);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -846,8 +1168,12 @@ int main(int argc, char **argv) {
   if (mode == "mutants") return run_mutants(argc, argv);
   if (mode == "knobs" && argc == 4) return run_knobs(argv[2], argv[3]);
   if (mode == "pdit" && argc == 6) return run_pdit(argv[2], argv[3], argv[4], argv[5]);
+  if (mode == "ranking" && argc == 4) return run_ranking(argv[2], argv[3]);
+  if (mode == "move" && argc == 4) return run_move(argv[2], argv[3]);
+  if (mode == "text" && argc == 4) return run_text(argv[2], argv[3]);
   std::fprintf(stderr,
                "usage: client check MODEL EXPECTED | errors MODEL CASER | mutants FILE... | "
-               "knobs MODEL EXPECTED | pdit MODEL CATALOG BAD_CATALOG EXPECTED\n");
+               "knobs MODEL EXPECTED | pdit MODEL CATALOG BAD_CATALOG EXPECTED | "
+               "ranking MODEL EXPECTED | move MODEL OTHER | text DIR EXPECTED\n");
   return 2;
 }

@@ -1,8 +1,9 @@
 //! Helpers for seqrec's cross-crate integration tests: locating the shared fixtures and data,
 //! and building small random models of every architecture as real safetensors files.
 
-use seqrec_engine::Config;
-use std::path::PathBuf;
+use seqrec_engine::{Config, Model, Query};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// The shared folder with specs, fixtures and data (`$SEQREC_SHARED`, else `../shared` beside
 /// the workspace). `None`, with a printed notice naming `what`, when it is absent, so a test
@@ -19,6 +20,26 @@ pub fn shared_dir(what: &str) -> Option<PathBuf> {
             dir.display()
         );
         None
+    }
+}
+
+/// A temporary folder (`seqrec-TAG-PID` in the system's temporary directory), removed with
+/// everything in it on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates the folder.
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("seqrec-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary folder");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
     }
 }
 
@@ -80,38 +101,10 @@ pub fn small_rl_config(
         .with("sup_head", sup_head)
 }
 
-/// A safetensors file image with random weights (N(0, std²)) for `cfg`, config in metadata.
-pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Vec<u8> {
-    seqrec_engine::testing::random_model_bytes(cfg, seed, std).expect("valid config")
-}
-
-/// The all-MiniLM-L6-v2 model folder (`$SEQREC_MINILM_DIR`, else `.minilm/` in the workspace
-/// root, where `scripts/fetch-minilm.sh` puts it). `None`, with a printed notice naming
-/// `what`, when it is absent, so a test can skip.
-pub fn minilm_dir(what: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("SEQREC_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.minilm"));
-    let complete = ["config.json", "model.safetensors", "tokenizer.json"]
-        .iter()
-        .all(|f| dir.join(f).is_file());
-    if complete {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {what}: all-MiniLM-L6-v2 not found at {} (run scripts/fetch-minilm.sh or \
-             set SEQREC_MINILM_DIR)",
-            dir.display()
-        );
-        None
-    }
-}
-
-/// Every architecture and variant of this build, small (40 items, windows of 6): the plain
-/// backbones, the Decision Transformers, the hierarchical models, the RL heads on each backbone
-/// and HDT over SASRec.
-pub fn every_architecture() -> Vec<(String, Config)> {
-    let (n, l) = (40, 6);
+/// Every architecture and variant of this build ([`small_config`] and [`small_rl_config`]:
+/// the plain backbones, the Decision Transformers, the hierarchical models on both backbones,
+/// an RL method on each backbone), with `n` items and window `l`, named.
+pub fn every_architecture(n: usize, l: usize) -> Vec<(String, Config)> {
     let mut out: Vec<(String, Config)> = [
         "sasrec",
         "gru4rec",
@@ -146,6 +139,150 @@ pub fn every_architecture() -> Vec<(String, Config)> {
             .with("heads", "tied"),
     ));
     out
+}
+/// A safetensors file image with random weights (N(0, std²)) for `cfg`, config in metadata.
+pub fn random_model_bytes(cfg: &Config, seed: u64, std: f32) -> Vec<u8> {
+    seqrec_engine::testing::random_model_bytes(cfg, seed, std).expect("valid config")
+}
+
+/// The all-MiniLM-L6-v2 model folder (`$SEQREC_MINILM_DIR`, else `.minilm/` in the workspace
+/// root, where `scripts/fetch-minilm.sh` puts it). `None`, with a printed notice naming
+/// `what`, when it is absent, so a test can skip.
+pub fn minilm_dir(what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SEQREC_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.minilm"));
+    let complete = ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file());
+    if complete {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {what}: all-MiniLM-L6-v2 not found at {} (run scripts/fetch-minilm.sh or \
+             set SEQREC_MINILM_DIR)",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+/// Checks `model` against the RecBole reference cases in `dir/cases.json` (spec §0): raw
+/// scores (first 50, sum, sum of squares), the user vector (`final_hidden`) and the top-10, to
+/// `max |Δ| ≤ 2e-5 · max(1, max |ref|)`; top-10 identical except neighbours whose reference
+/// gap is below 2·tol·scale.
+pub fn check_fixture_cases(model: &Model, dir: &Path, name: &str) {
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let info = model.info().clone();
+    let mut ws = model.new_workspace();
+    let mut scores = vec![0f32; info.n_items];
+    let mut hidden = vec![0f32; info.dim];
+    for case in cases.as_array().unwrap() {
+        let cname = case["name"].as_str().unwrap();
+        let history: Vec<u32> = case["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let mut q = Query::new(&history);
+        if let Some(u) = case["user"].as_u64() {
+            q = q.user(u as u32);
+        }
+        let ctx = format!("{name}/{cname}");
+        let window = model.window(&history).unwrap();
+        let eff: Vec<u32> = case["effective_seq"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(window, &eff[..], "{ctx}: window");
+
+        model.user_vector(&q, &mut ws, &mut hidden).unwrap();
+        let want_h = f64s(&case["final_hidden"]);
+        let scale_h = want_h.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        for (i, (&g, &w)) in hidden.iter().zip(&want_h).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 2e-5 * scale_h,
+                "{ctx}: final_hidden[{i}] {g} vs {w}"
+            );
+        }
+
+        model.score(&q, &mut ws, &mut scores).unwrap();
+        let first50 = f64s(&case["scores_first50"]);
+        let scale = first50.iter().fold(1.0f64, |m, x| m.max(x.abs())).max(
+            case["top10_scores"].as_array().unwrap()[0]
+                .as_f64()
+                .unwrap()
+                .abs(),
+        );
+        let tol = 2e-5 * scale;
+        for (i, &w) in first50.iter().enumerate() {
+            assert!(
+                (scores[i] as f64 - w).abs() <= tol,
+                "{ctx}: score[{i}] {} vs {w}",
+                scores[i]
+            );
+        }
+        let sum: f64 = scores.iter().map(|&s| s as f64).sum();
+        let sumsq: f64 = scores.iter().map(|&s| (s as f64) * (s as f64)).sum();
+        let (want_sum, want_sumsq) = (
+            case["scores_sum"].as_f64().unwrap(),
+            case["scores_sumsq"].as_f64().unwrap(),
+        );
+        assert!(
+            (sum - want_sum).abs() <= tol * info.n_items as f64,
+            "{ctx}: sum {sum} vs {want_sum}"
+        );
+        assert!(
+            (sumsq - want_sumsq).abs()
+                <= 2.0 * tol * scale * info.n_items as f64 + 1e-9 * want_sumsq.abs(),
+            "{ctx}: sumsq {sumsq} vs {want_sumsq}"
+        );
+
+        let top = model.topk(&q, 10, &mut ws).unwrap();
+        let want_items: Vec<u32> = case["top10"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let want_scores = f64s(&case["top10_scores"]);
+        for (r, rec) in top.iter().enumerate() {
+            assert!(
+                (rec.score as f64 - want_scores[r]).abs() <= tol,
+                "{ctx}: top score {r}"
+            );
+            if rec.item != want_items[r] {
+                // A swap is allowed only between neighbours whose reference gap is below 2·tol.
+                let partner = want_items.iter().position(|&w| w == rec.item);
+                let ok = partner.is_some_and(|p| {
+                    p.abs_diff(r) == 1 && (want_scores[p] - want_scores[r]).abs() < 2.0 * tol
+                });
+                let boundary = r == 9 && case["gap_10_11"].as_f64().unwrap() < 2.0 * tol;
+                assert!(
+                    ok || boundary,
+                    "{ctx}: top-10 position {r}: got {} want {}",
+                    rec.item,
+                    want_items[r]
+                );
+            }
+        }
+        assert!(
+            top.iter().all(|r| r.item != 0),
+            "{ctx}: padding id recommended"
+        );
+    }
 }
 
 /// `want` and `got` agree element by element to `tol·(1 + |want|)` (NaN matching NaN).

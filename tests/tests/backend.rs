@@ -283,7 +283,7 @@ impl Backend for Counting {
 #[test]
 fn every_architecture_runs_on_the_required_core_alone() {
     let histories: [&[u32]; 4] = [&[3], &[5, 9, 2], &[1, 2, 3, 4, 5, 6, 7, 8, 9], &[39, 38]];
-    for (name, cfg) in every_architecture() {
+    for (name, cfg) in every_architecture(40, 6) {
         let bytes = random_model_bytes(&cfg, 11, 0.3);
         let opts = LoadOptions::default();
         let cpu = Model::from_bytes(&bytes, &opts).unwrap();

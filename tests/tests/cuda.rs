@@ -666,7 +666,7 @@ fn catalog_scans_match_the_cpu_for_every_storage() {
 fn every_architecture_scores_on_the_gpu_as_on_the_cpu() {
     let Some(g) = gpu() else { return };
     let histories: [&[u32]; 4] = [&[3], &[5, 9, 2], &[1, 2, 3, 4, 5, 6, 7, 8, 9], &[39, 38]];
-    for (name, cfg) in every_architecture() {
+    for (name, cfg) in every_architecture(40, 6) {
         let bytes = random_model_bytes(&cfg, 11, 0.3);
         for dtype in [DType::F32, DType::BF16, DType::I8] {
             let opts = LoadOptions {

@@ -8,8 +8,9 @@
 //! the step leaves behind (the hierarchical models carry state between a user's sessions), and
 //! how the model is validated and checkpointed. The implementations: the backbones
 //! ([`crate::train::train`]), the RL heads ([`crate::models::rl::train::train_rl`]), the
-//! Decision Transformers ([`crate::models::dt::train::train`]) and the hierarchical session
-//! models ([`crate::models::hdt::train_hdt`]).
+//! Decision Transformers ([`crate::models::dt::train::train`]), the hierarchical session
+//! models ([`crate::models::hdt::train_hdt`]) and the generators of text latents and ID
+//! embeddings, PDiT and the DreamRec-style baseline ([`crate::models::pdit::train`]).
 //!
 //! [`fit`] runs the epochs, the same for all of them:
 //!
@@ -316,6 +317,55 @@ impl Batches for ShuffledBatches {
     }
 }
 
+/// [`ShuffledBatches`] cut into rounds of `steps` mini-batches instead of passes over the
+/// data, so that the loop validates every `steps` steps: a round goes on where the previous one
+/// stopped, and a new shuffled pass starts when the data runs out. Without `steps` a round is
+/// one pass (an epoch).
+#[derive(Clone, Debug)]
+pub struct RoundBatches {
+    inner: ShuffledBatches,
+    steps: Option<usize>,
+    done: usize,
+}
+
+impl RoundBatches {
+    /// The examples `0..n` in mini-batches of `batch`, `steps` of them per round.
+    pub fn new(n: usize, batch: usize, steps: Option<usize>) -> Self {
+        RoundBatches {
+            inner: ShuffledBatches::new(n, batch),
+            steps: steps.map(|s| s.max(1)),
+            done: 0,
+        }
+    }
+}
+
+impl Batches for RoundBatches {
+    fn steps_per_epoch(&self) -> Option<u64> {
+        Some(self.steps.map_or(self.inner.len(), |s| s as u64))
+    }
+
+    fn begin_epoch(&mut self, rng: &mut Rng) {
+        self.done = 0;
+        if self.steps.is_none() {
+            self.inner.begin_epoch(rng);
+        }
+    }
+
+    fn next_batch(&mut self, rng: &mut Rng) -> Option<Vec<usize>> {
+        let Some(steps) = self.steps else {
+            return self.inner.next_batch(rng);
+        };
+        if self.done == steps || self.inner.is_empty() {
+            return None;
+        }
+        self.done += 1;
+        self.inner.next_batch(rng).or_else(|| {
+            self.inner.begin_epoch(rng);
+            self.inner.next_batch(rng)
+        })
+    }
+}
+
 /// The best-epoch bookkeeping: the per-epoch log, the best validation value with its report
 /// and checkpoint, and why training stopped.
 struct EpochTracker {
@@ -533,6 +583,29 @@ mod tests {
             all.sort_unstable();
             assert_eq!(all, (0..10).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn rounds_of_steps_run_on_across_passes() {
+        let mut rng = Rng::new(2);
+        let mut b = RoundBatches::new(5, 2, Some(4));
+        assert_eq!(b.steps_per_epoch(), Some(4));
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            b.begin_epoch(&mut rng);
+            let round: Vec<Vec<usize>> = std::iter::from_fn(|| b.next_batch(&mut rng)).collect();
+            assert_eq!(round.len(), 4);
+            seen.extend(round);
+        }
+        // 12 batches over passes of 3 (sizes 2, 2, 1): every pass covers the 5 examples.
+        for pass in seen.chunks(3) {
+            let mut all: Vec<usize> = pass.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..5).collect::<Vec<_>>());
+        }
+        let mut e = RoundBatches::new(5, 2, None);
+        e.begin_epoch(&mut rng);
+        assert_eq!(std::iter::from_fn(|| e.next_batch(&mut rng)).count(), 3);
     }
 
     #[test]

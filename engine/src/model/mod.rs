@@ -21,7 +21,7 @@ mod session;
 mod workspace;
 
 pub use batch::BATCH_GROUP;
-pub use session::{Session, SessionState};
+pub use session::{SESSION_FORMAT_VERSION, SESSION_MAGIC, Session, SessionState};
 pub use workspace::Workspace;
 
 /// RecBole's default `MAX_ITEM_LIST_LENGTH`.
@@ -138,6 +138,9 @@ pub struct Model<B: Backend = Cpu> {
     /// Process-unique id, so a workspace shared by several models never reuses another
     /// model's cached state.
     id: u64,
+    /// Hash of the configuration and every tensor the architecture read (see
+    /// [`Model::fingerprint`]).
+    fingerprint: u64,
 }
 
 fn next_model_id() -> u64 {
@@ -159,7 +162,8 @@ impl Model<Cpu> {
         Model::load_on(Cpu::new(), path, opts)
     }
 
-    /// Loads from a file image on the CPU, copying it into an aligned buffer.
+    /// Loads from a file image on the CPU (safetensors, or a RecBole `.pth`), copying it into
+    /// an aligned buffer.
     pub fn from_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
         Model::from_bytes_on(Cpu::new(), bytes, opts)
     }
@@ -176,32 +180,64 @@ impl Model<Cpu> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Memory-maps and loads a safetensors model onto backend `be`. The configuration comes
-    /// from `opts.config`, else the file's `seqrec.config` metadata, else a `config.json` beside
-    /// the file.
+    /// Memory-maps and loads a model file onto backend `be`: a safetensors file, or a RecBole
+    /// checkpoint (`.pth`, recognised by its zip signature) converted in memory by
+    /// [`crate::pth::convert`]. The configuration comes from `opts.config`, else the file's
+    /// `seqrec.config` metadata (a checkpoint's RecBole configuration), else a `config.json`
+    /// beside the file.
     #[cfg(feature = "std")]
     pub fn load_on(be: B, path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
-        let file = WeightFile::open(path)?;
+        let origin = path.display().to_string();
+        let mut head = [0u8; 4];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .map_err(|source| Error::Io {
+                path: origin.clone(),
+                source,
+            })?;
         let mut opts = opts.clone();
-        if opts.config.is_none() && file.metadata(CONFIG_KEY).is_none() {
+        let sidecar = || -> Result<Option<Config>> {
             let sidecar = path.with_file_name("config.json");
-            if sidecar.is_file() {
-                let text = std::fs::read_to_string(&sidecar).map_err(|source| Error::Io {
-                    path: sidecar.display().to_string(),
-                    source,
-                })?;
-                let cfg = Config::from_json(&text)
-                    .map_err(|e| e.in_origin(&sidecar.display().to_string()))?;
-                opts.config = Some(cfg);
+            if !sidecar.is_file() {
+                return Ok(None);
             }
-        }
+            let text = std::fs::read_to_string(&sidecar).map_err(|source| Error::Io {
+                path: sidecar.display().to_string(),
+                source,
+            })?;
+            Config::from_json(&text)
+                .map(Some)
+                .map_err(|e| e.in_origin(&sidecar.display().to_string()))
+        };
+        let file = if crate::pth::is_zip(&head[..n]) {
+            let fallback = match &opts.config {
+                Some(c) => Some(c.clone()),
+                None => sidecar()?,
+            };
+            crate::pth::convert_file(path, fallback.as_ref())?.into_weight_file(&origin)?
+        } else {
+            let file = WeightFile::open(path)?;
+            if opts.config.is_none() && file.metadata(CONFIG_KEY).is_none() {
+                opts.config = sidecar()?;
+            }
+            file
+        };
         Model::from_weight_file(be, &file, &opts)
     }
 
-    /// Loads from a file image onto backend `be`, copying it into an aligned buffer.
+    /// Loads from a file image onto backend `be`, copying it into an aligned buffer: a
+    /// safetensors image, or a RecBole checkpoint (`.pth`) converted by
+    /// [`crate::pth::convert`] (`opts.config` serves a bare state dict).
     pub fn from_bytes_on(be: B, bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
-        Model::from_weight_file(be, &WeightFile::from_bytes(bytes)?, opts)
+        let file = if crate::pth::is_zip(bytes) {
+            crate::pth::convert(bytes, opts.config.as_ref())
+                .and_then(|c| c.into_weight_file("<memory>"))
+                .map_err(|e| e.in_origin("<memory>"))?
+        } else {
+            WeightFile::from_bytes(bytes)?
+        };
+        Model::from_weight_file(be, &file, opts)
     }
 
     /// Builds a model on backend `be` from a parsed weight file.
@@ -223,6 +259,13 @@ impl<B: Backend> Model<B> {
         };
         let name = config.model()?;
         let known = models::names::<B>();
+        if name == "pdit" {
+            return Err(Error::Config(
+                "`pdit` is a generator, not a ranking model: load it with `pdit::Pdit` \
+                 (command line: `seqrec generate`; C ABI: `seqrec_pdit_load`)"
+                    .into(),
+            ));
+        }
         if !known.contains(&name.as_str()) {
             return Err(Error::UnknownModel {
                 name,
@@ -260,6 +303,7 @@ impl<B: Backend> Model<B> {
             max_len,
         };
         let arch = models::load(&be, &name, &mut cx)?;
+        let fingerprint = crate::codec::fnv1a(ld.fingerprint(), config.to_json().as_bytes());
         ld.finish(arch.name())?;
         let dim = arch.score_dim();
         let table = arch.scoring_table(file, n_items)?;
@@ -280,7 +324,17 @@ impl<B: Backend> Model<B> {
             config,
             info,
             id: next_model_id(),
+            fingerprint,
         })
+    }
+
+    /// A 64-bit hash of the model: its configuration and the names, shapes and f32 values of
+    /// every tensor the architecture reads (not the storage of the scoring item table, which
+    /// changes no session state). The same file loaded anywhere, or a RecBole `.pth` and its
+    /// conversion, have the same fingerprint; saved sessions carry it, and restoring one into
+    /// a model with another fingerprint is an error.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// What the model is.

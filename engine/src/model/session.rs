@@ -4,12 +4,162 @@
 
 use super::{Model, Scored, Workspace, scored};
 use crate::backend::Backend;
+use crate::codec::{Reader, Writer, crc32};
 use crate::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::models::{ArchState, Request};
 use crate::objectives::Objectives;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
+
+/// The first bytes of a saved session ([`Model::session_save`]).
+pub const SESSION_MAGIC: [u8; 4] = *b"SQRS";
+
+/// The saved-session format this build writes, and the only one it reads.
+///
+/// Layout (little-endian; `varint` is unsigned LEB128; `f32s` is a varint count then the
+/// values bit for bit):
+///
+/// | field | encoding |
+/// |---|---|
+/// | magic `SQRS` | 4 bytes |
+/// | format version | u16 |
+/// | model fingerprint ([`Model::fingerprint`]) | u64 |
+/// | flags (bit 0: a scoring vector is held) | u8 |
+/// | user id | u32 |
+/// | objective knobs, in the model's declaration order | f32s |
+/// | history | varint count, varint ids |
+/// | scoring vector (when flagged) | f32s |
+/// | the architecture's state ([`crate::models::Architecture::save_state`]) | its own |
+/// | CRC-32 of every byte before it | u32 |
+pub const SESSION_FORMAT_VERSION: u16 = 1;
+
+fn state_err(msg: String) -> Error {
+    Error::SessionState(msg)
+}
+
+impl<B: Backend> Model<B> {
+    /// Serialises a session's whole state (history, user, knobs, the architecture's caches and
+    /// hidden or inter-session state, the current scoring vector) into a compact byte string
+    /// bound to this model by its [`Model::fingerprint`]; see [`SESSION_FORMAT_VERSION`] for
+    /// the layout. [`Model::session_restore`] on any process that loaded the same model
+    /// continues the session exactly as this one would (same top-k, same scores, bit for bit).
+    pub fn session_save(&self, s: &SessionState<B>) -> Result<Vec<u8>> {
+        self.check_session(s)?;
+        let mut w = Writer::default();
+        w.bytes.extend_from_slice(&SESSION_MAGIC);
+        w.u16(SESSION_FORMAT_VERSION);
+        w.u64(self.fingerprint);
+        w.u8(u8::from(s.scorable));
+        w.u32(s.user);
+        let knobs: Vec<f32> = s.objectives.iter().map(|(_, v)| v).collect();
+        w.f32s(&knobs);
+        w.varint(s.history.len() as u64);
+        for &id in &s.history {
+            w.varint(u64::from(id));
+        }
+        if s.scorable {
+            crate::models::save_buf(&self.be, &s.h, self.info.dim, &mut w)?;
+        }
+        self.arch.save_state(&self.be, &s.state, &mut w)?;
+        let crc = crc32(0, &w.bytes);
+        w.u32(crc);
+        Ok(w.bytes)
+    }
+
+    /// Rebuilds a session saved by [`Model::session_save`] from this model or from another
+    /// load of the same model.
+    ///
+    /// # Errors
+    /// [`Error::SessionState`] for bytes that are not a saved session, of another format
+    /// version, truncated or corrupt (checksum), or inconsistent with the model's sizes;
+    /// [`Error::InvalidArgument`] for a session saved from another model (fingerprint).
+    pub fn session_restore(&self, bytes: &[u8]) -> Result<SessionState<B>> {
+        const HEAD: usize = 4 + 2 + 8;
+        if bytes.len() < 4 || bytes[..4] != SESSION_MAGIC {
+            return Err(state_err(format!(
+                "not a saved seqrec session: it starts with {:02x?}, expected {:02x?} (`SQRS`)",
+                &bytes[..bytes.len().min(4)],
+                SESSION_MAGIC
+            )));
+        }
+        if bytes.len() < HEAD + 4 {
+            return Err(state_err(format!(
+                "truncated: {} bytes, a saved session has at least {}",
+                bytes.len(),
+                HEAD + 4
+            )));
+        }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != SESSION_FORMAT_VERSION {
+            return Err(state_err(format!(
+                "format version {version}, this build reads version {SESSION_FORMAT_VERSION}"
+            )));
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 4);
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let computed = crc32(0, body);
+        if stored != computed {
+            return Err(state_err(format!(
+                "checksum mismatch over {} bytes (stored {stored:08x}, computed {computed:08x}):                  the state is truncated or corrupt",
+                body.len()
+            )));
+        }
+        let mut r = Reader::new(body, state_err);
+        r.seek(6)?;
+        let fingerprint = r.u64("fingerprint")?;
+        if fingerprint != self.fingerprint {
+            return Err(Error::InvalidArgument(format!(
+                "the session was saved from another model (fingerprint {fingerprint:016x}; this                  `{}` model has {:016x})",
+                self.info.arch, self.fingerprint
+            )));
+        }
+        let flags = r.u8("flags")?;
+        if flags > 1 {
+            return Err(r.error(format_args!("unknown flags {flags:#04x}")));
+        }
+        let user = r.u32("user id")?;
+        let user = match self.info.n_users {
+            Some(_) => self.check_user(Some(user)),
+            None if user == 0 => Ok(0),
+            None => Err(r.error(format_args!("user id {user} for a model without users"))),
+        }
+        .map_err(|e| r.error(e))?;
+        let mut state = self.new_session_inner(self.info.n_users.map(|_| user))?;
+        let specs = self.objectives.specs();
+        let mut knobs = Vec::new();
+        r.f32s("objective knobs", specs.len(), &mut knobs)?;
+        for (spec, &v) in specs.iter().zip(&knobs) {
+            state.objectives.set(spec.name, v).map_err(|e| r.error(e))?;
+        }
+        // Each id takes at least one byte: the count cannot ask for more than is there.
+        let n = r.count("history length", r.remaining())?;
+        let max = (self.info.n_items - 1) as u64;
+        state.history.reserve_exact(n);
+        for position in 0..n {
+            let id = r.varint("history id")?;
+            if id == 0 || id > max {
+                return Err(r.error(format_args!(
+                    "item id {id} at history position {position} is out of range 1..={max}"
+                )));
+            }
+            state.history.push(id as u32);
+        }
+        if flags & 1 == 1 {
+            let h = &mut state.h;
+            crate::models::restore_buf(&self.be, &mut r, "scoring vector", self.info.dim, h)?;
+            state.scorable = true;
+        }
+        let window = state.history.len().min(self.info.max_len);
+        self.arch
+            .restore_state(&self.be, &mut r, window, &mut state.state)?;
+        if r.remaining() != 0 {
+            return Err(r.error(format_args!("{} bytes left after the state", r.remaining())));
+        }
+        Ok(state)
+    }
+}
 
 impl<B: Backend> Model<B> {
     /// A fresh session (for models with a user embedding, use [`Self::new_session_for_user`]).
@@ -257,7 +407,7 @@ pub struct Session<'m, B: Backend = Cpu> {
     ws: Workspace<B>,
 }
 
-impl<B: Backend> Session<'_, B> {
+impl<'m, B: Backend> Session<'m, B> {
     /// Appends an event.
     pub fn push(&mut self, item: u32) -> Result<()> {
         self.model.session_push(&mut self.state, item, &mut self.ws)
@@ -304,5 +454,25 @@ impl<B: Backend> Session<'_, B> {
     /// Events so far.
     pub fn history(&self) -> &[u32] {
         self.state.history()
+    }
+
+    /// The session's whole state as bytes (see [`Model::session_save`]).
+    pub fn save(&self) -> Result<Vec<u8>> {
+        self.model.session_save(&self.state)
+    }
+
+    /// A session of `model` rebuilt from [`Session::save`]'s bytes (see
+    /// [`Model::session_restore`]), with a workspace of its own.
+    pub fn restore(model: &'m Model<B>, bytes: &[u8]) -> Result<Self> {
+        Ok(Session {
+            model,
+            state: model.session_restore(bytes)?,
+            ws: Workspace::new(),
+        })
+    }
+
+    /// The state without the workspace.
+    pub fn state(&self) -> &SessionState<B> {
+        &self.state
     }
 }

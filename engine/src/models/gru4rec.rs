@@ -4,9 +4,10 @@
 //! Sessions carry each layer's hidden state, so that while the history fits the window a new
 //! event costs one GRU step per layer.
 
-use super::{Architecture, LoadContext, Request, Scratch};
+use super::{Architecture, LoadContext, Request, Scratch, restore_buf, save_buf};
 use crate::backend::{Backend, BlockScratch};
 use crate::blocks::{Activation, Embedding, GruLayer, Linear};
+use crate::codec::{Reader, Writer};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::Objectives;
@@ -202,6 +203,28 @@ impl<B: Backend> Architecture<B> for Gru4Rec<B> {
         out: &mut B::Buf,
     ) -> Result<bool> {
         self.run(be, &[item], state, s, out).map(|_| true)
+    }
+
+    /// Every layer's hidden state.
+    fn save_state(&self, be: &B, state: &Gru4RecState<B>, w: &mut Writer) -> Result<()> {
+        for h in &state.h {
+            save_buf(be, h, self.hidden, w)?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        window: usize,
+        state: &mut Gru4RecState<B>,
+    ) -> Result<()> {
+        for h in &mut state.h {
+            restore_buf(be, r, "GRU hidden state", self.hidden, h)?;
+        }
+        state.len = window;
+        Ok(())
     }
 }
 

@@ -28,11 +28,12 @@
 
 use super::gru4rec::{Gru4Rec, Gru4RecState};
 use super::sasrec::{SasRec, SasRecState};
-use super::{Architecture, LoadContext, Request, Scratch};
+use super::{Architecture, LoadContext, Request, Scratch, restore_buf, save_buf};
 use crate::backend::{At, Backend, KvCache, Scale, SelfMask, Src};
 use crate::blocks::{
     Activation, AttentionBlock, Embedding, FeedForward, GruLayer, LayerNorm, Linear,
 };
+use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::objectives::similarity::SimAccumulator;
 use crate::objectives::{ObjectiveSpec, Objectives};
@@ -750,5 +751,44 @@ impl<B: Backend> Architecture<B> for Hdt<B> {
         }
         st.sessions += 1;
         Ok(true)
+    }
+
+    /// The inter-session state, which no history can rebuild: `s_c`, the user GRU's state,
+    /// the finished sessions' similarity sum and their count. Everything else is recomputed
+    /// by the next encode (every event re-encodes the current session).
+    fn save_state(&self, be: &B, st: &HdtState<B>, w: &mut Writer) -> Result<()> {
+        save_buf(be, &st.s, self.dim, w)?;
+        save_buf(be, &st.u, self.dim, w)?;
+        let (sum, items) = st.finished.parts();
+        w.varint(sum.len() as u64);
+        for v in sum {
+            w.u64(v.to_bits());
+        }
+        w.varint(items as u64);
+        w.varint(st.sessions as u64);
+        Ok(())
+    }
+
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        _window: usize,
+        st: &mut HdtState<B>,
+    ) -> Result<()> {
+        restore_buf(be, r, "session state s_c", self.dim, &mut st.s)?;
+        restore_buf(be, r, "user GRU state", self.dim, &mut st.u)?;
+        let dim = st.finished.dim();
+        let n = r.count("similarity width", dim)?;
+        if n != dim {
+            return Err(r.error(format_args!("similarity width {n}, expected {dim}")));
+        }
+        let sum = (0..n)
+            .map(|_| r.u64("similarity sum").map(f64::from_bits))
+            .collect::<Result<Vec<_>>>()?;
+        let items = r.count("finished items", usize::MAX >> 1)?;
+        st.finished = SimAccumulator::from_parts(sum, items);
+        st.sessions = r.count("finished sessions", usize::MAX >> 1)?;
+        Ok(())
     }
 }

@@ -11,14 +11,16 @@ pub mod nextitnet;
 pub mod rl;
 pub mod sasrec;
 
-use crate::backend::{Backend, BlockScratch};
+use crate::backend::{Backend, BlockScratch, KvCache};
 use crate::blocks::Embedding;
+use crate::codec::{Reader, Writer};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, TensorLoader, WeightFile};
 use alloc::boxed::Box;
 use alloc::string::ToString;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::any::Any;
 
@@ -226,6 +228,84 @@ pub trait Architecture<B: Backend>: Sized + Send + Sync + core::fmt::Debug + 'st
         let _ = (be, objectives, state, s, out);
         Ok(false)
     }
+
+    /// Writes what [`Self::restore_state`] needs to rebuild `state` exactly (bit for bit, so
+    /// that a restored session continues as the original would), reading device buffers
+    /// through [`Backend::read`]. By default nothing: right for architectures whose `state`
+    /// is rebuilt by every [`Self::encode`] (no [`Self::push`], no [`Self::end_session`]);
+    /// an architecture that implements either must override both methods.
+    fn save_state(&self, be: &B, state: &Self::State, w: &mut Writer) -> Result<()> {
+        let _ = (be, state, w);
+        Ok(())
+    }
+
+    /// Rebuilds into `state`, a fresh [`Self::new_state`], what [`Self::save_state`] wrote,
+    /// writing device buffers through [`Backend::write`]. `window` is the number of events in
+    /// the session's current window (`min(events, max_len)`, 0 after a hierarchical model's
+    /// session boundary): an incremental state covers exactly those. The bytes are untrusted
+    /// (though checksummed): every count is checked against the model's sizes.
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        window: usize,
+        state: &mut Self::State,
+    ) -> Result<()> {
+        let _ = (be, r, window, state);
+        Ok(())
+    }
+}
+
+/// Writes the first `len` values of `buf` (read through the backend) as a counted f32 list.
+pub(crate) fn save_buf<B: Backend>(be: &B, buf: &B::Buf, len: usize, w: &mut Writer) -> Result<()> {
+    let mut host = vec![0f32; len];
+    be.read(buf, 0, &mut host)?;
+    w.f32s(&host);
+    Ok(())
+}
+
+/// Reads a counted list of exactly `len` values into `buf` from element 0.
+pub(crate) fn restore_buf<B: Backend>(
+    be: &B,
+    r: &mut Reader<'_>,
+    what: &str,
+    len: usize,
+    buf: &mut B::Buf,
+) -> Result<()> {
+    let mut host = Vec::new();
+    r.f32s(what, len, &mut host)?;
+    be.write(&host, buf, 0)
+}
+
+/// Writes the filled rows of a key/value cache of rows `width` wide.
+pub(crate) fn save_cache<B: Backend>(
+    be: &B,
+    cache: &KvCache<B>,
+    width: usize,
+    w: &mut Writer,
+) -> Result<()> {
+    save_buf(be, &cache.k, cache.len * width, w)?;
+    save_buf(be, &cache.v, cache.len * width, w)
+}
+
+/// Reads what [`save_cache`] wrote for `len` positions into an empty cache.
+pub(crate) fn restore_cache<B: Backend>(
+    be: &B,
+    r: &mut Reader<'_>,
+    cache: &mut KvCache<B>,
+    width: usize,
+    len: usize,
+) -> Result<()> {
+    if len > cache.max_len {
+        return Err(r.error(format_args!(
+            "{len} positions for a cache of {}",
+            cache.max_len
+        )));
+    }
+    restore_buf(be, r, "cached keys", len * width, &mut cache.k)?;
+    restore_buf(be, r, "cached values", len * width, &mut cache.v)?;
+    cache.len = len;
+    Ok(())
 }
 
 /// The state of any architecture, as the API keeps it (a session's, or a workspace's cache).
@@ -243,10 +323,16 @@ impl ArchState {
     }
 
     fn get<S: 'static>(&mut self) -> Result<&mut S> {
-        self.0.downcast_mut::<S>().ok_or_else(|| {
-            Error::InvalidArgument("session state belongs to a different architecture".into())
-        })
+        self.0.downcast_mut::<S>().ok_or_else(wrong_state)
     }
+
+    fn get_ref<S: 'static>(&self) -> Result<&S> {
+        self.0.downcast_ref::<S>().ok_or_else(wrong_state)
+    }
+}
+
+fn wrong_state() -> Error {
+    Error::InvalidArgument("session state belongs to a different architecture".into())
 }
 
 /// [`Architecture`] with its state type erased, so that the API holds any architecture as a
@@ -301,6 +387,14 @@ pub trait DynArch<B: Backend>: Send + Sync + core::fmt::Debug {
         s: &mut Scratch<B>,
         out: &mut B::Buf,
     ) -> Result<bool>;
+    fn save_state(&self, be: &B, state: &ArchState, w: &mut Writer) -> Result<()>;
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        window: usize,
+        state: &mut ArchState,
+    ) -> Result<()>;
 }
 
 impl<B: Backend, A: Architecture<B>> DynArch<B> for A {
@@ -377,6 +471,18 @@ impl<B: Backend, A: Architecture<B>> DynArch<B> for A {
         out: &mut B::Buf,
     ) -> Result<bool> {
         Architecture::encode_empty(self, be, objectives, state.get()?, s, out)
+    }
+    fn save_state(&self, be: &B, state: &ArchState, w: &mut Writer) -> Result<()> {
+        Architecture::save_state(self, be, state.get_ref()?, w)
+    }
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        window: usize,
+        state: &mut ArchState,
+    ) -> Result<()> {
+        Architecture::restore_state(self, be, r, window, state.get()?)
     }
 }
 

@@ -7,12 +7,14 @@
 //! causal and stay valid while the history fits the window; a new event recomputes the rows
 //! from its position to the end of the window (the padded tail, which holds the output).
 
-use super::{Architecture, LoadContext, Request, Scratch};
+use super::{Architecture, LoadContext, Request, Scratch, restore_buf, save_buf};
 use crate::backend::Backend;
 use crate::blocks::{Activation, Embedding, Linear, NextItNetBlock};
+use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::objectives::Objectives;
 use alloc::format;
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// RecBole's NextItNet.
@@ -165,6 +167,49 @@ impl<B: Backend> Architecture<B> for NextItNet<B> {
         be.copy_rows(&s.x, 0, &mut state.acts[0], pos, 1, self.emb)?;
         state.len = pos + 1;
         self.run_from(be, pos, state, s, out).map(|_| true)
+    }
+
+    /// The rows of the real events in every block's input and intermediate activations: the
+    /// rows after them (the padded tail) are recomputed by the next event before they are
+    /// read, except the input embedding's padding rows, which restoring rebuilds.
+    fn save_state(&self, be: &B, state: &NextItNetState<B>, w: &mut Writer) -> Result<()> {
+        if state.len == 0 {
+            return Ok(());
+        }
+        let rows = state.len * self.emb;
+        for buf in state.acts.iter().chain(&state.mids) {
+            save_buf(be, buf, rows, w)?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        window: usize,
+        state: &mut NextItNetState<B>,
+    ) -> Result<()> {
+        let len = window.min(self.max_len);
+        if len == 0 {
+            return Ok(());
+        }
+        let (rows, full) = (len * self.emb, self.max_len * self.emb);
+        // The padded window's input: item 0's embedding in every row, then the saved rows.
+        be.embedding(
+            &self.item_emb,
+            &vec![0; self.max_len],
+            None,
+            &mut state.acts[0],
+        )?;
+        for (i, buf) in state.acts.iter_mut().chain(&mut state.mids).enumerate() {
+            if i > 0 {
+                be.zero(buf, full)?;
+            }
+            restore_buf(be, r, "NextItNet activations", rows, buf)?;
+        }
+        state.len = len;
+        Ok(())
     }
 }
 

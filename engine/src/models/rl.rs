@@ -18,6 +18,7 @@
 use super::{ArchState, Architecture, DynArch, LoadContext, Request, Scratch};
 use crate::backend::{At, Backend, Scale, Src};
 use crate::blocks::Embedding;
+use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::objectives::{ObjectiveSpec, Objectives};
 use crate::weights::{Tensor, WeightFile};
@@ -282,5 +283,20 @@ impl<B: Backend> Architecture<B> for RlHeads<B> {
             self.scoring_vector(be, objectives, &mut s.aux, out)?;
         }
         Ok(pushed)
+    }
+
+    /// The backbone's state.
+    fn save_state(&self, be: &B, state: &ArchState, w: &mut Writer) -> Result<()> {
+        self.backbone.save_state(be, state, w)
+    }
+
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        window: usize,
+        state: &mut ArchState,
+    ) -> Result<()> {
+        self.backbone.restore_state(be, r, window, state)
     }
 }

@@ -7,9 +7,10 @@
 //! last position only. Sessions keep every layer's keys and values, so that while the history
 //! fits the window a new event costs one position through each layer.
 
-use super::{Architecture, LoadContext, Request, Scratch};
+use super::{Architecture, LoadContext, Request, Scratch, restore_cache, save_cache};
 use crate::backend::{At, Backend, BlockScratch, KvCache, Scale, SelfMask, Src};
 use crate::blocks::{AttentionBlock, Embedding, FeedForward, LayerNorm, activation_from_config};
+use crate::codec::{Reader, Writer};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objectives::Objectives;
@@ -272,6 +273,28 @@ impl<B: Backend> Architecture<B> for SasRec<B> {
         state.len = pos + 1;
         be.copy_rows(x, 0, out, 0, 1, self.hidden)?;
         Ok(true)
+    }
+
+    /// Every layer's cached keys and values for the window's positions.
+    fn save_state(&self, be: &B, state: &SasRecState<B>, w: &mut Writer) -> Result<()> {
+        for c in &state.caches {
+            save_cache(be, c, self.hidden, w)?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(
+        &self,
+        be: &B,
+        r: &mut Reader<'_>,
+        window: usize,
+        state: &mut SasRecState<B>,
+    ) -> Result<()> {
+        for c in &mut state.caches {
+            restore_cache(be, r, c, self.hidden, window)?;
+        }
+        state.len = window;
+        Ok(())
     }
 }
 

@@ -123,6 +123,16 @@ impl SimAccumulator {
         self.u.len()
     }
 
+    /// The running sum of the rows and the number of items (what a saved session keeps).
+    pub fn parts(&self) -> (&[f64], usize) {
+        (&self.u, self.m)
+    }
+
+    /// The accumulator of [`Self::parts`].
+    pub fn from_parts(u: Vec<f64>, m: usize) -> Self {
+        SimAccumulator { u, m }
+    }
+
     /// Number of (non-padding) items pushed.
     pub fn len(&self) -> usize {
         self.m

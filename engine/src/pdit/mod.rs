@@ -530,15 +530,33 @@ mod tests {
     use crate::weights::Tensor;
     use alloc::string::ToString;
 
-    fn model(variant: &str) -> Pdit {
-        let cfg = Config::from_json(&format!(
+    fn config_json(variant: &str) -> alloc::string::String {
+        format!(
             r#"{{"model":"pdit","variant":"{variant}","latent_dim":8,"cond_dim":6,
                 "hidden_size":12,"num_tokens":4,"num_heads":3,"depth_gen":1,"depth_tem":1,
                 "mlp_ratio":2.0,"max_hist_len":3,"num_timesteps":20,"beta_start":0.0001,
                 "beta_end":0.02,"learn_sigma":true,"latent_scale":2.0,"freq_embed_size":8}}"#
-        ))
-        .unwrap();
+        )
+    }
+
+    fn model(variant: &str) -> Pdit {
+        let cfg = Config::from_json(&config_json(variant)).unwrap();
         Pdit::from_bytes(&crate::testing::random_pdit_bytes(&cfg, 1, 0.3).unwrap()).unwrap()
+    }
+
+    /// A PDiT checkpoint given to the ranking models' loader says where it belongs.
+    #[test]
+    fn model_load_points_at_pdit() {
+        let json = config_json("full");
+        let bytes = crate::weights::serialize(&[], &[(crate::CONFIG_KEY, json.as_str())]).unwrap();
+        let e = crate::Model::from_bytes(&bytes, &Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("pdit::Pdit") && e.contains("seqrec_pdit_load"),
+            "{e}"
+        );
     }
 
     /// Bad input is an error naming the problem, and changes nothing for the next call.

@@ -1,5 +1,7 @@
 //! `seqrec eval MODEL --data PATH`: accuracy and beyond-accuracy metrics of a model (or of the
 //! most-popular baseline, `MODEL` = `pop`) on a data set's test (or validation) events.
+//! `seqrec eval MODEL --pdit-data FILE`: HR@20 / NDCG@20 of a generator (pdit, dreamrec) on a
+//! PDiT data file's test (or validation) examples.
 
 use super::{CliError, CliResult, Format, out};
 use crate::data::session_boundaries;
@@ -17,8 +19,16 @@ pub struct EvalArgs {
     /// Model file (safetensors), or `pop` for the most-popular baseline.
     model: String,
     /// Data set: a directory or file.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "pdit_data")]
+    data: Option<PathBuf>,
+    /// A PDiT data file (`seqrec pdit data`): evaluates a generator (pdit, dreamrec) on its
+    /// examples.
+    #[arg(long, conflicts_with = "data")]
+    pdit_data: Option<PathBuf>,
+    /// With --pdit-data: sampling steps of a PDiT (the base chain of T steps by default, as
+    /// the thesis; fewer respace it).
+    #[arg(long, requires = "pdit_data")]
+    steps: Option<usize>,
     /// Data format (detected from the files when absent).
     #[arg(long, value_parser = parse_format)]
     data_format: Option<DataFormat>,
@@ -35,9 +45,10 @@ pub struct EvalArgs {
     #[arg(long, default_value = "full")]
     protocol: String,
     /// Comma-separated metrics: hr@k, ndcg@k, mrr@k, cv_div@k, cv_nov@k, r@k, up@k, hr_ser@k,
-    /// ndcg_ser@k.
-    #[arg(long, default_value = "hr@10,ndcg@10,mrr@10")]
-    metrics: String,
+    /// ndcg_ser@k (default hr@10,ndcg@10,mrr@10; with --pdit-data hr@20,ndcg@20, and only
+    /// hr, ndcg and mrr).
+    #[arg(long)]
+    metrics: Option<String>,
     /// Remove history items from the ranking.
     #[arg(long)]
     exclude_history: bool,
@@ -48,7 +59,8 @@ pub struct EvalArgs {
     /// Evaluate on the validation events instead of the test events.
     #[arg(long)]
     valid: bool,
-    /// Seed of the sampled protocol's negatives (and of ratio splits).
+    /// Seed of the sampled protocol's negatives (and of ratio splits); with --pdit-data, of the
+    /// sampling noise (default 2020).
     #[arg(long)]
     seed: Option<u64>,
     #[command(flatten)]
@@ -63,7 +75,23 @@ pub(crate) fn parse_format(s: &str) -> Result<DataFormat, DataError> {
 }
 
 pub fn run(args: EvalArgs) -> CliResult {
-    let dataset = data::load(&args.data, args.data_format).map_err(CliError::input)?;
+    let data_path = match (&args.data, &args.pdit_data) {
+        (_, Some(file)) => {
+            return super::train_pdit::eval(&super::train_pdit::EvalRequest {
+                model: &args.model,
+                data: file,
+                steps: args.steps,
+                seed: args.seed.unwrap_or(2020),
+                valid: args.valid,
+                exclude_history: args.exclude_history,
+                metrics: args.metrics.as_deref(),
+                format: args.format,
+            });
+        }
+        (Some(d), None) => d,
+        (None, None) => return Err(CliError::input("give --data (or --pdit-data)")),
+    };
+    let dataset = data::load(data_path, args.data_format).map_err(CliError::input)?;
     let mut method = match &args.split {
         Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
         None => dataset.default_split_method(),
@@ -82,7 +110,8 @@ pub fn run(args: EvalArgs) -> CliResult {
     }
     let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
-    let metrics = parse_metrics(&args.metrics).map_err(CliError::input)?;
+    let metrics = parse_metrics(args.metrics.as_deref().unwrap_or("hr@10,ndcg@10,mrr@10"))
+        .map_err(CliError::input)?;
     let opts = EvalOptions {
         metrics,
         protocol,
@@ -136,7 +165,7 @@ pub fn run(args: EvalArgs) -> CliResult {
             out(format!(
                 "{} on {} ({} split, {} protocol, {}): {} users, {} events",
                 args.model,
-                args.data.display(),
+                data_path.display(),
                 split.method,
                 protocol,
                 if args.valid { "valid" } else { "test" },

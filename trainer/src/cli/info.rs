@@ -1,14 +1,14 @@
 //! `seqrec info MODEL`.
 
-use super::{CliError, CliResult, Format, out};
+use super::{CliResult, Format, out};
 use clap::Args;
-use seqrec_engine::{CONFIG_KEY, LoadOptions, Model, WeightFile};
+use seqrec_engine::{CONFIG_KEY, LoadOptions, Model};
 use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// Model file (safetensors).
+    /// Model file (safetensors, or a RecBole `.pth`).
     model: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -16,7 +16,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: InfoArgs) -> CliResult {
-    let file = WeightFile::open(&args.model).map_err(CliError::from)?;
+    let file = super::convert::weight_file(&args.model)?;
     let model = Model::load_with(&args.model, &LoadOptions::default())?;
     let info = model.info();
     let tensors: Vec<_> = file

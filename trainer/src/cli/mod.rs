@@ -3,6 +3,7 @@
 //! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
 
 mod bench;
+mod convert;
 mod demo;
 mod embed;
 mod eval;
@@ -16,6 +17,7 @@ mod rl;
 mod score;
 mod train;
 mod train_dt;
+mod train_pdit;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Display;
@@ -113,6 +115,9 @@ enum Command {
     /// A PDiT's recommendations for one history: a sampled latent of the next item's text,
     /// and the catalog items closest to it.
     Generate(pdit::GenerateArgs),
+    /// Convert a checkpoint of another framework to a safetensors model file (`recbole`:
+    /// a RecBole `.pth`, read without PyTorch).
+    Convert(convert::ConvertArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -125,7 +130,37 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let result = match cli.command {
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.code
+        }
+    }
+}
+
+thread_local! {
+    /// Where [`out`] writes on this thread while [`run_captured`] runs (stdout otherwise).
+    static CAPTURE: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs one command line in process (`args[0]` is the program name, as for `seqrec`) and
+/// returns the lines it would print on stdout: how the Python package's `seqrec.train` and
+/// `seqrec.evaluate` mirror the command line. Progress still goes to stderr.
+pub fn run_captured<I, T>(args: I) -> Result<Vec<String>, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|e| CliError::input(e.to_string().trim_end()))?;
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let result = dispatch(cli);
+    let lines = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    result.map(|()| lines)
+}
+
+fn dispatch(cli: Cli) -> CliResult {
+    match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Info(args) => info::run(args),
         Command::Score(args) => score::run(args),
@@ -136,19 +171,23 @@ pub fn main() -> i32 {
         Command::EmbedItems(args) => embed::run_items(args),
         Command::Pdit(args) => pdit::run(args),
         Command::Generate(args) => pdit::generate(args),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            e.code
-        }
+        Command::Convert(args) => convert::run(args),
     }
 }
 
 /// Writes a line to stdout; a closed pipe is not an error worth a panic.
 pub(crate) fn out(line: impl Display) -> CliResult {
     use std::io::Write;
+    let captured = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+        Some(lines) => {
+            lines.push(line.to_string());
+            true
+        }
+        None => false,
+    });
+    if captured {
+        return Ok(());
+    }
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}") {
         Ok(()) => Ok(()),

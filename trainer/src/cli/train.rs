@@ -16,13 +16,14 @@ use std::time::Duration;
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Architecture: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt; an RL method on
-    /// --backbone: sqn, snqn, sa2c, smorl; or a hierarchical session model hdt, interdt, hier
-    /// (with --split session).
+    /// --backbone: sqn, snqn, sa2c, smorl; a hierarchical session model hdt, interdt, hier
+    /// (with --split session); or a generator on a PDiT data file (--pdit-data): pdit,
+    /// dreamrec.
     #[arg(long)]
     model: String,
-    /// Data set: a directory or file.
+    /// Data set: a directory or file (pdit and dreamrec read --pdit-data instead).
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
     /// Data format (detected from the files when absent).
     #[arg(long, value_parser = super::eval::parse_format)]
     data_format: Option<DataFormat>,
@@ -40,23 +41,23 @@ pub struct TrainArgs {
     /// Maximum epochs.
     #[arg(long, default_value_t = 200)]
     epochs: usize,
-    /// Training windows per step.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    /// AdamW weight decay (0: Adam).
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
-    /// Hidden / embedding size.
+    /// Training windows per step (default 256; 100 for pdit and dreamrec).
+    #[arg(long, visible_alias = "batch")]
+    batch_size: Option<usize>,
+    /// Learning rate (default 1e-3; 1e-4 for pdit and dreamrec).
     #[arg(long)]
+    lr: Option<f32>,
+    /// AdamW weight decay (0: Adam; default 0, 0.01 for pdit and dreamrec).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Hidden / embedding size.
+    #[arg(long, visible_alias = "hidden")]
     hidden_size: Option<usize>,
     /// Layers (SASRec transformer layers, GRU layers, NextItNet block repeats).
     #[arg(long)]
     n_layers: Option<usize>,
     /// Attention heads.
-    #[arg(long)]
+    #[arg(long, visible_alias = "heads")]
     n_heads: Option<usize>,
     /// Window length (MAX_ITEM_LIST_LENGTH; default 50, 10 for modt4r and mrdt; for
     /// hierarchical models the session length 20).
@@ -83,9 +84,9 @@ pub struct TrainArgs {
     /// Early-stopping patience in epochs.
     #[arg(long, default_value_t = 10)]
     patience: usize,
-    /// Validation metric to maximise.
-    #[arg(long, default_value = "ndcg@10")]
-    valid_metric: String,
+    /// Validation metric to maximise (default ndcg@10; ndcg@20 for pdit and dreamrec).
+    #[arg(long)]
+    valid_metric: Option<String>,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
@@ -98,15 +99,35 @@ pub struct TrainArgs {
     /// Settings of the hierarchical session models.
     #[command(flatten)]
     hier: super::hier::HierArgs,
+    /// Settings of the generators (pdit, dreamrec).
+    #[command(flatten)]
+    pdit: super::train_pdit::PditArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
     let model_name = args.model.to_ascii_lowercase();
+    if args.epochs == 0 {
+        return Err(CliError::input("--epochs must be at least 1"));
+    }
+    if matches!(model_name.as_str(), "pdit" | "dreamrec") {
+        return train_generator(&model_name, &args);
+    }
+    if let Some(flag) = args.pdit.any_given() {
+        return Err(CliError::input(format!(
+            "{flag} is a setting of --model pdit and dreamrec, not of {model_name}"
+        )));
+    }
+    let data_path = args
+        .data
+        .as_ref()
+        .ok_or_else(|| CliError::input(format!("--model {model_name} needs --data")))?;
+    let batch_size = args.batch_size.unwrap_or(256);
+    let (lr, weight_decay) = (args.lr.unwrap_or(1e-3), args.weight_decay.unwrap_or(0.0));
     let is_dt = matches!(model_name.as_str(), "modt4r" | "mrdt");
     let max_len = args.max_len.unwrap_or(if is_dt { 10 } else { 50 });
-    if args.batch_size == 0 || max_len == 0 || args.epochs == 0 {
+    if batch_size == 0 || max_len == 0 {
         return Err(CliError::input(
-            "--batch-size, --max-len and --epochs must be at least 1",
+            "--batch-size and --max-len must be at least 1",
         ));
     }
     if let Some(p) = args.dropout
@@ -114,31 +135,25 @@ pub fn run(args: TrainArgs) -> CliResult {
     {
         return Err(CliError::input(format!("--dropout {p} is not in [0, 1)")));
     }
-    let dataset = data::load(&args.data, args.data_format).map_err(CliError::input)?;
+    let dataset = data::load(data_path, args.data_format).map_err(CliError::input)?;
     let method = match &args.split {
         Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
         None => dataset.default_split_method(),
     };
     let dataset = super::hier::session_data(dataset, &method, args.session_filter.as_deref())?;
     let split = dataset.split(&method).map_err(CliError::input)?;
-    let mut run = RunOptions {
-        epochs: args.epochs,
-        seed: args.seed,
-        time_budget: args.time_budget.map(Duration::from_secs_f64),
-        patience: args.patience,
-        valid_metric: args.valid_metric.clone(),
-        progress: !args.quiet,
-        ..Default::default()
-    };
-    if let Some(t) = args.threads {
-        run.threads = t.max(1);
-    }
+    let mut run = run_options(&args);
+    run.valid_metric = args
+        .valid_metric
+        .as_deref()
+        .unwrap_or("ndcg@10")
+        .to_string();
     if super::hier::HIERARCHICAL.contains(&model_name.as_str()) {
         let common = super::hier::Common {
             model: &model_name,
             out: &args.out,
-            lr: args.lr,
-            weight_decay: args.weight_decay,
+            lr,
+            weight_decay,
             hidden_size: args.hidden_size,
             n_heads: args.n_heads,
             max_len: args.max_len,
@@ -151,9 +166,9 @@ pub fn run(args: TrainArgs) -> CliResult {
         return super::hier::train(&common, &args.hier, &split);
     }
     let opts = TrainOptions {
-        batch_size: args.batch_size,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
+        batch_size,
+        lr,
+        weight_decay,
         loss: args.loss,
         neg: args.neg.max(1),
         run,
@@ -222,6 +237,56 @@ pub fn run(args: TrainArgs) -> CliResult {
         result.1,
         result.2
     ))
+}
+
+/// The loop's knobs from the arguments (the validation metric is each family's).
+fn run_options(args: &TrainArgs) -> RunOptions {
+    let mut run = RunOptions {
+        epochs: args.epochs,
+        seed: args.seed,
+        time_budget: args.time_budget.map(Duration::from_secs_f64),
+        patience: args.patience,
+        progress: !args.quiet,
+        ..Default::default()
+    };
+    if let Some(t) = args.threads {
+        run.threads = t.max(1);
+    }
+    run
+}
+
+/// `--model pdit|dreamrec`: the generators train on a PDiT data file.
+fn train_generator(model: &str, args: &TrainArgs) -> CliResult {
+    let ignored = [
+        (args.data.is_some(), "--data"),
+        (args.split.is_some(), "--split"),
+        (args.max_len.is_some(), "--max-len"),
+        (args.loss != LossKind::Ce, "--loss"),
+    ];
+    if let Some((_, flag)) = ignored.iter().find(|g| g.0) {
+        return Err(CliError::input(format!(
+            "{flag} does not apply to --model {model} (it reads --pdit-data; see --max-hist-len)"
+        )));
+    }
+    if model == "pdit" && (args.n_layers.is_some() || args.dropout.is_some()) {
+        return Err(CliError::input(
+            "--n-layers and --dropout are dreamrec's: pdit has --depth-gen and --depth-tem and no dropout",
+        ));
+    }
+    let common = super::train_pdit::Common {
+        model,
+        out: &args.out,
+        hidden: args.hidden_size,
+        heads: args.n_heads,
+        layers: args.n_layers,
+        dropout: args.dropout,
+        batch: args.batch_size,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        run: run_options(args),
+        valid_metric: args.valid_metric.as_deref(),
+    };
+    super::train_pdit::run(&common, &args.pdit)
 }
 
 /// Something to do with a backbone architecture, given a factory of freshly initialised

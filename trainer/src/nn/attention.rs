@@ -33,13 +33,17 @@ use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm};
 use seqrec_kernels::cpu::softmax::softmax_rows;
 
-/// Sizes of one attention call.
+/// Sizes of one attention call: `batch` groups (sequences), each with `len` query rows
+/// attending to `keys` key rows (`keys = len` for self-attention; cross-attention reads
+/// another sequence).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct AttnShape {
     /// Number of sequences.
     pub batch: usize,
-    /// Positions per sequence.
+    /// Query positions per sequence.
     pub len: usize,
+    /// Key (and value) positions per sequence.
+    pub keys: usize,
     /// Number of heads.
     pub heads: usize,
     /// Width of one head.
@@ -49,39 +53,62 @@ pub struct AttnShape {
 }
 
 impl AttnShape {
+    /// Self-attention over `batch` sequences of `len` positions.
+    pub fn self_attention(
+        batch: usize,
+        len: usize,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> AttnShape {
+        AttnShape {
+            batch,
+            len,
+            keys: len,
+            heads,
+            head_dim,
+            causal,
+        }
+    }
     fn hidden(&self) -> usize {
         self.heads * self.head_dim
     }
     fn rows(&self) -> usize {
         self.batch * self.len
     }
-    fn probs_len(&self) -> usize {
-        self.batch * self.heads * self.len * self.len
+    fn key_rows(&self) -> usize {
+        self.batch * self.keys
     }
-    /// Offset of sequence `b`, head `h` in a `[rows, H]` matrix, and of its `[len, len]`
-    /// block in the probabilities.
-    fn offsets(&self, b: usize, h: usize) -> (usize, usize) {
-        let l = self.len;
+    /// Length of the probabilities, `[batch, heads, len, keys]`.
+    pub fn probs_len(&self) -> usize {
+        self.batch * self.heads * self.len * self.keys
+    }
+    /// Offsets of sequence `b`, head `h` in a `[rows, H]` query matrix, in a
+    /// `[key_rows, H]` key matrix, and of its `[len, keys]` block in the probabilities.
+    fn offsets(&self, b: usize, h: usize) -> (usize, usize, usize) {
+        let col = h * self.head_dim;
         (
-            b * l * self.hidden() + h * self.head_dim,
-            (b * self.heads + h) * l * l,
+            b * self.len * self.hidden() + col,
+            b * self.keys * self.hidden() + col,
+            (b * self.heads + h) * self.len * self.keys,
         )
     }
-    /// The `[len, head_dim]` view of one head of one sequence.
-    fn head<'a>(&self, m: &'a [f32], at: usize) -> MatRef<'a> {
-        MatRef::new(&m[at..], self.len, self.head_dim, self.hidden(), 1)
+    /// The `[rows, head_dim]` view of one head of one sequence.
+    fn head<'a>(&self, m: &'a [f32], at: usize, rows: usize) -> MatRef<'a> {
+        MatRef::new(&m[at..], rows, self.head_dim, self.hidden(), 1)
     }
-    /// The transposed `[head_dim, len]` view of one head of one sequence.
-    fn head_t<'a>(&self, m: &'a [f32], at: usize) -> MatRef<'a> {
-        MatRef::new(&m[at..], self.head_dim, self.len, 1, self.hidden())
+    /// The transposed `[head_dim, rows]` view of one head of one sequence.
+    fn head_t<'a>(&self, m: &'a [f32], at: usize, rows: usize) -> MatRef<'a> {
+        MatRef::new(&m[at..], self.head_dim, rows, 1, self.hidden())
     }
-    fn head_mut<'a>(&self, m: &'a mut [f32], at: usize) -> MatMut<'a> {
-        MatMut::new(&mut m[at..], self.len, self.head_dim, self.hidden(), 1)
+    fn head_mut<'a>(&self, m: &'a mut [f32], at: usize, rows: usize) -> MatMut<'a> {
+        MatMut::new(&mut m[at..], rows, self.head_dim, self.hidden(), 1)
     }
 }
 
 /// Attention probabilities `P = softmax(Q_h K_hᵀ·scale)` over the visible keys, written to
-/// `probs` (`[batch, heads, len, len]`); hidden keys get 0, rows with no visible key all 0.
+/// `probs` (`[batch, heads, len, keys]`); hidden keys (`key_valid[b·keys + j]` false, or
+/// `j > i` under the causal mask) get 0, rows with no visible key all 0.
 pub fn attention_probs(
     shape: &AttnShape,
     q: &[f32],
@@ -89,37 +116,42 @@ pub fn attention_probs(
     key_valid: Option<&[bool]>,
     probs: &mut [f32],
 ) {
-    let (l, rows) = (shape.len, shape.rows());
-    assert_eq!(q.len(), rows * shape.hidden(), "attention: q size");
-    assert_eq!(k.len(), rows * shape.hidden(), "attention: k size");
+    let (l, lk) = (shape.len, shape.keys);
+    assert_eq!(q.len(), shape.rows() * shape.hidden(), "attention: q size");
+    assert_eq!(
+        k.len(),
+        shape.key_rows() * shape.hidden(),
+        "attention: k size"
+    );
     assert_eq!(probs.len(), shape.probs_len(), "attention: probs size");
     if let Some(v) = key_valid {
         assert_eq!(
             v.len(),
-            rows,
-            "attention: key_valid has {} entries, expected batch·len = {rows}",
-            v.len()
+            shape.key_rows(),
+            "attention: key_valid has {} entries, expected batch·keys = {}",
+            v.len(),
+            shape.key_rows()
         );
     }
-    if l == 0 || shape.head_dim == 0 {
+    if l == 0 || lk == 0 || shape.head_dim == 0 {
         probs.fill(0.0);
         return;
     }
     let scale = 1.0 / (shape.head_dim as f32).sqrt();
     for b in 0..shape.batch {
         for h in 0..shape.heads {
-            let (at, pat) = shape.offsets(b, h);
-            let s = &mut probs[pat..pat + l * l];
+            let (qat, kat, pat) = shape.offsets(b, h);
+            let s = &mut probs[pat..pat + l * lk];
             gemm(
-                MatMut::row_major(s, l, l),
-                shape.head(q, at),
-                shape.head_t(k, at),
+                MatMut::row_major(s, l, lk),
+                shape.head(q, qat, l),
+                shape.head_t(k, kat, lk),
                 false,
             );
-            for (i, row) in s.chunks_exact_mut(l).enumerate() {
+            for (i, row) in s.chunks_exact_mut(lk).enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
                     let hidden =
-                        (shape.causal && j > i) || key_valid.is_some_and(|kv| !kv[b * l + j]);
+                        (shape.causal && j > i) || key_valid.is_some_and(|kv| !kv[b * lk + j]);
                     *v = if hidden {
                         f32::NEG_INFINITY
                     } else {
@@ -127,28 +159,111 @@ pub fn attention_probs(
                     };
                 }
             }
-            softmax_rows(s, l, l);
+            softmax_rows(s, l, lk);
         }
     }
 }
 
 /// `C_h = P_h V_h` for every sequence and head into `ctx` (`[batch·len, H]`).
 pub fn attention_context(shape: &AttnShape, probs: &[f32], v: &[f32], ctx: &mut [f32]) {
-    let l = shape.len;
-    if l == 0 || shape.head_dim == 0 {
+    let (l, lk) = (shape.len, shape.keys);
+    if l == 0 || lk == 0 || shape.head_dim == 0 {
+        ctx.fill(0.0);
         return;
     }
     for b in 0..shape.batch {
         for h in 0..shape.heads {
-            let (at, pat) = shape.offsets(b, h);
+            let (qat, kat, pat) = shape.offsets(b, h);
             gemm(
-                shape.head_mut(ctx, at),
-                MatRef::row_major(&probs[pat..pat + l * l], l, l),
-                shape.head(v, at),
+                shape.head_mut(ctx, qat, l),
+                MatRef::row_major(&probs[pat..pat + l * lk], l, lk),
+                shape.head(v, kat, lk),
                 false,
             );
         }
     }
+}
+
+/// The gradients of the attention core's inputs: for `C = attn_drop(P)·V` with
+/// `P = softmax(Q Kᵀ/sqrt(d_h))` (as [`attention_probs`] and [`attention_context`] compute
+/// them; `drop` the dropout applied to `P`, if any) and the context gradient `d_ctx`
+/// (`[batch·len, H]`), returns `(dQ, dK, dV)`. Hidden keys have `P = 0` and get no gradient.
+pub fn attention_backward(
+    shape: &AttnShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    probs: &[f32],
+    drop: Option<(&Dropout, &DropoutCache)>,
+    d_ctx: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (l, lk, hd) = (shape.len, shape.keys, shape.hidden());
+    let mut dq = vec![0.0; shape.rows() * hd];
+    let mut dk = vec![0.0; shape.key_rows() * hd];
+    let mut dv = vec![0.0; shape.key_rows() * hd];
+    if l == 0 || lk == 0 || shape.head_dim == 0 {
+        return (dq, dk, dv);
+    }
+    let dropped;
+    let p_used = match drop {
+        Some((_, cache)) if !cache.is_identity() => {
+            let mut p = probs.to_vec();
+            cache.apply(&mut p);
+            dropped = p;
+            &dropped
+        }
+        _ => probs,
+    };
+    let mut dp = vec![0.0; shape.probs_len()];
+    for b in 0..shape.batch {
+        for h in 0..shape.heads {
+            let (qat, kat, pat) = shape.offsets(b, h);
+            // dV_h = P'ᵀ dC_h; dP' = dC_h V_hᵀ.
+            gemm(
+                shape.head_mut(&mut dv, kat, lk),
+                MatRef::new(&p_used[pat..pat + l * lk], lk, l, 1, lk),
+                shape.head(d_ctx, qat, l),
+                false,
+            );
+            gemm(
+                MatMut::row_major(&mut dp[pat..pat + l * lk], l, lk),
+                shape.head(d_ctx, qat, l),
+                shape.head_t(v, kat, lk),
+                false,
+            );
+        }
+    }
+    if let Some((d, cache)) = drop {
+        d.backward(cache, &mut dp);
+    }
+    // Softmax backward, with the 1/sqrt(d_h) of the scores folded in.
+    let scale = 1.0 / (shape.head_dim as f64).sqrt();
+    for (ds, p) in dp.chunks_exact_mut(lk).zip(probs.chunks_exact(lk)) {
+        let dot: f64 = ds.iter().zip(p).map(|(&a, &b)| a as f64 * b as f64).sum();
+        for (g, &pv) in ds.iter_mut().zip(p) {
+            *g = (pv as f64 * (*g as f64 - dot) * scale) as f32;
+        }
+    }
+    for b in 0..shape.batch {
+        for h in 0..shape.heads {
+            let (qat, kat, pat) = shape.offsets(b, h);
+            let ds = &dp[pat..pat + l * lk];
+            // dQ_h = dS K_h; dK_h = dSᵀ Q_h.
+            gemm(
+                shape.head_mut(&mut dq, qat, l),
+                MatRef::row_major(ds, l, lk),
+                shape.head(k, kat, lk),
+                false,
+            );
+            gemm(
+                shape.head_mut(&mut dk, kat, lk),
+                MatRef::new(ds, lk, l, 1, lk),
+                shape.head(q, qat, l),
+                false,
+            );
+        }
+    }
+    (dq, dk, dv)
 }
 
 /// Multi-head self-attention sublayer with residual and post-LN (RecBole
@@ -256,13 +371,7 @@ impl SelfAttention {
             self.dense.weight.name,
             x.len()
         );
-        let shape = AttnShape {
-            batch,
-            len,
-            heads: self.heads,
-            head_dim: self.head_dim,
-            causal: self.causal,
-        };
+        let shape = AttnShape::self_attention(batch, len, self.heads, self.head_dim, self.causal);
         let q = self.query.infer(x, rows);
         let k = self.key.infer(x, rows);
         let v = self.value.infer(x, rows);
@@ -299,7 +408,7 @@ impl SelfAttention {
     /// Adds every parameter gradient for `d_out` (`[batch·len, H]`) and returns `dX`.
     pub fn backward(&mut self, cache: &SelfAttentionCache, d_out: &[f32]) -> Vec<f32> {
         let shape = &cache.shape;
-        let (l, rows, hd) = (shape.len, shape.rows(), self.hidden());
+        let (rows, hd) = (shape.rows(), self.hidden());
         // Residual + LN: the sum's gradient reaches X directly and the dense output.
         let mut dx = self.ln.backward(&cache.ln, d_out);
         let mut d_proj = dx.clone();
@@ -309,67 +418,15 @@ impl SelfAttention {
         self.dense
             .backward_with_input(&cache.ctx, rows, &d_proj, &mut d_ctx, false);
 
-        let dropped;
-        let p_used = if cache.attn_drop.is_identity() {
-            &cache.probs
-        } else {
-            let mut p = cache.probs.clone();
-            cache.attn_drop.apply(&mut p);
-            dropped = p;
-            &dropped
-        };
-        let mut dp = vec![0.0; shape.probs_len()];
-        let mut dq = vec![0.0; rows * hd];
-        let mut dk = vec![0.0; rows * hd];
-        let mut dv = vec![0.0; rows * hd];
-        if l > 0 && self.head_dim > 0 {
-            for b in 0..shape.batch {
-                for h in 0..shape.heads {
-                    let (at, pat) = shape.offsets(b, h);
-                    // dV_h = P'ᵀ dC_h; dP' = dC_h V_hᵀ.
-                    gemm(
-                        shape.head_mut(&mut dv, at),
-                        MatRef::new(&p_used[pat..pat + l * l], l, l, 1, l),
-                        shape.head(&d_ctx, at),
-                        false,
-                    );
-                    gemm(
-                        MatMut::row_major(&mut dp[pat..pat + l * l], l, l),
-                        shape.head(&d_ctx, at),
-                        shape.head_t(&cache.v, at),
-                        false,
-                    );
-                }
-            }
-            self.attn_dropout.backward(&cache.attn_drop, &mut dp);
-            // Softmax backward, with the 1/sqrt(d_h) of the scores folded in.
-            let scale = 1.0 / (self.head_dim as f64).sqrt();
-            for (ds, p) in dp.chunks_exact_mut(l).zip(cache.probs.chunks_exact(l)) {
-                let dot: f64 = ds.iter().zip(p).map(|(&a, &b)| a as f64 * b as f64).sum();
-                for (g, &pv) in ds.iter_mut().zip(p) {
-                    *g = (pv as f64 * (*g as f64 - dot) * scale) as f32;
-                }
-            }
-            for b in 0..shape.batch {
-                for h in 0..shape.heads {
-                    let (at, pat) = shape.offsets(b, h);
-                    let ds = &dp[pat..pat + l * l];
-                    // dQ_h = dS K_h; dK_h = dSᵀ Q_h.
-                    gemm(
-                        shape.head_mut(&mut dq, at),
-                        MatRef::row_major(ds, l, l),
-                        shape.head(&cache.k, at),
-                        false,
-                    );
-                    gemm(
-                        shape.head_mut(&mut dk, at),
-                        MatRef::new(ds, l, l, 1, l),
-                        shape.head(&cache.q, at),
-                        false,
-                    );
-                }
-            }
-        }
+        let (dq, dk, dv) = attention_backward(
+            shape,
+            &cache.q,
+            &cache.k,
+            &cache.v,
+            &cache.probs,
+            Some((&self.attn_dropout, &cache.attn_drop)),
+            &d_ctx,
+        );
         let x = &cache.x;
         self.query.backward_with_input(x, rows, &dq, &mut dx, true);
         self.key.backward_with_input(x, rows, &dk, &mut dx, true);

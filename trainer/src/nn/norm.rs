@@ -88,42 +88,67 @@ impl LayerNorm {
             cache.rows
         );
         let mut dx = vec![0.0f32; cache.rows * d];
-        if d == 0 {
-            return dx;
-        }
-        let gamma = &self.weight.value;
-        let mut xhat = vec![0.0f64; d];
-        let mut g = vec![0.0f64; d];
-        for ((x, dy), dx) in cache
-            .x
-            .chunks_exact(d)
-            .zip(d_out.chunks_exact(d))
-            .zip(dx.chunks_exact_mut(d))
-        {
-            let n = d as f64;
-            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = x
-                .iter()
-                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-                .sum::<f64>()
-                / n;
-            let r = 1.0 / (var + self.eps as f64).sqrt();
-            let (mut mean_g, mut mean_gx) = (0.0, 0.0);
-            for j in 0..d {
-                xhat[j] = (x[j] as f64 - mean) * r;
-                g[j] = dy[j] as f64 * gamma[j] as f64;
-                mean_g += g[j];
-                mean_gx += g[j] * xhat[j];
-                self.weight.grad[j] += (dy[j] as f64 * xhat[j]) as f32;
-                self.bias.grad[j] += dy[j];
-            }
-            mean_g /= n;
-            mean_gx /= n;
-            for j in 0..d {
-                dx[j] = (r * (g[j] - mean_g - xhat[j] * mean_gx)) as f32;
-            }
-        }
+        layer_norm_backward(
+            &cache.x,
+            d,
+            self.eps,
+            &self.weight.value,
+            d_out,
+            &mut dx,
+            &mut self.weight.grad,
+            &mut self.bias.grad,
+        );
         dx
+    }
+}
+
+/// The backward of an affine LayerNorm `y = x̂·γ + β` over rows of `dim` values of `x` (the
+/// forward's input): writes `dx` and adds `dγ`, `dβ` (see the module docs). A modulated
+/// LayerNorm `LN(x)·(1 + scale) + shift` is this with `γ = 1 + scale`, `β = shift`, so its
+/// `dγ` is the gradient of `scale` and its `dβ` that of `shift`.
+pub fn layer_norm_backward(
+    x: &[f32],
+    dim: usize,
+    eps: f32,
+    gamma: &[f32],
+    d_out: &[f32],
+    dx: &mut [f32],
+    d_gamma: &mut [f32],
+    d_beta: &mut [f32],
+) {
+    let d = dim;
+    if d == 0 {
+        return;
+    }
+    let mut xhat = vec![0.0f64; d];
+    let mut g = vec![0.0f64; d];
+    for ((x, dy), dx) in x
+        .chunks_exact(d)
+        .zip(d_out.chunks_exact(d))
+        .zip(dx.chunks_exact_mut(d))
+    {
+        let n = d as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = x
+            .iter()
+            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+            .sum::<f64>()
+            / n;
+        let r = 1.0 / (var + eps as f64).sqrt();
+        let (mut mean_g, mut mean_gx) = (0.0, 0.0);
+        for j in 0..d {
+            xhat[j] = (x[j] as f64 - mean) * r;
+            g[j] = dy[j] as f64 * gamma[j] as f64;
+            mean_g += g[j];
+            mean_gx += g[j] * xhat[j];
+            d_gamma[j] += (dy[j] as f64 * xhat[j]) as f32;
+            d_beta[j] += dy[j];
+        }
+        mean_g /= n;
+        mean_gx /= n;
+        for j in 0..d {
+            dx[j] = (r * (g[j] - mean_g - xhat[j] * mean_gx)) as f32;
+        }
     }
 }
 

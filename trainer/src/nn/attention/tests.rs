@@ -114,13 +114,7 @@ fn attention_core_matches_the_kernel_with_masks() {
         })
         .collect();
     for causal in [true, false] {
-        let shape = AttnShape {
-            batch,
-            len,
-            heads: HEADS,
-            head_dim: hd,
-            causal,
-        };
+        let shape = AttnShape::self_attention(batch, len, HEADS, hd, causal);
         let mut probs = vec![0.0; shape.probs_len()];
         attention_probs(&shape, &q, &k, Some(&valid), &mut probs);
         let mut ctx = vec![0.0; batch * len * hidden];
