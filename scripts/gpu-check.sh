@@ -3,11 +3,13 @@
 #
 #   bash scripts/gpu-check.sh build [DIR]   on a machine with the Rust toolchain (no GPU needed):
 #                                           builds the CUDA test and benchmark binaries into DIR
-#                                           (default target-gpu/, ignored by git; about 20-40 MB
-#                                           after stripping).
+#                                           (default target-gpu/, ignored by git; about 12 MB
+#                                           after stripping), with the kernels prebuilt as cubins
+#                                           for sm_80/sm_90/sm_100 (needs libnvrtc here).
 #   bash scripts/gpu-check.sh run [DIR]     on the GPU machine (NVIDIA driver; NVRTC from a CUDA
 #                                           toolkit or a Python wheel such as PyTorch's
-#                                           nvidia-cuda-nvrtc; no Rust, no network): runs them and
+#                                           nvidia-cuda-nvrtc, else the kernels prebuilt into DIR;
+#                                           no Rust, no network): runs them and
 #                                           writes everything to $OUT (default ./gpu-out), ending
 #                                           with a one-object JSON summary on stdout and in
 #                                           $OUT/summary.json. Takes a few minutes.
@@ -53,6 +55,11 @@ for line in open(src):
 PY
     rm -f "$json"
     strip --strip-debug "$dir"/bin/* 2>/dev/null || true
+    # Prebuilt kernels (sm_80, sm_90, sm_100) for a GPU machine without NVRTC; needs libnvrtc
+    # here (pip install nvidia-cuda-nvrtc, its lib folder on LD_LIBRARY_PATH).
+    LD_LIBRARY_PATH="$(nvrtc_dirs | paste -sd: -)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        cargo run -q -p seqrec-kernels --features cuda --example cuda-cubins -- \
+        "$dir/kernels" 80 90 100 >/dev/null
     du -sh "$dir"
 }
 
@@ -80,11 +87,22 @@ run() {
     local libs
     libs="$(nvrtc_dirs | paste -sd: -)"
     export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >"$out/env.txt"
+    # Without NVRTC here, the kernels come prebuilt from the build machine.
+    if [ -z "$libs" ] && [ -d "$dir/kernels" ]; then
+        SEQREC_CUDA_KERNELS="$(cd "$dir/kernels" && pwd)"
+        export SEQREC_CUDA_KERNELS
+    fi
+    {
+        echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+        echo "SEQREC_CUDA_KERNELS=${SEQREC_CUDA_KERNELS:-}"
+    } >"$out/env.txt"
     nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
     local t0=$SECONDS
-    SEQREC_REQUIRE_NVRTC=1 timeout 180 "$dir/bin/nvrtc" --nocapture >"$out/nvrtc.txt" 2>&1
-    local nvrtc=$?
+    local nvrtc=-1
+    if [ -n "$libs" ]; then
+        SEQREC_REQUIRE_NVRTC=1 timeout 180 "$dir/bin/nvrtc" --nocapture >"$out/nvrtc.txt" 2>&1
+        nvrtc=$?
+    fi
     SEQREC_REQUIRE_GPU=1 timeout 300 "$dir/bin/cuda" --nocapture >"$out/cuda-tests.txt" 2>&1
     local tests=$?
     rm -f "$out/bench.jsonl"
@@ -94,7 +112,10 @@ run() {
     python3 - "$out" "$nvrtc" "$tests" "$bench" "$((SECONDS - t0))" <<'PY' | tee "$out/summary.json"
 import json, re, sys
 out, nvrtc, tests, bench, secs = sys.argv[1], *map(int, sys.argv[2:])
-text = open(f"{out}/cuda-tests.txt", errors="replace").read()
+try:
+    text = open(f"{out}/cuda-tests.txt", errors="replace").read()
+except OSError:
+    text = ""
 passed = re.findall(r"^test (\S+) \.\.\. ok", text, re.M)
 failed = re.findall(r"^test (\S+) \.\.\. FAILED", text, re.M)
 try:

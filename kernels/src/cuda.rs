@@ -16,6 +16,24 @@ use std::format;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
+/// An environment variable naming a folder of prebuilt cubins (`<family>.sm_<cc>.cubin`, as
+/// `examples/cuda-cubins.rs` writes them): where it is set, a device loads its kernels from
+/// there instead of compiling them, and needs no NVRTC (opt-in; nothing is ever written there
+/// at run time).
+pub const PREBUILT_ENV: &str = "SEQREC_CUDA_KERNELS";
+
+/// The file name of family `family`'s cubin for compute capability `cc` (90 for sm_90).
+pub fn cubin_name(family: &str, cc: u32) -> String {
+    format!("{family}.sm_{cc}.cubin")
+}
+
+/// The prebuilt cubin of `family` for `cc` from the folder [`PREBUILT_ENV`] names, if that
+/// variable is set and the file exists.
+pub fn prebuilt(family: &str, cc: u32) -> Option<Vec<u8>> {
+    let dir = std::env::var_os(PREBUILT_ENV)?;
+    std::fs::read(std::path::Path::new(&dir).join(cubin_name(family, cc))).ok()
+}
+
 /// Helpers prepended to every source.
 pub const PRELUDE: &str = include_str!("../cuda/prelude.cuh");
 

@@ -4,9 +4,10 @@
 //!
 //! Needs a GPU: without one (no libcuda, no NVRTC, no device) every test prints "skipped" and
 //! passes, unless `SEQREC_REQUIRE_GPU` is set (the GPU check script sets it), in which case a
-//! missing GPU fails. Tolerances: element-wise operations and gathers are exact; products,
-//! norms, attention, GRU and convolutions 1e-4·(1 + |x|) (f32 sums in another order); model
-//! scores 1e-4 relative; top-k lists equal up to items whose scores tie within that tolerance.
+//! missing GPU fails. Tolerances: gathers are exact; element-wise operations 1e-5·(1 + |x|)
+//! (the activations' approximations differ); products, norms, attention, GRU and convolutions
+//! 1e-4·(1 + |x|) (f32 sums in another order); model scores 1e-4 relative; top-k lists equal up
+//! to items whose scores tie within that tolerance.
 #![cfg(feature = "cuda")]
 
 use seqrec_engine::backend::{
@@ -57,7 +58,7 @@ fn host<B: Backend>(be: &B, b: &B::Buf, n: usize) -> Vec<f32> {
 }
 
 #[test]
-fn element_wise_operations_are_exact() {
+fn element_wise_operations_match_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(1);
     for &cols in &SIZES {
@@ -126,8 +127,8 @@ fn element_wise_operations_are_exact() {
         }
         let want = on!(&CPU);
         let got = on!(&g);
-        // The activations are libm on the CPU and CUDA's expf/erff/tanhf on the GPU.
-        assert_close(&format!("element-wise, {cols} columns"), &want, &got, 2e-6);
+        // The activations are the CPU's SIMD approximations and CUDA's expf/erff/tanhf.
+        assert_close(&format!("element-wise, {cols} columns"), &want, &got, 1e-5);
     }
 }
 

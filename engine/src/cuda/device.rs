@@ -80,7 +80,7 @@ impl Device {
                 "no CUDA device {ordinal}: {count} device(s) found"
             )));
         }
-        if !kcuda::nvrtc_available() {
+        if !kcuda::nvrtc_available() && std::env::var_os(kcuda::PREBUILT_ENV).is_none() {
             return Err(Error::Device(
                 "CUDA kernels cannot be compiled: the NVRTC library (libnvrtc.so) was not found \
                  (pip install nvidia-cuda-nvrtc, and put its lib folder on LD_LIBRARY_PATH)"
@@ -135,8 +135,13 @@ impl Device {
             .ok_or_else(|| Error::Device(format!("no CUDA kernel family `{family}`")))?;
         let module = self.kernels.modules[i]
             .get_or_init(|| {
-                let image = kcuda::compile(family, Target::Cubin(self.kernels.arch))
-                    .map_err(|e| e.to_string())?;
+                let arch = self.kernels.arch;
+                let image = match kcuda::prebuilt(family, arch) {
+                    Some(image) => image,
+                    None => {
+                        kcuda::compile(family, Target::Cubin(arch)).map_err(|e| e.to_string())?
+                    }
+                };
                 self.ctx
                     .load_module(cudarc::nvrtc::Ptx::from_binary(image))
                     .map_err(|e| format!("loading {family}.cu: {e:?}"))

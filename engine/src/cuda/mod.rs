@@ -144,11 +144,12 @@ impl Cuda {
         })
     }
 
-    /// Whether a CUDA device can be opened here (the driver library, NVRTC and at least one
-    /// device), without opening one.
+    /// Whether a CUDA device can be opened here (the driver library, NVRTC or prebuilt
+    /// kernels, at least one device), without opening one.
     pub fn available() -> bool {
-        seqrec_kernels::cuda::driver_available()
-            && seqrec_kernels::cuda::nvrtc_available()
+        use seqrec_kernels::cuda as k;
+        k::driver_available()
+            && (k::nvrtc_available() || std::env::var_os(k::PREBUILT_ENV).is_some())
             && cudarc::driver::CudaContext::device_count().is_ok_and(|n| n > 0)
     }
 
