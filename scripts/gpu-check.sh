@@ -2,7 +2,8 @@
 # The GPU check of seqrec's CUDA backend, in two halves:
 #
 #   bash scripts/gpu-check.sh build [DIR]   on a machine with the Rust toolchain (no GPU needed):
-#                                           builds the CUDA test and benchmark binaries into DIR
+#                                           builds the CUDA test and benchmark binaries and the
+#                                           `seqrec` tool (with CUDA) into DIR
 #                                           (default target-gpu/, ignored by git; about 12 MB
 #                                           after stripping), with the kernels prebuilt as cubins
 #                                           for sm_80/sm_90/sm_100 (needs libnvrtc here).
@@ -19,7 +20,8 @@
 # the check through a tool that copies the work tree to the GPU machine, carry the ignored
 # folder along (e.g. carry ["target-gpu"]) and run `bash scripts/gpu-check.sh run`.
 #
-# What runs: the NVRTC compile test (every kernels/cuda/*.cu source, sm_80/sm_90), the CUDA
+# What runs: `seqrec score` on the CPU and on the GPU (same top-10 expected) and `seqrec info
+# --device cuda` over a small SASRec trained at build time, the NVRTC compile test (every kernels/cuda/*.cu source, sm_80/sm_90), the CUDA
 # backend's tests against the CPU (tests/tests/cuda.rs, with SEQREC_REQUIRE_GPU=1 so that a
 # missing GPU fails instead of skipping), and the benchmark against the CPU
 # (tests/tests/cuda_bench.rs: SASRec at batch 1/256/4096 over 23,716 and 352,602 items with
@@ -54,6 +56,10 @@ for line in open(src):
             print(f"{dst}/{name}")
 PY
     rm -f "$json"
+    # The command-line tool with CUDA, and a small trained SASRec for its check.
+    cargo build -p seqrec-trainer --features cuda --bin seqrec
+    cp target/debug/seqrec "$dir/bin/seqrec"
+    "$dir/bin/seqrec" demo --time-budget 5 --quiet --out "$dir/demo-sasrec.safetensors" >/dev/null
     strip --strip-debug "$dir"/bin/* 2>/dev/null || true
     # Prebuilt kernels (sm_80, sm_90, sm_100) for a GPU machine without NVRTC; needs libnvrtc
     # here (pip install nvidia-cuda-nvrtc, its lib folder on LD_LIBRARY_PATH).
@@ -105,13 +111,29 @@ run() {
     fi
     SEQREC_REQUIRE_GPU=1 timeout 300 "$dir/bin/cuda" --nocapture >"$out/cuda-tests.txt" 2>&1
     local tests=$?
+    # The command line on the GPU: the same recommendations as on the CPU.
+    local model="$dir/demo-sasrec.safetensors" cli=0
+    for dev in cpu cuda; do
+        timeout 120 "$dir/bin/seqrec" score "$model" --history 3,17,42,8 -k 10 --device "$dev" \
+            --format json >"$out/cli-score-$dev.json" 2>>"$out/cli.txt" || cli=$?
+    done
+    timeout 60 "$dir/bin/seqrec" info "$model" --device cuda --format json \
+        >"$out/cli-info-cuda.json" 2>>"$out/cli.txt" || cli=$?
     rm -f "$out/bench.jsonl"
     SEQREC_BENCH_JSON="$out/bench.jsonl" timeout 300 "$dir/bin/cuda_bench" --ignored \
         --nocapture >"$out/bench.txt" 2>&1
     local bench=$?
-    python3 - "$out" "$nvrtc" "$tests" "$bench" "$((SECONDS - t0))" <<'PY' | tee "$out/summary.json"
+    python3 - "$out" "$nvrtc" "$tests" "$bench" "$((SECONDS - t0))" "$cli" <<'PY' | tee "$out/summary.json"
 import json, re, sys
-out, nvrtc, tests, bench, secs = sys.argv[1], *map(int, sys.argv[2:])
+out, nvrtc, tests, bench, secs, cli = sys.argv[1], *map(int, sys.argv[2:])
+def load(name):
+    try:
+        return json.load(open(f"{out}/{name}"))
+    except (OSError, ValueError):
+        return None
+cpu, gpu = load("cli-score-cpu.json"), load("cli-score-cuda.json")
+cli_same = bool(cpu and gpu) and cpu["items"] == gpu["items"] and all(
+    abs(a - b) <= 1e-4 * (1 + abs(a)) for a, b in zip(cpu["scores"], gpu["scores"]))
 try:
     text = open(f"{out}/cuda-tests.txt", errors="replace").read()
 except OSError:
@@ -123,7 +145,8 @@ try:
 except OSError:
     rows = []
 print(json.dumps({
-    "nvrtc_rc": nvrtc, "tests_rc": tests, "bench_rc": bench, "seconds": secs,
+    "nvrtc_rc": nvrtc, "tests_rc": tests, "bench_rc": bench, "cli_rc": cli,
+    "cli_gpu_equals_cpu": cli_same, "seconds": secs,
     "tests_passed": len(passed), "tests_failed": failed, "bench": rows,
 }))
 PY
