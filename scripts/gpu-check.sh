@@ -16,9 +16,9 @@
 #                                           $OUT/summary.json. Takes a few minutes.
 #
 # The binaries are built against this machine's glibc (2.34 or later is needed where they run)
-# and load libcuda and libnvrtc at run time, so nothing CUDA is needed to build them. To run
-# the check through a tool that copies the work tree to the GPU machine, carry the ignored
-# folder along (e.g. carry ["target-gpu"]) and run `bash scripts/gpu-check.sh run`.
+# and load libcuda and libnvrtc at run time, so nothing CUDA is needed to build them. Where the
+# GPU machine gets a copy of the work tree, copy the ignored DIR along with it (it is about
+# 45 MB) and run `bash scripts/gpu-check.sh run` in the copy.
 #
 # What runs: `seqrec score` on the CPU and on the GPU (same top-10 expected) and `seqrec info
 # --device cuda` over a small SASRec trained at build time, the NVRTC compile test (every kernels/cuda/*.cu source, sm_80/sm_90), the CUDA
