@@ -126,6 +126,11 @@ pub enum Error {
     /// The requested operation is not available in this build or on this device.
     #[error("unsupported: {0}")]
     Unsupported(String),
+
+    /// A GPU is missing or failed: no CUDA driver or NVRTC library, no such device, a driver or
+    /// kernel error.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 fn quote_list(names: &[String]) -> String {

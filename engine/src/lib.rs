@@ -33,6 +33,8 @@ pub mod blocks;
 pub mod codec;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod model;
 pub mod models;
@@ -47,10 +49,12 @@ pub mod weights;
 pub use backend::Backend;
 pub use config::{CONFIG_KEY, Config};
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::Cuda;
 pub use error::{Error, Result};
 pub use model::{
-    BATCH_GROUP, LoadOptions, Model, ModelInfo, Query, SESSION_FORMAT_VERSION, SESSION_MAGIC,
-    Scored, Session, SessionState, Workspace, architectures, tensor_specs,
+    BATCH_GROUP, Device, LoadOptions, Model, ModelInfo, Query, SESSION_FORMAT_VERSION,
+    SESSION_MAGIC, Scored, Session, SessionState, Workspace, architectures, tensor_specs,
 };
 pub use objectives::{ObjectiveSpec, Objectives};
 pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};

@@ -21,6 +21,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod ops;
 pub mod testing;
 

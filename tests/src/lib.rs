@@ -284,3 +284,63 @@ pub fn check_fixture_cases(model: &Model, dir: &Path, name: &str) {
         );
     }
 }
+
+/// `want` and `got` agree element by element to `tol·(1 + |want|)` (NaN matching NaN).
+pub fn assert_close(what: &str, want: &[f32], got: &[f32], tol: f32) {
+    assert_eq!(want.len(), got.len(), "{what}: lengths");
+    for (i, (a, b)) in want.iter().zip(got).enumerate() {
+        let ok = (a - b).abs() <= tol * (1.0 + a.abs()) || (a.is_nan() && b.is_nan());
+        assert!(ok, "{what}: element {i}: {a} vs {b}");
+    }
+}
+
+/// Top-k lists agree: the same scores to 1e-4 (relative) rank by rank, and the same items
+/// except where two scores are that close (f32 summation order may swap them).
+pub fn assert_same_topk(what: &str, a: &[seqrec_engine::Scored], b: &[seqrec_engine::Scored]) {
+    let tol = 1e-4;
+    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let scale = 1.0 + x.score.abs();
+        assert!(
+            (x.score - y.score).abs() <= tol * scale,
+            "{what}: rank {i}: {x:?} vs {y:?}"
+        );
+        if x.item != y.item {
+            let near = a
+                .iter()
+                .any(|z| z.item == y.item && (z.score - y.score).abs() <= tol * scale);
+            assert!(near, "{what}: rank {i}: {x:?} vs {y:?}");
+        }
+    }
+}
+
+/// Sessions of two loadings of one model (on two backends) agree step by step: pushes, a
+/// session boundary, more pushes (the user's sessions when `user` is given).
+pub fn assert_same_sessions<A: seqrec_engine::Backend, B: seqrec_engine::Backend>(
+    name: &str,
+    a: &seqrec_engine::Model<A>,
+    b: &seqrec_engine::Model<B>,
+    user: Option<u32>,
+) {
+    let (mut s_a, mut s_b) = match user {
+        Some(u) => (
+            a.session_for_user(u).unwrap(),
+            b.session_for_user(u).unwrap(),
+        ),
+        None => (a.session().unwrap(), b.session().unwrap()),
+    };
+    for (step, item) in [4u32, 8, 15, 16, 23, 2, 7, 9].into_iter().enumerate() {
+        if step == 5 {
+            s_a.end().unwrap();
+            s_b.end().unwrap();
+        }
+        s_a.push(item).unwrap();
+        s_b.push(item).unwrap();
+        let what = format!("{name}, session step {step}");
+        assert_same_topk(
+            &what,
+            &s_a.topk(5, false).unwrap(),
+            &s_b.topk(5, false).unwrap(),
+        );
+    }
+}

@@ -18,7 +18,10 @@ use seqrec_engine::text::{Bert, BertConfig, BertWorkspace};
 use seqrec_engine::weights::{DType, Tensor, TensorLoader, WeightFile, serialize};
 use seqrec_engine::{Config, Cpu, LoadOptions, Model, Query, Result};
 use seqrec_kernels::testing::Rng;
-use seqrec_tests::{every_architecture, random_model_bytes, small_config};
+use seqrec_tests::{
+    assert_close, assert_same_sessions, assert_same_topk, every_architecture, random_model_bytes,
+    small_config,
+};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -277,36 +280,6 @@ impl Backend for Counting {
     }
 }
 
-/// Top-k lists agree: the same scores to `tol` rank by rank, and the same items except where
-/// two scores are within `tol` of each other (f32 summation order may swap them).
-fn assert_same_topk(what: &str, a: &[seqrec_engine::Scored], b: &[seqrec_engine::Scored]) {
-    let tol = 1e-4;
-    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        let scale = 1.0 + x.score.abs();
-        assert!(
-            (x.score - y.score).abs() <= tol * scale,
-            "{what}: rank {i}: {x:?} vs {y:?}"
-        );
-        if x.item != y.item {
-            let near = a
-                .iter()
-                .any(|z| z.item == y.item && (z.score - y.score).abs() <= tol);
-            assert!(near, "{what}: rank {i}: {x:?} vs {y:?}");
-        }
-    }
-}
-
-fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len(), "{what}");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= tol * (1.0 + x.abs()),
-            "{what}: element {i}: {x} vs {y}"
-        );
-    }
-}
-
 #[test]
 fn every_architecture_runs_on_the_required_core_alone() {
     let histories: [&[u32]; 4] = [&[3], &[5, 9, 2], &[1, 2, 3, 4, 5, 6, 7, 8, 9], &[39, 38]];
@@ -367,27 +340,7 @@ fn every_architecture_runs_on_the_required_core_alone() {
             );
         }
         // Sessions: pushes, a boundary, more pushes.
-        let (mut s_a, mut s_b) = match user {
-            Some(u) => (
-                cpu.session_for_user(u).unwrap(),
-                counting.session_for_user(u).unwrap(),
-            ),
-            None => (cpu.session().unwrap(), counting.session().unwrap()),
-        };
-        for (step, item) in [4u32, 8, 15, 16, 23, 2, 7, 9].into_iter().enumerate() {
-            if step == 5 {
-                s_a.end().unwrap();
-                s_b.end().unwrap();
-            }
-            s_a.push(item).unwrap();
-            s_b.push(item).unwrap();
-            let what = format!("{name}, session step {step}");
-            assert_same_topk(
-                &what,
-                &s_a.topk(5, false).unwrap(),
-                &s_b.topk(5, false).unwrap(),
-            );
-        }
+        assert_same_sessions(&name, &cpu, &counting, user);
         // It ran on the core: products, gathers and the catalog scan went through the trait.
         let c = counting.backend();
         for op in ["linear", "gather", "topk", "scores"] {

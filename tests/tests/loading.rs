@@ -263,3 +263,22 @@ fn config_can_come_from_a_sidecar_file() {
     assert_eq!(explicit.info(), m.info());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn devices_parse_and_the_cpu_loaders_refuse_a_gpu() {
+    use seqrec_engine::Device;
+    assert_eq!(Device::parse("cpu"), Some(Device::Cpu));
+    assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
+    assert_eq!(Device::parse("cuda:3"), Some(Device::Cuda(3)));
+    assert_eq!(Device::parse("cuda:x"), None);
+    assert_eq!(Device::parse("tpu"), None);
+    assert_eq!(Device::Cuda(1).to_string(), "cuda:1");
+    let cfg = seqrec_tests::small_config("sasrec", 20, 5);
+    let bytes = seqrec_tests::random_model_bytes(&cfg, 1, 0.1);
+    let opts = seqrec_engine::LoadOptions {
+        device: Device::Cuda(0),
+        ..Default::default()
+    };
+    let err = Model::from_bytes(&bytes, &opts).unwrap_err();
+    assert!(err.to_string().contains("cuda:0"), "{err}");
+}

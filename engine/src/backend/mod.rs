@@ -83,6 +83,55 @@ impl At {
     }
 }
 
+/// Checks that `rows` rows of `cols` values at `at` lie inside `len` values: every backend's
+/// bounds check of a row block it reads.
+pub fn check_rows(what: &str, len: usize, at: At, rows: usize, cols: usize) -> Result<()> {
+    let span = at.span(rows, cols);
+    if span > len {
+        return Err(crate::Error::InvalidArgument(alloc::format!(
+            "{what}: {rows} rows of {cols} at offset {} stride {} need {span} values, the buffer \
+             has {len}",
+            at.offset,
+            at.stride
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the arguments of a [`Backend::mha`] call, given the lengths of the query, key and
+/// value buffers: rows of `H` values that do not overlap and lie inside their buffers, and one
+/// padding flag per key.
+pub fn check_mha(
+    shape: MhaShape,
+    q: (usize, At),
+    k: (usize, At),
+    v: (usize, At),
+    mask: Mask<'_>,
+) -> Result<()> {
+    let h = shape.hidden();
+    let (lq, lk) = (shape.lq, shape.lk);
+    for (what, at, rows) in [("queries", q.1, lq), ("keys", k.1, lk), ("values", v.1, lk)] {
+        if rows > 1 && at.stride < h {
+            return Err(crate::Error::InvalidArgument(alloc::format!(
+                "attention {what}: rows of {h} at stride {}",
+                at.stride
+            )));
+        }
+    }
+    check_rows("attention queries", q.0, q.1, lq, h)?;
+    check_rows("attention keys", k.0, k.1, lk, h)?;
+    check_rows("attention values", v.0, v.1, lk, h)?;
+    match mask {
+        Mask::KeyPadding(valid) if valid.len() != lk => {
+            Err(crate::Error::InvalidArgument(alloc::format!(
+                "attention over {lk} keys with {} padding flags",
+                valid.len()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A source of rows for the element-wise methods: an activation buffer or a weight tensor.
 #[derive(Debug)]
 pub enum Src<'a, B: Backend> {

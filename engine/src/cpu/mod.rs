@@ -14,7 +14,8 @@ pub use scan::CpuScratch;
 pub use weights::CpuWeight;
 
 use crate::backend::{
-    At, Backend, BlockScratch, DdpmStep, KvCache, Mask, MhaShape, Scale, SelfMask, Src,
+    At, Backend, BlockScratch, DdpmStep, KvCache, Mask, MhaShape, Scale, SelfMask, Src, check_mha,
+    check_rows,
 };
 use crate::blocks::{
     Activation, AttentionBlock, CaserConvs, CausalConv, Embedding, FeedForward, GruLayer,
@@ -73,19 +74,6 @@ fn values<'a>(src: Src<'a, Cpu>) -> &'a [f32] {
         Src::Buf(b) => b,
         Src::Param(p) => p.as_slice(),
     }
-}
-
-/// Checks that `rows` rows of `cols` values at `at` lie inside `len` values.
-fn check_rows(what: &str, len: usize, at: At, rows: usize, cols: usize) -> Result<()> {
-    let span = at.span(rows, cols);
-    if span > len {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: {rows} rows of {cols} at offset {} stride {} need {span} values, the buffer \
-             has {len}",
-            at.offset, at.stride
-        )));
-    }
-    Ok(())
 }
 
 /// Checks a destination block (rows must not overlap) and grows `dst` to hold it.
@@ -318,27 +306,17 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let h = shape.hidden();
         let (lq, lk) = (shape.lq, shape.lk);
-        for (what, at, rows) in [("queries", q.1, lq), ("keys", k.1, lk), ("values", v.1, lk)] {
-            if rows > 1 && at.stride < h {
-                return Err(Error::InvalidArgument(format!(
-                    "attention {what}: rows of {h} at stride {}",
-                    at.stride
-                )));
-            }
-        }
-        check_rows("attention queries", q.0.len(), q.1, lq, h)?;
-        check_rows("attention keys", k.0.len(), k.1, lk, h)?;
-        check_rows("attention values", v.0.len(), v.1, lk, h)?;
+        check_mha(
+            shape,
+            (q.0.len(), q.1),
+            (k.0.len(), k.1),
+            (v.0.len(), v.1),
+            mask,
+        )?;
         let (kmask, valid) = match mask {
             Mask::None => (AttnMask::None, None),
             Mask::Causal { q_offset } => (AttnMask::Causal { q_offset }, None),
-            Mask::KeyPadding(valid) if valid.len() == lk => (AttnMask::None, Some(valid)),
-            Mask::KeyPadding(valid) => {
-                return Err(Error::InvalidArgument(format!(
-                    "attention over {lk} keys with {} padding flags",
-                    valid.len()
-                )));
-            }
+            Mask::KeyPadding(valid) => (AttnMask::None, Some(valid)),
         };
         let (ob, oat) = out;
         dst_rows(ob, oat, lq, h)?;

@@ -32,6 +32,40 @@ pub const DEFAULT_MAX_LEN: usize = 50;
 /// configuration must be rejected at load time rather than exhaust memory on the first request.
 pub const MAX_WINDOW: usize = 1 << 16;
 
+/// Where a model computes: the CPU backend, or the CUDA backend on one GPU (feature `cuda`,
+/// [`crate::Cuda`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// The GPU of this ordinal (0 for the first).
+    Cuda(usize),
+}
+
+impl Device {
+    /// Parses `cpu`, `cuda` (the first GPU) or `cuda:N`.
+    pub fn parse(s: &str) -> Option<Device> {
+        match s {
+            "cpu" => Some(Device::Cpu),
+            "cuda" | "gpu" => Some(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda),
+        }
+    }
+}
+
+impl core::fmt::Display for Device {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -40,6 +74,9 @@ pub struct LoadOptions {
     pub item_dtype: DType,
     /// A configuration to use instead of the one in the file's metadata.
     pub config: Option<Config>,
+    /// Where the model computes. The CPU loaders ([`Model::load_with`], ...) accept only
+    /// [`Device::Cpu`]; a GPU model is `Model::load_on(Cuda::new(n)?, ..)` (feature `cuda`).
+    pub device: Device,
 }
 
 impl Default for LoadOptions {
@@ -47,7 +84,19 @@ impl Default for LoadOptions {
         LoadOptions {
             item_dtype: DType::F32,
             config: None,
+            device: Device::Cpu,
         }
+    }
+}
+
+/// Refuses options that ask the CPU loaders for another device.
+fn on_cpu(opts: &LoadOptions) -> Result<()> {
+    match opts.device {
+        Device::Cpu => Ok(()),
+        d => Err(Error::InvalidArgument(format!(
+            "the model was asked for on {d}: the CPU loaders serve the CPU only; load onto a GPU \
+             with Model::load_on(Cuda::new(n)?, ..) (feature `cuda`)"
+        ))),
     }
 }
 
@@ -159,17 +208,20 @@ impl Model<Cpu> {
     /// Memory-maps and loads a safetensors model on the CPU (see [`Model::load_on`]).
     #[cfg(feature = "std")]
     pub fn load_with(path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
+        on_cpu(opts)?;
         Model::load_on(Cpu::new(), path, opts)
     }
 
     /// Loads from a file image on the CPU (safetensors, or a RecBole `.pth`), copying it into
     /// an aligned buffer.
     pub fn from_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
+        on_cpu(opts)?;
         Model::from_bytes_on(Cpu::new(), bytes, opts)
     }
 
     /// Loads from a file image that lives for the whole program, zero-copy, on the CPU.
     pub fn from_static(bytes: &'static [u8], opts: &LoadOptions) -> Result<Self> {
+        on_cpu(opts)?;
         Model::from_weight_file(Cpu::new(), &WeightFile::from_static(bytes)?, opts)
     }
 

@@ -2,7 +2,7 @@
 
 use super::{CliResult, Format, out};
 use clap::Args;
-use seqrec_engine::{CONFIG_KEY, LoadOptions, Model};
+use seqrec_engine::{Backend, CONFIG_KEY, Device, LoadOptions, Model, WeightFile};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -10,14 +10,29 @@ use std::path::PathBuf;
 pub struct InfoArgs {
     /// Model file (safetensors, or a RecBole `.pth`).
     model: PathBuf,
+    /// Where to load it: `cpu`, `cuda` (the first GPU) or `cuda:N` (the device is named in the
+    /// output).
+    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
+    device: Device,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
 pub fn run(args: InfoArgs) -> CliResult {
+    let opts = LoadOptions {
+        device: args.device,
+        ..Default::default()
+    };
     let file = super::convert::weight_file(&args.model)?;
-    let model = Model::load_with(&args.model, &LoadOptions::default())?;
+    match args.device {
+        Device::Cpu => show(Model::load_with(&args.model, &opts)?, &file, args),
+        Device::Cuda(n) => show(super::load_cuda(&args.model, &opts, n)?, &file, args),
+    }
+}
+
+/// Describes `model` (read from `file`), loaded on its backend.
+fn show<B: Backend>(model: Model<B>, file: &WeightFile, args: InfoArgs) -> CliResult {
     let info = model.info();
     let tensors: Vec<_> = file
         .names()
@@ -38,6 +53,7 @@ pub fn run(args: InfoArgs) -> CliResult {
             "n_users": info.n_users,
             "max_len": info.max_len,
             "dim": info.dim,
+            "device": args.device.to_string(),
             "parameters": params,
             "objectives": model.objective_specs().iter().map(|o| json!({
                 "name": o.name,

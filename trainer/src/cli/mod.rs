@@ -66,6 +66,38 @@ impl From<seqrec_engine::Error> for CliError {
     }
 }
 
+/// Parses `--device`: `cpu`, `cuda` or `cuda:N`.
+pub(crate) fn parse_device(s: &str) -> crate::Result<seqrec_engine::Device> {
+    seqrec_engine::Device::parse(s)
+        .ok_or_else(|| crate::Error::unknown_name("device", s, "cpu, cuda, cuda:N"))
+}
+
+/// Loads a model onto GPU `ordinal` (the engine's CUDA backend). A machine without CUDA, or
+/// without that GPU, gets a one-line error naming what is missing (exit 2).
+#[cfg(feature = "cuda")]
+pub(crate) fn load_cuda(
+    path: &std::path::Path,
+    opts: &seqrec_engine::LoadOptions,
+    ordinal: usize,
+) -> Result<seqrec_engine::Model<seqrec_engine::Cuda>, CliError> {
+    let gpu = seqrec_engine::Cuda::new(ordinal)?;
+    Ok(seqrec_engine::Model::load_on(gpu, path, opts)?)
+}
+
+/// Without the `cuda` feature: the one-line error that says so.
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn load_cuda(
+    path: &std::path::Path,
+    opts: &seqrec_engine::LoadOptions,
+    ordinal: usize,
+) -> Result<seqrec_engine::Model, CliError> {
+    let _ = (path, opts);
+    Err(CliError::input(format!(
+        "--device cuda:{ordinal}: this seqrec was built without CUDA support (build it with \
+         `--features cuda`)"
+    )))
+}
+
 /// Result of a subcommand.
 pub type CliResult = Result<(), CliError>;
 

@@ -2,7 +2,7 @@
 
 use super::CliError;
 use clap::Args;
-use seqrec_engine::{Model, Objectives};
+use seqrec_engine::{Backend, Model, Objectives};
 
 /// Inference-time knobs of multi-objective models (see `seqrec info MODEL` for a model's
 /// knobs; plain backbones have none and reject them).
@@ -25,7 +25,7 @@ pub struct ObjectiveArgs {
 impl ObjectiveArgs {
     /// The model's default knobs with the flags applied; an error names the flag and the
     /// model's knobs.
-    pub fn apply(&self, model: &Model) -> Result<Objectives, CliError> {
+    pub fn apply<B: Backend>(&self, model: &Model<B>) -> Result<Objectives, CliError> {
         let mut o = model.default_objectives();
         let named = [
             ("alpha", "--alpha", self.alpha),

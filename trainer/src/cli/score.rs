@@ -2,7 +2,7 @@
 
 use super::{CliError, CliResult, Format, out};
 use clap::Args;
-use seqrec_engine::{DType, LoadOptions, Model, Objectives, Query, Scored};
+use seqrec_engine::{Backend, DType, Device, LoadOptions, Model, Objectives, Query, Scored};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -35,6 +35,9 @@ pub struct ScoreArgs {
     /// Storage of the scoring item table.
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     item_dtype: DType,
+    /// Where to score: `cpu`, `cuda` (the first GPU) or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
+    device: Device,
     #[command(flatten)]
     objectives: super::objectives::ObjectiveArgs,
     /// Output format.
@@ -83,13 +86,19 @@ pub fn run(args: ScoreArgs) -> CliResult {
     if args.k == 0 {
         return Err(CliError::input("-k must be at least 1"));
     }
-    let model = Model::load_with(
-        &args.model,
-        &LoadOptions {
-            item_dtype: args.item_dtype,
-            ..Default::default()
-        },
-    )?;
+    let opts = LoadOptions {
+        item_dtype: args.item_dtype,
+        device: args.device,
+        ..Default::default()
+    };
+    match args.device {
+        Device::Cpu => run_on(Model::load_with(&args.model, &opts)?, args),
+        Device::Cuda(n) => run_on(super::load_cuda(&args.model, &opts, n)?, args),
+    }
+}
+
+/// Scores with `model`, on whichever backend it was loaded.
+fn run_on<B: Backend>(model: Model<B>, args: ScoreArgs) -> CliResult {
     let objectives = args.objectives.apply(&model)?;
     let (user, exclude_history) = (args.user, args.exclude_history);
     fn query<'a>(
