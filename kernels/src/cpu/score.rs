@@ -316,7 +316,7 @@ pub fn scores_i8_isa(
         return;
     }
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if isa == Isa::V3 {
+    if isa >= Isa::V3 {
         if let Some(simd) = pulp::x86::V3::try_new() {
             x86::scores_i8_v3(simd, q, scales, xq, t, out);
             return;
@@ -324,6 +324,11 @@ pub fn scores_i8_isa(
     }
     let _ = isa;
     scores_i8_portable(q, scales, xq, t, out);
+}
+
+/// Whether [`scores_i8`] runs the AVX512-VNNI body on this CPU (after `SEQREC_ISA`).
+pub fn i8_uses_vnni() -> bool {
+    false
 }
 
 /// `out[j] = (Σ_p q[j·d + p]·xq[p]) · scales[j] · t` for `n` int8 rows of width `d = xq.len()`

@@ -165,6 +165,7 @@ pub fn run(args: BenchArgs) -> CliResult {
             "model": info.arch, "n_items": info.n_items, "item_dtype": info.item_dtype.name(),
             "session": args.session, "iters": args.iters, "k": args.k,
             "isa": seqrec_kernels::Isa::detect().name(),
+            "cpu": super::info::cpu_json(),
         })),
         Format::Text => out(format!(
             "{} ({} items, {} table){}: batch {per_call}, {threads} threads, {} iters: p50 {p50:.3} ms, p99 {p99:.3} ms, {seq_per_s:.0} seq/s [{}]",
