@@ -14,6 +14,12 @@
 //! ones. Comma-separated `no-vnni` / `no-bf16` turn an extension off (`SEQREC_ISA=v4,no-vnni`).
 //! A level the CPU lacks, or an unknown name, is ignored with a notice on stderr (the best
 //! level runs). Without `std` the best level always runs (detection through `cpuid`).
+//!
+//! Per family: on CPUs that execute 512-bit instructions as two 256-bit halves (AMD Zen 4,
+//! [`Isa::half_width_avx512`]), the f32 products, attention and LayerNorm
+//! ([`Isa::compute_bound`]) run at `v3`, where they measured faster (their FMA rate is the
+//! same, and the 256-bit tiles were tuned for it); every other family runs at `v4`.
+//! `SEQREC_ISA=v4,uniform` runs every family at `v4`.
 //! [`families`] names the level every kernel family runs at (shown by `seqrec info --cpu` and
 //! in `seqrec bench`'s JSON).
 
@@ -41,6 +47,8 @@ static DETECTED: AtomicU8 = AtomicU8::new(u8::MAX);
 /// The enabled [`Ext`] bits plus [`EXT_KNOWN`] once detected.
 static EXTS: AtomicU8 = AtomicU8::new(0);
 const EXT_KNOWN: u8 = 0x80;
+/// In [`EXTS`]: the compute-bound families run at v3 ([`Isa::compute_bound`]).
+const NARROW_COMPUTE: u8 = 0x40;
 
 /// Instruction-set extensions on top of [`Isa::V4`] that single kernels use.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -119,6 +127,8 @@ pub struct Forced {
     pub level: Option<Isa>,
     /// Extensions turned off ([`Ext::bit`] bits).
     off: u8,
+    /// `uniform`: every family at the level, whatever [`Isa::half_width_avx512`] says.
+    pub uniform: bool,
 }
 
 impl Forced {
@@ -131,6 +141,7 @@ impl Forced {
         let mut forced = Forced {
             level: None,
             off: 0,
+            uniform: false,
         };
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if let Some(isa) = Isa::ALL
@@ -144,6 +155,8 @@ impl Forced {
                     && part[3..].eq_ignore_ascii_case(e.name())
             }) {
                 forced.off |= ext.bit();
+            } else if part.eq_ignore_ascii_case("uniform") {
+                forced.uniform = true;
             } else {
                 return Err(part);
             }
@@ -176,7 +189,7 @@ fn forced() -> Forced {
                 return f;
             }
             Err(part) => std::eprintln!(
-                "seqrec: {ISA_ENV}={value}: unknown part {part:?} (levels: {}; no-vnni, no-bf16); ignored",
+                "seqrec: {ISA_ENV}={value}: unknown part {part:?} (levels: {}; no-vnni, no-bf16, uniform); ignored",
                 Isa::ALL
                     .iter()
                     .map(|i| i.name())
@@ -188,6 +201,7 @@ fn forced() -> Forced {
     Forced {
         level: None,
         off: 0,
+        uniform: false,
     }
 }
 
@@ -266,9 +280,45 @@ impl Isa {
                 exts |= ext.bit();
             }
         }
+        if best.has_avx512() && !forced.uniform && Self::half_width_avx512() {
+            exts |= NARROW_COMPUTE;
+        }
         EXTS.store(exts, Ordering::Relaxed);
         DETECTED.store(idx as u8, Ordering::Relaxed);
         best
+    }
+
+    /// The level of the compute-bound families (f32 products, attention, LayerNorm): the
+    /// detected level, or [`Isa::V3`] where the CPU runs AVX-512 at half width (see the module
+    /// docs). Detected once.
+    #[inline]
+    pub fn compute_bound() -> Isa {
+        let isa = Self::detect();
+        #[cfg(target_arch = "x86_64")]
+        if EXTS.load(Ordering::Relaxed) & NARROW_COMPUTE != 0 {
+            return Isa::V3;
+        }
+        isa
+    }
+
+    /// Whether the CPU executes 512-bit instructions as two 256-bit halves, so that AVX-512
+    /// brings no more multiply-adds per cycle than AVX2: AMD family 19h with AVX-512 (Zen 4).
+    pub fn half_width_avx512() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::__cpuid;
+            // `__cpuid` became a safe function after the minimum Rust version of this crate.
+            #[allow(unused_unsafe)]
+            // SAFETY: every x86-64 CPU has `cpuid` with leaves 0 and 1.
+            let (vendor, eax) = unsafe { (__cpuid(0), __cpuid(1).eax) };
+            // "AuthenticAMD" in ebx, edx, ecx.
+            let amd =
+                (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+            let family = ((eax >> 8) & 0xF) + ((eax >> 20) & 0xFF);
+            amd && family == 0x19 && Isa::V4.is_available()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
 
     /// Whether the level includes AVX-512.
@@ -332,6 +382,7 @@ pub struct Family {
 /// The path each kernel family runs at on this CPU (after `SEQREC_ISA`).
 pub fn families() -> [Family; 12] {
     let isa = Isa::detect().name();
+    let compute = Isa::compute_bound().name();
     let int8 = if crate::cpu::score::i8_uses_vnni() {
         "v4+vnni"
     } else if Isa::detect() == Isa::Scalar {
@@ -349,19 +400,53 @@ pub fn families() -> [Family; 12] {
     };
     let f = |name, level| Family { name, level };
     [
-        f("products f32 (few rows, small, broadcast tiles)", isa),
+        f("products f32 (few rows, small, broadcast tiles)", compute),
         f("products f16/i16 weights (text encoder)", isa),
         f("gemv f16/bf16 tables", isa),
-        f("scan f32 + top-k", isa),
+        f("scan f32 + top-k (dot tiles, batch tiles)", isa),
         f("scan int8 (bound + f32 re-score)", int8),
-        f("attention", isa),
-        f("layer norm", isa),
+        f("attention", compute),
+        f("layer norm", compute),
         f("activations, softmax", isa),
         f("gru", isa),
         f("conv", isa),
         f("f16/bf16 conversions, gathers", isa),
         f("top-k selection", isa),
     ]
+}
+
+/// Chains of fused multiply-adds that keep every FMA port busy: 12 independent accumulators
+/// (enough to cover the FMA latency times the ports of current x86 and Arm cores), each
+/// `acc = acc·a + b` `iters` times. Returns the f32 operations performed (2 per lane per FMA)
+/// and a value that depends on every accumulator (for the caller to keep). Timing it gives
+/// the single-thread peak FMA rate of `isa` (what `seqrec bench --kernels` compares the
+/// products with).
+pub fn fma_peak_isa(isa: Isa, iters: usize) -> (f64, f32) {
+    struct Peak {
+        iters: usize,
+    }
+    impl WithSimd for Peak {
+        type Output = (f64, f32);
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, s: S) -> (f64, f32) {
+            const CHAINS: usize = 12;
+            let a = s.splat_f32s(0.999_999);
+            let b = s.splat_f32s(1e-7);
+            let mut acc = [s.splat_f32s(1.0); CHAINS];
+            for _ in 0..self.iters {
+                for v in acc.iter_mut() {
+                    *v = s.mul_add_f32s(*v, a, b);
+                }
+            }
+            let mut sum = s.splat_f32s(0.0);
+            for v in acc {
+                sum = s.add_f32s(sum, v);
+            }
+            let flops = (self.iters * CHAINS * S::F32_LANES * 2) as f64;
+            (flops, s.reduce_sum_f32s(sum))
+        }
+    }
+    isa.run(Peak { iters })
 }
 
 #[cfg(test)]
@@ -378,6 +463,7 @@ mod tests {
             assert_eq!(f.level, Some(Isa::V4));
             assert!(f.turns_off(Ext::Vnni) && !f.turns_off(Ext::Bf16));
             assert_eq!(Forced::parse("v3").unwrap().level, Some(Isa::V3));
+            assert!(Forced::parse("v4,uniform").unwrap().uniform);
         }
         assert_eq!(Forced::parse("v9"), Err("v9"));
         assert_eq!(Forced::parse("no-avx"), Err("no-avx"));
@@ -393,5 +479,6 @@ mod tests {
             }
         }
         assert_eq!(families().len(), 12);
+        assert!(Isa::compute_bound() <= Isa::detect() && Isa::compute_bound().is_available());
     }
 }
