@@ -11,7 +11,7 @@
 //!
 //! Paths: `*_ref` plain loops (f64 accumulation); `*_isa` pulp kernels for `isa` that allocate
 //! nothing; the fast paths without a suffix run the `*_isa` kernels on the detected instruction
-//! set (f32 products: [`Isa::compute_bound`], which is v3 where AVX-512 runs at half width), or
+//! set (f32 products: [`Isa::f32_level`], which is v3 where AVX-512 runs at half width), or
 //! `gemm`. Which kernel a product takes depends on its shape, its row count first:
 //!
 //! - **Few rows** (the `few` submodule): a kernel that streams the weights from memory once,
@@ -349,7 +349,7 @@ pub fn linear(
         };
         return;
     }
-    linear_isa(Isa::compute_bound(), x, w, bias, y, m, k, n);
+    linear_isa(Isa::f32_level(), x, w, bias, y, m, k, n);
 }
 
 /// Reference `y = x·wᵀ + b` for f16 weights, with f64 accumulation.
@@ -617,5 +617,5 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
         };
         return;
     }
-    matmul_isa(Isa::compute_bound(), a, b, c, m, k, n, accumulate);
+    matmul_isa(Isa::f32_level(), a, b, c, m, k, n, accumulate);
 }

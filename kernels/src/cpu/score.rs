@@ -26,7 +26,8 @@
 //! `scores_i8_isa` AVX512-VNNI `vpdpbusd` (16 rows reduced together) on x86-64-v4 with VNNI,
 //! AVX2 integer multiply-adds (`vpmaddubsw`/`vpmaddwd`, 8 rows reduced together) on
 //! x86-64-v3 and a portable integer loop elsewhere, the same bits on every path;
-//! the fast paths dispatch to the best instruction set. Tolerance against the reference:
+//! the fast paths dispatch to the best instruction set (`scores`: [`Isa::f32_level`], v3 where
+//! AVX-512 runs at half width; `scores_i8`: the detected level, with VNNI). Tolerance against the reference:
 //! `scores`, `1e-5·(1 + Σ|x_p·w_p|)` per score (f32 sums in another order); `scores_i8`,
 //! `2⁻²¹` relative (the integer sum is exact, the two f32 products round, the reference's f64
 //! products once).
@@ -119,7 +120,7 @@ pub fn scores_batch_isa(
 /// If `users.len() != m·d`, `items.len() != n·d` or `out.len() != m·n`.
 #[inline]
 pub fn scores(users: &[f32], items: &[f32], out: &mut [f32], m: usize, n: usize, d: usize) {
-    scores_isa(Isa::detect(), users, items, out, m, n, d);
+    scores_isa(Isa::f32_level(), users, items, out, m, n, d);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,11 +325,11 @@ pub fn scores_i8_isa(
         return;
     }
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if isa >= Isa::V3 {
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            x86::scores_i8_v3(simd, q, scales, xq, t, out);
-            return;
-        }
+    if isa >= Isa::V3
+        && let Some(simd) = pulp::x86::V3::try_new()
+    {
+        x86::scores_i8_v3(simd, q, scales, xq, t, out);
+        return;
     }
     let _ = isa;
     scores_i8_portable(q, scales, xq, t, out);
