@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # seqrec against ONNX Runtime on the same random RecBole-shaped models, in one run (docs/onnxruntime.md).
 #   pip install -r scripts/ort/requirements.txt
-#   scripts/compare-ort.sh [--rounds N] [--iters N] [--threads T] [--only MODEL ...] [--out DIR]
+#   scripts/compare-ort.sh [--rounds N] [--iters N] [--threads T] [--only MODEL ...] [--isa LEVEL ...] [--out DIR]
 # Builds the release `seqrec` binary, writes the models, exports them to ONNX, checks every graph's
 # top-10 against `seqrec score` (exit 1 on a difference), then benches both runtimes back to back
 # and prints a markdown table. PYTHON selects the interpreter (default python3).

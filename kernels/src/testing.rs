@@ -131,6 +131,18 @@ macro_rules! isa_tests {
                 }
                 $check($crate::Isa::V3);
             }
+            #[cfg(target_arch = "x86_64")]
+            #[test]
+            fn v4() {
+                if !$crate::Isa::V4.is_available() {
+                    std::eprintln!(
+                        "skipped: {} v4 (AVX-512 not available on this CPU)",
+                        stringify!($name)
+                    );
+                    return;
+                }
+                $check($crate::Isa::V4);
+            }
             #[cfg(target_arch = "aarch64")]
             #[test]
             fn neon() {

@@ -3,6 +3,7 @@
 
     python scripts/ort/compare.py [--seqrec target/release/seqrec] [--out target/ort-compare]
                                   [--threads 2] [--iters 200] [--rounds 1] [--only NAME ...]
+                                  [--isa LEVEL ...]
 
 (`scripts/compare-ort.sh` builds the release binary first and calls this.) Steps:
   1. writes the models with seeded random weights (scripts/ort/random_model.py) and exports each
@@ -13,9 +14,11 @@
      top-10 differs;
   3. for every workload runs `seqrec bench` and scripts/ort/bench.py back to back on the same
      model (the order alternates between rounds), each a fresh process, same batch, threads,
-     iterations and k;
-  4. prints a markdown table: per workload the median over rounds of p50 and seq/s of both, and
-     the ratios ORT p50 / seqrec p50 (> 1: seqrec is faster) and seqrec seq/s / ORT seq/s.
+     iterations and k; seqrec once per instruction-set level (`--isa`, default every level the
+     CPU supports above scalar, as `seqrec info --cpu` lists them), forced with SEQREC_ISA;
+  4. prints a markdown table: per workload and level the median over rounds of p50 and seq/s of
+     both, and the ratios ORT p50 / seqrec p50 (> 1: seqrec is faster) and seqrec seq/s / ORT
+     seq/s.
 The raw JSON lines go to OUT/results.jsonl.
 """
 
@@ -64,8 +67,8 @@ WORKLOADS = [
 ]
 
 
-def run(cmd: list[str], what: str) -> str:
-    res = subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         sys.stderr.write(res.stdout + res.stderr)
         print(f"error: {what} failed (exit {res.returncode}): {' '.join(cmd)}", file=sys.stderr)
@@ -98,6 +101,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=200, help="timed iterations per bench (default 200)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every pair of benches; medians are reported")
     ap.add_argument("--only", nargs="*", metavar="MODEL", help=f"subset of {', '.join(MODELS)}")
+    ap.add_argument("--isa", nargs="*", metavar="LEVEL", help="seqrec levels to time (SEQREC_ISA values; default: every level of this CPU but scalar)")
     args = ap.parse_args()
     if not os.access(args.seqrec, os.X_OK):
         print(f"error: {args.seqrec} is not an executable (cargo build --release -p seqrec-trainer --bin seqrec)", file=sys.stderr)
@@ -108,6 +112,8 @@ def main() -> None:
         print(f"error: unknown model `{unknown[0]}` (one of {', '.join(MODELS)})", file=sys.stderr)
         sys.exit(2)
     os.makedirs(args.out, exist_ok=True)
+    cpu = json.loads(run([args.seqrec, "info", "--cpu", "--format", "json"], "seqrec info --cpu"))
+    levels = args.isa or [lvl for lvl in cpu["levels"] if lvl != "scalar"] or ["scalar"]
 
     for name, (arch, n_items, sets) in [(m, MODELS[m]) for m in models] + list(VARIANTS.items()):
         st, gr = os.path.join(args.out, f"{name}.safetensors"), os.path.join(args.out, f"{name}.onnx")
@@ -137,27 +143,30 @@ def main() -> None:
         for label, name, batch, extra in rows:
             st, gr = os.path.join(args.out, f"{name}.safetensors"), os.path.join(args.out, f"{name}.onnx")
             common = ["--batch", str(batch), "--threads", str(args.threads), "--iters", str(args.iters), "--format", "json"]
-            cmds = {
-                "seqrec": [args.seqrec, "bench", st, *common, "-k", "10", *extra],
-                "ort": py("bench.py", gr, *common),
-            }
-            order = ["seqrec", "ort"] if rnd % 2 == 0 else ["ort", "seqrec"]
+            cmds = {f"seqrec {lvl}": [args.seqrec, "bench", st, *common, "-k", "10", *extra] for lvl in levels}
+            cmds["ort"] = py("bench.py", gr, *common)
+            order = list(cmds)
+            if rnd % 2 == 1:
+                order.reverse()
             for who in order:
-                r = json.loads(run(cmds[who], f"{who} bench").strip().splitlines()[-1])
+                env = None
+                if who != "ort":
+                    env = dict(os.environ, SEQREC_ISA=who.split()[1])
+                r = json.loads(run(cmds[who], f"{who} bench", env).strip().splitlines()[-1])
                 r.update(workload=label, runtime_name=who, round=rnd)
                 log.write(json.dumps(r) + "\n")
                 log.flush()
                 results.setdefault((label, who), []).append(r)
-            s, o = results[(label, "seqrec")][-1], results[(label, "ort")][-1]
+            o = results[(label, "ort")][-1]
+            mine = ", ".join(f"{lvl} {results[(label, f'seqrec {lvl}')][-1]['p50_ms']:.3f}" for lvl in levels)
             print(
-                f"round {rnd + 1}: {label}: seqrec p50 {s['p50_ms']:.3f} ms, ORT p50 {o['p50_ms']:.3f} ms",
+                f"round {rnd + 1}: {label}: seqrec p50 {mine} ms, ORT p50 {o['p50_ms']:.3f} ms",
                 file=sys.stderr,
                 flush=True,
             )
     log.close()
     load_after = os.getloadavg()[0]
 
-    isa = next((r["isa"] for (_, who), rs in results.items() if who == "seqrec" for r in rs if "isa" in r), "?")
 
     def med(label: str, who: str, key: str) -> float:
         return statistics.median(r[key] for r in results[(label, who)])
@@ -165,17 +174,18 @@ def main() -> None:
     print()
     print(
         f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs; {args.threads} threads each; "
-        f"onnxruntime {onnxruntime.__version__}; seqrec kernels {isa}; {args.iters} timed iterations after warm-up; "
+        f"onnxruntime {onnxruntime.__version__}; seqrec levels {', '.join(levels)} (extensions {', '.join(cpu['extensions']) or 'none'}); {args.iters} timed iterations after warm-up; "
         f"{args.rounds} round(s), medians; 1-minute load average {load_before:.1f} before the benches, "
         f"{load_after:.1f} after; {time.strftime('%Y-%m-%d')}"
     )
     print()
-    print("| workload | seqrec p50 ms | seqrec seq/s | ORT p50 ms | ORT seq/s | ORT p50 / seqrec p50 | seqrec seq/s / ORT seq/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | seqrec level | seqrec p50 ms | seqrec seq/s | ORT p50 ms | ORT seq/s | ORT p50 / seqrec p50 | seqrec seq/s / ORT seq/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for label, _, _, _ in rows:
-        sp, ss = med(label, "seqrec", "p50_ms"), med(label, "seqrec", "seq_per_s")
         op, os_ = med(label, "ort", "p50_ms"), med(label, "ort", "seq_per_s")
-        print(f"| {label} | {sp:.3f} | {ss:,.0f} | {op:.3f} | {os_:,.0f} | {op / sp:.2f}x | {ss / os_:.2f}x |")
+        for lvl in levels:
+            sp, ss = med(label, f"seqrec {lvl}", "p50_ms"), med(label, f"seqrec {lvl}", "seq_per_s")
+            print(f"| {label} | {lvl} | {sp:.3f} | {ss:,.0f} | {op:.3f} | {os_:,.0f} | {op / sp:.2f}x | {ss / os_:.2f}x |")
 
 
 if __name__ == "__main__":

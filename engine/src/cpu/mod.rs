@@ -451,7 +451,7 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let (n, d) = (items.rows, items.dim);
         check_rows("user vectors", h.len(), At::rows(0, d), rows, d)?;
-        let isa = seqrec_kernels::Isa::detect();
+        let isa = seqrec_kernels::Isa::f32_level();
         for (hr, or) in h.chunks_exact(d).zip(out[..rows * n].chunks_exact_mut(n)) {
             items.data.score_block(isa, hr, 0, or);
         }
@@ -467,7 +467,7 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let d = items.dim;
         check_rows("user vector", h.len(), At::rows(0, d), 1, d)?;
-        let isa = seqrec_kernels::Isa::detect();
+        let isa = seqrec_kernels::Isa::f32_level();
         for (&id, o) in ids.iter().zip(out.iter_mut()) {
             items
                 .data

@@ -194,7 +194,9 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
         t,
         bound,
     } = one;
-    let isa = Isa::detect();
+    // The int8 products and the selection at the detected level; every f32 score (the f32
+    // rows, and the re-scored ones behind an int8 table) at the f32 level, as a whole scan.
+    let (isa, f32_isa) = (Isa::detect(), Isa::f32_level());
     let d = items.dim;
     let h = &h[..d];
     let mut block = [0.0f32; SCAN_BLOCK];
@@ -214,14 +216,14 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
                 topk.push_block_bounded_isa(isa, base, out, exclude, |id| {
                     let row = id as usize * d;
                     let mut one = [0.0f32];
-                    score::scores_isa(isa, h, &exact[row..row + d], &mut one, 1, 1, d);
+                    score::scores_isa(f32_isa, h, &exact[row..row + d], &mut one, 1, 1, d);
                     one[0]
                 });
             }
             // Every other storage, and an int8 table with a user vector that cannot be
             // quantized (non-finite, all zero, too wide: no usable bound), scores the block.
             data => {
-                data.score_block(isa, h, b, out);
+                data.score_block(f32_isa, h, b, out);
                 topk.push_block(base, out, exclude);
             }
         }
@@ -243,7 +245,7 @@ pub(super) fn topk_rows(
     if scratch.len() < users * BATCH_BLOCK {
         scratch.resize(users * BATCH_BLOCK, 0.0);
     }
-    let isa = Isa::detect();
+    let isa = Isa::f32_level();
     for b in (0..n).step_by(BATCH_BLOCK) {
         let nb = BATCH_BLOCK.min(n - b);
         let buf = &mut scratch[..users * nb];

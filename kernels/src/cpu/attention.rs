@@ -648,7 +648,7 @@ pub fn attention(
     scratch: &mut [f32],
 ) {
     attention_isa(
-        Isa::detect(),
+        Isa::f32_level(),
         shape,
         q,
         k,

@@ -11,7 +11,8 @@
 //!
 //! Paths: `*_ref` plain loops (f64 accumulation); `*_isa` pulp kernels for `isa` that allocate
 //! nothing; the fast paths without a suffix run the `*_isa` kernels on the detected instruction
-//! set, or `gemm`. Which kernel a product takes depends on its shape, its row count first:
+//! set (f32 products: [`Isa::f32_level`], which is v3 where AVX-512 runs at half width), or
+//! `gemm`. Which kernel a product takes depends on its shape, its row count first:
 //!
 //! - **Few rows** (the `few` submodule): a kernel that streams the weights from memory once,
 //!   with prefetching, for the products that run at memory speed (one request, one short
@@ -348,7 +349,7 @@ pub fn linear(
         };
         return;
     }
-    linear_isa(Isa::detect(), x, w, bias, y, m, k, n);
+    linear_isa(Isa::f32_level(), x, w, bias, y, m, k, n);
 }
 
 /// Reference `y = x·wᵀ + b` for f16 weights, with f64 accumulation.
@@ -616,5 +617,5 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
         };
         return;
     }
-    matmul_isa(Isa::detect(), a, b, c, m, k, n, accumulate);
+    matmul_isa(Isa::f32_level(), a, b, c, m, k, n, accumulate);
 }

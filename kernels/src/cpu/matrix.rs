@@ -392,7 +392,7 @@ pub fn gemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool)
         };
     }
     #[cfg(not(feature = "std"))]
-    gemm_isa(Isa::detect(), dst, lhs, rhs, accumulate);
+    gemm_isa(Isa::f32_level(), dst, lhs, rhs, accumulate);
 }
 
 /// The one call site of `gemm::gemm`: `dst = (accumulate ? dst : 0) + lhs·rhs`.

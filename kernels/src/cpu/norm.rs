@@ -400,7 +400,7 @@ pub fn layer_norm(
     eps: f32,
     out: &mut [f32],
 ) {
-    layer_norm_isa(Isa::detect(), x, rows, dim, gamma, beta, eps, out);
+    layer_norm_isa(Isa::f32_level(), x, rows, dim, gamma, beta, eps, out);
 }
 
 /// [`layer_norm_inplace`] with the pulp body instantiated for `isa`.
@@ -434,7 +434,7 @@ pub fn layer_norm_inplace(
     beta: &[f32],
     eps: f32,
 ) {
-    layer_norm_inplace_isa(Isa::detect(), x, rows, dim, gamma, beta, eps);
+    layer_norm_inplace_isa(Isa::f32_level(), x, rows, dim, gamma, beta, eps);
 }
 
 /// [`add_layer_norm`] with the pulp body instantiated for `isa`.
@@ -482,7 +482,17 @@ pub fn add_layer_norm(
     eps: f32,
     out: &mut [f32],
 ) {
-    add_layer_norm_isa(Isa::detect(), x, residual, rows, dim, gamma, beta, eps, out);
+    add_layer_norm_isa(
+        Isa::f32_level(),
+        x,
+        residual,
+        rows,
+        dim,
+        gamma,
+        beta,
+        eps,
+        out,
+    );
 }
 
 /// [`layer_norm_no_affine`] with the pulp body instantiated for `isa`.
@@ -509,7 +519,7 @@ pub fn layer_norm_no_affine_isa(
 /// If `x` or `out` does not hold `rows·dim` values.
 #[inline]
 pub fn layer_norm_no_affine(x: &[f32], rows: usize, dim: usize, eps: f32, out: &mut [f32]) {
-    layer_norm_no_affine_isa(Isa::detect(), x, rows, dim, eps, out);
+    layer_norm_no_affine_isa(Isa::f32_level(), x, rows, dim, eps, out);
 }
 
 /// [`layer_norm_no_affine`] in place, with the pulp body instantiated for `isa`.
@@ -533,7 +543,7 @@ pub fn layer_norm_no_affine_inplace_isa(
 /// If `x` does not hold `rows·dim` values.
 #[inline]
 pub fn layer_norm_no_affine_inplace(x: &mut [f32], rows: usize, dim: usize, eps: f32) {
-    layer_norm_no_affine_inplace_isa(Isa::detect(), x, rows, dim, eps);
+    layer_norm_no_affine_inplace_isa(Isa::f32_level(), x, rows, dim, eps);
 }
 
 struct ModulateBody<'a> {
@@ -604,7 +614,7 @@ pub fn modulate_isa(
 /// If `x` does not hold `rows·dim` values, or `shift`/`scale` not `dim`.
 #[inline]
 pub fn modulate(x: &mut [f32], rows: usize, dim: usize, shift: &[f32], scale: &[f32]) {
-    modulate_isa(Isa::detect(), x, rows, dim, shift, scale);
+    modulate_isa(Isa::f32_level(), x, rows, dim, shift, scale);
 }
 
 #[cfg(test)]

@@ -23,9 +23,11 @@
 //! quarter of the bytes, four times faster per row than f32 once the table is in cache.
 //!
 //! Paths: `*_ref` plain loops with f64 accumulation; `scores_isa` the dot tiles as pulp bodies;
-//! `scores_i8_isa` AVX2 integer multiply-adds (`vpmaddubsw`/`vpmaddwd`, 8 rows reduced
-//! together) on x86-64-v3 and a portable integer loop elsewhere, the same bits on every path;
-//! the fast paths dispatch to the best instruction set. Tolerance against the reference:
+//! `scores_i8_isa` AVX512-VNNI `vpdpbusd` (16 rows reduced together) on x86-64-v4 with VNNI,
+//! AVX2 integer multiply-adds (`vpmaddubsw`/`vpmaddwd`, 8 rows reduced together) on
+//! x86-64-v3 and a portable integer loop elsewhere, the same bits on every path;
+//! the fast paths dispatch to the best instruction set (`scores`: [`Isa::f32_level`], v3 where
+//! AVX-512 runs at half width; `scores_i8`: the detected level, with VNNI). Tolerance against the reference:
 //! `scores`, `1e-5·(1 + Σ|x_p·w_p|)` per score (f32 sums in another order); `scores_i8`,
 //! `2⁻²¹` relative (the integer sum is exact, the two f32 products round, the reference's f64
 //! products once).
@@ -118,7 +120,7 @@ pub fn scores_batch_isa(
 /// If `users.len() != m·d`, `items.len() != n·d` or `out.len() != m·n`.
 #[inline]
 pub fn scores(users: &[f32], items: &[f32], out: &mut [f32], m: usize, n: usize, d: usize) {
-    scores_isa(Isa::detect(), users, items, out, m, n, d);
+    scores_isa(Isa::f32_level(), users, items, out, m, n, d);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,9 +294,10 @@ fn scores_i8_portable(q: &[i8], scales: &[f32], xq: &[i8], t: f32, out: &mut [f3
     }
 }
 
-/// [`scores_i8`] on `isa`: AVX2 integer multiply-adds on x86-64-v3 (pulp's portable vectors
-/// have no 8-bit multiply-add), the portable integer loop elsewhere; every path gives the same
-/// bits.
+/// [`scores_i8`] on `isa`: AVX512-VNNI `vpdpbusd` on x86-64-v4 where the CPU has VNNI
+/// ([`i8_uses_vnni`]), AVX2 integer multiply-adds on x86-64-v3 and on v4 without VNNI (pulp's
+/// portable vectors have no 8-bit multiply-add), the portable integer loop elsewhere; every
+/// path gives the same bits.
 ///
 /// # Panics
 /// As [`scores_i8`].
@@ -315,15 +318,34 @@ pub fn scores_i8_isa(
         out.fill(0.0);
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx512() && i8_uses_vnni() {
+        // SAFETY: `i8_uses_vnni` checked that the CPU has AVX-512 F/BW and VNNI.
+        unsafe { vnni::scores_i8_vnni(q, scales, xq, t, out) };
+        return;
+    }
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if isa == Isa::V3 {
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            x86::scores_i8_v3(simd, q, scales, xq, t, out);
-            return;
-        }
+    if isa >= Isa::V3
+        && let Some(simd) = pulp::x86::V3::try_new()
+    {
+        x86::scores_i8_v3(simd, q, scales, xq, t, out);
+        return;
     }
     let _ = isa;
     scores_i8_portable(q, scales, xq, t, out);
+}
+
+/// Whether [`scores_i8`] runs the AVX512-VNNI body on this CPU (after `SEQREC_ISA`).
+/// `SEQREC_ISA=v4,no-vnni` turns it off (the AVX2 body runs).
+pub fn i8_uses_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::isa::Ext::Vnni.enabled() && vnni::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// `out[j] = (Σ_p q[j·d + p]·xq[p]) · scales[j] · t` for `n` int8 rows of width `d = xq.len()`
@@ -339,6 +361,8 @@ pub fn scores_i8(q: &[i8], scales: &[f32], xq: &[i8], t: f32, out: &mut [f32], n
     scores_i8_isa(Isa::detect(), q, scales, xq, t, out, n);
 }
 
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86;
 

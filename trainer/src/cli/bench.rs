@@ -2,6 +2,7 @@
 //! warm-up, and prints latency percentiles and throughput. `seqrec bench --random ARCH
 //! [--items N]` times a RecBole-shaped model with seeded random weights built in memory
 //! (RecBole's default hyper-parameters, window 50), so that no model file is needed.
+//! `seqrec bench --kernels` times the kernel families instead (`bench_kernels`).
 
 use super::{CliError, CliResult, Format, out};
 use crate::nn::Rng;
@@ -15,8 +16,21 @@ use std::time::Instant;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Model file (safetensors).
-    #[arg(required_unless_present = "random")]
+    #[arg(required_unless_present_any = ["random", "kernels"])]
     model: Option<PathBuf>,
+    /// Instead of a model: time each kernel family on the shipped models' shapes, on one
+    /// thread, at every instruction-set level of this CPU (or those of `--isa`), with the
+    /// measured peak FMA rate.
+    #[arg(long, conflicts_with_all = ["model", "random"])]
+    kernels: bool,
+    /// Levels for `--kernels` (scalar, v3, v4, neon); repeat or separate with commas.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        value_delimiter = ',',
+        requires = "kernels"
+    )]
+    isa: Vec<String>,
     /// Instead of a file: a RecBole-shaped ARCH (sasrec, gru4rec, nextitnet, caser) with
     /// RecBole's default hyper-parameters, window 50 and seeded random weights (N(0, 0.1²)).
     #[arg(long, value_name = "ARCH", conflicts_with = "model")]
@@ -67,6 +81,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(args: BenchArgs) -> CliResult {
+    if args.kernels {
+        return super::bench_kernels::run(&args.isa, args.format);
+    }
     if args.batch == 0 || args.iters == 0 || args.k == 0 {
         return Err(CliError::input(
             "--batch, --iters and -k must be at least 1",
@@ -165,6 +182,7 @@ pub fn run(args: BenchArgs) -> CliResult {
             "model": info.arch, "n_items": info.n_items, "item_dtype": info.item_dtype.name(),
             "session": args.session, "iters": args.iters, "k": args.k,
             "isa": seqrec_kernels::Isa::detect().name(),
+            "cpu": super::info::cpu_json(),
         })),
         Format::Text => out(format!(
             "{} ({} items, {} table){}: batch {per_call}, {threads} threads, {} iters: p50 {p50:.3} ms, p99 {p99:.3} ms, {seq_per_s:.0} seq/s [{}]",

@@ -3,6 +3,7 @@
 //! arguments, unreadable or invalid model, invalid ids), 1 internal failure.
 
 mod bench;
+mod bench_kernels;
 mod convert;
 mod demo;
 mod embed;

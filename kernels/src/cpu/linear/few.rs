@@ -239,11 +239,11 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
     // Units per cache line of weights (at least one): one prefetch per row and line.
     let per_line = (LINE / core::mem::size_of::<Rd::Elem>() / unit).max(1);
     for u in 0..nu {
-        if let Some(ahead) = pf {
-            if u % per_line == 0 {
-                for row in &ws {
-                    ahead.fetch(row, u * unit);
-                }
+        if let Some(ahead) = pf
+            && u % per_line == 0
+        {
+            for row in &ws {
+                ahead.fetch(row, u * unit);
             }
         }
         let wv: [[S::f32s; 2]; CC] =

@@ -24,7 +24,13 @@
 //!
 //! Edge rows use the same tiles with fewer rows; edge columns use partial loads and stores.
 
-use super::weights::Weights;
+use super::weights::{Ahead, LINE, Weights};
+
+/// Distance of the weight prefetches of the dot tiles (one per line of each tile of `w`). Without
+/// them a table streamed from memory (the catalog scan) runs at half speed with 512-bit loads:
+/// one core scanning 352,602 × 64 f32 rows on AMD EPYC (Zen 4) took 22 ms at v4 and 11.8 ms at
+/// v3 before, 9.4 ms and 8.3 ms with them (one run).
+const DOT_PREFETCH_BYTES: usize = 4096;
 use pulp::{Simd, WithSimd};
 
 /// Output rows per broadcast tile.
@@ -518,8 +524,16 @@ fn dot_rows<S: Simd, const R: usize, const C: usize>(
     nb: usize,
 ) {
     let mut j = 0;
+    let ahead = Ahead {
+        values: DOT_PREFETCH_BYTES / core::mem::size_of::<f32>(),
+        end: w.as_ptr_range().end as usize,
+    };
     while j + C <= nb {
-        dot_tile::<S, R, C>(s, x, &w[j * k..(j + C) * k], bias, y, j, k, ldy);
+        let tile = &w[j * k..(j + C) * k];
+        for line in (0..tile.len()).step_by(LINE / core::mem::size_of::<f32>()) {
+            ahead.fetch(tile, line);
+        }
+        dot_tile::<S, R, C>(s, x, tile, bias, y, j, k, ldy);
         j += C;
     }
     while j < nb {

@@ -184,7 +184,7 @@ fn check_scores_i8(isa: Isa) {
     let mut rng = Rng::new(64);
     let ds = AWKWARD_SIZES.iter().copied().chain([0, 1000]);
     for d in ds {
-        for n in [0, 1, 3, 7, 8, 9, 17, 66] {
+        for n in [0, 1, 3, 7, 8, 9, 15, 16, 17, 33, 66] {
             let w = rng.normal_vec(n * d, 0.5);
             let (q, scales) = quantize_rows_i8_vec(&w, n, d);
             let x = rng.normal_vec(d, 1.0);
@@ -294,4 +294,42 @@ fn scores_i8_checks_scales() {
 #[should_panic(expected = "scores_i8: xq holds -128")]
 fn scores_i8_rejects_minus_128() {
     scores_i8(&[0; 3], &[1.0], &[0, -128, 0], 1.0, &mut [0.0; 1], 1);
+}
+
+/// The AVX512-VNNI body itself (whatever `SEQREC_ISA` says) gives the portable loop's bits,
+/// on tiles of 16 rows and their remainders; skipped with a notice where the CPU lacks VNNI.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn scores_i8_vnni_body() {
+    if !super::vnni::available() {
+        std::eprintln!("skipped: scores_i8 vnni (AVX512-VNNI not available on this CPU)");
+        return;
+    }
+    let mut rng = Rng::new(65);
+    for d in [1, 17, 63, 64, 65, 127, 128, 300, I8_MAX_DIM] {
+        for n in [1, 15, 16, 17, 40] {
+            let w = rng.normal_vec(n * d, 0.5);
+            let (q, scales) = quantize_rows_i8_vec(&w, n, d);
+            let (xq, t) = query(&rng.normal_vec(d, 1.0));
+            let mut got = vec![f32::NAN; n];
+            // SAFETY: `available` checked AVX-512 F/BW and VNNI.
+            unsafe { super::vnni::scores_i8_vnni(&q, &scales, &xq, t, &mut got) };
+            let mut portable = vec![f32::NAN; n];
+            scores_i8_isa(Isa::Scalar, &q, &scales, &xq, t, &mut portable, n);
+            for j in 0..n {
+                assert_eq!(got[j].to_bits(), portable[j].to_bits(), "n={n} d={d} [{j}]");
+            }
+        }
+    }
+    // Extreme values: every product at its largest magnitude, at the widest rows.
+    let d = I8_MAX_DIM;
+    for (a, b) in [(127i8, 127i8), (-127, 127), (127, -127), (-127, -127)] {
+        let q = vec![a; 3 * d];
+        let xq = vec![b; d];
+        let mut got = vec![0.0; 3];
+        // SAFETY: as above.
+        unsafe { super::vnni::scores_i8_vnni(&q, &[1.0; 3], &xq, 1.0, &mut got) };
+        let want = (a as i64 * b as i64 * d as i64) as f32;
+        assert_eq!(got, vec![want; 3], "{a}·{b}");
+    }
 }

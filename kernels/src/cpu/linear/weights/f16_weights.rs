@@ -54,10 +54,10 @@ pub(in crate::cpu::linear) fn has_non_finite<S: Simd>(
     let per_line = (LINE / 2 / lanes).max(1);
     let mut max = s.splat_u16s(0);
     for (v, &h) in head.iter().enumerate() {
-        if let Some(ahead) = ahead {
-            if v % per_line == 0 {
-                ahead.fetch(w, v * lanes);
-            }
+        if let Some(ahead) = ahead
+            && v % per_line == 0
+        {
+            ahead.fetch(w, v * lanes);
         }
         max = s.max_u16s(max, s.and_u16s(h, s.splat_u16s(0x7FFF)));
     }
