@@ -344,3 +344,34 @@ pub fn assert_same_sessions<A: seqrec_engine::Backend, B: seqrec_engine::Backend
         );
     }
 }
+
+/// A small random BERT (2 layers of width 16, 4 heads, a vocabulary of 30; weights from
+/// N(0, 0.3²) drawn with `seed`): its configuration and weight file.
+pub fn small_bert(seed: u64) -> (seqrec_engine::text::BertConfig, seqrec_engine::WeightFile) {
+    let cfg = seqrec_engine::text::BertConfig {
+        vocab_size: 30,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 24,
+        max_position_embeddings: 12,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+    };
+    let specs = seqrec_engine::testing::bert_tensor_specs(&cfg);
+    let mut rng = seqrec_kernels::testing::Rng::new(seed);
+    let values: Vec<Vec<f32>> = specs
+        .iter()
+        .map(|s| rng.normal_vec(s.shape.iter().product(), 0.3))
+        .collect();
+    let tensors: Vec<(&str, &[usize], &[f32])> = specs
+        .iter()
+        .zip(&values)
+        .map(|(s, v)| (s.name.as_str(), s.shape.as_slice(), v.as_slice()))
+        .collect();
+    let bytes = seqrec_engine::weights::serialize(&tensors, &[]).expect("serializable");
+    (
+        cfg,
+        seqrec_engine::WeightFile::from_bytes(&bytes).expect("valid file"),
+    )
+}

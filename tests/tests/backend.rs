@@ -14,7 +14,7 @@ use seqrec_engine::blocks::{
     LayerNorm, Linear,
 };
 use seqrec_engine::cpu::{CpuScratch, CpuWeight};
-use seqrec_engine::text::{Bert, BertConfig, BertWorkspace};
+use seqrec_engine::text::{Bert, BertWorkspace};
 use seqrec_engine::weights::{DType, Tensor, TensorLoader, WeightFile, serialize};
 use seqrec_engine::{Config, Cpu, LoadOptions, Model, Query, Result};
 use seqrec_kernels::testing::Rng;
@@ -368,28 +368,7 @@ fn attention_models_use_the_composed_sublayers() {
 /// equals the CPU one.
 #[test]
 fn the_text_encoder_runs_on_the_required_core_alone() {
-    let cfg = BertConfig {
-        vocab_size: 30,
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 24,
-        max_position_embeddings: 12,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-    };
-    let specs = seqrec_engine::testing::bert_tensor_specs(&cfg);
-    let mut rng = Rng::new(9);
-    let values: Vec<Vec<f32>> = specs
-        .iter()
-        .map(|s| rng.normal_vec(s.shape.iter().product(), 0.3))
-        .collect();
-    let tensors: Vec<(&str, &[usize], &[f32])> = specs
-        .iter()
-        .zip(&values)
-        .map(|(s, v)| (s.name.as_str(), s.shape.as_slice(), v.as_slice()))
-        .collect();
-    let file = WeightFile::from_bytes(&serialize(&tensors, &[]).unwrap()).unwrap();
+    let (cfg, file) = seqrec_tests::small_bert(9);
     let ids = [2u32, 7, 9, 3, 2, 11, 4, 3, 8];
     let lens = [4usize, 5];
     let types = [0u32, 0, 1, 1, 0, 1, 0, 0, 1];

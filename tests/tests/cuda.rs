@@ -16,7 +16,7 @@ use seqrec_engine::backend::{
 use seqrec_engine::blocks::{
     Activation, Affine, CaserConvs, CausalConv, Embedding, GruLayer, ItemTable, LayerNorm, Linear,
 };
-use seqrec_engine::weights::{DType, Tensor, WeightFile, serialize};
+use seqrec_engine::weights::{DType, Tensor, WeightFile};
 use seqrec_engine::{Config, Cpu, Cuda, LoadOptions, Model, Query, Scored};
 use seqrec_kernels::testing::Rng;
 use seqrec_tests::{
@@ -720,30 +720,9 @@ fn every_architecture_scores_on_the_gpu_as_on_the_cpu() {
 
 #[test]
 fn the_text_encoder_runs_on_the_gpu() {
-    use seqrec_engine::text::{Bert, BertConfig, BertWorkspace};
+    use seqrec_engine::text::{Bert, BertWorkspace};
     let Some(g) = gpu() else { return };
-    let cfg = BertConfig {
-        vocab_size: 30,
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 24,
-        max_position_embeddings: 12,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-    };
-    let specs = seqrec_engine::testing::bert_tensor_specs(&cfg);
-    let mut rng = Rng::new(12);
-    let values: Vec<Vec<f32>> = specs
-        .iter()
-        .map(|s| rng.normal_vec(s.shape.iter().product(), 0.3))
-        .collect();
-    let tensors: Vec<(&str, &[usize], &[f32])> = specs
-        .iter()
-        .zip(&values)
-        .map(|(s, v)| (s.name.as_str(), s.shape.as_slice(), v.as_slice()))
-        .collect();
-    let file = WeightFile::from_bytes(&serialize(&tensors, &[]).unwrap()).unwrap();
+    let (cfg, file) = seqrec_tests::small_bert(12);
     let ids = [2u32, 7, 9, 3, 2, 11, 4, 3, 8];
     let lens = [4usize, 5];
     for dtype in [DType::F32, DType::F16, DType::I16] {
