@@ -106,6 +106,20 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Runs `check` on `isa` when this CPU can, and otherwise prints a notice naming the test and
+/// the path (the body of every test of [`isa_tests!`](crate::isa_tests)).
+#[cfg(any(feature = "std", test))]
+pub fn check_or_skip(name: &str, isa: crate::Isa, check: impl FnOnce(crate::Isa)) {
+    if !isa.is_available() {
+        std::eprintln!(
+            "skipped: {name} {isa} ({} not available on this CPU)",
+            isa.describe()
+        );
+        return;
+    }
+    check(isa);
+}
+
 /// Instantiates one `#[test]` per instruction set for a check function `fn(Isa)`, so the test
 /// output names the op and the path (`cpu::norm::tests::layer_norm::v3 ... ok`). A path the CPU
 /// cannot run prints a notice and returns.
@@ -122,38 +136,17 @@ macro_rules! isa_tests {
             #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
             #[test]
             fn v3() {
-                if !$crate::Isa::V3.is_available() {
-                    std::eprintln!(
-                        "skipped: {} v3 (AVX2+FMA not available on this CPU)",
-                        stringify!($name)
-                    );
-                    return;
-                }
-                $check($crate::Isa::V3);
+                $crate::testing::check_or_skip(stringify!($name), $crate::Isa::V3, $check);
             }
             #[cfg(target_arch = "x86_64")]
             #[test]
             fn v4() {
-                if !$crate::Isa::V4.is_available() {
-                    std::eprintln!(
-                        "skipped: {} v4 (AVX-512 not available on this CPU)",
-                        stringify!($name)
-                    );
-                    return;
-                }
-                $check($crate::Isa::V4);
+                $crate::testing::check_or_skip(stringify!($name), $crate::Isa::V4, $check);
             }
             #[cfg(target_arch = "aarch64")]
             #[test]
             fn neon() {
-                if !$crate::Isa::Neon.is_available() {
-                    std::eprintln!(
-                        "skipped: {} neon (not available on this CPU)",
-                        stringify!($name)
-                    );
-                    return;
-                }
-                $check($crate::Isa::Neon);
+                $crate::testing::check_or_skip(stringify!($name), $crate::Isa::Neon, $check);
             }
             #[test]
             fn dispatched() {

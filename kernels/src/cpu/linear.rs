@@ -247,7 +247,8 @@ pub(crate) fn broadcast_tiles_isa(
 /// `y = x·wᵀ` (no bias) with the dot tiles for `isa` whatever the shape: every output is the
 /// lane-wise fused multiply-add sum over the vectors of its row pair followed by the
 /// instruction set's horizontal sum, in an order that depends on neither `m` nor `n` (see
-/// [`super::score`]); allocates nothing.
+/// [`super::score`]); allocates nothing. `stream`: prefetch `w` ahead, for a table read from
+/// memory (same results).
 ///
 /// # Panics
 /// If `x.len() != m·k`, `w.len() != n·k` or `y.len() != m·n`.
@@ -259,11 +260,20 @@ pub(crate) fn dot_tiles_isa(
     m: usize,
     k: usize,
     n: usize,
+    stream: bool,
 ) {
     if empty_product(x, w, y, m, k, n) {
         return;
     }
-    isa.run(small::LinearDot { x, w, y, m, k, n });
+    isa.run(small::LinearDot {
+        x,
+        w,
+        y,
+        m,
+        k,
+        n,
+        stream,
+    });
 }
 
 /// Whether `linear` (f32 weights) takes the few-row kernel: from 2 to 8 rows, where streaming

@@ -88,7 +88,25 @@ pub fn scores_isa(
     d: usize,
 ) {
     check_scores(users, items, out, m, n, d);
-    dot_tiles_isa(isa, users, items, out, m, d, n);
+    dot_tiles_isa(isa, users, items, out, m, d, n, false);
+}
+
+/// [`scores_isa`] for a part of a table read from memory (larger than the caches): the same
+/// scores, the items prefetched ahead of the tiles.
+///
+/// # Panics
+/// As [`scores`].
+pub fn scores_streamed_isa(
+    isa: Isa,
+    users: &[f32],
+    items: &[f32],
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    d: usize,
+) {
+    check_scores(users, items, out, m, n, d);
+    dot_tiles_isa(isa, users, items, out, m, d, n, true);
 }
 
 /// `out[r·n + j] = users[r] · items[j]` with the broadcast tiles (6 users × 16 items of

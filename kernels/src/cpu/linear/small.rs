@@ -378,7 +378,7 @@ impl<W: Weights> WithSimd for LinearSmall<'_, W> {
         let shape = (m, k, n);
         match w.f32_in_place() {
             Some(w) if !broadcast && linear_prefers_dot(m, k) => {
-                linear_dot(s, x, w, bias, y, m, k, n);
+                linear_dot(s, x, w, bias, y, m, k, n, false);
             }
             // f32 weights are packed from where they are: no buffer of widened rows.
             Some(_) => broadcast_linear(s, x, &w, bias, y, shape, &mut []),
@@ -462,14 +462,24 @@ pub(super) struct LinearDot<'a> {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+    /// Prefetch `w` ahead ([`DOT_PREFETCH_BYTES`]): for a table streamed from memory.
+    pub stream: bool,
 }
 
 impl WithSimd for LinearDot<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        let Self { x, w, y, m, k, n } = self;
-        linear_dot(s, x, w, None, y, m, k, n);
+        let Self {
+            x,
+            w,
+            y,
+            m,
+            k,
+            n,
+            stream,
+        } = self;
+        linear_dot(s, x, w, None, y, m, k, n, stream);
     }
 }
 
@@ -486,6 +496,7 @@ fn linear_dot<S: Simd>(
     m: usize,
     k: usize,
     n: usize,
+    stream: bool,
 ) {
     // A multiple of every tile width (4, 6, 8), so that only the last block has edge rows.
     let block = (DOT_BLOCK / k / 24).max(1) * 24;
@@ -496,7 +507,7 @@ fn linear_dot<S: Simd>(
         let mut i = 0;
         while i + DOT_R <= m {
             let (xi, yi) = (&x[i * k..(i + DOT_R) * k], &mut y[i * n + jb..]);
-            dot_rows::<S, DOT_R, DOT_C>(s, xi, w, bias, yi, k, n, nb);
+            dot_rows::<S, DOT_R, DOT_C>(s, xi, w, bias, yi, (k, n, nb), stream);
             i += DOT_R;
         }
         if i == m {
@@ -504,8 +515,8 @@ fn linear_dot<S: Simd>(
         }
         let (x, y) = (&x[i * k..], &mut y[i * n + jb..]);
         match m - i {
-            1 => dot_rows::<S, 1, 8>(s, x, w, bias, y, k, n, nb),
-            _ => dot_rows::<S, 2, 6>(s, x, w, bias, y, k, n, nb),
+            1 => dot_rows::<S, 1, 8>(s, x, w, bias, y, (k, n, nb), stream),
+            _ => dot_rows::<S, 2, 6>(s, x, w, bias, y, (k, n, nb), stream),
         }
     }
 }
@@ -519,9 +530,8 @@ fn dot_rows<S: Simd, const R: usize, const C: usize>(
     w: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
-    k: usize,
-    ldy: usize,
-    nb: usize,
+    (k, ldy, nb): (usize, usize, usize),
+    stream: bool,
 ) {
     let mut j = 0;
     let ahead = Ahead {
@@ -530,8 +540,10 @@ fn dot_rows<S: Simd, const R: usize, const C: usize>(
     };
     while j + C <= nb {
         let tile = &w[j * k..(j + C) * k];
-        for line in (0..tile.len()).step_by(LINE / core::mem::size_of::<f32>()) {
-            ahead.fetch(tile, line);
+        if stream {
+            for line in (0..tile.len()).step_by(LINE / core::mem::size_of::<f32>()) {
+                ahead.fetch(tile, line);
+            }
         }
         dot_tile::<S, R, C>(s, x, tile, bias, y, j, k, ldy);
         j += C;

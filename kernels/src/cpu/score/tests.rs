@@ -333,3 +333,24 @@ fn scores_i8_vnni_body() {
         assert_eq!(got, vec![want; 3], "{a}·{b}");
     }
 }
+
+/// The streamed scan (prefetching ahead) gives the plain scan's bits.
+fn check_streamed_equals_plain(isa: Isa) {
+    let mut rng = Rng::new(66);
+    for (m, n, d) in [
+        (1, 777, 64),
+        (1, 1, 3),
+        (2, 100, 65),
+        (3, 513, 128),
+        (5, 33, 17),
+    ] {
+        let users = rng.normal_vec(m * d, 1.0);
+        let items = rng.normal_vec(n * d, 0.1);
+        let (mut plain, mut streamed) = (vec![0.0; m * n], vec![f32::NAN; m * n]);
+        scores_isa(isa, &users, &items, &mut plain, m, n, d);
+        scores_streamed_isa(isa, &users, &items, &mut streamed, m, n, d);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&plain), bits(&streamed), "{isa} {m}x{n}x{d}");
+    }
+}
+crate::isa_tests!(scores_streamed, check_streamed_equals_plain);
