@@ -15,7 +15,7 @@ use super::{Batch, TrainModel, TrainStyle, gather_rows, norm_penalty, scatter_ro
 use crate::nn::activation::{ActCache, DropoutCache, act_backward, act_forward};
 use crate::nn::caser::CaserCache;
 use crate::nn::linear::LinearCache;
-use crate::nn::{Activation, CaserConvs, Dropout, Embedding, Linear, Module, Param, Rng};
+use crate::nn::{Activation, CaserConvs, Dropout, Embedding, Linear, Param, Rng};
 use seqrec_engine::Config;
 
 /// Hyper-parameters (RecBole's names in the saved config).
@@ -146,25 +146,7 @@ impl CaserModel {
     }
 }
 
-impl Module for CaserModel {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.item_emb.params();
-        v.extend(self.user_emb.params());
-        v.extend(self.convs.params());
-        v.extend(self.fc1.params());
-        v.extend(self.fc2.params());
-        v
-    }
-
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.item_emb.params_mut();
-        v.extend(self.user_emb.params_mut());
-        v.extend(self.convs.params_mut());
-        v.extend(self.fc1.params_mut());
-        v.extend(self.fc2.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(CaserModel: item_emb, user_emb, convs, fc1, fc2);
 
 impl TrainModel for CaserModel {
     type Cache = CaserModelCache;
@@ -274,6 +256,7 @@ impl TrainModel for CaserModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::Module;
     use seqrec_engine::{Model, Query};
 
     /// The trainer's forward and the engine's forward agree on the saved checkpoint for

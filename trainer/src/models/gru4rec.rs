@@ -180,21 +180,7 @@ impl Gru4RecModel {
     }
 }
 
-impl Module for Gru4RecModel {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.item_emb.params();
-        v.extend(self.layers.params());
-        v.extend(self.dense.params());
-        v
-    }
-
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.item_emb.params_mut();
-        v.extend(self.layers.params_mut());
-        v.extend(self.dense.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(Gru4RecModel: item_emb, layers, dense);
 
 impl TrainModel for Gru4RecModel {
     type Cache = Gru4RecCache;

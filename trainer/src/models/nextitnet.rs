@@ -135,21 +135,7 @@ impl NextItNetModel {
     }
 }
 
-impl Module for NextItNetModel {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.item_emb.params();
-        v.extend(self.blocks.params());
-        v.extend(self.final_layer.params());
-        v
-    }
-
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.item_emb.params_mut();
-        v.extend(self.blocks.params_mut());
-        v.extend(self.final_layer.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(NextItNetModel: item_emb, blocks, final_layer);
 
 impl TrainModel for NextItNetModel {
     type Cache = NextItNetCache;

@@ -27,7 +27,6 @@
 use super::activation::{ActCache, Dropout, DropoutCache, act_backward, act_forward};
 use super::linear::Linear;
 use super::norm::{LayerNorm, LayerNormCache};
-use super::param::{Module, Param};
 use crate::nn::Rng;
 use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm};
@@ -435,24 +434,7 @@ impl SelfAttention {
     }
 }
 
-impl Module for SelfAttention {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.query.params();
-        v.extend(self.key.params());
-        v.extend(self.value.params());
-        v.extend(self.dense.params());
-        v.extend(self.ln.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.query.params_mut();
-        v.extend(self.key.params_mut());
-        v.extend(self.value.params_mut());
-        v.extend(self.dense.params_mut());
-        v.extend(self.ln.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(SelfAttention: query, key, value, dense, ln);
 
 /// Point-wise feed-forward sublayer with residual and post-LN (RecBole `FeedForward`).
 #[derive(Clone, Debug)]
@@ -542,20 +524,7 @@ impl FeedForward {
     }
 }
 
-impl Module for FeedForward {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.dense_1.params();
-        v.extend(self.dense_2.params());
-        v.extend(self.ln.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.dense_1.params_mut();
-        v.extend(self.dense_2.params_mut());
-        v.extend(self.ln.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(FeedForward: dense_1, dense_2, ln);
 
 #[cfg(test)]
 mod tests;

@@ -265,22 +265,7 @@ impl NextItNetBlock {
     }
 }
 
-impl Module for NextItNetBlock {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.conv1.params();
-        v.extend(self.ln1.params());
-        v.extend(self.conv2.params());
-        v.extend(self.ln2.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.conv1.params_mut();
-        v.extend(self.ln1.params_mut());
-        v.extend(self.conv2.params_mut());
-        v.extend(self.ln2.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(NextItNetBlock: conv1, ln1, conv2, ln2);
 
 #[cfg(test)]
 mod tests {

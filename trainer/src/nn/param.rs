@@ -137,6 +137,26 @@ pub trait Module {
     fn params_mut(&mut self) -> Vec<&mut Param>;
 }
 
+/// Implements [`Module`] for a struct whose parameters are those of the named fields (each a
+/// [`Module`]), in that order: `module_of_fields!(Mlp: fc1, fc2);`.
+#[macro_export]
+macro_rules! module_of_fields {
+    ($ty:ty: $first:ident $(, $rest:ident)* $(,)?) => {
+        impl $crate::nn::Module for $ty {
+            fn params(&self) -> Vec<&$crate::nn::Param> {
+                let mut v = $crate::nn::Module::params(&self.$first);
+                $(v.extend($crate::nn::Module::params(&self.$rest));)*
+                v
+            }
+            fn params_mut(&mut self) -> Vec<&mut $crate::nn::Param> {
+                let mut v = $crate::nn::Module::params_mut(&mut self.$first);
+                $(v.extend($crate::nn::Module::params_mut(&mut self.$rest));)*
+                v
+            }
+        }
+    };
+}
+
 impl Module for Param {
     fn params(&self) -> Vec<&Param> {
         vec![self]

@@ -168,18 +168,7 @@ impl Attention {
     }
 }
 
-impl Module for Attention {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.qkv.params();
-        v.extend(self.proj.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.qkv.params_mut();
-        v.extend(self.proj.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(Attention: qkv, proj);
 
 /// Cross-attention from each sample's tokens to its history rows.
 #[derive(Clone, Debug)]
@@ -286,20 +275,7 @@ impl CrossAttention {
     }
 }
 
-impl Module for CrossAttention {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.q.params();
-        v.extend(self.kv.params());
-        v.extend(self.proj.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.q.params_mut();
-        v.extend(self.kv.params_mut());
-        v.extend(self.proj.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(CrossAttention: q, kv, proj);
 
 /// timm's `Mlp` with GELU's tanh approximation.
 #[derive(Clone, Debug)]
@@ -350,18 +326,7 @@ impl Mlp {
     }
 }
 
-impl Module for Mlp {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.fc1.params();
-        v.extend(self.fc2.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.fc1.params_mut();
-        v.extend(self.fc2.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(Mlp: fc1, fc2);
 
 /// Where a modulation reads its chunks: `mods` is `[samples, stride]`, the shift at column
 /// `shift·H`, the scale at `scale·H` (and the gate, where there is one, at `gate·H`).
@@ -593,20 +558,7 @@ impl DitBlock {
     }
 }
 
-impl Module for DitBlock {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.attn.params();
-        v.extend(self.mlp.params());
-        v.extend(self.ada.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.attn.params_mut();
-        v.extend(self.mlp.params_mut());
-        v.extend(self.ada.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(DitBlock: attn, mlp, ada);
 
 /// A temporal block: optional self-attention, cross-attention to the history, MLP; each a
 /// pre-LN residual with an affine LayerNorm and no gate.
@@ -848,15 +800,4 @@ impl FinalLayer {
     }
 }
 
-impl Module for FinalLayer {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.ada.params();
-        v.extend(self.linear.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.ada.params_mut();
-        v.extend(self.linear.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(FinalLayer: ada, linear);

@@ -340,29 +340,4 @@ impl PditModel {
     }
 }
 
-impl Module for PditModel {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.x_embedder.params();
-        v.extend(self.t_mlp0.params());
-        v.extend(self.t_mlp2.params());
-        v.extend(self.p_embedder.params());
-        v.extend(self.blocks.params());
-        v.extend(self.hist_pos.params());
-        v.extend(self.tem_embedder.params());
-        v.extend(self.tem_blocks.params());
-        v.extend(self.final_layer.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.x_embedder.params_mut();
-        v.extend(self.t_mlp0.params_mut());
-        v.extend(self.t_mlp2.params_mut());
-        v.extend(self.p_embedder.params_mut());
-        v.extend(self.blocks.params_mut());
-        v.extend(self.hist_pos.params_mut());
-        v.extend(self.tem_embedder.params_mut());
-        v.extend(self.tem_blocks.params_mut());
-        v.extend(self.final_layer.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(PditModel: x_embedder, t_mlp0, t_mlp2, p_embedder, blocks, hist_pos, tem_embedder, tem_blocks, final_layer);

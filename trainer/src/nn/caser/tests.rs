@@ -107,24 +107,7 @@ struct CaserNet {
     fc2: Linear,
 }
 
-impl Module for CaserNet {
-    fn params(&self) -> Vec<&Param> {
-        let mut v = self.items.params();
-        v.extend(self.users.params());
-        v.extend(self.convs.params());
-        v.extend(self.fc1.params());
-        v.extend(self.fc2.params());
-        v
-    }
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = self.items.params_mut();
-        v.extend(self.users.params_mut());
-        v.extend(self.convs.params_mut());
-        v.extend(self.fc1.params_mut());
-        v.extend(self.fc2.params_mut());
-        v
-    }
-}
+crate::module_of_fields!(CaserNet: items, users, convs, fc1, fc2);
 
 impl CaserNet {
     fn new(rng: &mut Rng, n_items: usize, n_users: usize, l: usize, e: usize) -> CaserNet {
