@@ -57,6 +57,20 @@ struct Request<'a> {
     knobs: Option<Objectives>,
 }
 
+thread_local! {
+    /// The knob set of this thread's last request with knobs, reused by the next one, so
+    /// that such requests allocate nothing after warm-up.
+    static SPARE_KNOBS: core::cell::Cell<Option<Objectives>> = const { core::cell::Cell::new(None) };
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        if let Some(knobs) = self.knobs.take() {
+            SPARE_KNOBS.set(Some(knobs));
+        }
+    }
+}
+
 impl Request<'_> {
     fn query(&self) -> Query<'_> {
         Query {
@@ -103,7 +117,13 @@ unsafe fn request<'a>(
     // SAFETY: the caller guarantees `num_objectives` entries behind a non-NULL pointer.
     let knobs = unsafe { slice(o.objectives, o.num_objectives, "opts.objectives") }?;
     if !knobs.is_empty() {
-        let mut objectives = m.model.default_objectives();
+        let mut objectives = match SPARE_KNOBS.take() {
+            Some(mut o) if core::ptr::eq(o.specs(), m.model.objective_specs()) => {
+                o.reset();
+                o
+            }
+            _ => m.model.default_objectives(),
+        };
         for (i, k) in knobs.iter().enumerate() {
             if k.name.is_null() {
                 return Err(invalid(format!("opts.objectives[{i}].name is NULL")));

@@ -168,6 +168,75 @@ fn the_c_abi_allocates_no_more_than_the_rust_api() {
 
 /// PDiT generation and catalog ranking through the C ABI allocate nothing after warm-up (a
 /// pooled scratch holds the workspace, the chain of the last step count and the scaled inputs).
+/// A request that sets objective knobs through `seqrec_request_options` allocates no more
+/// than the Rust API with a knob set made once and reused.
+#[test]
+fn requests_with_knobs_allocate_no_more_than_the_rust_api() {
+    let bytes = model_bytes("modt4r", 300, 8, 5);
+    let m = ModelHandle::from_bytes(&bytes).unwrap();
+    let rust = Model::from_bytes(&bytes, &Default::default()).unwrap();
+    let knobs = [
+        seqrec_objective {
+            name: c"alpha".as_ptr(),
+            value: 2.0,
+        },
+        seqrec_objective {
+            name: c"lambda_div".as_ptr(),
+            value: 1.5,
+        },
+    ];
+    let opts = seqrec_request_options {
+        has_user: 0,
+        user: 0,
+        exclude_history: 1,
+        exclude: std::ptr::null(),
+        exclude_len: 0,
+        objectives: knobs.as_ptr(),
+        num_objectives: knobs.len(),
+    };
+    let mut objectives = rust.default_objectives();
+    objectives.set("alpha", 2.0).unwrap();
+    objectives.set("lambda_div", 1.5).unwrap();
+    let histories: Vec<Vec<u32>> = (1..30u32)
+        .map(|i| {
+            (0..1 + i % 12)
+                .map(|j| 1 + (i * 31 + j * 7) % 299)
+                .collect()
+        })
+        .collect();
+    let (mut items, mut scores) = (vec![0u32; 10], vec![0f32; 10]);
+    let mut ffi_round = || {
+        for h in &histories {
+            // SAFETY: live handle, valid options, buffers of 10.
+            let st = unsafe {
+                seqrec_model_topk_with(
+                    m.0,
+                    h.as_ptr(),
+                    h.len(),
+                    &opts,
+                    10,
+                    items.as_mut_ptr(),
+                    scores.as_mut_ptr(),
+                )
+            };
+            assert_eq!(st, SEQREC_OK);
+        }
+    };
+    ffi_round();
+    let ffi = count(&mut ffi_round);
+    let mut ws = rust.new_workspace();
+    let (mut ri, mut rs) = (vec![0u32; 10], vec![0f32; 10]);
+    let mut rust_round = || {
+        for h in &histories {
+            let q = Query::new(h).exclude_history(true).objectives(&objectives);
+            rust.topk_into(&q, 10, &mut ws, &mut ri, &mut rs).unwrap();
+        }
+    };
+    rust_round();
+    let api = count(&mut rust_round);
+    assert_eq!(ffi, api, "C ABI {ffi} allocations, Rust API {api}");
+}
+
 #[test]
 fn pdit_generation_allocates_nothing_after_warm_up() {
     let cfg = seqrec_engine::Config::from_json(
