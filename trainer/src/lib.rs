@@ -9,6 +9,7 @@ pub mod learner;
 pub mod models;
 pub mod nn;
 pub mod objectives;
+pub mod online;
 pub mod scorer;
 pub mod session_scorer;
 pub mod synthetic;
