@@ -4,3 +4,4 @@
 //! loop with its learning curves.
 
 pub mod env;
+pub mod judge;
