@@ -12,6 +12,7 @@ mod hier;
 mod info;
 mod item_text;
 mod objectives;
+mod online;
 mod pdit;
 mod pdit_bench;
 mod rl;
@@ -151,6 +152,9 @@ enum Command {
     /// Convert a checkpoint of another framework to a safetensors model file (`recbole`:
     /// a RecBole `.pth`, read without PyTorch).
     Convert(convert::ConvertArgs),
+    /// An agent learning online in a simulated environment (DQN, REINFORCE, A2C, iALP,
+    /// A-iALP): learning curve, plot and the final agent.
+    Rl(online::RlOnlineArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -205,6 +209,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Pdit(args) => pdit::run(args),
         Command::Generate(args) => pdit::generate(args),
         Command::Convert(args) => convert::run(args),
+        Command::Rl(args) => online::run(args),
     }
 }
 

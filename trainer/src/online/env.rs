@@ -80,3 +80,88 @@ pub trait Environment: Send {
     /// The items as a judge sees them.
     fn catalog(&self) -> &Catalog;
 }
+
+/// When a simulated user leaves. Pluggable: an environment holds a `Box<dyn QuitRule>`.
+pub trait QuitRule: Send + Sync + std::fmt::Debug {
+    /// Whether the user leaves after the rewards of this episode so far (newest last).
+    fn leaves(&self, rewards: &[f32]) -> bool;
+}
+
+/// The default rule (§8.4): the user leaves once `patience` consecutive rewards fall below
+/// `threshold`, or when the episode reaches `max_len` steps.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Threshold {
+    /// τ_r: a reward below it disappoints the user.
+    pub threshold: f32,
+    /// Consecutive disappointing steps before the user leaves (at least 1).
+    pub patience: usize,
+    /// The longest episode.
+    pub max_len: usize,
+}
+
+impl QuitRule for Threshold {
+    fn leaves(&self, rewards: &[f32]) -> bool {
+        let p = self.patience.max(1);
+        rewards.len() >= self.max_len
+            || (rewards.len() >= p
+                && rewards[rewards.len() - p..]
+                    .iter()
+                    .all(|&r| r < self.threshold))
+    }
+}
+
+/// A population (users, or users with their sequences) split 80/20 with a seeded shuffle:
+/// `(training, test)` (§8.4).
+pub fn split_80_20<T>(mut population: Vec<T>, seed: u64) -> (Vec<T>, Vec<T>) {
+    let mut rng = Rng::new(seed);
+    super::deepfm::shuffle(&mut population, &mut rng);
+    let cut = population.len() * 8 / 10;
+    let test = population.split_off(cut);
+    (population, test)
+}
+
+/// The episode bookkeeping every environment shares: the history, this episode's rewards and
+/// the quit rule.
+#[derive(Debug)]
+pub struct Episode {
+    /// Items shown (after an item start, that item first).
+    pub history: Vec<u32>,
+    /// Rewards of this episode's steps.
+    pub rewards: Vec<f32>,
+    /// The quit rule.
+    pub quit: Box<dyn QuitRule>,
+}
+
+impl Episode {
+    /// An empty episode under `quit`.
+    pub fn new(quit: Box<dyn QuitRule>) -> Self {
+        Episode {
+            history: Vec::new(),
+            rewards: Vec::new(),
+            quit,
+        }
+    }
+
+    /// Clears the history and rewards (starting with `first` when the episode starts from an
+    /// item).
+    pub fn reset(&mut self, first: Option<u32>) {
+        self.history.clear();
+        self.rewards.clear();
+        self.history.extend(first);
+    }
+
+    /// Whether `item` was already shown in this episode.
+    pub fn seen(&self, item: u32) -> bool {
+        self.history.contains(&item)
+    }
+
+    /// Records a step and applies the quit rule.
+    pub fn record(&mut self, item: u32, reward: f32) -> Step {
+        self.history.push(item);
+        self.rewards.push(reward);
+        Step {
+            reward,
+            done: self.quit.leaves(&self.rewards),
+        }
+    }
+}
