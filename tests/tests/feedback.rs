@@ -285,7 +285,7 @@ fn models_without_an_actor_critic_head_refuse_feedback() {
             .set_feedback_options(&FeedbackOptions::default())
             .unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)), "{name}: {e}");
-        assert!(m.feedback_defaults().is_none());
+        assert!(matches!(m.feedback_defaults(), Err(Error::Unsupported(_))));
     }
 }
 

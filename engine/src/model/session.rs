@@ -73,7 +73,7 @@ impl<B: Backend> Model<B> {
         w.u16(SESSION_FORMAT_VERSION);
         w.u64(self.fingerprint);
         let feedback =
-            s.adaptive.is_some() || self.feedback_defaults().is_some_and(|d| *d != s.feedback);
+            s.adaptive.is_some() || self.feedback_defaults().is_ok_and(|d| *d != s.feedback);
         w.u8(u8::from(s.scorable) | (u8::from(feedback) << 1));
         w.u32(s.user);
         let knobs: Vec<f32> = s.objectives.iter().map(|(_, v)| v).collect();
@@ -553,9 +553,13 @@ impl<B: Backend> Model<B> {
     }
 
     /// The online-adaptation options a new session of this model starts with (the
-    /// configuration's `online_*` keys); `None` for a model without an actor-critic head.
-    pub fn feedback_defaults(&self) -> Option<&FeedbackOptions> {
-        self.feedback.as_ref().ok().map(|h| &h.defaults)
+    /// configuration's `online_*` keys).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a model without an actor-critic head (the message names the
+    /// model and why): such a model cannot take [`Self::session_feedback`].
+    pub fn feedback_defaults(&self) -> Result<&FeedbackOptions> {
+        self.feedback_head().map(|h| &h.defaults)
     }
 
     fn feedback_head(&self) -> Result<&super::FeedbackHead<B>> {
