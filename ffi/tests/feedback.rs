@@ -47,10 +47,8 @@ fn c_options(s: &SessionHandle) -> seqrec_feedback_options {
 fn save(s: &SessionHandle) -> Vec<u8> {
     let mut len = 0usize;
     // SAFETY: live session; a size query.
-    assert_eq!(
-        unsafe { seqrec_session_save(s.0, ptr::null_mut(), 0, &mut len) },
-        SEQREC_OK
-    );
+    let st = unsafe { seqrec_session_save(s.0, ptr::null_mut(), 0, &mut len) };
+    assert_eq!(st, SEQREC_OK);
     let mut buf = vec![0u8; len];
     // SAFETY: `len` writable bytes.
     let st = unsafe { seqrec_session_save(s.0, buf.as_mut_ptr(), len, &mut len) };
@@ -107,10 +105,8 @@ fn feedback_through_the_c_abi_equals_the_rust_sessions() {
         assert_eq!(c_scores(&s), want, "step {t}");
         if let Some(m) = &moved {
             // SAFETY: live session.
-            assert_eq!(
-                unsafe { seqrec_session_feedback(m.0, item, reward) },
-                SEQREC_OK
-            );
+            let st = unsafe { seqrec_session_feedback(m.0, item, reward) };
+            assert_eq!(st, SEQREC_OK);
             assert_eq!(c_scores(m), want, "restored session, step {t}");
         }
         if t == 4 {

@@ -193,7 +193,7 @@ fn feedback_does_not_allocate_after_the_first_call() {
                 } else {
                     m.session_push(state, item, ws).unwrap();
                 }
-                m.session_topk_into(state, 10, t % 2 == 0, ws, &mut items, &mut top)
+                m.session_topk_into(state, 10, t.is_multiple_of(2), ws, &mut items, &mut top)
                     .unwrap();
                 m.session_scores(state, &mut scores).unwrap();
             };

@@ -183,10 +183,8 @@ impl<B: Backend> Model<B> {
         if flags & 2 == 2 {
             self.feedback_head().map_err(|e| r.error(e))?;
             let (opts, ad) = adapt::restore_section(&mut r, self.info.n_items, self.info.dim)?;
-            if ad.is_some() {
-                if !state.scorable {
-                    return Err(r.error("adaptive state without a scoring vector"));
-                }
+            if ad.is_some() && !state.scorable {
+                return Err(r.error("adaptive state without a scoring vector"));
             }
             state.feedback = opts;
             state.adaptive = ad.map(Box::new);
