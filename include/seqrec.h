@@ -5,6 +5,8 @@
  * success; seqrec_last_error() describes the last failure on the calling thread. Every pointer
  * is checked for NULL, every buffer comes with its length. A seqrec_model may be used from
  * many threads at once; a seqrec_session from one thread at a time. Each *_free accepts NULL.
+ * seqrec_session_feedback adapts a session's policy online from rewards on models with an
+ * actor-critic head (sqn, snqn, sa2c with a linear head); others answer SEQREC_ERR_UNSUPPORTED.
  */
 
 #ifndef SEQREC_H
