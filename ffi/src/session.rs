@@ -254,33 +254,27 @@ pub struct seqrec_feedback_options {
     pub seed: u64,
 }
 
-impl From<FeedbackOptions> for seqrec_feedback_options {
-    fn from(o: FeedbackOptions) -> Self {
-        seqrec_feedback_options {
-            lr: o.lr,
-            gamma: o.gamma,
-            alpha0: o.alpha0,
-            ramp: o.ramp,
-            buffer: o.buffer,
-            batch: o.batch,
-            seed: o.seed,
+/// The conversions both ways between a struct and its mirror with the same fields.
+macro_rules! mirror {
+    ($a:ty, $b:ty, [$($field:ident),*]) => {
+        impl From<$a> for $b {
+            fn from(o: $a) -> Self {
+                Self { $($field: o.$field),* }
+            }
         }
-    }
+        impl From<$b> for $a {
+            fn from(o: $b) -> Self {
+                Self { $($field: o.$field),* }
+            }
+        }
+    };
 }
 
-impl From<seqrec_feedback_options> for FeedbackOptions {
-    fn from(o: seqrec_feedback_options) -> Self {
-        FeedbackOptions {
-            lr: o.lr,
-            gamma: o.gamma,
-            alpha0: o.alpha0,
-            ramp: o.ramp,
-            buffer: o.buffer,
-            batch: o.batch,
-            seed: o.seed,
-        }
-    }
-}
+mirror!(
+    FeedbackOptions,
+    seqrec_feedback_options,
+    [lr, gamma, alpha0, ramp, buffer, batch, seed]
+);
 
 /// Records the reward of `item`, recommended in the session's current state, and adapts the
 /// session's policy online (A-iALP_ap). Models that carry an actor-critic head: the RL models

@@ -213,6 +213,23 @@ void compare(const std::vector<uint32_t> &items, const std::vector<float> &score
   }
 }
 
+// The session's top-10 into `items` / `scores`, compared with the ids then scores of a
+// `topk` line of EXPECTED (read from `ls`, after its tag).
+void expect_session_topk(seqrec_session *s, int exclude, std::istringstream &ls,
+                         std::vector<uint32_t> &items, std::vector<float> &scores,
+                         const std::string &ctx) {
+  std::vector<uint32_t> want_items(10);
+  std::vector<float> want_scores(10);
+  std::string v;
+  for (auto &id : want_items) ls >> id;
+  for (auto &x : want_scores) {
+    ls >> v;
+    x = to_float(v);
+  }
+  CHECK_OK(seqrec_session_topk(s, 10, exclude, items.data(), scores.data()));
+  compare(items, scores, want_items, want_scores, ctx);
+}
+
 seqrec_status topk(const seqrec_model *m, long user, const std::vector<uint32_t> &h, size_t k,
                    int exclude, std::vector<uint32_t> &items, std::vector<float> &scores) {
   items.assign(k, 0xFFFFFFFFu);
@@ -636,17 +653,8 @@ int run_knobs(const std::string &path, const std::string &expected_path) {
       CHECK_OK(seqrec_session_set_objective(s.p, name.c_str(), to_float(value)));
       ++changes;
     } else if (tag == "topk") {
-      std::vector<uint32_t> want_items(10);
-      std::vector<float> want_scores(10);
-      std::string v;
-      for (auto &id : want_items) ls >> id;
-      for (auto &x : want_scores) {
-        ls >> v;
-        x = to_float(v);
-      }
-      CHECK_OK(seqrec_session_topk(s.p, 10, 0, items.data(), scores.data()));
-      compare(items, scores, want_items, want_scores,
-              path + " after " + std::to_string(changes) + " knob changes");
+      expect_session_topk(s.p, 0, ls, items, scores,
+                          path + " after " + std::to_string(changes) + " knob changes");
       if (first.empty()) first = items;
       changed = changed || items != first;
       last = items;
@@ -1178,17 +1186,8 @@ int run_feedback(const std::string &path, const std::string &plain_path,
       CHECK_OK(seqrec_session_restore(model.p, state.data(), state.size(), &moved.p));
       CHECK(save_session(moved.p) == state, "restored state saves to the same bytes");
     } else if (tag == "topk") {
-      std::vector<uint32_t> want_items(10);
-      std::vector<float> want_scores(10);
-      std::string v;
-      for (auto &id : want_items) ls >> id;
-      for (auto &x : want_scores) {
-        ls >> v;
-        x = to_float(v);
-      }
-      CHECK_OK(seqrec_session_topk(s.p, 10, 1, items.data(), scores.data()));
-      compare(items, scores, want_items, want_scores,
-              path + " after " + std::to_string(calls) + " feedback calls");
+      expect_session_topk(s.p, 1, ls, items, scores,
+                          path + " after " + std::to_string(calls) + " feedback calls");
       if (moved.p != nullptr) {
         CHECK_OK(seqrec_session_topk(moved.p, 10, 1, moved_items.data(), moved_scores.data()));
         CHECK(moved_items == items && moved_scores == scores,

@@ -603,59 +603,19 @@ mod tests {
     #[test]
     fn options_are_validated() {
         assert!(FeedbackOptions::default().validate().is_ok());
-        let cases = [
-            (
-                FeedbackOptions {
-                    lr: 0.0,
-                    ..Default::default()
-                },
-                "lr",
-            ),
-            (
-                FeedbackOptions {
-                    lr: f32::NAN,
-                    ..Default::default()
-                },
-                "lr",
-            ),
-            (
-                FeedbackOptions {
-                    gamma: 1.5,
-                    ..Default::default()
-                },
-                "gamma",
-            ),
-            (
-                FeedbackOptions {
-                    alpha0: -0.1,
-                    ..Default::default()
-                },
-                "alpha0",
-            ),
-            (
-                FeedbackOptions {
-                    buffer: 0,
-                    ..Default::default()
-                },
-                "buffer",
-            ),
-            (
-                FeedbackOptions {
-                    batch: 0,
-                    ..Default::default()
-                },
-                "batch",
-            ),
-            (
-                FeedbackOptions {
-                    buffer: 2,
-                    batch: 3,
-                    ..Default::default()
-                },
-                "batch",
-            ),
+        type Edit = fn(&mut FeedbackOptions);
+        let cases: [(Edit, &str); 7] = [
+            (|o| o.lr = 0.0, "lr"),
+            (|o| o.lr = f32::NAN, "lr"),
+            (|o| o.gamma = 1.5, "gamma"),
+            (|o| o.alpha0 = -0.1, "alpha0"),
+            (|o| o.buffer = 0, "buffer"),
+            (|o| o.batch = 0, "batch"),
+            (|o| (o.buffer, o.batch) = (2, 3), "batch"),
         ];
-        for (o, name) in cases {
+        for (edit, name) in cases {
+            let mut o = FeedbackOptions::default();
+            edit(&mut o);
             let e = o.validate().unwrap_err().to_string();
             assert!(e.contains(name), "{e}");
         }

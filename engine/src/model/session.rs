@@ -233,12 +233,7 @@ impl<B: Backend> Model<B> {
         ws: &mut Workspace<B>,
     ) -> Result<()> {
         self.check_session(s)?;
-        self.check_items(core::slice::from_ref(&item))
-            .map_err(|_| Error::ItemOutOfRange {
-                id: item,
-                position: s.history.len(),
-                max: (self.info.n_items - 1) as u32,
-            })?;
+        self.check_event(s, item)?;
         s.history.push(item);
         s.scorable = false;
         let n = s.history.len();
@@ -454,12 +449,7 @@ impl<B: Backend> Model<B> {
         if !s.scorable {
             return Err(Error::EmptyHistory);
         }
-        self.check_items(core::slice::from_ref(&item))
-            .map_err(|_| Error::ItemOutOfRange {
-                id: item,
-                position: s.history.len(),
-                max: (self.info.n_items - 1) as u32,
-            })?;
+        self.check_event(s, item)?;
         let (n, w) = (self.info.n_items, self.info.dim);
         let mut ad = match s.adaptive.take() {
             Some(ad) => ad,
@@ -576,6 +566,16 @@ impl<B: Backend> Model<B> {
             Some(ad) if s.scorable => self.be.read(&s.h, 0, &mut ad.current),
             _ => Ok(()),
         }
+    }
+
+    /// Checks the id of an event about to be appended to `s`.
+    fn check_event(&self, s: &SessionState<B>, item: u32) -> Result<()> {
+        self.check_items(core::slice::from_ref(&item))
+            .map_err(|_| Error::ItemOutOfRange {
+                id: item,
+                position: s.history.len(),
+                max: (self.info.n_items - 1) as u32,
+            })
     }
 
     fn check_session(&self, s: &SessionState<B>) -> Result<()> {
