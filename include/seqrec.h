@@ -5,6 +5,8 @@
  * success; seqrec_last_error() describes the last failure on the calling thread. Every pointer
  * is checked for NULL, every buffer comes with its length. A seqrec_model may be used from
  * many threads at once; a seqrec_session from one thread at a time. Each *_free accepts NULL.
+ * seqrec_session_feedback adapts a session's policy online from rewards on models with an
+ * actor-critic head (sqn, snqn, sa2c with a linear head); others answer SEQREC_ERR_UNSUPPORTED.
  */
 
 #ifndef SEQREC_H
@@ -50,6 +52,13 @@ typedef enum seqrec_status {
    * A bug in seqrec (a caught panic) or an unexpected engine failure.
    */
   SEQREC_ERR_INTERNAL = 5,
+  /**
+   * The model cannot do what was asked: `seqrec_session_feedback` and the feedback options
+   * on a model without an actor-critic head (anything but `sqn`, `snqn` and `sa2c` with a
+   * linear supervised head), or a storage or size the backend does not support. The
+   * session or model is unchanged.
+   */
+  SEQREC_ERR_UNSUPPORTED = 6,
 } seqrec_status;
 
 /**
@@ -133,6 +142,46 @@ typedef struct seqrec_request_options {
    */
   size_t num_objectives;
 } seqrec_request_options;
+
+/**
+ * Options of online adaptation (`seqrec_session_feedback`). A session starts with its model's
+ * defaults (the configuration keys `online_lr`, `online_gamma`, ...); read them with
+ * `seqrec_session_feedback_options`, change fields, and set them with
+ * `seqrec_session_set_feedback_options`.
+ */
+typedef struct seqrec_feedback_options {
+  /**
+   * SGD step size on the adaptive actor (finite, > 0; default 0.05).
+   */
+  float lr;
+  /**
+   * Discount of the advantage (in [0, 1]; default 0.9).
+   */
+  float gamma;
+  /**
+   * Mixture weight of the adaptive policy at the first feedback (in [0, 1]; default 0.1).
+   */
+  float alpha0;
+  /**
+   * Feedback calls over which the mixture weight grows linearly to 1 (0: 1 at once; default
+   * 1000).
+   */
+  uint32_t ramp;
+  /**
+   * Transitions kept in the session's ring buffer (1 ..= 65536; default 64); fixed at the
+   * first feedback.
+   */
+  uint32_t buffer;
+  /**
+   * Transitions per SGD step, the newest included (1 ..= min(buffer, 1024); default 4);
+   * fixed at the first feedback.
+   */
+  uint32_t batch;
+  /**
+   * Seed of the mini-batch draws (default 0); fixed at the first feedback.
+   */
+  uint64_t seed;
+} seqrec_feedback_options;
 
 #ifdef __cplusplus
 extern "C" {
@@ -646,6 +695,67 @@ enum seqrec_status seqrec_session_score(const struct seqrec_session *session,
 enum seqrec_status seqrec_session_set_objective(struct seqrec_session *session,
                                                 const char *name,
                                                 float value);
+
+/**
+ * Records the reward of `item`, recommended in the session's current state, and adapts the
+ * session's policy online (A-iALP_ap). Models that carry an actor-critic head: the RL models
+ * `sqn`, `snqn`, `sa2c` with a linear supervised head (`sup_head.weight [N,d]`,
+ * `sup_head.bias [N]`: the actor π_θ = softmax(W_π h + b_π)) and `q_head.*` (the critic
+ * Q(h,·) = W_Q h + b_Q); the online trainer writes its agents in exactly this format (model
+ * `sa2c`, linear head).
+ *
+ * One call, with the session's current state vector s (the scoring state after the last
+ * event), action a = `item`, reward r = `reward`: the item is then appended like
+ * `seqrec_session_push` (s' = the new state); advantage A = r + γ·max_a' Q(s',a') − Q(s,a)
+ * with the model's critic (frozen at serving); π̃ = (1−α)·π_θ + α·π_β; one SGD step on β's
+ * actor (weights and bias) for the loss −log π̃(a|s)·A over a mini-batch: the newest
+ * transition plus up to `batch−1` transitions drawn from a ring buffer of the session's last
+ * `buffer` transitions with a seeded generator (deterministic for the seed). α grows
+ * linearly from `alpha0` to 1 over `ramp` feedback calls, then stays 1. β's actor starts as
+ * `beta_head.weight/bias` when the checkpoint has them, else as a copy of the actor (so a
+ * fresh session serves exactly π_θ's ranking until feedback arrives). The encoder and the θ
+ * heads are never changed at serving (the trainer's `seqrec rl` adapts the encoder).
+ *
+ * After the first feedback, `seqrec_session_topk` and `seqrec_session_score` rank by
+ * log π̃(i|s) (exclusions as before); sessions that never got feedback score exactly as
+ * before. The first call allocates the session's adaptive state (`num_items·(d+1)` floats
+ * and the ring buffer); later calls allocate nothing and cost O(batch·num_items·d);
+ * `seqrec_session_save` keeps the adaptive state. Errors: `SEQREC_ERR_UNSUPPORTED` (a model
+ * without an actor-critic head; the message names the model and why),
+ * `SEQREC_ERR_INVALID_ARGUMENT` (no event pushed yet, a non-finite reward, NULL session),
+ * `SEQREC_ERR_OUT_OF_RANGE` (item 0 or `>= num_items`). The session is unchanged on error.
+ *
+ * # Safety
+ * `session` must be NULL or a live session not used by another thread during the call.
+ */
+enum seqrec_status seqrec_session_feedback(struct seqrec_session *session,
+                                           uint32_t item,
+                                           float reward);
+
+/**
+ * Sets the session's online-adaptation options (see `seqrec_feedback_options`); they apply
+ * from the next `seqrec_session_feedback` on. Errors: `SEQREC_ERR_UNSUPPORTED` (a model
+ * without an actor-critic head), `SEQREC_ERR_INVALID_ARGUMENT` (an option out of its range,
+ * a `buffer`, `batch` or `seed` other than the session's once it has received feedback, NULL
+ * pointer). The session is unchanged on error.
+ *
+ * # Safety
+ * `session` must be NULL or a live session not used by another thread during the call;
+ * `options` NULL or valid for a read.
+ */
+enum seqrec_status seqrec_session_set_feedback_options(struct seqrec_session *session,
+                                                       const struct seqrec_feedback_options *options);
+
+/**
+ * Writes the session's online-adaptation options to `*out` (its model's defaults until
+ * changed). Errors: `SEQREC_ERR_UNSUPPORTED` (a model without an actor-critic head),
+ * `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer).
+ *
+ * # Safety
+ * `session` must be NULL or a live session; `out` NULL or valid for a write.
+ */
+enum seqrec_status seqrec_session_feedback_options(const struct seqrec_session *session,
+                                                   struct seqrec_feedback_options *out);
 
 /**
  * Marks a session boundary (the user's visit ended, e.g. after 60 minutes of inactivity).

@@ -53,8 +53,9 @@ pub use cpu::Cpu;
 pub use cuda::Cuda;
 pub use error::{Error, Result};
 pub use model::{
-    BATCH_GROUP, Device, LoadOptions, Model, ModelInfo, Query, SESSION_FORMAT_VERSION,
-    SESSION_MAGIC, Scored, Session, SessionState, Workspace, architectures, tensor_specs,
+    BATCH_GROUP, Device, FeedbackOptions, LoadOptions, MAX_FEEDBACK_BATCH, MAX_FEEDBACK_BUFFER,
+    Model, ModelInfo, Query, SESSION_FORMAT_VERSION, SESSION_MAGIC, Scored, Session, SessionState,
+    Workspace, architectures, tensor_specs,
 };
 pub use objectives::{ObjectiveSpec, Objectives};
 pub use weights::{DType, Tensor, TensorLoader, TensorSpec, WeightFile};

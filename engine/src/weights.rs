@@ -513,6 +513,12 @@ impl<'a> TensorLoader<'a> {
         self.fingerprint
     }
 
+    /// Whether the file holds a tensor `name` (false when recording): how a constructor reads
+    /// an optional tensor before asking for it with [`TensorLoader::get`].
+    pub fn has(&self, name: &str) -> bool {
+        self.file.is_some_and(|f| f.info(name).is_some())
+    }
+
     /// Marks `name` as known but unused (e.g. a checkpoint's buffers or a head the model does
     /// not run), so that [`TensorLoader::finish`] does not report it. Absent names are fine.
     pub fn skip(&mut self, name: &str) {

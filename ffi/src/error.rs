@@ -29,6 +29,11 @@ pub enum seqrec_status {
     SEQREC_ERR_OUT_OF_RANGE = 4,
     /// A bug in seqrec (a caught panic) or an unexpected engine failure.
     SEQREC_ERR_INTERNAL = 5,
+    /// The model cannot do what was asked: `seqrec_session_feedback` and the feedback options
+    /// on a model without an actor-critic head (anything but `sqn`, `snqn` and `sa2c` with a
+    /// linear supervised head), or a storage or size the backend does not support. The
+    /// session or model is unchanged.
+    SEQREC_ERR_UNSUPPORTED = 6,
 }
 
 use seqrec_status::*;
@@ -86,6 +91,7 @@ impl Error {
                 | E::Checkpoint(_) => SEQREC_ERR_FORMAT,
                 E::ItemOutOfRange { .. } | E::UserOutOfRange { .. } => SEQREC_ERR_OUT_OF_RANGE,
                 E::EmptyHistory | E::InvalidArgument(_) => SEQREC_ERR_INVALID_ARGUMENT,
+                E::Unsupported(_) => SEQREC_ERR_UNSUPPORTED,
                 _ => SEQREC_ERR_INTERNAL,
             },
         }
@@ -269,7 +275,7 @@ mod tests {
             (E::UserOutOfRange { id: 9, max: 3 }, SEQREC_ERR_OUT_OF_RANGE),
             (E::EmptyHistory, SEQREC_ERR_INVALID_ARGUMENT),
             (E::InvalidArgument("x".into()), SEQREC_ERR_INVALID_ARGUMENT),
-            (E::Unsupported("x".into()), SEQREC_ERR_INTERNAL),
+            (E::Unsupported("x".into()), SEQREC_ERR_UNSUPPORTED),
         ];
         for (e, want) in cases {
             let text = e.to_string();

@@ -3,7 +3,7 @@
 use crate::args::{handle, handle_mut, out_ptr, slice, slice_mut, write_out};
 use crate::error::{Result, boundary, boundary_void, invalid, seqrec_status};
 use crate::model::{check_k, fill_tail, seqrec_model, topk_outputs};
-use seqrec_engine::{Model, SessionState, Workspace};
+use seqrec_engine::{FeedbackOptions, Model, SessionState, Workspace};
 use std::ffi::{CStr, c_char, c_int};
 use std::sync::Arc;
 
@@ -223,6 +223,148 @@ pub unsafe extern "C" fn seqrec_session_set_objective(
             .map_err(|_| invalid("objective name is not valid UTF-8"))?;
         s.model
             .session_set_objective(&mut s.state, name, value, &mut s.ws)?;
+        Ok(())
+    })
+}
+
+/// Options of online adaptation (`seqrec_session_feedback`). A session starts with its model's
+/// defaults (the configuration keys `online_lr`, `online_gamma`, ...); read them with
+/// `seqrec_session_feedback_options`, change fields, and set them with
+/// `seqrec_session_set_feedback_options`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct seqrec_feedback_options {
+    /// SGD step size on the adaptive actor (finite, > 0; default 0.05).
+    pub lr: f32,
+    /// Discount of the advantage (in [0, 1]; default 0.9).
+    pub gamma: f32,
+    /// Mixture weight of the adaptive policy at the first feedback (in [0, 1]; default 0.1).
+    pub alpha0: f32,
+    /// Feedback calls over which the mixture weight grows linearly to 1 (0: 1 at once; default
+    /// 1000).
+    pub ramp: u32,
+    /// Transitions kept in the session's ring buffer (1 ..= 65536; default 64); fixed at the
+    /// first feedback.
+    pub buffer: u32,
+    /// Transitions per SGD step, the newest included (1 ..= min(buffer, 1024); default 4);
+    /// fixed at the first feedback.
+    pub batch: u32,
+    /// Seed of the mini-batch draws (default 0); fixed at the first feedback.
+    pub seed: u64,
+}
+
+/// The conversions both ways between a struct and its mirror with the same fields.
+macro_rules! mirror {
+    ($a:ty, $b:ty, [$($field:ident),*]) => {
+        impl From<$a> for $b {
+            fn from(o: $a) -> Self {
+                Self { $($field: o.$field),* }
+            }
+        }
+        impl From<$b> for $a {
+            fn from(o: $b) -> Self {
+                Self { $($field: o.$field),* }
+            }
+        }
+    };
+}
+
+mirror!(
+    FeedbackOptions,
+    seqrec_feedback_options,
+    [lr, gamma, alpha0, ramp, buffer, batch, seed]
+);
+
+/// Records the reward of `item`, recommended in the session's current state, and adapts the
+/// session's policy online (A-iALP_ap). Models that carry an actor-critic head: the RL models
+/// `sqn`, `snqn`, `sa2c` with a linear supervised head (`sup_head.weight [N,d]`,
+/// `sup_head.bias [N]`: the actor π_θ = softmax(W_π h + b_π)) and `q_head.*` (the critic
+/// Q(h,·) = W_Q h + b_Q); the online trainer writes its agents in exactly this format (model
+/// `sa2c`, linear head).
+///
+/// One call, with the session's current state vector s (the scoring state after the last
+/// event), action a = `item`, reward r = `reward`: the item is then appended like
+/// `seqrec_session_push` (s' = the new state); advantage A = r + γ·max_a' Q(s',a') − Q(s,a)
+/// with the model's critic (frozen at serving); π̃ = (1−α)·π_θ + α·π_β; one SGD step on β's
+/// actor (weights and bias) for the loss −log π̃(a|s)·A over a mini-batch: the newest
+/// transition plus up to `batch−1` transitions drawn from a ring buffer of the session's last
+/// `buffer` transitions with a seeded generator (deterministic for the seed). α grows
+/// linearly from `alpha0` to 1 over `ramp` feedback calls, then stays 1. β's actor starts as
+/// `beta_head.weight/bias` when the checkpoint has them, else as a copy of the actor (so a
+/// fresh session serves exactly π_θ's ranking until feedback arrives). The encoder and the θ
+/// heads are never changed at serving (the trainer's `seqrec rl` adapts the encoder).
+///
+/// After the first feedback, `seqrec_session_topk` and `seqrec_session_score` rank by
+/// log π̃(i|s) (exclusions as before); sessions that never got feedback score exactly as
+/// before. The first call allocates the session's adaptive state (`num_items·(d+1)` floats
+/// and the ring buffer); later calls allocate nothing and cost O(batch·num_items·d);
+/// `seqrec_session_save` keeps the adaptive state. Errors: `SEQREC_ERR_UNSUPPORTED` (a model
+/// without an actor-critic head; the message names the model and why),
+/// `SEQREC_ERR_INVALID_ARGUMENT` (no event pushed yet, a non-finite reward, NULL session),
+/// `SEQREC_ERR_OUT_OF_RANGE` (item 0 or `>= num_items`). The session is unchanged on error.
+///
+/// # Safety
+/// `session` must be NULL or a live session not used by another thread during the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_feedback(
+    session: *mut seqrec_session,
+    item: u32,
+    reward: f32,
+) -> seqrec_status {
+    boundary("seqrec_session_feedback", || {
+        // SAFETY: the caller guarantees NULL or a live session used by this thread only.
+        let s = unsafe { handle_mut(session, "session") }?;
+        s.model
+            .session_feedback(&mut s.state, item, reward, &mut s.ws)?;
+        Ok(())
+    })
+}
+
+/// Sets the session's online-adaptation options (see `seqrec_feedback_options`); they apply
+/// from the next `seqrec_session_feedback` on. Errors: `SEQREC_ERR_UNSUPPORTED` (a model
+/// without an actor-critic head), `SEQREC_ERR_INVALID_ARGUMENT` (an option out of its range,
+/// a `buffer`, `batch` or `seed` other than the session's once it has received feedback, NULL
+/// pointer). The session is unchanged on error.
+///
+/// # Safety
+/// `session` must be NULL or a live session not used by another thread during the call;
+/// `options` NULL or valid for a read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_set_feedback_options(
+    session: *mut seqrec_session,
+    options: *const seqrec_feedback_options,
+) -> seqrec_status {
+    boundary("seqrec_session_set_feedback_options", || {
+        // SAFETY: the caller guarantees NULL or a live session used by this thread only.
+        let s = unsafe { handle_mut(session, "session") }?;
+        // SAFETY: the caller guarantees NULL or a readable struct.
+        let opts = unsafe { handle(options, "options") }?;
+        s.model
+            .session_set_feedback_options(&mut s.state, &(*opts).into())?;
+        Ok(())
+    })
+}
+
+/// Writes the session's online-adaptation options to `*out` (its model's defaults until
+/// changed). Errors: `SEQREC_ERR_UNSUPPORTED` (a model without an actor-critic head),
+/// `SEQREC_ERR_INVALID_ARGUMENT` (NULL pointer).
+///
+/// # Safety
+/// `session` must be NULL or a live session; `out` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seqrec_session_feedback_options(
+    session: *const seqrec_session,
+    out: *mut seqrec_feedback_options,
+) -> seqrec_status {
+    boundary("seqrec_session_feedback_options", || {
+        // SAFETY: the caller guarantees NULL or a live session.
+        let s = unsafe { handle(session, "session") }?;
+        out_ptr(out, "out")?;
+        s.model.feedback_defaults()?;
+        let opts = (*s.state.feedback_options()).into();
+        // SAFETY: checked above; the caller guarantees it is writable.
+        unsafe { write_out(out, opts) };
         Ok(())
     })
 }

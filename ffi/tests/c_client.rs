@@ -13,6 +13,11 @@
 //! catalog top-k equal the Rust API's, four threads share one handle, and every refused call
 //! names its problem and leaves the outputs as they were.
 //!
+//! An SA2C model with a linear head goes through `client feedback`: its feedback options are
+//! read and set, and the top-k after each `seqrec_session_feedback` equals the Rust session's;
+//! a session saved and restored halfway continues identically; refusals leave the session as
+//! it was, and a plain SASRec answers `SEQREC_ERR_UNSUPPORTED`.
+//!
 //! `SEQREC_SANITIZE=1` builds the client with `-fsanitize=address,undefined` instead (leaks
 //! included, through LeakSanitizer); `.ci/run` runs that. Skips with a notice when no C++
 //! compiler is found (`CXX`, else `c++`, `g++`, `clang++`).
@@ -255,6 +260,59 @@ fn knob_expected(model: &Model, changes: &[(&str, f32)], seed: u64) -> String {
         changed |= top(&mut session, &mut out) != first;
     }
     assert!(changed, "the knob changes leave the ranking as it was");
+    out
+}
+
+fn option_fields(out: &mut String, o: &seqrec_engine::FeedbackOptions) {
+    writeln!(
+        out,
+        " {:?} {:?} {:?} {} {} {} {}",
+        o.lr, o.gamma, o.alpha0, o.ramp, o.buffer, o.batch, o.seed
+    )
+    .unwrap();
+}
+
+/// What a Rust session of `model` (SA2C, linear head) answers to pushes and feedback calls, in
+/// the format `client feedback` reads: the default options, the options set, then each event
+/// or feedback call followed by the session's top-10 (history excluded), and a `save` halfway.
+fn feedback_expected(model: &Model, seed: u64) -> String {
+    let mut out = String::from("options");
+    option_fields(&mut out, model.feedback_defaults().unwrap());
+    let opts = seqrec_engine::FeedbackOptions {
+        lr: 0.2,
+        buffer: 8,
+        batch: 3,
+        ramp: 10,
+        seed: 3,
+        ..*model.feedback_defaults().unwrap()
+    };
+    out.push_str("set");
+    option_fields(&mut out, &opts);
+    let mut session = model.session().unwrap();
+    session.set_feedback_options(&opts).unwrap();
+    let n = model.info().n_items;
+    let mut rng = Rng::new(seed);
+    for t in 0..14 {
+        let item = 1 + rng.below(n - 1) as u32;
+        if t < 2 || t % 5 == 3 {
+            session.push(item).unwrap();
+            writeln!(out, "push {item}").unwrap();
+        } else {
+            let reward = rng.normal() * 2.0;
+            session.feedback(item, reward).unwrap();
+            writeln!(out, "feedback {item} {reward:?}").unwrap();
+        }
+        if t == 7 {
+            out.push_str("save\n");
+        }
+        if t >= 1 {
+            let top = session.topk(10, true).unwrap();
+            out.push_str("topk");
+            ids(&mut out, &top.iter().map(|r| r.item).collect::<Vec<_>>());
+            floats(&mut out, &top.iter().map(|r| r.score).collect::<Vec<_>>());
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -655,6 +713,17 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
         std::fs::write(&want, ranking_expected(&rust, knobs, 5)).unwrap();
         ranking.push((path.clone(), want));
     }
+    // Online adaptation: an SA2C agent with a linear head, and the Rust session's answers.
+    let sa2c = tmp.0.join("sa2c.safetensors");
+    let sa2c_cfg = seqrec_tests::small_rl_config("sa2c", "sasrec", "linear", 70, 6);
+    std::fs::write(
+        &sa2c,
+        seqrec_tests::random_model_bytes(&sa2c_cfg, 0x5a2c, 0.3),
+    )
+    .unwrap();
+    let feedback_want = tmp.0.join("feedback.txt");
+    let rust = Model::load(&sa2c).unwrap();
+    std::fs::write(&feedback_want, feedback_expected(&rust, 31)).unwrap();
     let text = seqrec_tests::minilm_dir("C++ client text encoder").map(|dir| {
         let want = tmp.0.join("text.txt");
         std::fs::write(&want, text_expected(&dir)).unwrap();
@@ -718,6 +787,15 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
             );
             eprint!("[{label}] {out}");
         }
+        let out = run(
+            client(exe)
+                .arg("feedback")
+                .arg(&sa2c)
+                .arg(&models[0].1)
+                .arg(&feedback_want),
+            &format!("client ({label}) feedback"),
+        );
+        eprint!("[{label}] {out}");
         if let Some((dir, want)) = &text {
             let out = run(
                 client(exe).arg("text").arg(dir).arg(want),

@@ -20,6 +20,12 @@
 //                                   at every step continue identically; corrupt, truncated and
 //                                   foreign state is refused
 //   client text    DIR EXPECTED     the text encoder's embeddings as EXPECTED says, and errors
+//   client feedback MODEL PLAIN EXPECTED
+//                                   online adaptation on an sa2c model: options, pushes and
+//                                   feedback calls whose top-k follow EXPECTED, a saved and
+//                                   restored session that continues identically, refusals
+//                                   (session untouched); PLAIN, without an actor-critic head,
+//                                   answers SEQREC_ERR_UNSUPPORTED
 //
 // Exit status 0 when every check passed; the first failure is printed and exits with 1.
 
@@ -205,6 +211,23 @@ void compare(const std::vector<uint32_t> &items, const std::vector<float> &score
     CHECK(same, ctx + ": score " + std::to_string(i) + " " + std::to_string(g) + " vs " +
                     std::to_string(w));
   }
+}
+
+// The session's top-10 into `items` / `scores`, compared with the ids then scores of a
+// `topk` line of EXPECTED (read from `ls`, after its tag).
+void expect_session_topk(seqrec_session *s, int exclude, std::istringstream &ls,
+                         std::vector<uint32_t> &items, std::vector<float> &scores,
+                         const std::string &ctx) {
+  std::vector<uint32_t> want_items(10);
+  std::vector<float> want_scores(10);
+  std::string v;
+  for (auto &id : want_items) ls >> id;
+  for (auto &x : want_scores) {
+    ls >> v;
+    x = to_float(v);
+  }
+  CHECK_OK(seqrec_session_topk(s, 10, exclude, items.data(), scores.data()));
+  compare(items, scores, want_items, want_scores, ctx);
 }
 
 seqrec_status topk(const seqrec_model *m, long user, const std::vector<uint32_t> &h, size_t k,
@@ -630,17 +653,8 @@ int run_knobs(const std::string &path, const std::string &expected_path) {
       CHECK_OK(seqrec_session_set_objective(s.p, name.c_str(), to_float(value)));
       ++changes;
     } else if (tag == "topk") {
-      std::vector<uint32_t> want_items(10);
-      std::vector<float> want_scores(10);
-      std::string v;
-      for (auto &id : want_items) ls >> id;
-      for (auto &x : want_scores) {
-        ls >> v;
-        x = to_float(v);
-      }
-      CHECK_OK(seqrec_session_topk(s.p, 10, 0, items.data(), scores.data()));
-      compare(items, scores, want_items, want_scores,
-              path + " after " + std::to_string(changes) + " knob changes");
+      expect_session_topk(s.p, 0, ls, items, scores,
+                          path + " after " + std::to_string(changes) + " knob changes");
       if (first.empty()) first = items;
       changed = changed || items != first;
       last = items;
@@ -1101,6 +1115,122 @@ int run_move(const std::string &path, const std::string &other_path) {
   return 0;
 }
 
+// ---- online adaptation -------------------------------------------------------------------
+
+seqrec_feedback_options read_options(std::istringstream &ls) {
+  std::string lr, gamma, alpha0;
+  seqrec_feedback_options o{};
+  ls >> lr >> gamma >> alpha0 >> o.ramp >> o.buffer >> o.batch >> o.seed;
+  o.lr = to_float(lr);
+  o.gamma = to_float(gamma);
+  o.alpha0 = to_float(alpha0);
+  return o;
+}
+
+bool same_options(const seqrec_feedback_options &a, const seqrec_feedback_options &b) {
+  return a.lr == b.lr && a.gamma == b.gamma && a.alpha0 == b.alpha0 && a.ramp == b.ramp &&
+         a.buffer == b.buffer && a.batch == b.batch && a.seed == b.seed;
+}
+
+std::vector<uint8_t> save_session(const seqrec_session *s) {
+  size_t len = 0;
+  CHECK_OK(seqrec_session_save(s, nullptr, 0, &len));
+  std::vector<uint8_t> buf(len);
+  CHECK_OK(seqrec_session_save(s, buf.data(), buf.size(), &len));
+  return buf;
+}
+
+int run_feedback(const std::string &path, const std::string &plain_path,
+                 const std::string &expected_path) {
+  std::ifstream in(expected_path);
+  CHECK(in.good(), "cannot open " + expected_path);
+  Model model, plain;
+  CHECK_OK(seqrec_model_load(path.c_str(), &model.p));
+  CHECK_OK(seqrec_model_load(plain_path.c_str(), &plain.p));
+  const seqrec_status IA = SEQREC_ERR_INVALID_ARGUMENT, OOR = SEQREC_ERR_OUT_OF_RANGE,
+                      UNS = SEQREC_ERR_UNSUPPORTED;
+  Session s, moved;
+  CHECK_OK(seqrec_session_new(model.p, &s.p));
+  CHECK_ERR(seqrec_session_feedback(s.p, 1, 1.f), IA, "empty history");
+  std::vector<uint32_t> items(10), moved_items(10);
+  std::vector<float> scores(10), moved_scores(10);
+  std::string line;
+  size_t calls = 0, lists = 0;
+  seqrec_feedback_options set{};
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string tag;
+    ls >> tag;
+    if (tag == "options") {
+      seqrec_feedback_options want = read_options(ls), got{};
+      CHECK_OK(seqrec_session_feedback_options(s.p, &got));
+      CHECK(same_options(got, want), "the session's feedback options");
+    } else if (tag == "set") {
+      set = read_options(ls);
+      CHECK_OK(seqrec_session_set_feedback_options(s.p, &set));
+    } else if (tag == "push" || tag == "feedback") {
+      uint32_t item = 0;
+      std::string reward;
+      ls >> item >> reward;
+      for (seqrec_session *p : {s.p, moved.p}) {
+        if (p == nullptr) continue;
+        if (tag == "push") {
+          CHECK_OK(seqrec_session_push(p, item));
+        } else {
+          CHECK_OK(seqrec_session_feedback(p, item, to_float(reward)));
+        }
+      }
+      calls += tag == "feedback";
+    } else if (tag == "save") {
+      std::vector<uint8_t> state = save_session(s.p);
+      CHECK_OK(seqrec_session_restore(model.p, state.data(), state.size(), &moved.p));
+      CHECK(save_session(moved.p) == state, "restored state saves to the same bytes");
+    } else if (tag == "topk") {
+      expect_session_topk(s.p, 1, ls, items, scores,
+                          path + " after " + std::to_string(calls) + " feedback calls");
+      if (moved.p != nullptr) {
+        CHECK_OK(seqrec_session_topk(moved.p, 10, 1, moved_items.data(), moved_scores.data()));
+        CHECK(moved_items == items && moved_scores == scores,
+              "the restored session continues identically");
+      }
+      ++lists;
+    }
+  }
+  CHECK(calls > 0 && lists > 0 && moved.p != nullptr, "EXPECTED drives feedback and a move");
+
+  // Refusals leave the session as it was.
+  std::vector<uint8_t> before = save_session(s.p);
+  uint32_t n = 0;
+  CHECK_OK(seqrec_model_num_items(model.p, &n));
+  CHECK_ERR(seqrec_session_feedback(s.p, 0, 1.f), OOR, "item id 0");
+  CHECK_ERR(seqrec_session_feedback(s.p, n, 1.f), OOR, "item id " + std::to_string(n));
+  CHECK_ERR(seqrec_session_feedback(s.p, 1, NAN), IA, "not finite");
+  CHECK_ERR(seqrec_session_feedback(nullptr, 1, 1.f), IA, "session is NULL");
+  seqrec_feedback_options bad = set;
+  bad.batch = 0;
+  CHECK_ERR(seqrec_session_set_feedback_options(s.p, &bad), IA, "batch is 0");
+  bad = set;
+  bad.seed += 1;
+  CHECK_ERR(seqrec_session_set_feedback_options(s.p, &bad), IA, "fixed once");
+  CHECK_ERR(seqrec_session_set_feedback_options(s.p, nullptr), IA, "options is NULL");
+  CHECK_ERR(seqrec_session_feedback_options(s.p, nullptr), IA, "out is NULL");
+  CHECK(save_session(s.p) == before, "a refused call changed the session");
+
+  // A model without an actor-critic head.
+  Session p;
+  CHECK_OK(seqrec_session_new(plain.p, &p.p));
+  CHECK_OK(seqrec_session_push(p.p, 1));
+  std::vector<uint8_t> plain_before = save_session(p.p);
+  seqrec_feedback_options got{};
+  CHECK_ERR(seqrec_session_feedback(p.p, 2, 1.f), UNS, "actor-critic head");
+  CHECK_ERR(seqrec_session_set_feedback_options(p.p, &set), UNS, "actor-critic head");
+  CHECK_ERR(seqrec_session_feedback_options(p.p, &got), UNS, "actor-critic head");
+  CHECK(save_session(p.p) == plain_before, "a refused call changed the plain session");
+  std::printf("feedback: %zu calls, %zu top-k lists, %d refusals\n", calls, lists,
+              g_errors_checked);
+  return 0;
+}
+
 // ---- the text encoder ---------------------------------------------------------------------
 
 int run_text(const std::string &dir, const std::string &expected_path) {
@@ -1171,9 +1301,11 @@ int main(int argc, char **argv) {
   if (mode == "ranking" && argc == 4) return run_ranking(argv[2], argv[3]);
   if (mode == "move" && argc == 4) return run_move(argv[2], argv[3]);
   if (mode == "text" && argc == 4) return run_text(argv[2], argv[3]);
+  if (mode == "feedback" && argc == 5) return run_feedback(argv[2], argv[3], argv[4]);
   std::fprintf(stderr,
                "usage: client check MODEL EXPECTED | errors MODEL CASER | mutants FILE... | "
                "knobs MODEL EXPECTED | pdit MODEL CATALOG BAD_CATALOG EXPECTED | "
-               "ranking MODEL EXPECTED | move MODEL OTHER | text DIR EXPECTED\n");
+               "ranking MODEL EXPECTED | move MODEL OTHER | text DIR EXPECTED | "
+               "feedback MODEL PLAIN EXPECTED\n");
   return 2;
 }

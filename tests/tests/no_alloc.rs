@@ -161,3 +161,55 @@ fn decision_transformers_do_not_allocate_after_warm_up() {
         );
     }
 }
+
+/// Online adaptation allocates its state at a session's first feedback and nothing afterwards:
+/// neither the feedback calls (mini-batch draws, catalog scans, SGD step) nor the session's
+/// scoring by the mixture policy allocate more than the same pushes and scoring of a session
+/// without feedback (whose only allocations are the history's growth).
+#[test]
+fn feedback_does_not_allocate_after_the_first_call() {
+    use seqrec_engine::FeedbackOptions;
+    for backbone in ["gru4rec", "sasrec"] {
+        let cfg = small_rl_config("sa2c", backbone, "linear", 300, 10);
+        let m = Model::from_bytes(&random_model_bytes(&cfg, 5, 0.2), &Default::default()).unwrap();
+        let opts = FeedbackOptions {
+            buffer: 16,
+            batch: 4,
+            ..FeedbackOptions::default()
+        };
+        let mut scores = vec![0f32; 300];
+        let (mut items, mut top) = (vec![0u32; 10], vec![0f32; 10]);
+        // Past the window (10) the pushes re-encode; the ring buffer (16) wraps around.
+        let mut count = |feedback: bool| {
+            let mut state = m.new_session().unwrap();
+            let mut ws = m.new_workspace();
+            m.session_set_feedback_options(&mut state, &opts).unwrap();
+            m.session_extend(&mut state, &[3, 4], &mut ws).unwrap();
+            let mut step = |t: u32, state: &mut _, ws: &mut _| {
+                let item = 1 + (t * 37) % 299;
+                if feedback {
+                    m.session_feedback(state, item, t as f32 % 3.0 - 1.0, ws)
+                        .unwrap();
+                } else {
+                    m.session_push(state, item, ws).unwrap();
+                }
+                m.session_topk_into(state, 10, t.is_multiple_of(2), ws, &mut items, &mut top)
+                    .unwrap();
+                m.session_scores(state, &mut scores).unwrap();
+            };
+            step(0, &mut state, &mut ws);
+            let before = allocations();
+            for t in 1..40 {
+                step(t, &mut state, &mut ws);
+            }
+            assert_eq!(state.feedback_steps(), if feedback { 40 } else { 0 });
+            allocations() - before
+        };
+        let plain = count(false);
+        assert_eq!(
+            count(true),
+            plain,
+            "{backbone}: feedback allocated after its first call"
+        );
+    }
+}

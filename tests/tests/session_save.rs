@@ -180,11 +180,11 @@ fn corrupt_and_truncated_state_is_rejected_cleanly() {
             }
         }
         // Another format version and a foreign byte string are named as such.
-        let mut v2 = good.clone();
-        v2[4] = 2;
-        reseal(&mut v2);
-        let e = m.session_restore(&v2).unwrap_err().to_string();
-        assert!(e.contains("format version 2"), "{e}");
+        let mut v3 = good.clone();
+        v3[4] = 3;
+        reseal(&mut v3);
+        let e = m.session_restore(&v3).unwrap_err().to_string();
+        assert!(e.contains("format version 3"), "{e}");
         let e = m.session_restore(b"PK\x03\x04 not a session").unwrap_err();
         assert!(e.to_string().contains("not a saved seqrec session"), "{e}");
     }

@@ -79,6 +79,7 @@ impl<B: Backend> Model<B> {
             offsets,
             state,
             owner,
+            ..
         } = ws;
         let state = self.scratch_state(state, owner)?;
         let arch_reqs: Vec<ArchRequest<'_>> = reqs

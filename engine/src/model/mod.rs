@@ -16,10 +16,12 @@ use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
+mod adapt;
 mod batch;
 mod session;
 mod workspace;
 
+pub use adapt::{FeedbackOptions, MAX_FEEDBACK_BATCH, MAX_FEEDBACK_BUFFER};
 pub use batch::BATCH_GROUP;
 pub use session::{SESSION_FORMAT_VERSION, SESSION_MAGIC, Session, SessionState};
 pub use workspace::Workspace;
@@ -190,6 +192,19 @@ pub struct Model<B: Backend = Cpu> {
     /// Hash of the configuration and every tensor the architecture read (see
     /// [`Model::fingerprint`]).
     fingerprint: u64,
+    /// The actor-critic head online adaptation needs, or why the model has none.
+    feedback: core::result::Result<FeedbackHead<B>, &'static str>,
+}
+
+/// What [`Model::session_feedback`] reads besides the scoring table (the actor).
+#[derive(Debug)]
+struct FeedbackHead<B: Backend> {
+    /// The critic `[W_Q | b_Q]`, scored as the actor is.
+    critic: ItemTable<B>,
+    /// A new adaptive actor's `[W_β | b_β]` (`beta_head.*`, else the actor's table).
+    init: Tensor,
+    /// The options a new session starts with (the configuration's `online_*` keys).
+    defaults: FeedbackOptions,
 }
 
 fn next_model_id() -> u64 {
@@ -360,6 +375,14 @@ impl<B: Backend> Model<B> {
         let dim = arch.score_dim();
         let table = arch.scoring_table(file, n_items)?;
         let items = ItemTable::new(&be, &table, opts.item_dtype)?;
+        let feedback = match arch.actor_critic(file, n_items)? {
+            Some(ac) => Ok(FeedbackHead {
+                critic: ItemTable::new(&be, &ac.critic, DType::F32)?,
+                init: ac.beta.unwrap_or(table),
+                defaults: FeedbackOptions::from_config(&config)?,
+            }),
+            None => Err(no_actor_critic(arch.name(), &config)),
+        };
         let info = ModelInfo {
             arch: arch.name(),
             n_items,
@@ -377,6 +400,7 @@ impl<B: Backend> Model<B> {
             info,
             id: next_model_id(),
             fingerprint,
+            feedback,
         })
     }
 
@@ -608,6 +632,20 @@ impl<B: Backend> Model<B> {
         let mut scores = alloc::vec![0f32; k];
         let n = self.topk_into(q, k, ws, &mut items, &mut scores)?;
         Ok(scored(&items[..n], &scores[..n]))
+    }
+}
+
+/// Why a model without an actor-critic head cannot take feedback.
+fn no_actor_critic(arch: &str, cfg: &Config) -> &'static str {
+    match arch {
+        "sqn" | "snqn" | "sa2c"
+            if cfg.str_or("sup_head", "linear").ok().as_deref() == Some("tied") =>
+        {
+            "its supervised head is tied to the item embedding (`sup_head = \"tied\"`), so it has no \
+             linear actor of its own"
+        }
+        "smorl" => "it scores with several Q heads and has no single actor-critic head",
+        _ => "it has no actor-critic head",
     }
 }
 

@@ -2,6 +2,7 @@
 //! requests (key/value caches, hidden states, hierarchical state, objective knobs), so that a
 //! new event costs one step instead of a re-encode of the window.
 
+use super::adapt::{self, Adaptive, FeedbackOptions};
 use super::{Model, Scored, Workspace, scored};
 use crate::backend::Backend;
 use crate::codec::{Reader, Writer, crc32};
@@ -9,6 +10,7 @@ use crate::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::models::{ArchState, Request};
 use crate::objectives::Objectives;
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -16,7 +18,9 @@ use alloc::vec::Vec;
 /// The first bytes of a saved session ([`Model::session_save`]).
 pub const SESSION_MAGIC: [u8; 4] = *b"SQRS";
 
-/// The saved-session format this build writes, and the only one it reads.
+/// The saved-session format this build writes. It reads this version and version 1 (the same
+/// layout without the feedback section, which version 2 writes only for sessions that have
+/// one: version-1 bytes restore as they did).
 ///
 /// Layout (little-endian; `varint` is unsigned LEB128; `f32s` is a varint count then the
 /// values bit for bit):
@@ -26,14 +30,31 @@ pub const SESSION_MAGIC: [u8; 4] = *b"SQRS";
 /// | magic `SQRS` | 4 bytes |
 /// | format version | u16 |
 /// | model fingerprint ([`Model::fingerprint`]) | u64 |
-/// | flags (bit 0: a scoring vector is held) | u8 |
+/// | flags (bit 0: a scoring vector is held; bit 1: a feedback section follows the state) | u8 |
 /// | user id | u32 |
 /// | objective knobs, in the model's declaration order | f32s |
 /// | history | varint count, varint ids |
 /// | scoring vector (when flagged) | f32s |
 /// | the architecture's state ([`crate::models::Architecture::save_state`]) | its own |
+/// | feedback section (when flagged, version 2) | below |
 /// | CRC-32 of every byte before it | u32 |
-pub const SESSION_FORMAT_VERSION: u16 = 1;
+///
+/// The feedback section ([`Model::session_feedback`]), written for a session whose feedback
+/// options differ from the model's defaults or that has received feedback:
+///
+/// | field | encoding |
+/// |---|---|
+/// | options `lr`, `gamma`, `alpha0` | f32 bits as u32 each |
+/// | options `ramp`, `buffer`, `batch` | varint each |
+/// | option `seed` | u64 |
+/// | adaptive state held | u8 (0 or 1) |
+/// | feedback calls applied, generator state (when held) | u64, u64 |
+/// | stored transitions `len`, next ring slot | varint, varint |
+/// | the adaptive actor `[W_β \| b_β]`, `[n_items, dim]` row-major | f32s |
+/// | the stored states `s`, then next states `s'`, slots `0 .. len` | f32s, f32s |
+/// | the stored actions | `len` varints |
+/// | the stored rewards | f32s |
+pub const SESSION_FORMAT_VERSION: u16 = 2;
 
 fn state_err(msg: String) -> Error {
     Error::SessionState(msg)
@@ -51,7 +72,9 @@ impl<B: Backend> Model<B> {
         w.bytes.extend_from_slice(&SESSION_MAGIC);
         w.u16(SESSION_FORMAT_VERSION);
         w.u64(self.fingerprint);
-        w.u8(u8::from(s.scorable));
+        let feedback =
+            s.adaptive.is_some() || self.feedback_defaults().is_ok_and(|d| *d != s.feedback);
+        w.u8(u8::from(s.scorable) | (u8::from(feedback) << 1));
         w.u32(s.user);
         let knobs: Vec<f32> = s.objectives.iter().map(|(_, v)| v).collect();
         w.f32s(&knobs);
@@ -63,6 +86,9 @@ impl<B: Backend> Model<B> {
             crate::models::save_buf(&self.be, &s.h, self.info.dim, &mut w)?;
         }
         self.arch.save_state(&self.be, &s.state, &mut w)?;
+        if feedback {
+            adapt::save_section(&s.feedback, s.adaptive.as_deref(), &mut w);
+        }
         let crc = crc32(0, &w.bytes);
         w.u32(crc);
         Ok(w.bytes)
@@ -92,9 +118,9 @@ impl<B: Backend> Model<B> {
             )));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != SESSION_FORMAT_VERSION {
+        if !(1..=SESSION_FORMAT_VERSION).contains(&version) {
             return Err(state_err(format!(
-                "format version {version}, this build reads version {SESSION_FORMAT_VERSION}"
+                "format version {version}, this build reads versions 1 to {SESSION_FORMAT_VERSION}"
             )));
         }
         let (body, tail) = bytes.split_at(bytes.len() - 4);
@@ -116,7 +142,7 @@ impl<B: Backend> Model<B> {
             )));
         }
         let flags = r.u8("flags")?;
-        if flags > 1 {
+        if flags > if version == 1 { 1 } else { 3 } {
             return Err(r.error(format_args!("unknown flags {flags:#04x}")));
         }
         let user = r.u32("user id")?;
@@ -154,6 +180,16 @@ impl<B: Backend> Model<B> {
         let window = state.history.len().min(self.info.max_len);
         self.arch
             .restore_state(&self.be, &mut r, window, &mut state.state)?;
+        if flags & 2 == 2 {
+            self.feedback_head().map_err(|e| r.error(e))?;
+            let (opts, ad) = adapt::restore_section(&mut r, self.info.n_items, self.info.dim)?;
+            if ad.is_some() && !state.scorable {
+                return Err(r.error("adaptive state without a scoring vector"));
+            }
+            state.feedback = opts;
+            state.adaptive = ad.map(Box::new);
+            self.refresh_adaptive(&mut state)?;
+        }
         if r.remaining() != 0 {
             return Err(r.error(format_args!("{} bytes left after the state", r.remaining())));
         }
@@ -182,6 +218,8 @@ impl<B: Backend> Model<B> {
             objectives: self.objectives.clone(),
             h: B::Buf::default(),
             scorable: false,
+            feedback: self.feedback_defaults().copied().unwrap_or_default(),
+            adaptive: None,
         })
     }
 
@@ -195,12 +233,7 @@ impl<B: Backend> Model<B> {
         ws: &mut Workspace<B>,
     ) -> Result<()> {
         self.check_session(s)?;
-        self.check_items(core::slice::from_ref(&item))
-            .map_err(|_| Error::ItemOutOfRange {
-                id: item,
-                position: s.history.len(),
-                max: (self.info.n_items - 1) as u32,
-            })?;
+        self.check_event(s, item)?;
         s.history.push(item);
         s.scorable = false;
         let n = s.history.len();
@@ -215,6 +248,7 @@ impl<B: Backend> Model<B> {
             )?;
         if pushed {
             s.scorable = true;
+            self.refresh_adaptive(s)?;
         } else {
             self.session_reencode(s, ws)?;
         }
@@ -255,7 +289,7 @@ impl<B: Backend> Model<B> {
             s.scorable =
                 self.arch
                     .encode_empty(&self.be, &s.objectives, &mut s.state, scratch, &mut s.h)?;
-            return Ok(());
+            return self.refresh_adaptive(s);
         }
         let req = Request {
             window: &s.history[n.saturating_sub(self.info.max_len)..],
@@ -265,7 +299,7 @@ impl<B: Backend> Model<B> {
         self.arch
             .encode(&self.be, &req, &mut s.state, scratch, &mut s.h)?;
         s.scorable = true;
-        Ok(())
+        self.refresh_adaptive(s)
     }
 
     /// Sets one objective knob of a session (see [`Self::objective_specs`]); the next
@@ -330,7 +364,21 @@ impl<B: Backend> Model<B> {
             )));
         }
         let hist = if exclude_history { &s.history[..] } else { &[] };
-        self.select(k, hist, &[], ws, Some(&s.h), items, scores)
+        let Some(ad) = &s.adaptive else {
+            return self.select(k, hist, &[], ws, Some(&s.h), items, scores);
+        };
+        let Workspace {
+            exclude,
+            host,
+            order,
+            ..
+        } = ws;
+        host.resize(self.info.n_items, 0.0);
+        self.be.scores(&self.items, &s.h, 1, host)?;
+        adapt::mixture_log_probs(&ad.beta, &ad.current, s.feedback.alpha(ad.steps), host);
+        exclude.clear();
+        super::exclusions(exclude, hist, &[]);
+        Ok(adapt::host_topk(host, k, exclude, order, items, scores))
     }
 
     /// Full-catalog scores for a session's current state.
@@ -340,7 +388,194 @@ impl<B: Backend> Model<B> {
             return Err(Error::EmptyHistory);
         }
         self.check_len("scores", scores.len(), self.info.n_items)?;
-        self.be.scores(&self.items, &s.h, 1, scores)
+        self.be.scores(&self.items, &s.h, 1, scores)?;
+        if let Some(ad) = &s.adaptive {
+            adapt::mixture_log_probs(&ad.beta, &ad.current, s.feedback.alpha(ad.steps), scores);
+        }
+        Ok(())
+    }
+
+    /// Records the reward of an item recommended in the session's current state and adapts
+    /// the session's policy online (A-iALP_ap, `spec/thesis-models.md` §8.2–8.3).
+    ///
+    /// Models that carry an actor-critic head: the RL models `sqn`, `snqn` and `sa2c` with a
+    /// linear supervised head (`sup_head.weight [N,d]`, `sup_head.bias [N]`: the actor
+    /// π_θ = softmax(W_π h + b_π)) and `q_head.*` (the critic Q(h,·) = W_Q h + b_Q). The online
+    /// trainer writes its agents in exactly this format (model `sa2c`, linear head).
+    ///
+    /// One call, with the session's current state vector s (the scoring state after the last
+    /// event), action a = `item` and reward r = `reward`: the item is then appended like
+    /// [`Self::session_push`] (s' = the new state); advantage A = r + γ·max_a' Q(s',a') − Q(s,a)
+    /// with the model's critic (frozen at serving); π̃ = (1−α)·π_θ + α·π_β; one SGD step on β's
+    /// actor (weights and bias) for the loss −log π̃(a|s)·A, averaged over a mini-batch: the
+    /// newest transition plus up to `batch − 1` transitions drawn (uniformly, with
+    /// replacement, from a generator seeded with `seed`: deterministic for the seed) from a
+    /// ring buffer of the session's last `buffer` transitions. α grows linearly from `alpha0`
+    /// to 1 over `ramp` feedback calls, then stays 1. β's actor starts as
+    /// `beta_head.weight/bias` when the checkpoint has them, else as a copy of the actor (so a
+    /// fresh session serves exactly π_θ's ranking until feedback arrives). The options are
+    /// [`FeedbackOptions`]: the configuration's `online_*` keys, or the session's own
+    /// ([`Self::session_set_feedback_options`]).
+    ///
+    /// The encoder and the θ heads are never changed at serving (the trainer's `seqrec rl`
+    /// adapts the encoder); only the session's β changes. After the first feedback the
+    /// session's [`Self::session_topk_into`] and [`Self::session_scores`] rank by
+    /// log π̃(i|s) (both softmaxes over the whole catalog, padding row included; exclusions
+    /// as before); a session that never got feedback scores exactly as before.
+    ///
+    /// The first call allocates β (`[N, d+1]`) and the ring buffer; later calls allocate
+    /// nothing and cost O(batch·N·d). The update runs on the host (see the `adapt` module's
+    /// notes); the catalog scans of π_θ and Q run on the model's backend.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a model without an actor-critic head (the message names the
+    /// model and why); [`Error::EmptyHistory`] when the session has no state yet;
+    /// [`Error::ItemOutOfRange`] for an invalid id; [`Error::InvalidArgument`] for a
+    /// non-finite reward. The session is unchanged on error.
+    pub fn session_feedback(
+        &self,
+        s: &mut SessionState<B>,
+        item: u32,
+        reward: f32,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        self.check_session(s)?;
+        let head = self.feedback_head()?;
+        if !reward.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "reward {reward} is not finite"
+            )));
+        }
+        if !s.scorable {
+            return Err(Error::EmptyHistory);
+        }
+        self.check_event(s, item)?;
+        let (n, w) = (self.info.n_items, self.info.dim);
+        let mut ad = match s.adaptive.take() {
+            Some(ad) => ad,
+            None => Box::new(Adaptive::new(head.init.as_slice(), n, w, &s.feedback)),
+        };
+        let fresh = ad.steps == 0;
+        let pushed = self
+            .be
+            .read(&s.h, 0, &mut ad.current)
+            .and_then(|()| self.session_push(s, item, ws));
+        if let Err(e) = pushed {
+            s.adaptive = (!fresh).then_some(ad);
+            return Err(e);
+        }
+        let stepped = self.feedback_step(head, &mut ad, s, item, reward, ws);
+        s.adaptive = Some(ad);
+        stepped
+    }
+
+    /// The update of [`Self::session_feedback`] once the item is pushed: stores the transition
+    /// (`ad.current` holds s, `s.h` holds s'), draws the mini-batch and takes the SGD step.
+    fn feedback_step(
+        &self,
+        head: &super::FeedbackHead<B>,
+        ad: &mut Adaptive,
+        s: &SessionState<B>,
+        item: u32,
+        reward: f32,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        let (n, w) = (self.info.n_items, self.info.dim);
+        let slot = ad.next;
+        ad.states[slot * w..(slot + 1) * w].copy_from_slice(&ad.current);
+        self.be
+            .read(&s.h, 0, &mut ad.next_states[slot * w..(slot + 1) * w])?;
+        ad.current
+            .copy_from_slice(&ad.next_states[slot * w..(slot + 1) * w]);
+        ad.commit(item, reward);
+        let (opts, alpha) = (s.feedback, s.feedback.alpha(ad.steps));
+        let row = &mut ws.scratch.row;
+        for t in 0..ad.picks.len() {
+            let slot = ad.picks[t];
+            let (action, states) = (ad.actions[slot], slot * w..(slot + 1) * w);
+            self.be.write(&ad.next_states[states.clone()], row, 0)?;
+            self.be.scores(&head.critic, row, 1, &mut ad.q)?;
+            let max_next = ad.q.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            self.be.write(&ad.states[states.clone()], row, 0)?;
+            let mut q_sa = [0f32];
+            self.be
+                .score_items(&head.critic, row, &[action], &mut q_sa)?;
+            self.be.scores(&self.items, row, 1, &mut ad.theta)?;
+            let advantage = ad.rewards[slot] + opts.gamma * max_next - q_sa[0];
+            let g = &mut ad.grads[t * n..(t + 1) * n];
+            let st = &ad.states[states];
+            adapt::actor_grad(&ad.beta, st, &ad.theta, action, advantage, alpha, g);
+        }
+        ad.apply(opts.lr);
+        Ok(())
+    }
+
+    /// Sets a session's online-adaptation options (see [`Self::session_feedback`]); they
+    /// apply from the next feedback call on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an option out of its range (see [`FeedbackOptions`]), or
+    /// a `buffer`, `batch` or `seed` other than the session's once it has received feedback
+    /// (they size and seed its state); [`Error::Unsupported`] for a model without an
+    /// actor-critic head. The session is unchanged on error.
+    pub fn session_set_feedback_options(
+        &self,
+        s: &mut SessionState<B>,
+        opts: &FeedbackOptions,
+    ) -> Result<()> {
+        self.check_session(s)?;
+        self.feedback_head()?;
+        opts.validate()?;
+        if s.adaptive.is_some() {
+            let old = &s.feedback;
+            if (opts.buffer, opts.batch, opts.seed) != (old.buffer, old.batch, old.seed) {
+                return Err(Error::InvalidArgument(format!(
+                    "buffer, batch and seed are fixed once a session has received feedback \
+                     (buffer {}, batch {}, seed {})",
+                    old.buffer, old.batch, old.seed
+                )));
+            }
+        }
+        s.feedback = *opts;
+        Ok(())
+    }
+
+    /// The online-adaptation options a new session of this model starts with (the
+    /// configuration's `online_*` keys).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a model without an actor-critic head (the message names the
+    /// model and why): such a model cannot take [`Self::session_feedback`].
+    pub fn feedback_defaults(&self) -> Result<&FeedbackOptions> {
+        self.feedback_head().map(|h| &h.defaults)
+    }
+
+    fn feedback_head(&self) -> Result<&super::FeedbackHead<B>> {
+        self.feedback.as_ref().map_err(|why| {
+            Error::Unsupported(format!(
+                "online feedback needs an actor-critic head (sqn, snqn or sa2c with a linear \
+                 supervised head and a critic `q_head`), and model `{}` cannot take it: {why}",
+                self.info.arch
+            ))
+        })
+    }
+
+    /// Keeps the adaptive state's host copy of the scoring vector in step with `h`.
+    fn refresh_adaptive(&self, s: &mut SessionState<B>) -> Result<()> {
+        match &mut s.adaptive {
+            Some(ad) if s.scorable => self.be.read(&s.h, 0, &mut ad.current),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the id of an event about to be appended to `s`.
+    fn check_event(&self, s: &SessionState<B>, item: u32) -> Result<()> {
+        self.check_items(core::slice::from_ref(&item))
+            .map_err(|_| Error::ItemOutOfRange {
+                id: item,
+                position: s.history.len(),
+                max: (self.info.n_items - 1) as u32,
+            })
     }
 
     fn check_session(&self, s: &SessionState<B>) -> Result<()> {
@@ -385,6 +620,10 @@ pub struct SessionState<B: Backend = Cpu> {
     /// Whether `h` holds a scoring vector for the current state (after an event, or after a
     /// session boundary for architectures that predict a session's first item).
     scorable: bool,
+    /// Online-adaptation options ([`Model::session_feedback`]).
+    feedback: FeedbackOptions,
+    /// The adaptive policy, from the first feedback on.
+    adaptive: Option<Box<Adaptive>>,
 }
 
 impl<B: Backend> SessionState<B> {
@@ -396,6 +635,16 @@ impl<B: Backend> SessionState<B> {
     /// The session's objective knobs.
     pub fn objectives(&self) -> &Objectives {
         &self.objectives
+    }
+
+    /// The session's online-adaptation options ([`Model::session_feedback`]).
+    pub fn feedback_options(&self) -> &FeedbackOptions {
+        &self.feedback
+    }
+
+    /// Feedback calls the session's adaptive policy has taken (0: it scores as the model does).
+    pub fn feedback_steps(&self) -> u64 {
+        self.adaptive.as_ref().map_or(0, |a| a.steps)
     }
 }
 
@@ -444,6 +693,19 @@ impl<'m, B: Backend> Session<'m, B> {
     pub fn set_objective(&mut self, name: &str, value: f32) -> Result<()> {
         self.model
             .session_set_objective(&mut self.state, name, value, &mut self.ws)
+    }
+
+    /// Records the reward of a recommended item and adapts the session's policy (see
+    /// [`Model::session_feedback`]).
+    pub fn feedback(&mut self, item: u32, reward: f32) -> Result<()> {
+        self.model
+            .session_feedback(&mut self.state, item, reward, &mut self.ws)
+    }
+
+    /// Sets the online-adaptation options (see [`Model::session_set_feedback_options`]).
+    pub fn set_feedback_options(&mut self, opts: &FeedbackOptions) -> Result<()> {
+        self.model
+            .session_set_feedback_options(&mut self.state, opts)
     }
 
     /// Ends the current visit (see [`Model::session_end`]).

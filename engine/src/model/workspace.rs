@@ -19,6 +19,10 @@ pub struct Workspace<B: Backend = Cpu> {
     /// Sorted exclusion ids, and their offsets per request of a batch.
     pub(crate) exclude: Vec<u32>,
     pub(crate) offsets: Vec<usize>,
+    /// Host catalog scores and an id list, for sessions that rank on the host (adaptive
+    /// sessions, see [`crate::Model::session_feedback`]).
+    pub(crate) host: Vec<f32>,
+    pub(crate) order: Vec<u32>,
     /// A state used as scratch by whole-window requests, for the model `owner`.
     pub(crate) state: Option<ArchState>,
     /// Id of the model whose state `state` holds (a workspace may serve several models).
@@ -40,6 +44,8 @@ impl<B: Backend> Workspace<B> {
             scan: B::Scratch::default(),
             exclude: Vec::new(),
             offsets: Vec::new(),
+            host: Vec::new(),
+            order: Vec::new(),
             state: None,
             owner: 0,
         }

@@ -60,6 +60,17 @@ pub struct LoadContext<'c, 'f> {
     pub max_len: usize,
 }
 
+/// The tables of an actor-critic head beside the scoring table (the actor `[W_π | b_π]`,
+/// scored with the vector `[h, 1]`), in the same layout: row `i` is `[w_i, b_i]`.
+#[derive(Clone, Debug)]
+pub struct ActorCritic {
+    /// The critic `[W_Q | b_Q]`, `[n_items, d + 1]`: `Q(h, i) = [h, 1] · row i`.
+    pub critic: Tensor,
+    /// The adaptive actor's starting point `[W_β | b_β]` when the checkpoint has one
+    /// (`beta_head.*`); else the adaptive actor starts as a copy of the actor.
+    pub beta: Option<Tensor>,
+}
+
 /// One request as an architecture encodes it (validated by the API).
 #[derive(Copy, Clone, Debug)]
 pub struct Request<'a> {
@@ -142,6 +153,15 @@ pub trait Architecture<B: Backend>: Sized + Send + Sync + core::fmt::Debug + 'st
     /// The inference-time knobs the architecture reads (none by default).
     fn objective_specs(&self) -> &'static [ObjectiveSpec] {
         &[]
+    }
+
+    /// The critic and the adaptive actor's starting point, for architectures whose scoring
+    /// table is a linear actor `[W_π | b_π]` with a linear critic beside it (what online
+    /// adaptation, [`crate::Model::session_feedback`], needs); `None` (the default) for the
+    /// others.
+    fn actor_critic(&self, file: &WeightFile, n_items: usize) -> Result<Option<ActorCritic>> {
+        let _ = (file, n_items);
+        Ok(None)
     }
 
     /// The item embedding (the input table).
@@ -344,6 +364,7 @@ pub trait DynArch<B: Backend>: Send + Sync + core::fmt::Debug {
     fn score_dim(&self) -> usize;
     fn scoring_table(&self, file: &WeightFile, n_items: usize) -> Result<Tensor>;
     fn objective_specs(&self) -> &'static [ObjectiveSpec];
+    fn actor_critic(&self, file: &WeightFile, n_items: usize) -> Result<Option<ActorCritic>>;
     fn item_embedding(&self) -> &Embedding<B>;
     fn n_users(&self) -> Option<usize>;
     fn new_state(&self, be: &B) -> Result<ArchState>;
@@ -412,6 +433,9 @@ impl<B: Backend, A: Architecture<B>> DynArch<B> for A {
     }
     fn objective_specs(&self) -> &'static [ObjectiveSpec] {
         Architecture::objective_specs(self)
+    }
+    fn actor_critic(&self, file: &WeightFile, n_items: usize) -> Result<Option<ActorCritic>> {
+        Architecture::actor_critic(self, file, n_items)
     }
     fn item_embedding(&self) -> &Embedding<B> {
         Architecture::item_embedding(self)

@@ -13,9 +13,13 @@
 //! `[W_s | W_acc | W_div | W_nov | b_s | b_acc | b_div | b_nov]` (`E` and no `b_s` when tied;
 //! only `[W_s | b_s]` for the single-head methods), and the scoring vector
 //! `[h, w_acc·h, w_div·h, w_nov·h, 1, w_acc, w_div, w_nov]` (matching columns). The Q head of
-//! SQN/SNQN/SA2C (`q_head.*`) is loaded and checked but not used for serving, as in the papers.
+//! SQN/SNQN/SA2C (`q_head.*`) does not score, as in the papers: with a linear supervised head
+//! it is the critic of online adaptation ([`crate::Model::session_feedback`]), whose adaptive
+//! actor starts from `beta_head.weight` `[n_items, d]` / `beta_head.bias` `[n_items]` when the
+//! checkpoint has them (optional tensors, read only for those three methods with a linear
+//! head).
 
-use super::{ArchState, Architecture, DynArch, LoadContext, Request, Scratch};
+use super::{ActorCritic, ArchState, Architecture, DynArch, LoadContext, Request, Scratch};
 use crate::backend::{At, Backend, Scale, Src};
 use crate::blocks::Embedding;
 use crate::codec::{Reader, Writer};
@@ -67,7 +71,37 @@ pub struct RlHeads<B: Backend> {
     backbone: Box<dyn DynArch<B>>,
     tied: bool,
     smorl: bool,
+    /// Whether the checkpoint has an adaptive actor (`beta_head.*`).
+    beta: bool,
     d: usize,
+}
+
+/// The `[n_items, Σ d + biases]` table of the weight blocks `weights` (`[n_items, d]` each)
+/// side by side, then the bias columns `biases` (`[n_items]` each).
+fn side_by_side(
+    file: &WeightFile,
+    weights: &[&str],
+    biases: &[&str],
+    n_items: usize,
+    d: usize,
+) -> Result<Tensor> {
+    let ws = weights
+        .iter()
+        .map(|n| file.tensor(n, &[n_items, d]))
+        .collect::<Result<Vec<_>>>()?;
+    let bs = biases
+        .iter()
+        .map(|n| file.tensor(n, &[n_items]))
+        .collect::<Result<Vec<_>>>()?;
+    let width = ws.len() * d + bs.len();
+    let mut data = Vec::with_capacity(n_items * width);
+    for i in 0..n_items {
+        for w in &ws {
+            data.extend_from_slice(&w.as_slice()[i * d..(i + 1) * d]);
+        }
+        data.extend(bs.iter().map(|b| b.as_slice()[i]));
+    }
+    Tensor::from_vec(vec![n_items, width], data)
 }
 
 impl<B: Backend> RlHeads<B> {
@@ -98,6 +132,11 @@ impl<B: Backend> RlHeads<B> {
             heads.push("sup_head");
         }
         heads.extend_from_slice(if smorl { SMORL_HEADS } else { &["q_head"] });
+        let beta =
+            !tied && !smorl && (cx.ld.has("beta_head.weight") || cx.ld.has("beta_head.bias"));
+        if beta {
+            heads.push("beta_head");
+        }
         let n_items = cx.n_items;
         for h in heads {
             cx.ld.get(&format!("{h}.weight"), &[n_items, d])?;
@@ -108,6 +147,7 @@ impl<B: Backend> RlHeads<B> {
             backbone,
             tied,
             smorl,
+            beta,
             d,
         })
     }
@@ -154,24 +194,7 @@ impl<B: Backend> RlHeads<B> {
         if weights.len() == 1 && biases.is_empty() {
             return file.tensor(weights[0], &[n_items, self.d]);
         }
-        let d = self.d;
-        let ws = weights
-            .iter()
-            .map(|n| file.tensor(n, &[n_items, d]))
-            .collect::<Result<Vec<_>>>()?;
-        let bs = biases
-            .iter()
-            .map(|n| file.tensor(n, &[n_items]))
-            .collect::<Result<Vec<_>>>()?;
-        let width = self.width();
-        let mut data = Vec::with_capacity(n_items * width);
-        for i in 0..n_items {
-            for w in &ws {
-                data.extend_from_slice(&w.as_slice()[i * d..(i + 1) * d]);
-            }
-            data.extend(bs.iter().map(|b| b.as_slice()[i]));
-        }
-        Tensor::from_vec(vec![n_items, width], data)
+        side_by_side(file, &weights, &biases, n_items, self.d)
     }
 
     /// Turns the state `h` in row 0 of `out` into the scoring vector under `obj`:
@@ -243,6 +266,23 @@ impl<B: Backend> Architecture<B> for RlHeads<B> {
     /// SMORL's knobs; none for the single-head methods.
     fn objective_specs(&self) -> &'static [ObjectiveSpec] {
         if self.smorl { SMORL_OBJECTIVES } else { &[] }
+    }
+
+    /// SQN / SNQN / SA2C with a linear supervised head: the actor is `[W_s | b_s]` (the
+    /// scoring table), the critic `[W_Q | b_Q]` (`q_head.*`).
+    fn actor_critic(&self, file: &WeightFile, n_items: usize) -> Result<Option<ActorCritic>> {
+        if self.tied || self.smorl {
+            return Ok(None);
+        }
+        let d = self.d;
+        let critic = side_by_side(file, &["q_head.weight"], &["q_head.bias"], n_items, d)?;
+        let beta = if self.beta {
+            let t = side_by_side(file, &["beta_head.weight"], &["beta_head.bias"], n_items, d)?;
+            Some(t)
+        } else {
+            None
+        };
+        Ok(Some(ActorCritic { critic, beta }))
     }
 
     fn item_embedding(&self) -> &Embedding<B> {
