@@ -13,47 +13,10 @@
 //! the same seed draws the same masks.
 
 use crate::nn::Rng;
-use seqrec_kernels::cpu::activation::{Activation, activate};
-use seqrec_kernels::cpu::math;
+use seqrec_kernels::cpu::activation::{Activation, activate, backward};
 
-/// The derivative of `act` at `x`.
-#[inline]
-pub fn derivative(act: Activation, x: f32) -> f32 {
-    match act {
-        Activation::Gelu => {
-            const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-            let cdf = 0.5 * (1.0 + math::erf(x * core::f32::consts::FRAC_1_SQRT_2));
-            cdf + x * FRAC_1_SQRT_2PI * math::exp(-0.5 * x * x)
-        }
-        Activation::Relu => {
-            if x > 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }
-        Activation::Silu => {
-            let s = math::sigmoid(x);
-            s * (1.0 + x * (1.0 - s))
-        }
-        Activation::Sigmoid => {
-            let s = math::sigmoid(x);
-            s * (1.0 - s)
-        }
-        Activation::Tanh => {
-            let t = math::tanh(x);
-            1.0 - t * t
-        }
-        Activation::Identity => 1.0,
-        Activation::GeluTanh => {
-            // 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·u', u = c·(x + 0.044715·x³).
-            const C: f32 = math::GELU_TANH_C;
-            let t = math::tanh(C * (x + 0.044_715 * x * x * x));
-            let du = C * (1.0 + 3.0 * 0.044_715 * x * x);
-            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
-        }
-    }
-}
+/// The derivative of `act` at `x` (the kernels' scalar reference).
+pub use seqrec_kernels::cpu::activation::derivative;
 
 /// What [`act_backward`] needs: the pre-activation values.
 #[derive(Clone, Debug)]
@@ -96,9 +59,7 @@ pub fn act_backward(cache: &ActCache, d: &mut [f32]) {
         d.len(),
         cache.x.len()
     );
-    for (g, &x) in d.iter_mut().zip(&cache.x) {
-        *g *= derivative(cache.act, x);
-    }
+    backward(cache.act, &cache.x, d);
 }
 
 /// Inverted dropout with drop probability `p` (PyTorch `nn.Dropout`).
@@ -228,7 +189,10 @@ mod tests {
         // The tanh approximation differs by up to ~5e-4 near |x| ≈ 2; the erf form matches
         // the scalar formula to the SIMD tolerance 1e-6.
         let mut x = vec![-2.0f32, -0.5, 0.0, 0.7, 2.0];
-        let want: Vec<f32> = x.iter().map(|&v| math::gelu(v)).collect();
+        let want: Vec<f32> = x
+            .iter()
+            .map(|&v| seqrec_kernels::cpu::math::gelu(v))
+            .collect();
         act_forward(Activation::Gelu, &mut x);
         seqrec_kernels::testing::assert_close("gelu", &x, &want, 1e-6, 1e-6);
     }
