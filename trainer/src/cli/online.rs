@@ -155,11 +155,19 @@ fn ids_of(meta: &BTreeMap<String, String>, key: &str, file: &Path) -> Result<Vec
 fn read_env_file(
     path: &Path,
     env: &str,
+    seed: u64,
 ) -> Result<(WeightFile, BTreeMap<String, String>), CliError> {
     let file = WeightFile::open(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     let meta: BTreeMap<String, String> = file.metadata_map().clone();
     match meta.get("env") {
-        Some(e) if e == env => Ok((file, meta)),
+        Some(e) if e == env => match meta.get("env_seed") {
+            Some(s) if *s == seed.to_string() => Ok((file, meta)),
+            other => Err(bad(format!(
+                "{}: environments split with --env-seed {}, not {seed}",
+                path.display(),
+                other.map_or("(none)", String::as_str)
+            ))),
+        },
         Some(e) => Err(bad(format!(
             "{}: an environment of `{e}`, not `{env}`",
             path.display()
@@ -178,7 +186,7 @@ fn coat_envs(a: &RlOnlineArgs, dir: &Path) -> Result<Envs, CliError> {
     let shape = [data.n_users + 1, data.n_items + 1];
     let (train_users, test_users, train_r, test_r) = match &a.env_from {
         Some(p) => {
-            let (file, meta) = read_env_file(p, "coat")?;
+            let (file, meta) = read_env_file(p, "coat", a.env_seed)?;
             let get = |name: &str| -> Result<Vec<f32>, CliError> {
                 Ok(file
                     .tensor(name, &shape)
@@ -321,7 +329,7 @@ fn seq_envs(a: &RlOnlineArgs, dir: &Path) -> Result<Envs, CliError> {
     let window = 50;
     let (m1, m2) = match &a.env_from {
         Some(p) => {
-            let (file, meta) = read_env_file(p, &a.env)?;
+            let (file, meta) = read_env_file(p, &a.env, a.env_seed)?;
             let load = |prefix: &str| -> Result<RewardModel, CliError> {
                 let mut m = SasRecModel::new(SasRecConfig::new(n_items, window), &mut Rng::new(0));
                 let mut named: Vec<Param> = prefixed(prefix, &m);
@@ -534,6 +542,8 @@ pub fn run(a: RlOnlineArgs) -> Result<(), CliError> {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     meta.push(("env", a.env.as_str()));
+    let seed = a.env_seed.to_string();
+    meta.push(("env_seed", seed.as_str()));
     let bytes = to_safetensors(&envs.tensors.iter().collect::<Vec<_>>(), &meta).map_err(bad)?;
     std::fs::write(&env_path, bytes).map_err(|e| bad(format!("{}: {e}", env_path.display())))?;
     let max_steps = a.max_len.unwrap_or(if a.env == "coat" { 30 } else { 20 });

@@ -629,19 +629,35 @@ impl Agent {
         }
     }
 
-    /// Picks an item for `state` with the configured exploration.
+    /// Picks an item for `state` with the configured exploration, never one already in the
+    /// state (an item the user was shown in this episode).
     pub fn act(&mut self, state: &[u32]) -> u32 {
-        let p = self.policy(state);
+        let mut p = self.policy(state);
         let n = self.shape.n_items;
+        for &x in state {
+            if (x as usize) < n {
+                p[x as usize] = 0.0;
+            }
+        }
+        if p[1..n].iter().all(|&x| x <= 0.0) {
+            // Every item shown (or a policy without mass elsewhere): uniform over unseen.
+            for (i, x) in p.iter_mut().enumerate().take(n).skip(1) {
+                *x = if state.contains(&(i as u32)) {
+                    0.0
+                } else {
+                    1.0
+                };
+            }
+        }
         let id = match self.cfg.explore {
             Explore::Greedy => argmax(&p),
-            Explore::Eps(e) => {
-                if (self.rng.next_f64() as f32) < e {
-                    1 + self.rng.below(n - 1)
-                } else {
-                    argmax(&p)
-                }
+            Explore::Eps(e) if (self.rng.next_f64() as f32) < e => {
+                let unseen: Vec<f32> = (0..p.len())
+                    .map(|i| f32::from(u8::from(i >= 1 && i < n && !state.contains(&(i as u32)))))
+                    .collect();
+                draw(&unseen, &mut self.rng)
             }
+            Explore::Eps(_) => argmax(&p),
             Explore::Sample => draw(&p, &mut self.rng),
         };
         id as u32
@@ -795,11 +811,12 @@ impl Agent {
     }
 
     /// Algorithm 5, on an A2C agent: `epochs` episodes of `steps` judge queries from starts
-    /// drawn from `env`
-    /// (the training environment): at each step `k` distinct candidates are drawn from the
-    /// actor without replacement, the judge picks one (reward 1) or none (a random candidate,
-    /// reward 0), the pick joins the state and the agent takes an A2C update on a replayed
-    /// mini-batch. Returns the share of queries the judge answered with a candidate.
+    /// drawn from `env` (the training environment): at each step `k` distinct candidates not
+    /// yet in the state are drawn from the actor without replacement, the judge picks one
+    /// (reward 1) or none (a random candidate, reward 0), the pick joins the state and the
+    /// agent takes an A2C update on a replayed mini-batch, with §8.2's TD-error actor loss
+    /// (see [`Advantage::Td`]). Returns the share of queries the judge answered with a
+    /// candidate.
     ///
     /// # Errors
     /// The judge's failures, naming the query.
@@ -818,6 +835,9 @@ impl Agent {
                 self.kind
             )));
         }
+        // The judge's picks are distilled with §8.2's actor loss as written: early in training
+        // the TD error is about the judge's reward, so the actor imitates its choices.
+        let online_loss = std::mem::replace(&mut self.cfg.advantage, Advantage::Td);
         let n_items = self.shape.n_items;
         let mut chosen = 0usize;
         let mut queries = 0usize;
@@ -826,7 +846,12 @@ impl Agent {
             let start = env.reset(&mut self.rng);
             let mut state = self.shape.first_state(start);
             for t in 0..steps {
-                let p = self.policy(&state);
+                let mut p = self.policy(&state);
+                for &x in &state {
+                    if (x as usize) < n_items {
+                        p[x as usize] = 0.0;
+                    }
+                }
                 let candidates = self.sample_distinct(&p[..n_items], k);
                 let history: Vec<u32> = state
                     .iter()
@@ -845,6 +870,7 @@ impl Agent {
             }
             progress(epoch + 1);
         }
+        self.cfg.advantage = online_loss;
         Ok(chosen as f64 / queries.max(1) as f64)
     }
 
@@ -854,6 +880,7 @@ impl Agent {
             .iter()
             .enumerate()
             .skip(1)
+            .filter(|(_, pi)| **pi > 0.0)
             .map(|(i, &pi)| {
                 let u = (self.rng.next_f64() as f32).max(1e-30);
                 (pi.max(1e-30).ln() - (-u.ln()).ln(), i as u32)
