@@ -508,6 +508,15 @@ impl Session {
         self.with(py, |m, s| m.session_push(&mut s.state, item, &mut s.ws))
     }
 
+    /// Records `reward` for the recommended `item` and adapts this session's policy online
+    /// (models with an actor-critic head: `seqrec rl` agents, linear-head sqn/snqn/sa2c); the
+    /// item joins the history like `push`. Other models raise `SeqrecError`.
+    fn feedback(&self, py: Python<'_>, item: u32, reward: f32) -> PyResult<()> {
+        self.with(py, move |m, s| {
+            m.session_feedback(&mut s.state, item, reward, &mut s.ws)
+        })
+    }
+
     /// Appends several events (a finished session replayed at once).
     fn extend(&self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<()> {
         let ids = ids(items, "items")?;

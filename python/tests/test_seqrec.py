@@ -74,6 +74,14 @@ def test_candidates_knobs_and_exclusions(small_sasrec):
         model.topk(hist, objectives={"alpha": 1.0})
 
 
+def test_feedback_needs_an_actor_critic_head(small_sasrec):
+    s = seqrec.Model.load(small_sasrec).session()
+    s.push(3)
+    with pytest.raises(seqrec.SeqrecError, match="actor-critic"):
+        s.feedback(4, 1.0)
+    assert s.history.tolist() == [3]
+
+
 def test_sessions_continue_after_moving(small_sasrec, tmp_path):
     here = seqrec.Model.load(small_sasrec)
     there = seqrec.Model.load(small_sasrec)

@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// Time one push + top-k on a session whose history already fills the window.
     #[arg(long)]
     session: bool,
+    /// With `--session`: time one `session_feedback` (reward 1 and 0 in turn) + top-k instead
+    /// of a push (models with an actor-critic head: `seqrec rl` agents, linear-head
+    /// sqn/snqn/sa2c).
+    #[arg(long, requires = "session")]
+    feedback: bool,
     /// Seed of the random histories.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -135,7 +140,13 @@ pub fn run(args: BenchArgs) -> CliResult {
             let events = random_history();
             for i in 0..warmup + args.iters {
                 let t = Instant::now();
-                model.session_push(&mut s, events[i % events.len()], &mut ws)?;
+                let item = events[i % events.len()];
+                if args.feedback {
+                    let reward = if i % 2 == 0 { 1.0 } else { 0.0 };
+                    model.session_feedback(&mut s, item, reward, &mut ws)?;
+                } else {
+                    model.session_push(&mut s, item, &mut ws)?;
+                }
                 model.session_topk_into(&s, args.k, false, &mut ws, &mut items, &mut scores)?;
                 if i >= warmup {
                     times.push(t.elapsed().as_secs_f64());
@@ -180,7 +191,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         Format::Json => out(json!({
             "batch": per_call, "threads": threads, "p50_ms": p50, "p99_ms": p99, "seq_per_s": seq_per_s,
             "model": info.arch, "n_items": info.n_items, "item_dtype": info.item_dtype.name(),
-            "session": args.session, "iters": args.iters, "k": args.k,
+            "session": args.session, "feedback": args.feedback, "iters": args.iters, "k": args.k,
             "isa": seqrec_kernels::Isa::detect().name(),
             "cpu": super::info::cpu_json(),
         })),
@@ -189,7 +200,9 @@ pub fn run(args: BenchArgs) -> CliResult {
             info.arch,
             info.n_items,
             info.item_dtype.name(),
-            if args.session {
+            if args.feedback {
+                ", session feedback + top-k"
+            } else if args.session {
                 ", session push + top-k"
             } else {
                 ""
