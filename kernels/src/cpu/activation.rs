@@ -139,11 +139,8 @@ fn derivative_simd<S: Simd>(s: S, act: Activation, x: S::f32s) -> S::f32s {
     }
 }
 
-/// Reference backward: `d[i] *= derivative(act, x[i])`.
-///
-/// # Panics
-/// If `x` and `d` differ in length.
-pub fn backward_ref(act: Activation, x: &[f32], d: &mut [f32]) {
+#[track_caller]
+fn check_lengths(x: &[f32], d: &[f32]) {
     assert_eq!(
         x.len(),
         d.len(),
@@ -151,6 +148,14 @@ pub fn backward_ref(act: Activation, x: &[f32], d: &mut [f32]) {
         x.len(),
         d.len()
     );
+}
+
+/// Reference backward: `d[i] *= derivative(act, x[i])`.
+///
+/// # Panics
+/// If `x` and `d` differ in length.
+pub fn backward_ref(act: Activation, x: &[f32], d: &mut [f32]) {
+    check_lengths(x, d);
     for (g, &v) in d.iter_mut().zip(x) {
         *g *= derivative(act, v);
     }
@@ -185,13 +190,7 @@ impl WithSimd for BackwardBody<'_> {
 /// # Panics
 /// If `x` and `d` differ in length.
 pub fn backward_isa(isa: Isa, act: Activation, x: &[f32], d: &mut [f32]) {
-    assert_eq!(
-        x.len(),
-        d.len(),
-        "activation backward: {} inputs, {} gradients",
-        x.len(),
-        d.len()
-    );
+    check_lengths(x, d);
     if act == Activation::Identity {
         return;
     }
