@@ -124,6 +124,28 @@ fn a2c_on_coat_writes_its_curve_plot_and_a_servable_adaptable_agent() {
     s.scores(&mut after).unwrap();
     assert_ne!(before, after);
 
+    // Several runs' curves in one chart; a broken curve file is named with its line.
+    let chart = out.join("both.png");
+    let plot = |runs: &[&Path]| {
+        let mut args = vec![
+            "rl-plot".to_string(),
+            "--out".into(),
+            chart.display().to_string(),
+        ];
+        args.extend(runs.iter().map(|r| r.display().to_string()));
+        Command::new(env!("CARGO_BIN_EXE_seqrec"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    ok(&plot(&[&out, &again]));
+    assert_eq!(&std::fs::read(&chart).unwrap()[..4], b"\x89PNG");
+    let broken = out_dir("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("curve.csv"), "step,R,Len,R_avg\n0,1,2\n").unwrap();
+    bad(&plot(&[&broken]), "curve.csv:2: 3 fields, expected 4");
+    let _ = std::fs::remove_dir_all(&broken);
+
     // `seqrec score` serves it too.
     let o = Command::new(env!("CARGO_BIN_EXE_seqrec"))
         .args([

@@ -155,6 +155,8 @@ enum Command {
     /// An agent learning online in a simulated environment (DQN, REINFORCE, A2C, iALP,
     /// A-iALP): learning curve, plot and the final agent.
     Rl(online::RlOnlineArgs),
+    /// The learning curves of several `seqrec rl` runs in one PNG.
+    RlPlot(online::RlPlotArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -210,6 +212,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Generate(args) => pdit::generate(args),
         Command::Convert(args) => convert::run(args),
         Command::Rl(args) => online::run(args),
+        Command::RlPlot(args) => online::plot(args),
     }
 }
 

@@ -621,3 +621,74 @@ pub fn run(a: RlOnlineArgs) -> Result<(), CliError> {
     ))?;
     Ok(())
 }
+
+/// `seqrec rl-plot` arguments.
+#[derive(Args, Debug)]
+pub struct RlPlotArgs {
+    /// Run directories of `seqrec rl` (each with a `curve.csv`); each is one line, named after
+    /// its directory.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// The column to plot: R, Len or R_avg.
+    #[arg(long, default_value = "R")]
+    column: String,
+    /// Chart title.
+    #[arg(long, default_value = "")]
+    title: String,
+    /// The PNG to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Reads a `curve.csv` (`step,R,Len,R_avg`) into `(step, value of column c)` points.
+fn read_curve(path: &Path, c: usize) -> Result<Vec<(f64, f64)>, CliError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let mut lines = text.lines();
+    if lines.next() != Some("step,R,Len,R_avg") {
+        return Err(bad(format!(
+            "{}:1: expected the header `step,R,Len,R_avg`",
+            path.display()
+        )));
+    }
+    lines
+        .enumerate()
+        .map(|(i, l)| {
+            let v: Vec<f64> = l
+                .split(',')
+                .map(str::parse::<f64>)
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(format!("{}:{}: {e}", path.display(), i + 2)))?;
+            if v.len() != 4 {
+                return Err(bad(format!(
+                    "{}:{}: {} fields, expected 4",
+                    path.display(),
+                    i + 2,
+                    v.len()
+                )));
+            }
+            Ok((v[0], v[c]))
+        })
+        .collect()
+}
+
+/// Runs `seqrec rl-plot`: the learning curves of several runs in one PNG.
+pub fn plot(a: RlPlotArgs) -> Result<(), CliError> {
+    let c = match a.column.as_str() {
+        "R" => 1,
+        "Len" => 2,
+        "R_avg" => 3,
+        other => return Err(bad(format!("--column `{other}`: expected R, Len or R_avg"))),
+    };
+    let mut series = Vec::new();
+    for run in &a.runs {
+        let name = run.file_name().map_or_else(
+            || run.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        series.push((name, read_curve(&run.join("curve.csv"), c)?));
+    }
+    let y = format!("{} (last 20 episodes)", a.column);
+    plot_curves(&a.out, &a.title, "environment steps", &y, &series).map_err(bad)?;
+    super::out(format!("wrote {}", a.out.display()))
+}
