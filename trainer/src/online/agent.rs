@@ -454,11 +454,7 @@ pub fn a2c_loss(
             };
             loss -= f64::from(mix.max(1e-30).ln() * det.adv[r]) / rows as f64;
             // ∂(−log π̃(a))/∂z = (απ(a)/π̃(a))·(π − e_a).
-            let g = det.adv[r] * scale / rows as f32;
-            for (o, &pi) in row.iter_mut().zip(row_p) {
-                *o = g * pi;
-            }
-            row[a] -= g;
+            log_prob_grad(row, row_p, a, det.adv[r] * scale / rows as f32);
         }
     }
     if grad {
@@ -473,6 +469,14 @@ pub fn a2c_loss(
         net.backbone_mut().backward(&cache, &dh);
     }
     loss
+}
+
+/// Writes `g·(π − e_a)` into `out`: the logit gradient of `−g·log π(a)` for the softmax `p`.
+fn log_prob_grad(out: &mut [f32], p: &[f32], a: usize, g: f32) {
+    for (o, &pi) in out.iter_mut().zip(p) {
+        *o = g * pi;
+    }
+    out[a] -= g;
 }
 
 /// REINFORCE's loss `mean −log π(a_t|s_t)·adv_t` over one episode's states (`sb`, one output
@@ -494,12 +498,12 @@ pub fn pg_loss(
     for r in 0..rows {
         let a = actions[r] as usize;
         loss -= f64::from(p[r * v + a].max(1e-30).ln() * adv[r]) / rows as f64;
-        let g = adv[r] / rows as f32;
-        let row = &mut dl[r * v..(r + 1) * v];
-        for (o, &pi) in row.iter_mut().zip(&p[r * v..(r + 1) * v]) {
-            *o = g * pi;
-        }
-        row[a] -= g;
+        log_prob_grad(
+            &mut dl[r * v..(r + 1) * v],
+            &p[r * v..(r + 1) * v],
+            a,
+            adv[r] / rows as f32,
+        );
     }
     if grad {
         let dh = net.sup_backward(&h, rows, &dl);

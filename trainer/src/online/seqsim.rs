@@ -36,26 +36,25 @@ pub struct RewardModel {
 }
 
 impl RewardModel {
-    /// Rewards of every item after `history` (its last `max_len` items), `[n_items]`.
-    pub fn rewards(&self, history: &[u32]) -> Vec<f32> {
+    /// The state `G(x)` of `history` (its last `max_len` items).
+    fn state(&self, history: &[u32]) -> Vec<f32> {
         let m = &self.model;
         let w = &history[history.len().saturating_sub(m.max_len())..];
-        let batch = window_batch(&[(w, 0)], m);
-        let (h, _) = m.forward(&batch, None);
-        let table = &m
-            .params()
-            .into_iter()
-            .find(|p| p.name == "item_embedding.weight")
-            .expect("SASRec has an item table")
-            .value;
-        let d = m.dim();
-        table
-            .chunks_exact(d)
-            .map(|e| {
-                let z: f32 = e.iter().zip(&h).map(|(a, b)| a * b).sum();
-                5.0 / (1.0 + (-(self.a * z + self.b)).exp())
-            })
-            .collect()
+        m.forward(&window_batch(&[(w, 0)], m), None).0
+    }
+
+    /// The logit `z = G(x)·E_item` for a state `h`.
+    fn logit(&self, h: &[f32], item: u32) -> f32 {
+        let d = self.model.dim();
+        let i = item as usize;
+        let row = &self.model.item_table().value[i * d..(i + 1) * d];
+        row.iter().zip(h).map(|(a, b)| a * b).sum()
+    }
+
+    /// The reward `5·σ(a·z + b)` of showing `item` after `history`.
+    pub fn reward(&self, history: &[u32], item: u32) -> f32 {
+        let z = self.logit(&self.state(history), item);
+        5.0 / (1.0 + (-(self.a * z + self.b)).exp())
     }
 }
 
@@ -142,27 +141,14 @@ pub fn fit_reward_model(
         b: 0.0,
     };
     let (mut z, mut y) = (Vec::new(), Vec::new());
-    let d = rm.model.dim();
-    let table = rm
-        .model
-        .params()
-        .into_iter()
-        .find(|p| p.name == "item_embedding.weight")
-        .expect("SASRec has an item table")
-        .value
-        .clone();
     for e in &valid {
         let (hist, target) = e.event(0);
-        let w = &hist[hist.len().saturating_sub(max_len)..];
-        let (h, _) = rm
-            .model
-            .forward(&window_batch(&[(w, e.user)], &rm.model), None);
+        let h = rm.state(hist);
         let negs: Vec<(u32, bool)> = (0..CALIBRATION_NEGATIVES)
             .map(|_| (1 + rng.below(n_items - 1) as u32, false))
             .collect();
         for (item, label) in std::iter::once((target, true)).chain(negs) {
-            let row = &table[item as usize * d..(item as usize + 1) * d];
-            z.push(row.iter().zip(&h).map(|(a, b)| a * b).sum());
+            z.push(rm.logit(&h, item));
             y.push(label);
         }
     }
@@ -239,8 +225,7 @@ impl Environment for SeqEnv {
         let r = if self.ep.seen(item) || item == 0 || item as usize >= self.n_items {
             0.0
         } else {
-            let w = &self.ep.history;
-            self.reward.rewards(w)[item as usize]
+            self.reward.reward(&self.ep.history, item)
         };
         self.ep.record(item, r)
     }
