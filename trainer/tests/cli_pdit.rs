@@ -200,7 +200,8 @@ fn data_files_and_generation_end_to_end() {
     let mut item = String::from("item_id:token\tmovie_title:token_seq\tclass:token_seq\n");
     for i in 1..=15u32 {
         let title = format!("{} {}", words[i as usize % 6], words[(i as usize / 6) % 6]);
-        item.push_str(&format!("{i}\t{title}\tred\n"));
+        let class = if i % 2 == 0 { "red" } else { "blue green" };
+        item.push_str(&format!("{i}\t{title}\t{class}\n"));
     }
     std::fs::write(data.join("toy.item"), item).unwrap();
     let bert = root.join("bert");
@@ -345,6 +346,92 @@ fn data_files_and_generation_end_to_end() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("item `99`"));
     let no_enc = run(&["generate", m, "--pdit-data", f, "--history", "3"]);
     assert!(String::from_utf8_lossy(&no_enc.stderr).contains("--text-encoder"));
+
+    // Attribute classifiers on the items' latents (the class column), then guided sampling.
+    let attrs = root.join("attr.safetensors");
+    let at = attrs.to_str().unwrap();
+    let item_file = data.join("toy.item");
+    let o = run(&[
+        "pdit",
+        "attributes",
+        "--pdit-data",
+        f,
+        "--items",
+        item_file.to_str().unwrap(),
+        "--out",
+        at,
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v["heldout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["blue", "green", "red"]);
+    let guide = |extra: &[&str]| {
+        let mut args = vec!["pdit", "guide", m, "--pdit-data", f, "--attributes", at];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    for attribute in ["red", "history"] {
+        let o = guide(&[
+            "--attribute",
+            attribute,
+            "--scales",
+            "0,200",
+            "--steps",
+            "10",
+            "--format",
+            "json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let rows = v["scales"].as_array().unwrap();
+        let c = |r: usize| rows[r]["compliance"].as_f64().unwrap();
+        assert!(c(1) >= c(0) && (0.0..=1.0).contains(&c(1)), "{v}");
+        assert!(rows[0]["hr@20"].as_f64().is_some(), "{v}");
+    }
+    let e = guide(&["--attribute", "purple"]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        msg.contains("purple") && msg.contains("blue, green, red"),
+        "{msg}"
+    );
+    let e = guide(&["--attribute", "red", "--scales", "1,-2"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("`-2`"));
+    let e = run(&[
+        "pdit",
+        "guide",
+        m,
+        "--pdit-data",
+        f,
+        "--attributes",
+        f,
+        "--attribute",
+        "red",
+    ]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("not an attribute file"));
+    // Generation follows the classifier: far along it, the nearest items are red.
+    let o = generate(&[
+        "--history",
+        "3,5,7",
+        "--attributes",
+        at,
+        "--attribute",
+        "red",
+        "--guide-scale",
+        "500",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first: u32 = v["items"][0].as_str().unwrap().parse().unwrap();
+    assert_eq!(first % 2, 0, "{v}");
     let _ = std::fs::remove_dir_all(&root);
 }
 

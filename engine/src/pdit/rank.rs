@@ -4,7 +4,7 @@
 //! data file's `item_latents`: one row per item id, rows of items without text zero (they score
 //! 0).
 
-use super::{NoiseSource, Pdit, PditWorkspace, Schedule};
+use super::{Guidance, NoiseSource, Pdit, PditWorkspace, Schedule};
 use crate::backend::Backend;
 use crate::blocks::ItemTable;
 use crate::error::{Error, Result};
@@ -74,6 +74,27 @@ impl<B: Backend> Pdit<B> {
         ws: &mut PditWorkspace<B>,
         z0: &mut [f32],
     ) -> Result<Vec<Vec<Scored>>> {
+        self.recommend_guided(
+            chain, catalog, samples, p, history, noise, None, k, exclude, ws, z0,
+        )
+    }
+
+    /// [`Self::recommend`] sampling with attribute guidance ([`Pdit::sample_guided`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn recommend_guided(
+        &self,
+        chain: &Schedule,
+        catalog: &Catalog<B>,
+        samples: usize,
+        p: Option<&[f32]>,
+        history: Option<(&[f32], &[usize])>,
+        noise: NoiseSource<'_>,
+        guidance: Option<&Guidance<'_>>,
+        k: usize,
+        exclude: &[&[u32]],
+        ws: &mut PditWorkspace<B>,
+        z0: &mut [f32],
+    ) -> Result<Vec<Vec<Scored>>> {
         if exclude.len() != samples && !exclude.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "{} exclusion lists for {samples} requests",
@@ -81,7 +102,7 @@ impl<B: Backend> Pdit<B> {
             )));
         }
         self.check_catalog(catalog)?;
-        self.sample(chain, samples, p, history, noise, ws, z0)?;
+        self.sample_guided(chain, samples, p, history, noise, guidance, ws, z0)?;
         let k = k.min(catalog.n_items());
         let (mut items, mut scores) = (vec![0u32; k], vec![0f32; k]);
         let mut lists = Vec::with_capacity(samples);

@@ -15,6 +15,7 @@ mod objectives;
 mod online;
 mod pdit;
 mod pdit_bench;
+mod pdit_guide;
 mod rl;
 mod score;
 mod train;

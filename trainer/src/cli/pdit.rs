@@ -26,6 +26,12 @@ enum PditCommand {
     Data(DataArgs),
     /// Times sampling: whole chains per step count and batch size (per chain, step, sample).
     Bench(super::pdit_bench::BenchArgs),
+    /// Fits attribute classifiers (e.g. ml-100k genres) on the items' text latents, for
+    /// guided decoding.
+    Attributes(super::pdit_guide::AttributesArgs),
+    /// Samples with attribute guidance at several scales: compliance of the decoded items,
+    /// HR@20 and NDCG@20.
+    Guide(super::pdit_guide::GuideArgs),
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +86,8 @@ pub fn run(args: PditArgs) -> CliResult {
         PditCommand::Run(a) => replay(a),
         PditCommand::Data(a) => make_data(a),
         PditCommand::Bench(a) => super::pdit_bench::run(a),
+        PditCommand::Attributes(a) => super::pdit_guide::attributes(a),
+        PditCommand::Guide(a) => super::pdit_guide::guide(a),
     }
 }
 
@@ -565,6 +573,18 @@ pub struct GenerateArgs {
     /// Never recommend the history's items.
     #[arg(long)]
     exclude_history: bool,
+    /// Attribute classifiers (`seqrec pdit attributes`) to guide the sampling with.
+    #[arg(long, requires = "attribute")]
+    attributes: Option<PathBuf>,
+    /// The attribute value to steer towards (with --attributes).
+    #[arg(long, requires = "attributes")]
+    attribute: Option<String>,
+    /// Guidance scale (with --attributes).
+    #[arg(long, default_value_t = 4.0)]
+    guide_scale: f32,
+    /// Steer away from the attribute instead.
+    #[arg(long)]
+    away: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: super::Format,
@@ -661,13 +681,25 @@ pub fn generate(a: GenerateArgs) -> CliResult {
     } else {
         Vec::new()
     };
-    let lists = model.recommend(
+    let attrs = match &a.attributes {
+        Some(f) => Some(crate::models::pdit::attr::Attributes::load(f).map_err(CliError::input)?),
+        None => None,
+    };
+    let guide = match (&attrs, &a.attribute) {
+        (Some(at), Some(name)) => {
+            let i = at.index(name).map_err(CliError::input)?;
+            Some(at.guidance(i, !a.away, a.guide_scale))
+        }
+        _ => None,
+    };
+    let lists = model.recommend_guided(
         &chain,
         &catalog,
         1,
         p.as_deref(),
         Some((&history, &[window.len()])),
         NoiseSource::seed(a.seed),
+        guide.as_ref(),
         a.k,
         &[&exclude],
         &mut ws,

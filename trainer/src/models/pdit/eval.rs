@@ -15,7 +15,7 @@ use super::data::{PditData, PditExample};
 use crate::error::{Error, Result};
 use crate::eval::{Metric, MetricContext, MetricKind, Outcome, Report, compute};
 use rayon::prelude::*;
-use seqrec_engine::pdit::{Catalog, NoiseSource, Pdit, PditWorkspace, Schedule};
+use seqrec_engine::pdit::{Catalog, Guidance, NoiseSource, Pdit, PditWorkspace, Schedule};
 use seqrec_engine::{Cpu, Tensor};
 
 /// Examples ranked per call of [`Ranker::top_k`].
@@ -53,18 +53,40 @@ pub fn evaluate<R: Ranker + ?Sized>(
         )));
     }
     let k = opts.metrics.iter().map(|m| m.k).max().unwrap_or(1);
+    let lists = top_lists(ranker, examples, k, opts.seed)?;
+    Ok(report(&opts.metrics, examples, &lists, n_items))
+}
+
+/// The top-`k` list of every example by `ranker`, chunk `c` drawing its noise from
+/// `seed + c`.
+pub fn top_lists<R: Ranker + ?Sized>(
+    ranker: &R,
+    examples: &[PditExample],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Vec<u32>>> {
     let chunks: Vec<&[PditExample]> = examples.chunks(CHUNK).collect();
     let lists: Vec<Vec<Vec<u32>>> = chunks
         .par_iter()
         .enumerate()
         .map(|(c, ex)| {
             let refs: Vec<&PditExample> = ex.iter().collect();
-            ranker.top_k(&refs, k, opts.seed.wrapping_add(c as u64))
+            ranker.top_k(&refs, k, seed.wrapping_add(c as u64))
         })
         .collect::<Result<_>>()?;
+    Ok(lists.into_iter().flatten().collect())
+}
+
+/// The rank metrics of the top lists `lists` of `examples` (one target each).
+pub fn report(
+    metrics: &[Metric],
+    examples: &[PditExample],
+    lists: &[Vec<u32>],
+    n_items: usize,
+) -> Report {
     let outcomes: Vec<Outcome> = examples
         .iter()
-        .zip(lists.iter().flatten())
+        .zip(lists)
         .enumerate()
         .map(|(i, (e, top))| Outcome {
             seq: i,
@@ -82,7 +104,7 @@ pub fn evaluate<R: Ranker + ?Sized>(
         long_tail: &[],
         user_items: &[],
     };
-    Ok(compute(&opts.metrics, &outcomes, &ctx))
+    compute(metrics, &outcomes, &ctx)
 }
 
 /// The history of an example as the model reads it: its most recent `max_len` items.
@@ -99,6 +121,31 @@ pub struct EngineRanker<'a> {
     chain: Schedule,
     data: &'a PditData,
     exclude_history: bool,
+    guide: Option<GuideSpec>,
+}
+
+/// Attribute guidance for [`EngineRanker`] (owned; see [`seqrec_engine::pdit::Guidance`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuideSpec {
+    /// The classifier's weights over latents at the text encoder's scale.
+    pub weight: Vec<f32>,
+    /// Its bias.
+    pub bias: f32,
+    /// Towards (true) or away from the attribute.
+    pub toward: bool,
+    /// Guidance scale.
+    pub scale: f32,
+}
+
+impl GuideSpec {
+    fn view(&self) -> Guidance<'_> {
+        Guidance {
+            weight: &self.weight,
+            bias: self.bias,
+            toward: self.toward,
+            scale: self.scale,
+        }
+    }
 }
 
 impl<'a> EngineRanker<'a> {
@@ -124,7 +171,15 @@ impl<'a> EngineRanker<'a> {
             model,
             data,
             exclude_history,
+            guide: None,
         })
+    }
+
+    /// The same ranker sampling with attribute guidance (checked against the model's width).
+    pub fn guided(mut self, guide: GuideSpec) -> Result<Self> {
+        guide.view().check(self.model.config().latent_dim)?;
+        self.guide = Some(guide);
+        Ok(self)
     }
 }
 
@@ -160,13 +215,15 @@ impl Ranker for EngineRanker<'_> {
         };
         let exclude: Vec<&[u32]> = excluded.iter().map(Vec::as_slice).collect();
         let mut z0 = vec![0.0; s * c.latent_dim];
-        let lists = self.model.recommend(
+        let guide = self.guide.as_ref().map(GuideSpec::view);
+        let lists = self.model.recommend_guided(
             &self.chain,
             &self.catalog,
             s,
             c.variant.has_gen().then_some(&p[..]),
             c.variant.has_tem().then_some((&hist[..], &lens[..])),
             NoiseSource::seed(seed),
+            guide.as_ref(),
             k,
             &exclude,
             &mut PditWorkspace::default(),

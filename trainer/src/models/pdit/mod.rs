@@ -3,6 +3,7 @@
 //! hand-derived backward passes) and its training. Serving is the engine's
 //! (`seqrec_engine::pdit`), which loads the checkpoints written here.
 
+pub mod attr;
 pub mod blocks;
 pub mod data;
 pub mod dreamrec;
