@@ -63,6 +63,7 @@ pub mod optim;
 pub mod param;
 pub mod rng;
 pub mod score;
+pub mod text;
 
 #[cfg(test)]
 mod compose_tests;
