@@ -24,8 +24,8 @@
 
 use super::pool::{NormCache, PoolCache, l2_backward, l2_forward, pool_backward, pool_forward};
 use super::{BertCache, BertEncoder, FineTune, TextBatch};
-use crate::nn::param::{Module, Param, load_values, to_safetensors};
 use crate::nn::Rng;
+use crate::nn::param::{Module, Param, load_values, to_safetensors};
 use seqrec_engine::codec::{FNV_START, hash_bytes};
 use seqrec_engine::text::{BertConfig, Pooling, parse_modules};
 use seqrec_engine::{Error, Result, WeightFile};
@@ -97,9 +97,10 @@ pub fn fingerprint(path: &Path) -> Result<String> {
 fn dropout_of(cfg: &serde_json::Value, key: &str, default: f32) -> Result<f32> {
     match cfg.get(key) {
         None | Some(serde_json::Value::Null) => Ok(default),
-        Some(v) => v.as_f64().map(|p| p as f32).ok_or_else(|| {
-            Error::Config(format!("`{key}` must be a number, found {v}"))
-        }),
+        Some(v) => v
+            .as_f64()
+            .map(|p| p as f32)
+            .ok_or_else(|| Error::Config(format!("`{key}` must be a number, found {v}"))),
     }
 }
 
@@ -165,8 +166,12 @@ impl TextEncoder {
             .map_err(origin(&cfg_path))?;
         load_values(&mut bert.all_params_mut(), &file).map_err(origin(&weights_path))?;
         let known: HashSet<String> = bert.all_params().iter().map(|p| p.name.clone()).collect();
-        let skipped = ["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"]
-            .map(|n| format!("{prefix}{n}"));
+        let skipped = [
+            "embeddings.position_ids",
+            "pooler.dense.weight",
+            "pooler.dense.bias",
+        ]
+        .map(|n| format!("{prefix}{n}"));
         let extra: Vec<String> = file
             .names()
             .filter(|n| !known.contains(*n) && !skipped.iter().any(|s| s == n))
@@ -285,7 +290,9 @@ impl TextEncoder {
         let base_dir = base_dir.as_ref();
         let bad = |msg: String| Error::Checkpoint(format!("{}: {msg}", delta.origin()));
         let meta = delta.metadata(DELTA_KEY).ok_or_else(|| {
-            bad(format!("not a text-encoder delta (no `{DELTA_KEY}` metadata)"))
+            bad(format!(
+                "not a text-encoder delta (no `{DELTA_KEY}` metadata)"
+            ))
         })?;
         let meta: serde_json::Value = serde_json::from_str(meta)
             .map_err(|e| bad(format!("`{DELTA_KEY}` is not valid JSON: {e}")))?;
@@ -323,10 +330,7 @@ impl TextEncoder {
             .collect();
         if !extra.is_empty() {
             return Err(Error::UnexpectedTensors {
-                model: format!(
-                    "text encoder delta ({})",
-                    self.bert.fine_tune().name()
-                ),
+                model: format!("text encoder delta ({})", self.bert.fine_tune().name()),
                 names: extra,
             }
             .in_origin(delta.origin()));

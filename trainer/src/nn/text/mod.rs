@@ -61,7 +61,9 @@ use super::linear::{Embedding, Linear};
 use super::norm::{LayerNorm, LayerNormCache};
 use super::param::{Module, Param};
 use crate::nn::Rng;
-use seqrec_engine::text::{BertConfig, Pooling};
+use seqrec_engine::text::BertConfig;
+/// The engine's pooling modes, which [`TextEncoder`] trains through.
+pub use seqrec_engine::text::Pooling;
 use seqrec_engine::{Error, Result};
 use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::vector;
@@ -198,7 +200,13 @@ impl BertEmbeddings {
     fn new(prefix: &str, cfg: &BertConfig, dropout: f32, rng: &mut Rng) -> BertEmbeddings {
         let h = cfg.hidden_size;
         let table = |name: &str, rows: usize, rng: &mut Rng| {
-            Embedding::new(&format!("{prefix}embeddings.{name}.weight"), rows, h, 0.02, rng)
+            Embedding::new(
+                &format!("{prefix}embeddings.{name}.weight"),
+                rows,
+                h,
+                0.02,
+                rng,
+            )
         };
         BertEmbeddings {
             word: table("word_embeddings", cfg.vocab_size, rng),
@@ -281,8 +289,16 @@ impl BertLayer {
     /// `attention_probs_dropout_prob` and `hidden_dropout_prob`.
     fn new(prefix: &str, cfg: &BertConfig, p_attn: f32, p_hidden: f32, rng: &mut Rng) -> Self {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
-        let mut attention =
-            SelfAttention::new(prefix, h, cfg.num_attention_heads, eps, p_attn, p_hidden, 0.02, rng);
+        let mut attention = SelfAttention::new(
+            prefix,
+            h,
+            cfg.num_attention_heads,
+            eps,
+            p_attn,
+            p_hidden,
+            0.02,
+            rng,
+        );
         attention.causal = false;
         let a = &mut attention;
         rename_linear(&mut a.query, &format!("{prefix}.attention.self.query"));
@@ -291,7 +307,8 @@ impl BertLayer {
         rename_linear(&mut a.dense, &format!("{prefix}.attention.output.dense"));
         rename_ln(&mut a.ln, &format!("{prefix}.attention.output.LayerNorm"));
         let inner = cfg.intermediate_size;
-        let mut ffn = FeedForward::new(prefix, h, inner, Activation::Gelu, eps, p_hidden, 0.02, rng);
+        let mut ffn =
+            FeedForward::new(prefix, h, inner, Activation::Gelu, eps, p_hidden, 0.02, rng);
         rename_linear(&mut ffn.dense_1, &format!("{prefix}.intermediate.dense"));
         rename_linear(&mut ffn.dense_2, &format!("{prefix}.output.dense"));
         rename_ln(&mut ffn.ln, &format!("{prefix}.output.LayerNorm"));

@@ -5,9 +5,9 @@
 use super::pool::{l2_backward, l2_forward, pool_backward, pool_forward};
 use super::*;
 use crate::nn::gradcheck::{GradCheck, assert_grad, assert_param_grads, project, randomize};
-use seqrec_engine::{DType, WeightFile};
 use seqrec_engine::testing::write_random_bert;
 use seqrec_engine::text::{TextEncoder as EngineEncoder, TextOptions};
+use seqrec_engine::{DType, WeightFile};
 use seqrec_kernels::testing::max_abs_diff;
 use std::path::PathBuf;
 
@@ -279,7 +279,9 @@ fn forward_equals_the_engine_on_minilm() {
         return;
     }
     let tok = EngineEncoder::load(&dir).unwrap();
-    let a = tok.tokenize("Toy Story (1995) Animation|Children's|Comedy").unwrap();
+    let a = tok
+        .tokenize("Toy Story (1995) Animation|Children's|Comedy")
+        .unwrap();
     let b = tok.tokenize("GoldenEye").unwrap();
     let diff = mismatch_vs_engine(&dir, &[&a, &b]);
     eprintln!("trainer vs engine (f32 weights) on all-MiniLM-L6-v2: max |diff| {diff:e}");
@@ -308,7 +310,11 @@ fn delta_round_trip_and_base_mismatch() {
     let back = TextEncoder::load_with_delta(&dir, &out).unwrap();
     assert_eq!(back.bert.fine_tune(), FineTune::Top(1));
     let values = |e: &TextEncoder| -> Vec<Vec<f32>> {
-        e.bert.all_params().iter().map(|p| p.value.clone()).collect()
+        e.bert
+            .all_params()
+            .iter()
+            .map(|p| p.value.clone())
+            .collect()
     };
     assert_eq!(values(&back), values(&enc));
     let b = batch();
