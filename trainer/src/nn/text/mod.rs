@@ -520,3 +520,26 @@ impl Module for BertEncoder {
         v
     }
 }
+
+/// The all-MiniLM-L6-v2 folder for tests (`$SEQREC_MINILM_DIR`, else `.minilm/` in the
+/// workspace root, where `scripts/fetch-minilm.sh` puts it); `None`, with a printed
+/// `skipped: {what}` notice, when it is absent.
+#[cfg(test)]
+pub(crate) fn minilm_dir(what: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let dir = std::env::var_os("SEQREC_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.minilm"));
+    if ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+    {
+        return Some(dir);
+    }
+    eprintln!(
+        "skipped: {what}: all-MiniLM-L6-v2 not found at {} (run scripts/fetch-minilm.sh or set \
+         SEQREC_MINILM_DIR)",
+        dir.display()
+    );
+    None
+}

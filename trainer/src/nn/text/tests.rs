@@ -267,17 +267,9 @@ fn forward_equals_the_engine_on_a_random_bert() {
 
 #[test]
 fn forward_equals_the_engine_on_minilm() {
-    let dir = std::env::var_os("SEQREC_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.minilm"));
-    if !dir.join("model.safetensors").is_file() {
-        eprintln!(
-            "skipped: trainer text encoder vs engine: all-MiniLM-L6-v2 not found at {} (run \
-             scripts/fetch-minilm.sh or set SEQREC_MINILM_DIR)",
-            dir.display()
-        );
+    let Some(dir) = minilm_dir("trainer text encoder vs engine") else {
         return;
-    }
+    };
     let tok = EngineEncoder::load(&dir).unwrap();
     let a = tok
         .tokenize("Toy Story (1995) Animation|Children's|Comedy")
