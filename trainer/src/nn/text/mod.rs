@@ -45,6 +45,8 @@
 //! and layer at `len` = 32: a batch of 256 titles of 32 tokens with the top 2 layers trained
 //! keeps about 400 MiB. Trained embeddings add H floats per token (the LN input). The frozen
 //! layers below need only the transient buffers of one layer at a time.
+//! [`BertEncoder::cached_floats_per_token`] gives the figure for a setting (a test checks it
+//! against the caches' actual sizes).
 
 pub mod encoder;
 pub mod pool;
@@ -358,7 +360,33 @@ pub struct BertCache {
     layers: Vec<BertLayerCache>,
 }
 
+impl BertCache {
+    /// Floats held for the backward (dropout masks, one byte per value, not counted).
+    pub fn floats(&self) -> usize {
+        let emb = self.emb.as_ref().map_or(0, |c| c.ln.floats());
+        emb + self
+            .layers
+            .iter()
+            .map(|c| c.att.floats() + c.ff.floats())
+            .sum::<usize>()
+    }
+}
+
 impl BertEncoder {
+    /// Floats [`Self::forward`] caches per token row of a batch padded to `len`, with the
+    /// current fine-tuning setting: `8·H + 2·I + heads·len` per trained layer, plus `H` when
+    /// the embeddings train (see the module docs).
+    pub fn cached_floats_per_token(&self, len: usize) -> usize {
+        let c = &self.cfg;
+        let layer = 8 * c.hidden_size + 2 * c.intermediate_size + c.num_attention_heads * len;
+        let emb = if self.embeddings_trained() {
+            c.hidden_size
+        } else {
+            0
+        };
+        emb + (self.layers.len() - self.first_trained()) * layer
+    }
+
     /// A randomly initialised encoder for `cfg` (tensor names prefixed by `prefix`, `""` or
     /// `"bert."`), with dropout probabilities `p_attn` (attention probabilities) and
     /// `p_hidden` (every other dropout), fully trainable.
