@@ -223,6 +223,44 @@ fn cached_activations_match_the_documented_cost() {
 }
 
 #[test]
+fn fine_tuning_the_top_layer_moves_only_it() {
+    // Adam on the top layer pulls the vectors of two texts together (cosine, unit vectors):
+    // the loss falls and every frozen tensor keeps its values.
+    use crate::nn::{Adam, Optimizer, param::zero_grads};
+    let b = batch();
+    let mut bert = encoder(16, 0.0);
+    bert.set_fine_tune(FineTune::Top(1)).unwrap();
+    let mut enc = TextEncoder::from_parts(bert, Pooling::Mean, true);
+    let before: Vec<Vec<f32>> = enc
+        .bert
+        .all_params()
+        .iter()
+        .map(|p| p.value.clone())
+        .collect();
+    let mut opt = Adam::new(0.0);
+    let cosine = |y: &[f32]| -> f32 { y[..8].iter().zip(&y[8..16]).map(|(a, c)| a * c).sum() };
+    let first = cosine(&enc.infer(&b));
+    for _ in 0..20 {
+        let (y, cache) = enc.forward(&b, None);
+        // loss = −cos(y0, y1): its gradient is −y1 for y0 and −y0 for y1.
+        let mut d = vec![0.0; y.len()];
+        for j in 0..8 {
+            d[j] = -y[8 + j];
+            d[8 + j] = -y[j];
+        }
+        enc.backward(&b, &cache, &d);
+        opt.step(&mut enc.params_mut(), 0.01);
+        zero_grads(&mut enc.params_mut());
+    }
+    let last = cosine(&enc.infer(&b));
+    assert!(1.0 - last < 0.1 * (1.0 - first), "cosine {first} -> {last}");
+    for (p, v) in enc.bert.all_params().iter().zip(&before) {
+        let moved = p.value != *v;
+        assert_eq!(moved, p.name.starts_with("encoder.layer.1."), "{}", p.name);
+    }
+}
+
+#[test]
 fn bad_sequences_are_errors() {
     let cfg = small_config();
     let err = TextBatch::new(&[&[2, 3], &[2, 99]], &cfg)
