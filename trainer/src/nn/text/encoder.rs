@@ -24,11 +24,12 @@
 
 use super::pool::{NormCache, PoolCache, l2_backward, l2_forward, pool_backward, pool_forward};
 use super::{BertCache, BertEncoder, FineTune, TextBatch};
+use crate::error::{Error, Result};
 use crate::nn::Rng;
 use crate::nn::param::{Module, Param, load_values, to_safetensors};
 use seqrec_engine::codec::{FNV_START, hash_bytes};
 use seqrec_engine::text::{BertConfig, Pooling, parse_modules};
-use seqrec_engine::{Error, Result, WeightFile};
+use seqrec_engine::{Error as EngineError, WeightFile};
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -68,13 +69,13 @@ pub struct TextEncoderCache {
     norm: Option<NormCache>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError {
     let path = path.display().to_string();
-    move |source| Error::Io { path, source }
+    move |source| EngineError::Io { path, source }
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(io_err(path))
+    Ok(std::fs::read_to_string(path).map_err(io_err(path))?)
 }
 
 /// A content fingerprint of a (large) file: `{size}:{hash}` with a 64-bit hash of its first
@@ -94,13 +95,13 @@ pub fn fingerprint(path: &Path) -> Result<String> {
 }
 
 /// A dropout probability of `config.json` (`default` when absent).
-fn dropout_of(cfg: &serde_json::Value, key: &str, default: f32) -> Result<f32> {
+fn dropout_of(cfg: &serde_json::Value, key: &str, default: f32) -> seqrec_engine::Result<f32> {
     match cfg.get(key) {
         None | Some(serde_json::Value::Null) => Ok(default),
         Some(v) => v
             .as_f64()
             .map(|p| p as f32)
-            .ok_or_else(|| Error::Config(format!("`{key}` must be a number, found {v}"))),
+            .ok_or_else(|| EngineError::Config(format!("`{key}` must be a number, found {v}"))),
     }
 }
 
@@ -120,19 +121,19 @@ impl TextEncoder {
         let dir = dir.as_ref();
         let cfg_path = dir.join("config.json");
         if !cfg_path.exists() {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "{} is missing: a text encoder folder needs config.json and model.safetensors",
                 cfg_path.display()
             )));
         }
         let origin = |p: &Path| {
             let o = p.display().to_string();
-            move |e: Error| e.in_origin(&o)
+            move |e: EngineError| e.in_origin(&o)
         };
         let text = read_text(&cfg_path)?;
         let cfg = BertConfig::from_json(&text).map_err(origin(&cfg_path))?;
         let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
+            .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
         let p_attn =
             dropout_of(&json, "attention_probs_dropout_prob", 0.1).map_err(origin(&cfg_path))?;
         let p_hidden = dropout_of(&json, "hidden_dropout_prob", 0.1).map_err(origin(&cfg_path))?;
@@ -163,7 +164,7 @@ impl TextEncoder {
         };
         // The initial values are overwritten by the file's.
         let mut bert = BertEncoder::new(&cfg, prefix, p_attn, p_hidden, &mut Rng::new(0))
-            .map_err(origin(&cfg_path))?;
+            .map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
         load_values(&mut bert.all_params_mut(), &file).map_err(origin(&weights_path))?;
         let known: HashSet<String> = bert.all_params().iter().map(|p| p.name.clone()).collect();
         let skipped = [
@@ -178,11 +179,12 @@ impl TextEncoder {
             .map(String::from)
             .collect();
         if !extra.is_empty() {
-            return Err(Error::UnexpectedTensors {
+            return Err(EngineError::UnexpectedTensors {
                 model: "bert".into(),
                 names: extra,
             }
-            .in_origin(file.origin()));
+            .in_origin(file.origin())
+            .into());
         }
         bert.set_fine_tune(fine_tune)?;
         Ok(TextEncoder {
@@ -253,7 +255,7 @@ impl TextEncoder {
     /// encoder that was not loaded from a folder.
     pub fn delta_bytes(&self) -> Result<Vec<u8>> {
         let base = self.base.as_ref().ok_or_else(|| {
-            Error::InvalidArgument(
+            Error::Invalid(
                 "this text encoder was not loaded from a model folder: a delta needs a base".into(),
             )
         })?;
@@ -263,13 +265,13 @@ impl TextEncoder {
             "fine_tune": self.bert.fine_tune().name(),
         })
         .to_string();
-        to_safetensors(&self.bert.params(), &[(DELTA_KEY, &meta)])
+        Ok(to_safetensors(&self.bert.params(), &[(DELTA_KEY, &meta)])?)
     }
 
     /// Writes [`Self::delta_bytes`] to `path`.
     pub fn save_delta(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, self.delta_bytes()?).map_err(io_err(path))
+        Ok(std::fs::write(path, self.delta_bytes()?).map_err(io_err(path))?)
     }
 
     /// Loads the base folder `base_dir` and applies the delta file `delta` to it; the result
@@ -288,7 +290,7 @@ impl TextEncoder {
         delta: &WeightFile,
     ) -> Result<TextEncoder> {
         let base_dir = base_dir.as_ref();
-        let bad = |msg: String| Error::Checkpoint(format!("{}: {msg}", delta.origin()));
+        let bad = |msg: String| Error::Invalid(format!("{}: {msg}", delta.origin()));
         let meta = delta.metadata(DELTA_KEY).ok_or_else(|| {
             bad(format!(
                 "not a text-encoder delta (no `{DELTA_KEY}` metadata)"
@@ -329,11 +331,12 @@ impl TextEncoder {
             .map(String::from)
             .collect();
         if !extra.is_empty() {
-            return Err(Error::UnexpectedTensors {
+            return Err(EngineError::UnexpectedTensors {
                 model: format!("text encoder delta ({})", self.bert.fine_tune().name()),
                 names: extra,
             }
-            .in_origin(delta.origin()));
+            .in_origin(delta.origin())
+            .into());
         }
         Ok(())
     }

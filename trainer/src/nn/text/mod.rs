@@ -62,11 +62,11 @@ use super::attention::{FeedForward, FeedForwardCache, SelfAttention, SelfAttenti
 use super::linear::{Embedding, Linear};
 use super::norm::{LayerNorm, LayerNormCache};
 use super::param::{Module, Param};
+use crate::error::{Error, Result};
 use crate::nn::Rng;
 use seqrec_engine::text::BertConfig;
 /// The engine's pooling modes, which [`TextEncoder`] trains through.
 pub use seqrec_engine::text::Pooling;
-use seqrec_engine::{Error, Result};
 use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::vector;
 
@@ -101,7 +101,7 @@ impl FineTune {
                 .and_then(|n| n.parse().ok())
                 .map(FineTune::Top)
                 .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
+                    Error::Invalid(format!(
                         "fine-tuning `{s}` is not one of frozen, top:N, all"
                     ))
                 }),
@@ -131,7 +131,7 @@ impl TextBatch {
     pub fn new(seqs: &[&[u32]], cfg: &BertConfig) -> Result<TextBatch> {
         for (s, seq) in seqs.iter().enumerate() {
             if seq.is_empty() || seq.len() > cfg.max_position_embeddings {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::Invalid(format!(
                     "sequence {s} has {} tokens: expected 1..={}",
                     seq.len(),
                     cfg.max_position_embeddings
@@ -142,7 +142,7 @@ impl TextBatch {
                 .enumerate()
                 .find(|(_, v)| **v as usize >= cfg.vocab_size)
             {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::Invalid(format!(
                     "token id {bad} at token {i} of sequence {s} is out of range: the \
                      vocabulary has {} entries",
                     cfg.vocab_size
@@ -403,7 +403,7 @@ impl BertEncoder {
             ("hidden_dropout_prob", p_hidden),
         ] {
             if !(0.0..1.0).contains(&p) {
-                return Err(Error::Config(format!("{what} {p} is not in [0, 1)")));
+                return Err(Error::Invalid(format!("{what} {p} is not in [0, 1)")));
             }
         }
         let embeddings = BertEmbeddings::new(prefix, cfg, p_hidden, rng);
@@ -431,7 +431,7 @@ impl BertEncoder {
     pub fn set_fine_tune(&mut self, fine_tune: FineTune) -> Result<()> {
         if let FineTune::Top(n) = fine_tune {
             if n > self.layers.len() {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::Invalid(format!(
                     "cannot train the top {n} layers: the text encoder has {}",
                     self.layers.len()
                 )));

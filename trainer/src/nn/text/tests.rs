@@ -383,6 +383,19 @@ fn delta_round_trip_and_base_mismatch() {
             && err.contains(&other.display().to_string()),
         "{err}"
     );
+    // A delta whose tensors are not exactly the trained ones.
+    let top2 = TextEncoder::load(&dir, FineTune::Top(2)).unwrap();
+    let file = WeightFile::from_bytes(&top2.delta_bytes().unwrap()).unwrap();
+    let mut top1 = TextEncoder::load(&dir, FineTune::Top(1)).unwrap();
+    let err = top1.apply_delta(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("unexpected") && err.contains("encoder.layer.0."),
+        "{err}"
+    );
+    let file = WeightFile::from_bytes(&enc.delta_bytes().unwrap()).unwrap();
+    let mut all = TextEncoder::load(&dir, FineTune::All).unwrap();
+    let err = all.apply_delta(&file).unwrap_err().to_string();
+    assert!(err.contains("embeddings."), "{err}");
     // A file that is not a delta.
     let err = TextEncoder::load_with_delta(&dir, dir.join("model.safetensors"))
         .unwrap_err()
