@@ -125,8 +125,10 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
     }
 }
 
-/// The sentence-transformers pipeline of `modules.json`: whether it ends with `Normalize`.
-fn parse_modules(text: &str) -> Result<bool> {
+/// The sentence-transformers pipeline of `modules.json`: whether it ends with `Normalize`
+/// (an error names a module other than Transformer, Pooling and Normalize). Public for the
+/// trainer's trainable copy of the encoder, which reads the same folder.
+pub fn parse_modules(text: &str) -> Result<bool> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::Config(format!("not valid JSON: {e}")))?;
     let list = v

@@ -307,6 +307,19 @@ pub struct SelfAttentionCache {
     ln: LayerNormCache,
 }
 
+impl SelfAttentionCache {
+    /// Floats held (memory accounting; dropout masks, one byte per value, not counted).
+    pub fn floats(&self) -> usize {
+        self.x.len()
+            + self.q.len()
+            + self.k.len()
+            + self.v.len()
+            + self.probs.len()
+            + self.ctx.len()
+            + self.ln.floats()
+    }
+}
+
 impl SelfAttention {
     /// A causal sublayer named `prefix` (e.g. `trm_encoder.layer.0.multi_head_attention`)
     /// with RecBole's initialisation: linear weights `N(0, std²)`, zero biases, LN γ = 1, β = 0.
@@ -460,6 +473,13 @@ pub struct FeedForwardCache {
     a: Vec<f32>,
     drop: DropoutCache,
     ln: LayerNormCache,
+}
+
+impl FeedForwardCache {
+    /// Floats held (memory accounting; the dropout mask, one byte per value, not counted).
+    pub fn floats(&self) -> usize {
+        self.x.len() + self.act.input().len() + self.a.len() + self.ln.floats()
+    }
 }
 
 impl FeedForward {

@@ -47,6 +47,8 @@
 //! Forwards use the seqrec-kernels fast paths (`linear`, `gemm` on strided views, `softmax`,
 //! `layer_norm`, `gru_layer`, `causal_conv1d`, `caser_vertical`, activations, gathers);
 //! backwards use `gemm`/`matmul` with transposed views and plain loops for element-wise work.
+//! [`text`] is the trainable BERT sentence encoder (the engine's MiniLM text encoder with
+//! backward passes, top-N fine-tuning and delta checkpoints over its model folder).
 //! [`gradcheck`] is the finite-difference checker every block and loss is tested with; [`rng`]
 //! is the seeded generator behind every random draw of a training run.
 
@@ -63,6 +65,7 @@ pub mod optim;
 pub mod param;
 pub mod rng;
 pub mod score;
+pub mod text;
 
 #[cfg(test)]
 mod compose_tests;

@@ -30,6 +30,13 @@ pub struct LayerNormCache {
     rows: usize,
 }
 
+impl LayerNormCache {
+    /// Floats held (memory accounting).
+    pub fn floats(&self) -> usize {
+        self.x.len()
+    }
+}
+
 impl LayerNorm {
     /// γ = 1, β = 0 (PyTorch's initialisation).
     pub fn new(prefix: &str, dim: usize, eps: f32) -> LayerNorm {

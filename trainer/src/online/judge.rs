@@ -674,7 +674,6 @@ impl Judge for TextJudge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     /// Six jackets (ids 1..=6) with a colour and a type; id 6 has no attributes.
     fn catalog() -> Catalog {
@@ -813,17 +812,9 @@ mod tests {
 
     #[test]
     fn text_judge_from_the_text_encoder() {
-        let dir = std::env::var_os("SEQREC_MINILM_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.minilm"));
-        if !dir.join("config.json").exists() {
-            eprintln!(
-                "skipping text_judge_from_the_text_encoder: no text encoder at {} \
-                 (set SEQREC_MINILM_DIR or run scripts/fetch-minilm.sh)",
-                dir.display()
-            );
+        let Some(dir) = crate::nn::text::minilm_dir("text_judge_from_the_text_encoder") else {
             return;
-        }
+        };
         let c = catalog();
         let mut judge = TextJudge::from_text_encoder(&dir, &c, 0.0).unwrap();
         assert_eq!(judge.n_items(), c.n_items());

@@ -1,0 +1,573 @@
+//! A trainable BERT text encoder (all-MiniLM-L6-v2 and other sentence-transformers BERTs):
+//! the engine's inference encoder ([`seqrec_engine::text`]) with a forward that keeps what its
+//! backward needs and hand-derived gradients, so that a text item tower can be fine-tuned.
+//!
+//! # Forward
+//!
+//! A batch ([`TextBatch`]) is `batch` token sequences right-padded to the longest, `len`, with
+//! the attention mask `valid` (`[batch·len]`, false at padding). Then, as the engine computes
+//! it (the engine packs sequences instead of padding them; every real token sees exactly the
+//! same keys, so the real rows agree):
+//!
+//! - [`BertEmbeddings`]: `E = LN(word[id] + position[i] + token_type[0])` (token type 0
+//!   everywhere, as the engine encodes single texts), then dropout;
+//! - `num_hidden_layers` × [`BertLayer`]: bidirectional multi-head self-attention in which the
+//!   padding keys get weight 0, residual and post-LN (`attention.output.LayerNorm`), then the
+//!   exact (erf) GELU feed-forward, residual and post-LN (`output.LayerNorm`); these are the
+//!   trainer's [`SelfAttention`] (non-causal, with the key mask) and [`FeedForward`] under
+//!   Hugging Face's tensor names;
+//! - [`pool`]: sentence pooling over each sequence's real rows (masked mean for MiniLM; CLS,
+//!   max and mean·√len as the engine's [`Pooling`]), then the L2 normalisation when the
+//!   folder's `modules.json` ends with `Normalize` (MiniLM's does).
+//!
+//! Padding rows are computed but never reach a real row (they are hidden keys, and pooling
+//! skips them), so their gradient is zero throughout.
+//!
+//! # Fine-tuning
+//!
+//! [`FineTune`] chooses what trains: nothing ([`FineTune::Frozen`]), the top `n` transformer
+//! layers ([`FineTune::Top`]), or every layer and the embeddings ([`FineTune::All`]). The
+//! frozen part runs in evaluation mode (no dropout) without keeping any activation, and the
+//! backward stops at the lowest trained layer: no gradient is computed below it. Frozen
+//! parameters hold no gradient buffer (`Param::grad` is empty), and [`Module::params`] lists
+//! the trained parameters only, so optimizers, gradient norms and the saved delta
+//! ([`encoder`]) see exactly those.
+//!
+//! # Memory
+//!
+//! Activations are **cached**, not recomputed: each trained layer keeps, per token row
+//! (padding rows included), its input, `Q`, `K`, `V`, the attention context and the residual
+//! sum before the first LN (6·H floats), the attention probabilities (`heads·len` floats), the
+//! feed-forward input and pre-LN sum (2·H) and the intermediate activation before and after
+//! GELU (2·I): **8·H + 2·I + heads·len floats per token per trained layer**, plus, with
+//! dropout in training, one byte per attention probability and 2·H bytes of masks. For
+//! MiniLM (H = 384, I = 1536, 12 heads) that is 6144 + 12·len floats, about 25 KiB per token
+//! and layer at `len` = 32: a batch of 256 titles of 32 tokens with the top 2 layers trained
+//! keeps about 400 MiB. Trained embeddings add H floats per token (the LN input). The frozen
+//! layers below need only the transient buffers of one layer at a time.
+//! [`BertEncoder::cached_floats_per_token`] gives the figure for a setting (a test checks it
+//! against the caches' actual sizes).
+
+pub mod encoder;
+pub mod pool;
+
+#[cfg(test)]
+mod tests;
+
+pub use encoder::TextEncoder;
+pub use pool::{NormCache, PoolCache};
+
+use super::activation::{Dropout, DropoutCache};
+use super::attention::{FeedForward, FeedForwardCache, SelfAttention, SelfAttentionCache};
+use super::linear::{Embedding, Linear};
+use super::norm::{LayerNorm, LayerNormCache};
+use super::param::{Module, Param};
+use crate::error::{Error, Result};
+use crate::nn::Rng;
+use seqrec_engine::text::BertConfig;
+/// The engine's pooling modes, which [`TextEncoder`] trains through.
+pub use seqrec_engine::text::Pooling;
+use seqrec_kernels::cpu::activation::Activation;
+use seqrec_kernels::cpu::vector;
+
+/// Which part of the encoder trains.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FineTune {
+    /// Nothing: the encoder is a fixed feature extractor.
+    Frozen,
+    /// The top `n` transformer layers (`n` ≤ `num_hidden_layers`; the embeddings stay fixed).
+    Top(usize),
+    /// Every transformer layer and the embeddings.
+    All,
+}
+
+impl FineTune {
+    /// `frozen`, `top:N` or `all` (the form saved in a delta's metadata).
+    pub fn name(self) -> String {
+        match self {
+            FineTune::Frozen => "frozen".into(),
+            FineTune::Top(n) => format!("top:{n}"),
+            FineTune::All => "all".into(),
+        }
+    }
+
+    /// Parses [`FineTune::name`]'s form.
+    pub fn parse(s: &str) -> Result<FineTune> {
+        match s {
+            "frozen" => Ok(FineTune::Frozen),
+            "all" => Ok(FineTune::All),
+            _ => s
+                .strip_prefix("top:")
+                .and_then(|n| n.parse().ok())
+                .map(FineTune::Top)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "fine-tuning `{s}` is not one of frozen, top:N, all"
+                    ))
+                }),
+        }
+    }
+}
+
+/// A batch of token sequences, right-padded to the longest (see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextBatch {
+    /// Token ids `[batch·len]` (padding rows hold id 0).
+    pub ids: Vec<u32>,
+    /// Position ids `[batch·len]`: `0..len` in every sequence.
+    pub positions: Vec<u32>,
+    /// Real lengths, each in `1..=len`.
+    pub lens: Vec<usize>,
+    /// Padded length (the longest sequence).
+    pub len: usize,
+    /// Attention mask `[batch·len]`: true at real tokens.
+    pub valid: Vec<bool>,
+}
+
+impl TextBatch {
+    /// Pads `seqs` (token ids with their special tokens, as the engine's tokenizer gives them),
+    /// checking them against `cfg`: every sequence has `1..=max_position_embeddings` tokens and
+    /// every id is below `vocab_size`; an error names the sequence and the token.
+    pub fn new(seqs: &[&[u32]], cfg: &BertConfig) -> Result<TextBatch> {
+        for (s, seq) in seqs.iter().enumerate() {
+            if seq.is_empty() || seq.len() > cfg.max_position_embeddings {
+                return Err(Error::Invalid(format!(
+                    "sequence {s} has {} tokens: expected 1..={}",
+                    seq.len(),
+                    cfg.max_position_embeddings
+                )));
+            }
+            if let Some((i, &bad)) = seq
+                .iter()
+                .enumerate()
+                .find(|(_, v)| **v as usize >= cfg.vocab_size)
+            {
+                return Err(Error::Invalid(format!(
+                    "token id {bad} at token {i} of sequence {s} is out of range: the \
+                     vocabulary has {} entries",
+                    cfg.vocab_size
+                )));
+            }
+        }
+        let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut ids = vec![0; seqs.len() * len];
+        let mut valid = vec![false; seqs.len() * len];
+        for (b, seq) in seqs.iter().enumerate() {
+            ids[b * len..b * len + seq.len()].copy_from_slice(seq);
+            valid[b * len..b * len + seq.len()].fill(true);
+        }
+        Ok(TextBatch {
+            positions: (0..seqs.len() * len).map(|i| (i % len) as u32).collect(),
+            lens: seqs.iter().map(|s| s.len()).collect(),
+            len,
+            valid,
+            ids,
+        })
+    }
+
+    /// Number of sequences.
+    pub fn batch(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Token rows, padding included (`batch·len`).
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// The embedding sublayer: word + position + token type 0, LayerNorm, dropout.
+#[derive(Clone, Debug)]
+pub struct BertEmbeddings {
+    /// `embeddings.word_embeddings.weight`, `[vocab_size, H]`.
+    pub word: Embedding,
+    /// `embeddings.position_embeddings.weight`, `[max_position_embeddings, H]`.
+    pub position: Embedding,
+    /// `embeddings.token_type_embeddings.weight`, `[type_vocab_size, H]` (row 0 is used).
+    pub token_type: Embedding,
+    /// `embeddings.LayerNorm`.
+    pub ln: LayerNorm,
+    /// Dropout after the LayerNorm (`hidden_dropout_prob`).
+    pub dropout: Dropout,
+}
+
+/// What [`BertEmbeddings::backward`] needs (the ids come from the batch).
+#[derive(Clone, Debug)]
+pub struct EmbeddingsCache {
+    ln: LayerNormCache,
+    drop: DropoutCache,
+}
+
+impl BertEmbeddings {
+    fn new(prefix: &str, cfg: &BertConfig, dropout: f32, rng: &mut Rng) -> BertEmbeddings {
+        let h = cfg.hidden_size;
+        let table = |name: &str, rows: usize, rng: &mut Rng| {
+            Embedding::new(
+                &format!("{prefix}embeddings.{name}.weight"),
+                rows,
+                h,
+                0.02,
+                rng,
+            )
+        };
+        BertEmbeddings {
+            word: table("word_embeddings", cfg.vocab_size, rng),
+            position: table("position_embeddings", cfg.max_position_embeddings, rng),
+            token_type: table("token_type_embeddings", cfg.type_vocab_size, rng),
+            ln: LayerNorm::new(
+                &format!("{prefix}embeddings.LayerNorm"),
+                h,
+                cfg.layer_norm_eps,
+            ),
+            dropout: Dropout::new(dropout),
+        }
+    }
+
+    /// `[batch·len, H]` embeddings of the batch and the cache for the backward.
+    pub fn forward(&self, b: &TextBatch, rng: Option<&mut Rng>) -> (Vec<f32>, EmbeddingsCache) {
+        let h = self.word.dim;
+        let mut x = self.word.forward(&b.ids);
+        vector::add(&mut x, &self.position.forward(&b.positions));
+        let type0 = &self.token_type.weight.value[..h];
+        for row in x.chunks_exact_mut(h) {
+            vector::add(row, type0);
+        }
+        let (mut y, ln) = self.ln.forward(&x, b.rows());
+        let drop = self.dropout.forward(&mut y, rng);
+        (y, EmbeddingsCache { ln, drop })
+    }
+
+    /// Adds the tables' and the LayerNorm's gradients for `d_out` (`[batch·len, H]`).
+    pub fn backward(&mut self, b: &TextBatch, cache: &EmbeddingsCache, d_out: &[f32]) {
+        let h = self.word.dim;
+        let mut d = d_out.to_vec();
+        self.dropout.backward(&cache.drop, &mut d);
+        let dx = self.ln.backward(&cache.ln, &d);
+        self.word.backward(&b.ids, &dx);
+        self.position.backward(&b.positions, &dx);
+        let type0 = &mut self.token_type.weight.grad[..h];
+        for row in dx.chunks_exact(h) {
+            vector::add(type0, row);
+        }
+    }
+}
+
+crate::module_of_fields!(BertEmbeddings: word, position, token_type, ln);
+
+/// One post-LN transformer layer: bidirectional self-attention, then the GELU feed-forward.
+#[derive(Clone, Debug)]
+pub struct BertLayer {
+    /// `encoder.layer.{i}.attention` (`self.query|key|value`, `output.dense`,
+    /// `output.LayerNorm`).
+    pub attention: SelfAttention,
+    /// `encoder.layer.{i}.intermediate.dense`, `output.dense`, `output.LayerNorm`.
+    pub ffn: FeedForward,
+}
+
+/// What [`BertLayer::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct BertLayerCache {
+    att: SelfAttentionCache,
+    ff: FeedForwardCache,
+}
+
+/// Gives a linear layer the tensor names `{prefix}.weight` and `{prefix}.bias`.
+fn rename_linear(l: &mut Linear, prefix: &str) {
+    l.weight.name = format!("{prefix}.weight");
+    if let Some(b) = &mut l.bias {
+        b.name = format!("{prefix}.bias");
+    }
+}
+
+/// Gives a LayerNorm the tensor names `{prefix}.weight` and `{prefix}.bias`.
+fn rename_ln(ln: &mut LayerNorm, prefix: &str) {
+    ln.weight.name = format!("{prefix}.weight");
+    ln.bias.name = format!("{prefix}.bias");
+}
+
+impl BertLayer {
+    /// Layer `prefix` (e.g. `encoder.layer.0`) with BERT's initialisation (weights from
+    /// `N(0, 0.02²)`, zero biases, LN γ = 1, β = 0); `p_attn` and `p_hidden` are
+    /// `attention_probs_dropout_prob` and `hidden_dropout_prob`.
+    fn new(prefix: &str, cfg: &BertConfig, p_attn: f32, p_hidden: f32, rng: &mut Rng) -> Self {
+        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        let mut attention = SelfAttention::new(
+            prefix,
+            h,
+            cfg.num_attention_heads,
+            eps,
+            p_attn,
+            p_hidden,
+            0.02,
+            rng,
+        );
+        attention.causal = false;
+        let a = &mut attention;
+        rename_linear(&mut a.query, &format!("{prefix}.attention.self.query"));
+        rename_linear(&mut a.key, &format!("{prefix}.attention.self.key"));
+        rename_linear(&mut a.value, &format!("{prefix}.attention.self.value"));
+        rename_linear(&mut a.dense, &format!("{prefix}.attention.output.dense"));
+        rename_ln(&mut a.ln, &format!("{prefix}.attention.output.LayerNorm"));
+        let inner = cfg.intermediate_size;
+        let mut ffn =
+            FeedForward::new(prefix, h, inner, Activation::Gelu, eps, p_hidden, 0.02, rng);
+        rename_linear(&mut ffn.dense_1, &format!("{prefix}.intermediate.dense"));
+        rename_linear(&mut ffn.dense_2, &format!("{prefix}.output.dense"));
+        rename_ln(&mut ffn.ln, &format!("{prefix}.output.LayerNorm"));
+        BertLayer { attention, ffn }
+    }
+
+    /// The layer over the batch's rows `x` (`[batch·len, H]`); dropout is active when `rng`
+    /// is given.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        b: &TextBatch,
+        mut rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, BertLayerCache) {
+        let (y, att) =
+            self.attention
+                .forward(x, b.batch(), b.len, Some(&b.valid), rng.as_deref_mut());
+        let (z, ff) = self.ffn.forward(&y, b.rows(), rng);
+        (z, BertLayerCache { att, ff })
+    }
+
+    /// Adds every parameter gradient for `d_out` and returns the input gradient.
+    pub fn backward(&mut self, cache: &BertLayerCache, d_out: &[f32]) -> Vec<f32> {
+        let dy = self.ffn.backward(&cache.ff, d_out);
+        self.attention.backward(&cache.att, &dy)
+    }
+}
+
+crate::module_of_fields!(BertLayer: attention, ffn);
+
+/// The BERT encoder (embeddings and transformer layers) with its fine-tuning setting.
+#[derive(Clone, Debug)]
+pub struct BertEncoder {
+    /// Sizes.
+    pub cfg: BertConfig,
+    /// The embedding sublayer.
+    pub embeddings: BertEmbeddings,
+    /// The transformer layers, bottom first.
+    pub layers: Vec<BertLayer>,
+    fine_tune: FineTune,
+}
+
+/// What [`BertEncoder::backward`] needs: the caches of the trained part only.
+#[derive(Clone, Debug)]
+pub struct BertCache {
+    emb: Option<EmbeddingsCache>,
+    layers: Vec<BertLayerCache>,
+}
+
+impl BertCache {
+    /// Floats held for the backward (dropout masks, one byte per value, not counted).
+    pub fn floats(&self) -> usize {
+        let emb = self.emb.as_ref().map_or(0, |c| c.ln.floats());
+        emb + self
+            .layers
+            .iter()
+            .map(|c| c.att.floats() + c.ff.floats())
+            .sum::<usize>()
+    }
+}
+
+impl BertEncoder {
+    /// Floats [`Self::forward`] caches per token row of a batch padded to `len`, with the
+    /// current fine-tuning setting: `8·H + 2·I + heads·len` per trained layer, plus `H` when
+    /// the embeddings train (see the module docs).
+    pub fn cached_floats_per_token(&self, len: usize) -> usize {
+        let c = &self.cfg;
+        let layer = 8 * c.hidden_size + 2 * c.intermediate_size + c.num_attention_heads * len;
+        let emb = if self.embeddings_trained() {
+            c.hidden_size
+        } else {
+            0
+        };
+        emb + (self.layers.len() - self.first_trained()) * layer
+    }
+
+    /// A randomly initialised encoder for `cfg` (tensor names prefixed by `prefix`, `""` or
+    /// `"bert."`), with dropout probabilities `p_attn` (attention probabilities) and
+    /// `p_hidden` (every other dropout), fully trainable.
+    pub fn new(
+        cfg: &BertConfig,
+        prefix: &str,
+        p_attn: f32,
+        p_hidden: f32,
+        rng: &mut Rng,
+    ) -> Result<BertEncoder> {
+        cfg.validate()?;
+        for (what, p) in [
+            ("attention_probs_dropout_prob", p_attn),
+            ("hidden_dropout_prob", p_hidden),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Invalid(format!("{what} {p} is not in [0, 1)")));
+            }
+        }
+        let embeddings = BertEmbeddings::new(prefix, cfg, p_hidden, rng);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = format!("{prefix}encoder.layer.{i}");
+                BertLayer::new(&l, cfg, p_attn, p_hidden, rng)
+            })
+            .collect();
+        Ok(BertEncoder {
+            cfg: cfg.clone(),
+            embeddings,
+            layers,
+            fine_tune: FineTune::All,
+        })
+    }
+
+    /// The fine-tuning setting.
+    pub fn fine_tune(&self) -> FineTune {
+        self.fine_tune
+    }
+
+    /// Chooses what trains (see [`FineTune`]): trained parameters get a zero gradient buffer,
+    /// frozen ones none. `Top(n)` with more layers than the model has is an error.
+    pub fn set_fine_tune(&mut self, fine_tune: FineTune) -> Result<()> {
+        if let FineTune::Top(n) = fine_tune {
+            if n > self.layers.len() {
+                return Err(Error::Invalid(format!(
+                    "cannot train the top {n} layers: the text encoder has {}",
+                    self.layers.len()
+                )));
+            }
+        }
+        self.fine_tune = fine_tune;
+        for p in self.all_params_mut() {
+            p.grad = Vec::new();
+        }
+        for p in self.params_mut() {
+            p.grad = vec![0.0; p.len()];
+        }
+        Ok(())
+    }
+
+    /// Index of the lowest trained layer (`layers.len()` when no layer trains).
+    pub fn first_trained(&self) -> usize {
+        let l = self.layers.len();
+        match self.fine_tune {
+            FineTune::Frozen => l,
+            FineTune::Top(n) => l - n.min(l),
+            FineTune::All => 0,
+        }
+    }
+
+    fn embeddings_trained(&self) -> bool {
+        self.fine_tune == FineTune::All
+    }
+
+    /// The last hidden states `[batch·len, H]` of the batch (padding rows included), with the
+    /// caches of the trained part; the frozen part runs without dropout and keeps nothing.
+    /// Dropout in the trained part is active when `rng` is given.
+    pub fn forward(&self, b: &TextBatch, mut rng: Option<&mut Rng>) -> (Vec<f32>, BertCache) {
+        let first = self.first_trained();
+        let (mut x, emb) = if self.embeddings_trained() {
+            let (x, c) = self.embeddings.forward(b, rng.as_deref_mut());
+            (x, Some(c))
+        } else {
+            (self.embeddings.forward(b, None).0, None)
+        };
+        let mut layers = Vec::with_capacity(self.layers.len() - first);
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i < first {
+                x = layer.forward(&x, b, None).0;
+            } else {
+                let (y, c) = layer.forward(&x, b, rng.as_deref_mut());
+                layers.push(c);
+                x = y;
+            }
+        }
+        (x, BertCache { emb, layers })
+    }
+
+    /// The last hidden states in evaluation mode, without caches.
+    pub fn infer(&self, b: &TextBatch) -> Vec<f32> {
+        let mut x = self.embeddings.forward(b, None).0;
+        for layer in &self.layers {
+            x = layer.forward(&x, b, None).0;
+        }
+        x
+    }
+
+    /// Adds the gradients of the trained parameters for `d_out` (`[batch·len, H]`), down to
+    /// the lowest trained layer (nothing at all when frozen).
+    pub fn backward(&mut self, b: &TextBatch, cache: &BertCache, d_out: &[f32]) {
+        let first = self.first_trained();
+        if first == self.layers.len() && cache.emb.is_none() {
+            return;
+        }
+        let mut d = d_out.to_vec();
+        for (layer, c) in self.layers[first..].iter_mut().zip(&cache.layers).rev() {
+            d = layer.backward(c, &d);
+        }
+        if let Some(c) = &cache.emb {
+            self.embeddings.backward(b, c, &d);
+        }
+    }
+
+    /// Every parameter, trained or not, in checkpoint order.
+    pub fn all_params(&self) -> Vec<&Param> {
+        let mut v = self.embeddings.params();
+        v.extend(self.layers.params());
+        v
+    }
+
+    /// Every parameter, trained or not, mutable (for loading weights).
+    pub fn all_params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = self.embeddings.params_mut();
+        v.extend(self.layers.params_mut());
+        v
+    }
+}
+
+impl Module for BertEncoder {
+    /// The trained parameters only (see [`FineTune`]).
+    fn params(&self) -> Vec<&Param> {
+        let first = self.first_trained();
+        let mut v = if self.embeddings_trained() {
+            self.embeddings.params()
+        } else {
+            Vec::new()
+        };
+        v.extend(self.layers[first..].iter().flat_map(Module::params));
+        v
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let first = self.first_trained();
+        let mut v = if self.fine_tune == FineTune::All {
+            self.embeddings.params_mut()
+        } else {
+            Vec::new()
+        };
+        v.extend(self.layers[first..].iter_mut().flat_map(Module::params_mut));
+        v
+    }
+}
+
+/// The all-MiniLM-L6-v2 folder for tests (`$SEQREC_MINILM_DIR`, else `.minilm/` in the
+/// workspace root, where `scripts/fetch-minilm.sh` puts it); `None`, with a printed
+/// `skipped: {what}` notice, when it is absent.
+#[cfg(test)]
+pub(crate) fn minilm_dir(what: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let dir = std::env::var_os("SEQREC_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.minilm"));
+    if ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+    {
+        return Some(dir);
+    }
+    eprintln!(
+        "skipped: {what}: all-MiniLM-L6-v2 not found at {} (run scripts/fetch-minilm.sh or set \
+         SEQREC_MINILM_DIR)",
+        dir.display()
+    );
+    None
+}
