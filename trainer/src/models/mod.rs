@@ -23,6 +23,7 @@ pub mod nextitnet;
 pub mod pdit;
 pub mod rl;
 pub mod sasrec;
+pub mod transrec;
 
 #[cfg(test)]
 mod grad_tests;
