@@ -143,7 +143,11 @@ impl TransRecModel {
         let (cfg, tower) = read_config(file)?;
         let items = match (tower.as_str(), text) {
             ("text", Some(src)) => Items::Text {
-                encoder: TextEncoder::load_with_delta_prefixed(src.dir, file, BERT_PREFIX)?,
+                encoder: Box::new(TextEncoder::load_with_delta_prefixed(
+                    src.dir,
+                    file,
+                    BERT_PREFIX,
+                )?),
                 texts: src.texts,
             },
             ("text", None) => {

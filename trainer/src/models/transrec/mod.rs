@@ -169,6 +169,13 @@ impl TransRecConfig {
                 format!("does not divide dim {}", self.dim),
             ));
         }
+        if self.context > self.max_len {
+            return Err(Error::out_of_range(
+                "context",
+                self.context,
+                format!("exceeds max_len {}", self.max_len),
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::out_of_range(
                 "dropout",

@@ -20,7 +20,7 @@ pub enum Items {
     /// the token ids of item `id` (`texts[0]`, the padding item, is ignored).
     Text {
         /// The sentence encoder.
-        encoder: TextEncoder,
+        encoder: Box<TextEncoder>,
         /// Token ids per item id.
         texts: Vec<Vec<u32>>,
     },
@@ -158,7 +158,7 @@ impl TransRecModel {
                     });
                 }
                 let (d, heads, p) = (cfg.dim, cfg.text_heads, cfg.dropout);
-                ItemTower::Text(Box::new(TextTower::new(encoder, texts, d, heads, p, rng)?))
+                ItemTower::Text(Box::new(TextTower::new(*encoder, texts, d, heads, p, rng)?))
             }
             Items::Id => ItemTower::id(cfg.n_items, cfg.dim, rng),
         };
@@ -328,6 +328,9 @@ impl TransRecModel {
 
     /// Adds the gradients of stage 1's loss to the user encoder and the softmax layer (the
     /// item tower gets none: it is frozen in stage 1).
+    ///
+    /// # Panics
+    /// If the softmax layer was dropped since the forward (a caller bug).
     pub fn uep_backward(&mut self, cache: &UepCache) {
         let d = self.cfg.dim;
         let uep = self

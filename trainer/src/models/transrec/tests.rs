@@ -81,7 +81,7 @@ fn model(items: Items, seed: u64, p: f32) -> TransRecModel {
 
 fn text_model(fine_tune: FineTune, seed: u64, p: f32) -> TransRecModel {
     let items = Items::Text {
-        encoder: encoder(fine_tune, seed, p),
+        encoder: Box::new(encoder(fine_tune, seed, p)),
         texts: texts(),
     };
     model(items, seed + 1, p)
@@ -288,7 +288,7 @@ fn bad_input_is_an_error_naming_it() {
     let err = TransRecModel::new(
         config(0.0),
         Items::Text {
-            encoder: encoder(FineTune::Frozen, 1, 0.0),
+            encoder: Box::new(encoder(FineTune::Frozen, 1, 0.0)),
             texts: t.clone(),
         },
         &mut Rng::new(1),
@@ -300,7 +300,7 @@ fn bad_input_is_an_error_naming_it() {
     let err = TransRecModel::new(
         config(0.0),
         Items::Text {
-            encoder: encoder(FineTune::Frozen, 1, 0.0),
+            encoder: Box::new(encoder(FineTune::Frozen, 1, 0.0)),
             texts: t,
         },
         &mut Rng::new(1),
@@ -336,7 +336,7 @@ fn adam_steps_of_each_stage_lower_its_loss() {
     let mut bert = BertEncoder::new(&bert_config(), "", 0.0, 0.0, &mut rng).unwrap();
     bert.set_fine_tune(FineTune::Top(1)).unwrap();
     let items = Items::Text {
-        encoder: TextEncoder::from_parts(bert, Pooling::Mean, true),
+        encoder: Box::new(TextEncoder::from_parts(bert, Pooling::Mean, true)),
         texts: texts(),
     };
     let mut m = TransRecModel::new(config(0.0), items, &mut rng).unwrap();
@@ -416,7 +416,15 @@ fn loaded_model(
     cfg.n_items = texts.len();
     cfg.uep = uep;
     let mut rng = Rng::new(seed);
-    let mut m = TransRecModel::new(cfg, Items::Text { encoder, texts }, &mut rng).unwrap();
+    let mut m = TransRecModel::new(
+        cfg,
+        Items::Text {
+            encoder: Box::new(encoder),
+            texts,
+        },
+        &mut rng,
+    )
+    .unwrap();
     randomize(&mut m, &mut rng, 0.3);
     m
 }

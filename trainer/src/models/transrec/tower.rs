@@ -103,10 +103,16 @@ impl TextTower {
         if !self.has_frozen_part() {
             return Ok(0);
         }
+        let n = self.n_items();
+        if let Some(&bad) = items.iter().find(|&&i| i == 0 || i as usize >= n) {
+            return Err(Error::Invalid(format!(
+                "item id {bad} is not in the catalog 1..{n}"
+            )));
+        }
         let mut todo: Vec<u32> = items
             .iter()
             .copied()
-            .filter(|&i| i != 0 && self.frozen.get(i as usize).is_some_and(Option::is_none))
+            .filter(|&i| self.frozen[i as usize].is_none())
             .collect();
         todo.sort_unstable();
         todo.dedup();
@@ -339,6 +345,9 @@ impl ItemTower {
     }
 
     /// Adds the gradients of the trained parameters for `d_z` (`[items, d]`).
+    ///
+    /// # Panics
+    /// If `cache` comes from the other kind of tower (a caller bug).
     pub fn backward(&mut self, cache: &TowerCache, d_z: &[f32]) {
         match (self, cache) {
             (ItemTower::Text(t), TowerCache::Text(c)) => t.backward(c, d_z),
