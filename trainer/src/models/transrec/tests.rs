@@ -5,30 +5,10 @@ use super::checkpoint::{BERT_PREFIX, TextSource};
 use super::*;
 use crate::nn::gradcheck::{GradCheck, assert_param_grads, project, randomize};
 use crate::nn::param::zero_grads;
+use crate::nn::text::fixtures::{random_bert_dir, small_config as bert_config};
 use crate::nn::text::{BertEncoder, FineTune, Pooling, TextEncoder};
 use crate::nn::{Adam, Module, Optimizer, Rng};
 use seqrec_engine::WeightFile;
-use seqrec_engine::testing::write_random_bert;
-use seqrec_engine::text::BertConfig;
-use std::path::PathBuf;
-
-const VOCAB: &[&str] = &[
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "toy", "story", "the", "golden", "##eye", "day",
-    "night",
-];
-
-fn bert_config() -> BertConfig {
-    BertConfig {
-        vocab_size: VOCAB.len(),
-        hidden_size: 8,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 12,
-        max_position_embeddings: 8,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-    }
-}
 
 /// Six items (ids 1..=6) of 2 to 6 tokens; id 0 is padding.
 fn texts() -> Vec<Vec<u32>> {
@@ -389,20 +369,6 @@ fn adam_steps_of_each_stage_lower_its_loss() {
     );
 }
 
-/// A fresh folder under the temp dir, unique per test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("seqrec-transrec-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn random_bert_dir(name: &str, seed: u64) -> PathBuf {
-    let dir = temp_dir(name);
-    write_random_bert(&dir, &bert_config(), VOCAB, 8, seed).unwrap();
-    dir
-}
-
 /// A text model over the encoder folder `dir` with the top layer trained and every trained
 /// value moved (a stand-in for training).
 fn loaded_model(
@@ -438,7 +404,7 @@ fn values(params: Vec<&crate::nn::Param>) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn checkpoint_round_trip_and_init_from_a_source() {
-    let dir = random_bert_dir("ckpt-base", 80);
+    let dir = random_bert_dir("transrec-base", 80);
     let source = loaded_model(&dir, texts(), true, 81);
     let bytes = source.to_safetensors().unwrap();
     let file = WeightFile::from_bytes(&bytes).unwrap();
@@ -511,7 +477,7 @@ fn checkpoint_round_trip_and_init_from_a_source() {
     assert!(reloaded.uep.is_none());
 
     // Another base encoder, and an IDRec source: refused, naming the problem.
-    let other = random_bert_dir("ckpt-other", 83);
+    let other = random_bert_dir("transrec-other", 83);
     let mut stranger = loaded_model(&other, target_texts.clone(), false, 84);
     let err = stranger.init_from(&file).unwrap_err().to_string();
     assert!(err.contains("not the same base model"), "{err}");

@@ -52,6 +52,8 @@ pub mod encoder;
 pub mod pool;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
 
 pub use encoder::TextEncoder;
