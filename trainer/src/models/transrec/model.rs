@@ -8,9 +8,11 @@ use crate::models::sasrec::{StackCache, TransformerStack};
 use crate::models::{Batch, gather_rows, scatter_rows};
 use crate::nn::linear::LinearCache;
 use crate::nn::loss::{softmax_cross_entropy, softplus};
+use crate::nn::optim::clip_grad_norm;
+use crate::nn::param::zero_grads;
 use crate::nn::score::sample_negatives;
 use crate::nn::text::TextEncoder;
-use crate::nn::{Linear, Module, Param, Rng};
+use crate::nn::{Linear, Module, Optimizer, Param, Rng};
 use seqrec_kernels::cpu::vector;
 
 /// The items a model is built over.
@@ -472,6 +474,55 @@ impl TransRecModel {
             }
         }
         self.tower.backward(&cache.tower, &d_z);
+    }
+}
+
+/// One optimisation step of either stage, for a training loop.
+impl TransRecModel {
+    /// A stage-1 step on `batch` ([`Self::uep_batch`]) with the fixed item vectors `table`:
+    /// forward (dropout from `rng`), backward, gradient clipping to `clip` (when given), `opt`
+    /// on [`Self::stage_params_mut`]`(Stage::Uep)` at `lr`, gradients cleared. Returns the
+    /// loss before the step.
+    pub fn uep_step(
+        &mut self,
+        table: &[f32],
+        batch: &Batch,
+        opt: &mut impl Optimizer,
+        lr: f32,
+        clip: Option<f32>,
+        rng: &mut Rng,
+    ) -> Result<f64> {
+        let (loss, cache) = self.uep_forward(table, batch, Some(rng))?;
+        self.uep_backward(&cache);
+        self.apply(Stage::Uep, opt, lr, clip);
+        Ok(loss)
+    }
+
+    /// A stage-2 step on `examples`: caches the frozen part of their items first (see
+    /// [`Self::cache_frozen_for`]), then as [`Self::uep_step`] with
+    /// [`Self::stage_params_mut`]`(Stage::Cpc)`.
+    pub fn cpc_step(
+        &mut self,
+        examples: &[CpcExample],
+        opt: &mut impl Optimizer,
+        lr: f32,
+        clip: Option<f32>,
+        rng: &mut Rng,
+    ) -> Result<f64> {
+        self.cache_frozen_for(examples)?;
+        let (loss, cache) = self.cpc_forward(examples, Some(rng))?;
+        self.cpc_backward(&cache);
+        self.apply(Stage::Cpc, opt, lr, clip);
+        Ok(loss)
+    }
+
+    fn apply(&mut self, stage: Stage, opt: &mut impl Optimizer, lr: f32, clip: Option<f32>) {
+        let mut params = self.stage_params_mut(stage);
+        if let Some(c) = clip {
+            clip_grad_norm(&mut params, c);
+        }
+        opt.step(&mut params, lr);
+        zero_grads(&mut params);
     }
 }
 

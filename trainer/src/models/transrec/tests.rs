@@ -4,10 +4,9 @@
 use super::checkpoint::{BERT_PREFIX, TextSource};
 use super::*;
 use crate::nn::gradcheck::{GradCheck, assert_param_grads, project, randomize};
-use crate::nn::param::zero_grads;
 use crate::nn::text::fixtures::{random_bert_dir, small_config as bert_config};
 use crate::nn::text::{BertEncoder, FineTune, Pooling, TextEncoder};
-use crate::nn::{Adam, Module, Optimizer, Rng};
+use crate::nn::{Adam, Module, Rng};
 use seqrec_engine::WeightFile;
 
 /// Six items (ids 1..=6) of 2 to 6 tokens; id 0 is padding.
@@ -330,11 +329,10 @@ fn adam_steps_of_each_stage_lower_its_loss() {
     let tower_before: Vec<Vec<f32>> = m.tower.params().iter().map(|p| p.value.clone()).collect();
     let mut opt = Adam::new(0.0);
     let first = m.uep_forward(&table, &batch, None).unwrap().0;
+    let mut rng = Rng::new(1);
     for _ in 0..60 {
-        let (_, cache) = m.uep_forward(&table, &batch, None).unwrap();
-        m.uep_backward(&cache);
-        opt.step(&mut m.stage_params_mut(Stage::Uep), 0.02);
-        zero_grads(&mut m.stage_params_mut(Stage::Uep));
+        m.uep_step(&table, &batch, &mut opt, 0.02, Some(5.0), &mut rng)
+            .unwrap();
     }
     let last = m.uep_forward(&table, &batch, None).unwrap().0;
     eprintln!("UEP loss {first} -> {last}");
@@ -354,10 +352,7 @@ fn adam_steps_of_each_stage_lower_its_loss() {
     let first = m.cpc_forward(&ex, None).unwrap().0;
     let bert_before = m.tower.text().unwrap().encoder.params()[0].value.clone();
     for _ in 0..60 {
-        let (_, cache) = m.cpc_forward(&ex, None).unwrap();
-        m.cpc_backward(&cache);
-        opt.step(&mut m.stage_params_mut(Stage::Cpc), 0.01);
-        zero_grads(&mut m.stage_params_mut(Stage::Cpc));
+        m.cpc_step(&ex, &mut opt, 0.01, None, &mut rng).unwrap();
     }
     let last = m.cpc_forward(&ex, None).unwrap().0;
     eprintln!("CPC loss {first} -> {last}");

@@ -91,9 +91,8 @@ impl TextTower {
         self.encoder.bert.fine_tune() != FineTune::All
     }
 
-    /// Computes and keeps the frozen part's output ([`crate::nn::text::BertEncoder::
-    /// frozen_states`]: the input of the lowest trained layer, or the last hidden states when
-    /// the encoder is frozen) for each of `items` not cached yet; returns how many were
+    /// Computes and keeps the frozen part's output (`BertEncoder::frozen_states`: the input of
+    /// the lowest trained layer, or the last hidden states when the encoder is frozen) for each of `items` not cached yet; returns how many were
     /// computed. Every later forward over cached items starts from there, so the frozen layers
     /// run once per item for a whole training run. Memory: `tokens(item)·H` floats per cached
     /// item (MiniLM, H = 384: 1.5 KiB per token, about 30 KiB for a title of 20 tokens, 300 MiB
