@@ -208,10 +208,49 @@ fn cpc_gradients_of_the_whole_text_model() {
 }
 
 #[test]
-fn cpc_gradients_of_idrec() {
-    let mut base = model(Items::Id, 50, 0.1);
-    base.drop_uep();
-    check_cpc(base, "cpc idrec");
+fn cpc_gradients_of_idrec_causal_or_bidirectional() {
+    for causal in [true, false] {
+        let mut cfg = config(0.1);
+        cfg.causal = causal;
+        cfg.uep = false;
+        let mut rng = Rng::new(50);
+        let mut base = TransRecModel::new(cfg, Items::Id, &mut rng).unwrap();
+        randomize(&mut base, &mut rng, 0.3);
+        check_cpc(base, &format!("cpc idrec causal={causal}"));
+    }
+}
+
+#[test]
+fn serving_helpers_agree_with_the_training_forward() {
+    // In evaluation mode, the CPC loss from the item table and the user vectors equals the
+    // training forward's, and a history's user vector does not depend on its batch.
+    let m = text_model(FineTune::Top(1), 55, 0.1);
+    let ex = examples();
+    let table = m.item_table().unwrap();
+    let contexts: Vec<&[u32]> = ex.iter().map(|e| e.context.as_slice()).collect();
+    let users = m.user_vectors(&table, &contexts).unwrap();
+    let mut loss = 0.0;
+    for (r, e) in ex.iter().enumerate() {
+        let u = &users[r * 8..(r + 1) * 8];
+        let score = |id: u32| -> f64 {
+            let z = &table[id as usize * 8..(id as usize + 1) * 8];
+            u.iter().zip(z).map(|(a, b)| (a * b) as f64).sum()
+        };
+        let sp = crate::nn::loss::softplus;
+        loss += e.future.iter().map(|&i| sp(-score(i))).sum::<f64>();
+        loss += e.negatives.iter().map(|&i| sp(score(i))).sum::<f64>();
+    }
+    loss /= ex.len() as f64;
+    let want = m.cpc_forward(&ex, None).unwrap().0;
+    assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
+    let alone = m.user_vectors(&table, &contexts[..1]).unwrap();
+    let diff = alone
+        .iter()
+        .zip(&users[..8])
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(diff < 1e-5, "user vector alone vs in a batch: {diff:e}");
+    let err = m.user_vectors(&table, &[&[]]).unwrap_err().to_string();
+    assert!(err.contains("sequence 0 has 0 items"), "{err}");
 }
 
 #[test]
@@ -351,6 +390,7 @@ fn adam_steps_of_each_stage_lower_its_loss() {
     let mut opt = Adam::new(0.0);
     let first = m.cpc_forward(&ex, None).unwrap().0;
     let bert_before = m.tower.text().unwrap().encoder.params()[0].value.clone();
+    let frozen_before = m.tower.text().unwrap().encoder.bert.layers[0].clone();
     for _ in 0..60 {
         m.cpc_step(&ex, &mut opt, 0.01, None, &mut rng).unwrap();
     }
@@ -361,6 +401,12 @@ fn adam_steps_of_each_stage_lower_its_loss() {
         m.tower.text().unwrap().encoder.params()[0].value,
         bert_before,
         "stage 2 trains the encoder's top layer"
+    );
+    let frozen_after = &m.tower.text().unwrap().encoder.bert.layers[0];
+    assert_eq!(
+        values(frozen_after.params()),
+        values(frozen_before.params()),
+        "the encoder's frozen layer stays"
     );
 }
 
