@@ -82,6 +82,19 @@ impl TransformerStack {
     /// A freshly initialised stack with `cfg`'s sizes (`n_items` is not used), causal (each
     /// position sees itself and the positions before it) or bidirectional.
     pub fn new(prefix: &str, cfg: &SasRecConfig, causal: bool, rng: &mut Rng) -> Self {
+        Self::new_around(prefix, cfg, causal, rng, |_| ()).0
+    }
+
+    /// [`Self::new`], calling `between(rng)` after the layers are drawn and before the
+    /// position table: SASRec draws its item table there, so that a seed gives the same
+    /// initial SASRec as before the stack was its own type.
+    pub fn new_around<T>(
+        prefix: &str,
+        cfg: &SasRecConfig,
+        causal: bool,
+        rng: &mut Rng,
+        between: impl FnOnce(&mut Rng) -> T,
+    ) -> (Self, T) {
         let std = 0.02;
         let h = cfg.hidden;
         let layers = (0..cfg.n_layers)
@@ -111,7 +124,8 @@ impl TransformerStack {
                 (att, ff)
             })
             .collect();
-        TransformerStack {
+        let drawn = between(rng);
+        let stack = TransformerStack {
             pos_emb: Embedding::new(
                 &format!("{prefix}position_embedding.weight"),
                 cfg.max_len,
@@ -124,7 +138,8 @@ impl TransformerStack {
             layers,
             hidden: h,
             max_len: cfg.max_len,
-        }
+        };
+        (stack, drawn)
     }
 
     /// Width H.
@@ -243,10 +258,12 @@ pub struct SasRecCache {
 impl SasRecModel {
     /// A freshly initialised model.
     pub fn new(cfg: SasRecConfig, rng: &mut Rng) -> Self {
-        let item_emb = Embedding::new("item_embedding.weight", cfg.n_items, cfg.hidden, 0.02, rng);
+        let (stack, item_emb) = TransformerStack::new_around("", &cfg, true, rng, |rng| {
+            Embedding::new("item_embedding.weight", cfg.n_items, cfg.hidden, 0.02, rng)
+        });
         SasRecModel {
             item_emb,
-            stack: TransformerStack::new("", &cfg, true, rng),
+            stack,
             cfg,
         }
     }
