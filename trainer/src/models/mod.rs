@@ -13,7 +13,8 @@
 //!   example is one such window and one output (RecBole's data augmentation).
 //!
 //! The families built on these backbones have a module each: the RL heads ([`rl`]), the
-//! Decision Transformers ([`dt`]) and the hierarchical session models ([`hdt`]).
+//! Decision Transformers ([`dt`]), the hierarchical session models ([`hdt`]) and the
+//! two-tower transfer model over item texts ([`transrec`]).
 
 pub mod caser;
 pub mod dt;
@@ -23,6 +24,7 @@ pub mod nextitnet;
 pub mod pdit;
 pub mod rl;
 pub mod sasrec;
+pub mod transrec;
 
 #[cfg(test)]
 mod grad_tests;

@@ -53,21 +53,24 @@ impl SasRecConfig {
     }
 }
 
-/// SASRec for training.
+/// The encoder part of SASRec over given input rows: position embeddings, LayerNorm, dropout
+/// and `n_layers` post-LN transformer layers ([`SelfAttention`] and [`FeedForward`]), with the
+/// tensor names `{prefix}position_embedding.weight`, `{prefix}LayerNorm.*` and
+/// `{prefix}trm_encoder.layer.{l}.*` (SASRec's with an empty prefix). The TransRec user encoder
+/// is one over item vectors.
 #[derive(Clone, Debug)]
-pub struct SasRecModel {
-    cfg: SasRecConfig,
-    item_emb: Embedding,
+pub struct TransformerStack {
     pos_emb: Embedding,
     ln: LayerNorm,
     dropout: Dropout,
     layers: Vec<(SelfAttention, FeedForward)>,
+    hidden: usize,
+    max_len: usize,
 }
 
-/// What [`SasRecModel::forward`] keeps.
+/// What [`TransformerStack::forward`] keeps.
 #[derive(Debug)]
-pub struct SasRecCache {
-    batch: Batch,
+pub struct StackCache {
     n: usize,
     len: usize,
     ln: LayerNormCache,
@@ -75,44 +78,192 @@ pub struct SasRecCache {
     layers: Vec<(SelfAttentionCache, FeedForwardCache)>,
 }
 
-impl SasRecModel {
-    /// A freshly initialised model.
-    pub fn new(cfg: SasRecConfig, rng: &mut Rng) -> Self {
+impl TransformerStack {
+    /// A freshly initialised stack with `cfg`'s sizes (`n_items` is not used), causal (each
+    /// position sees itself and the positions before it) or bidirectional.
+    pub fn new(prefix: &str, cfg: &SasRecConfig, causal: bool, rng: &mut Rng) -> Self {
+        Self::new_around(prefix, cfg, causal, rng, |_| ()).0
+    }
+
+    /// [`Self::new`], calling `between(rng)` after the layers are drawn and before the
+    /// position table: SASRec draws its item table there, so that a seed gives the same
+    /// initial SASRec as before the stack was its own type.
+    pub fn new_around<T>(
+        prefix: &str,
+        cfg: &SasRecConfig,
+        causal: bool,
+        rng: &mut Rng,
+        between: impl FnOnce(&mut Rng) -> T,
+    ) -> (Self, T) {
         let std = 0.02;
         let h = cfg.hidden;
         let layers = (0..cfg.n_layers)
             .map(|l| {
-                let p = format!("trm_encoder.layer.{l}");
-                (
-                    SelfAttention::new(
-                        &format!("{p}.multi_head_attention"),
-                        h,
-                        cfg.n_heads,
-                        cfg.ln_eps,
-                        cfg.attn_dropout,
-                        cfg.hidden_dropout,
-                        std,
-                        rng,
-                    ),
-                    FeedForward::new(
-                        &format!("{p}.feed_forward"),
-                        h,
-                        cfg.inner,
-                        cfg.act,
-                        cfg.ln_eps,
-                        cfg.hidden_dropout,
-                        std,
-                        rng,
-                    ),
-                )
+                let p = format!("{prefix}trm_encoder.layer.{l}");
+                let mut att = SelfAttention::new(
+                    &format!("{p}.multi_head_attention"),
+                    h,
+                    cfg.n_heads,
+                    cfg.ln_eps,
+                    cfg.attn_dropout,
+                    cfg.hidden_dropout,
+                    std,
+                    rng,
+                );
+                att.causal = causal;
+                let ff = FeedForward::new(
+                    &format!("{p}.feed_forward"),
+                    h,
+                    cfg.inner,
+                    cfg.act,
+                    cfg.ln_eps,
+                    cfg.hidden_dropout,
+                    std,
+                    rng,
+                );
+                (att, ff)
             })
             .collect();
-        SasRecModel {
-            item_emb: Embedding::new("item_embedding.weight", cfg.n_items, h, std, rng),
-            pos_emb: Embedding::new("position_embedding.weight", cfg.max_len, h, std, rng),
-            ln: LayerNorm::new("LayerNorm", h, cfg.ln_eps),
+        let drawn = between(rng);
+        let stack = TransformerStack {
+            pos_emb: Embedding::new(
+                &format!("{prefix}position_embedding.weight"),
+                cfg.max_len,
+                h,
+                std,
+                rng,
+            ),
+            ln: LayerNorm::new(&format!("{prefix}LayerNorm"), h, cfg.ln_eps),
             dropout: Dropout::new(cfg.hidden_dropout),
             layers,
+            hidden: h,
+            max_len: cfg.max_len,
+        };
+        (stack, drawn)
+    }
+
+    /// Width H.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Most positions per sequence (the position table's rows).
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// The stack over input rows `x` (`[n·len, H]`; position embeddings are added here) with
+    /// the key mask `valid` (`[n·len]`, false at padding), giving every position's output
+    /// `[n·len, H]`. Dropout is active when `rng` is given.
+    ///
+    /// # Panics
+    /// If `len` exceeds the position table or `x` is not `[n·len, H]` (caller bugs).
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        len: usize,
+        valid: &[bool],
+        mut rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, StackCache) {
+        assert!(
+            len <= self.max_len,
+            "transformer: {len} positions, the model has {}",
+            self.max_len
+        );
+        let rows = n * len;
+        assert_eq!(
+            x.len(),
+            rows * self.hidden,
+            "transformer: {} input values for [{n}, {len}, {}]",
+            x.len(),
+            self.hidden
+        );
+        let mut x = x.to_vec();
+        let pos = self.pos_emb.forward(&positions(n, len));
+        for (a, b) in x.iter_mut().zip(&pos) {
+            *a += b;
+        }
+        let (mut x, ln) = self.ln.forward(&x, rows);
+        let drop = self.dropout.forward(&mut x, rng.as_deref_mut());
+        let mut caches = Vec::with_capacity(self.layers.len());
+        for (att, ff) in &self.layers {
+            let (y, ac) = att.forward(&x, n, len, Some(valid), rng.as_deref_mut());
+            let (z, fc) = ff.forward(&y, rows, rng.as_deref_mut());
+            caches.push((ac, fc));
+            x = z;
+        }
+        let cache = StackCache {
+            n,
+            len,
+            ln,
+            drop,
+            layers: caches,
+        };
+        (x, cache)
+    }
+
+    /// Parameter gradients for `d` (every position's output) and the gradient of the input
+    /// rows (the position embeddings' share is added to their table).
+    pub fn backward(&mut self, cache: &StackCache, d_out: &[f32]) -> Vec<f32> {
+        let mut d = d_out.to_vec();
+        for ((att, ff), (ac, fc)) in self.layers.iter_mut().zip(&cache.layers).rev() {
+            let dy = ff.backward(fc, &d);
+            d = att.backward(ac, &dy);
+        }
+        self.dropout.backward(&cache.drop, &mut d);
+        let d = self.ln.backward(&cache.ln, &d);
+        self.pos_emb.backward(&positions(cache.n, cache.len), &d);
+        d
+    }
+}
+
+impl Module for TransformerStack {
+    fn params(&self) -> Vec<&Param> {
+        let mut v = vec![&self.pos_emb.weight];
+        v.extend(self.ln.params());
+        for (a, f) in &self.layers {
+            v.extend(a.params());
+            v.extend(f.params());
+        }
+        v
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = vec![&mut self.pos_emb.weight];
+        v.extend(self.ln.params_mut());
+        for (a, f) in &mut self.layers {
+            v.extend(a.params_mut());
+            v.extend(f.params_mut());
+        }
+        v
+    }
+}
+
+/// SASRec for training.
+#[derive(Clone, Debug)]
+pub struct SasRecModel {
+    cfg: SasRecConfig,
+    item_emb: Embedding,
+    stack: TransformerStack,
+}
+
+/// What [`SasRecModel::forward`] keeps.
+#[derive(Debug)]
+pub struct SasRecCache {
+    batch: Batch,
+    stack: StackCache,
+}
+
+impl SasRecModel {
+    /// A freshly initialised model.
+    pub fn new(cfg: SasRecConfig, rng: &mut Rng) -> Self {
+        let (stack, item_emb) = TransformerStack::new_around("", &cfg, true, rng, |rng| {
+            Embedding::new("item_embedding.weight", cfg.n_items, cfg.hidden, 0.02, rng)
+        });
+        SasRecModel {
+            item_emb,
+            stack,
             cfg,
         }
     }
@@ -139,92 +290,28 @@ impl SasRecModel {
         valid: &[bool],
         rng: Option<&mut Rng>,
     ) -> (Vec<f32>, SasRecCache) {
-        assert!(
-            len <= self.cfg.max_len,
-            "sasrec: {len} positions, the model has {}",
-            self.cfg.max_len
-        );
-        self.run(x.to_vec(), n, len, valid, rng)
+        let (y, stack) = self.stack.forward(x, n, len, valid, rng);
+        let batch = Batch::default();
+        (y, SasRecCache { batch, stack })
     }
 
     /// The backward of [`Self::forward_inputs`]: adds the parameter gradients for `d_out`
     /// (`[n·len, H]`) and returns the gradient of the input rows.
     pub fn backward_inputs(&mut self, cache: &SasRecCache, d_out: &[f32]) -> Vec<f32> {
-        self.unrun(cache, d_out.to_vec())
-    }
-
-    fn run(
-        &self,
-        mut x: Vec<f32>,
-        n: usize,
-        len: usize,
-        valid: &[bool],
-        mut rng: Option<&mut Rng>,
-    ) -> (Vec<f32>, SasRecCache) {
-        let rows = n * len;
-        assert_eq!(
-            x.len(),
-            rows * self.cfg.hidden,
-            "sasrec: {} input values for [{n}, {len}, {}]",
-            x.len(),
-            self.cfg.hidden
-        );
-        let pos = self.pos_emb.forward(&positions(n, len));
-        for (a, b) in x.iter_mut().zip(&pos) {
-            *a += b;
-        }
-        let (mut x, ln) = self.ln.forward(&x, rows);
-        let drop = self.dropout.forward(&mut x, rng.as_deref_mut());
-        let mut caches = Vec::with_capacity(self.layers.len());
-        for (att, ff) in &self.layers {
-            let (y, ac) = att.forward(&x, n, len, Some(valid), rng.as_deref_mut());
-            let (z, fc) = ff.forward(&y, rows, rng.as_deref_mut());
-            caches.push((ac, fc));
-            x = z;
-        }
-        let cache = SasRecCache {
-            batch: Batch::default(),
-            n,
-            len,
-            ln,
-            drop,
-            layers: caches,
-        };
-        (x, cache)
-    }
-
-    /// Parameter gradients for `d` (every position's output) and the gradient of the input
-    /// rows (the position embeddings' share is added to their table).
-    fn unrun(&mut self, cache: &SasRecCache, mut d: Vec<f32>) -> Vec<f32> {
-        for ((att, ff), (ac, fc)) in self.layers.iter_mut().zip(&cache.layers).rev() {
-            let dy = ff.backward(fc, &d);
-            d = att.backward(ac, &dy);
-        }
-        self.dropout.backward(&cache.drop, &mut d);
-        let d = self.ln.backward(&cache.ln, &d);
-        self.pos_emb.backward(&positions(cache.n, cache.len), &d);
-        d
+        self.stack.backward(&cache.stack, d_out)
     }
 }
 
 impl Module for SasRecModel {
     fn params(&self) -> Vec<&Param> {
-        let mut v = vec![&self.item_emb.weight, &self.pos_emb.weight];
-        v.extend(self.ln.params());
-        for (a, f) in &self.layers {
-            v.extend(a.params());
-            v.extend(f.params());
-        }
+        let mut v = vec![&self.item_emb.weight];
+        v.extend(self.stack.params());
         v
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = vec![&mut self.item_emb.weight, &mut self.pos_emb.weight];
-        v.extend(self.ln.params_mut());
-        for (a, f) in &mut self.layers {
-            v.extend(a.params_mut());
-            v.extend(f.params_mut());
-        }
+        let mut v = vec![&mut self.item_emb.weight];
+        v.extend(self.stack.params_mut());
         v
     }
 }
@@ -256,17 +343,17 @@ impl TrainModel for SasRecModel {
         batch.assert_shape("sasrec", self.cfg.max_len, false);
         let x = self.item_emb.forward(&batch.items);
         let valid: Vec<bool> = batch.items.iter().map(|&i| i != 0).collect();
-        let (y, mut cache) = self.run(x, batch.n, batch.len, &valid, rng);
+        let (y, stack) = self.stack.forward(&x, batch.n, batch.len, &valid, rng);
         let out = gather_rows(&y, self.cfg.hidden, &batch.out_rows());
-        cache.batch = batch.clone();
-        (out, cache)
+        let batch = batch.clone();
+        (out, SasRecCache { batch, stack })
     }
 
     fn backward(&mut self, cache: &SasRecCache, d_h: &[f32]) {
         let batch = &cache.batch;
         let h = self.cfg.hidden;
         let d = scatter_rows(d_h, h, batch.n * batch.len, &batch.out_rows());
-        let d = self.unrun(cache, d);
+        let d = self.stack.backward(&cache.stack, &d);
         self.item_emb.backward(&batch.items, &d);
     }
 

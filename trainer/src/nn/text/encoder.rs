@@ -254,18 +254,25 @@ impl TextEncoder {
     /// The delta checkpoint (see the module docs) as a safetensors file image. Fails for an
     /// encoder that was not loaded from a folder.
     pub fn delta_bytes(&self) -> Result<Vec<u8>> {
+        let meta = self.delta_metadata()?;
+        Ok(to_safetensors(&self.bert.params(), &[(DELTA_KEY, &meta)])?)
+    }
+
+    /// The [`DELTA_KEY`] metadata of a delta (base folder, its fingerprint, the fine-tuning
+    /// setting), for a checkpoint that stores the trained tensors itself, e.g. under a prefix
+    /// beside other tensors (see [`Self::load_with_delta_prefixed`]).
+    pub fn delta_metadata(&self) -> Result<String> {
         let base = self.base.as_ref().ok_or_else(|| {
             Error::Invalid(
                 "this text encoder was not loaded from a model folder: a delta needs a base".into(),
             )
         })?;
-        let meta = serde_json::json!({
+        Ok(serde_json::json!({
             "base_dir": base.dir.display().to_string(),
             "base_fingerprint": base.fingerprint,
             "fine_tune": self.bert.fine_tune().name(),
         })
-        .to_string();
-        Ok(to_safetensors(&self.bert.params(), &[(DELTA_KEY, &meta)])?)
+        .to_string())
     }
 
     /// Writes [`Self::delta_bytes`] to `path`.
@@ -288,6 +295,17 @@ impl TextEncoder {
     pub fn load_with_delta_file(
         base_dir: impl AsRef<Path>,
         delta: &WeightFile,
+    ) -> Result<TextEncoder> {
+        Self::load_with_delta_prefixed(base_dir, delta, "")
+    }
+
+    /// [`Self::load_with_delta_file`] for a file that holds the delta's tensors under
+    /// `{prefix}{name}` (tensors outside the prefix are ignored) and its [`DELTA_KEY`]
+    /// metadata: a model checkpoint that carries its text encoder's delta.
+    pub fn load_with_delta_prefixed(
+        base_dir: impl AsRef<Path>,
+        delta: &WeightFile,
+        prefix: &str,
     ) -> Result<TextEncoder> {
         let base_dir = base_dir.as_ref();
         let bad = |msg: String| Error::Invalid(format!("{}: {msg}", delta.origin()));
@@ -315,27 +333,37 @@ impl TextEncoder {
             )));
         }
         let mut enc = TextEncoder::load(base_dir, fine_tune)?;
-        enc.apply_delta(delta)?;
+        enc.apply_delta_prefixed(delta, prefix)?;
         Ok(enc)
     }
 
     /// Overwrites the trained parameters with the tensors of `delta`, which must hold exactly
     /// those (an error names a missing, misshapen or unexpected tensor).
     pub fn apply_delta(&mut self, delta: &WeightFile) -> Result<()> {
-        let mut trained = self.bert.params_mut();
-        load_values(&mut trained, delta).map_err(|e| e.in_origin(delta.origin()))?;
-        let names: HashSet<&str> = trained.iter().map(|p| p.name.as_str()).collect();
+        self.apply_delta_prefixed(delta, "")
+    }
+
+    /// [`Self::apply_delta`] for tensors stored as `{prefix}{name}`; tensors outside the
+    /// prefix are ignored.
+    pub fn apply_delta_prefixed(&mut self, delta: &WeightFile, prefix: &str) -> Result<()> {
+        let origin = |e: EngineError| e.in_origin(delta.origin());
+        let mut names = HashSet::new();
+        for p in self.bert.params_mut() {
+            let name = format!("{prefix}{}", p.name);
+            let t = delta.tensor(&name, &p.shape).map_err(origin)?;
+            p.value.copy_from_slice(t.as_slice());
+            names.insert(name);
+        }
         let extra: Vec<String> = delta
             .names()
-            .filter(|n| !names.contains(n))
+            .filter(|n| n.starts_with(prefix) && !names.contains(*n))
             .map(String::from)
             .collect();
         if !extra.is_empty() {
-            return Err(EngineError::UnexpectedTensors {
+            return Err(origin(EngineError::UnexpectedTensors {
                 model: format!("text encoder delta ({})", self.bert.fine_tune().name()),
                 names: extra,
-            }
-            .in_origin(delta.origin())
+            })
             .into());
         }
         Ok(())

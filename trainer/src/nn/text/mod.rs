@@ -52,6 +52,8 @@ pub mod encoder;
 pub mod pool;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
 
 pub use encoder::TextEncoder;
@@ -465,24 +467,51 @@ impl BertEncoder {
     /// caches of the trained part; the frozen part runs without dropout and keeps nothing.
     /// Dropout in the trained part is active when `rng` is given.
     pub fn forward(&self, b: &TextBatch, mut rng: Option<&mut Rng>) -> (Vec<f32>, BertCache) {
-        let first = self.first_trained();
-        let (mut x, emb) = if self.embeddings_trained() {
-            let (x, c) = self.embeddings.forward(b, rng.as_deref_mut());
-            (x, Some(c))
-        } else {
-            (self.embeddings.forward(b, None).0, None)
-        };
-        let mut layers = Vec::with_capacity(self.layers.len() - first);
-        for (i, layer) in self.layers.iter().enumerate() {
-            if i < first {
-                x = layer.forward(&x, b, None).0;
-            } else {
-                let (y, c) = layer.forward(&x, b, rng.as_deref_mut());
-                layers.push(c);
-                x = y;
+        match self.frozen_states(b) {
+            Some(x) => self.forward_trained(x, b, rng),
+            None => {
+                let (x, c) = self.embeddings.forward(b, rng.as_deref_mut());
+                let (y, mut cache) = self.forward_trained(x, b, rng);
+                cache.emb = Some(c);
+                (y, cache)
             }
         }
-        (x, BertCache { emb, layers })
+    }
+
+    /// The output of the frozen part for the batch, `[batch·len, H]`: the input of the lowest
+    /// trained layer (the last hidden states when frozen), computed in evaluation mode; `None`
+    /// when the embeddings train (no part is frozen). A real row does not depend on the
+    /// padding rows nor on the padded length, so a caller may compute it once per text, keep
+    /// the real rows, and rebuild a batch's input from them (padding rows filled with
+    /// anything) for [`Self::forward_trained`].
+    pub fn frozen_states(&self, b: &TextBatch) -> Option<Vec<f32>> {
+        if self.embeddings_trained() {
+            return None;
+        }
+        let mut x = self.embeddings.forward(b, None).0;
+        for layer in &self.layers[..self.first_trained()] {
+            x = layer.forward(&x, b, None).0;
+        }
+        Some(x)
+    }
+
+    /// The trained layers over `x` (`[batch·len, H]`, the input of the lowest trained layer,
+    /// e.g. [`Self::frozen_states`]), with their caches (no embedding cache: a backward from it
+    /// stops at the lowest trained layer). Dropout is active when `rng` is given.
+    pub fn forward_trained(
+        &self,
+        mut x: Vec<f32>,
+        b: &TextBatch,
+        mut rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, BertCache) {
+        let first = self.first_trained();
+        let mut layers = Vec::with_capacity(self.layers.len() - first);
+        for layer in &self.layers[first..] {
+            let (y, c) = layer.forward(&x, b, rng.as_deref_mut());
+            layers.push(c);
+            x = y;
+        }
+        (x, BertCache { emb: None, layers })
     }
 
     /// The last hidden states in evaluation mode, without caches.

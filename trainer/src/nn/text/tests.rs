@@ -2,32 +2,13 @@
 //! forward against the engine's encoder (a small random BERT folder, and all-MiniLM-L6-v2
 //! where present), and delta checkpoints.
 
+use super::fixtures::{random_bert_dir, small_config, temp_dir};
 use super::pool::{l2_backward, l2_forward, pool_backward, pool_forward};
 use super::*;
 use crate::nn::gradcheck::{GradCheck, assert_grad, assert_param_grads, project, randomize};
-use seqrec_engine::testing::write_random_bert;
 use seqrec_engine::text::{TextEncoder as EngineEncoder, TextOptions};
 use seqrec_engine::{DType, WeightFile};
 use seqrec_kernels::testing::max_abs_diff;
-use std::path::PathBuf;
-
-const VOCAB: &[&str] = &[
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "toy", "story", "the", "golden", "##eye", "day",
-    "night",
-];
-
-fn small_config() -> BertConfig {
-    BertConfig {
-        vocab_size: VOCAB.len(),
-        hidden_size: 8,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 12,
-        max_position_embeddings: 8,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-    }
-}
 
 /// Three sequences of 5, 3 and 1 tokens: padding in two of them, one of a single token.
 fn seqs() -> Vec<Vec<u32>> {
@@ -273,20 +254,6 @@ fn bad_sequences_are_errors() {
     assert!(TextBatch::new(&[&long], &cfg).is_err());
     assert_eq!(FineTune::parse("top:3").unwrap(), FineTune::Top(3));
     assert!(FineTune::parse("some").is_err());
-}
-
-/// A fresh folder under the temp dir, unique per test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("seqrec-textenc-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn random_bert_dir(name: &str, seed: u64) -> PathBuf {
-    let dir = temp_dir(name);
-    write_random_bert(&dir, &small_config(), VOCAB, 8, seed).unwrap();
-    dir
 }
 
 /// The largest difference between the trainer's and the engine's sentence vectors for
