@@ -5,7 +5,7 @@ use super::checkpoint::{BERT_PREFIX, TextSource};
 use super::*;
 use crate::nn::gradcheck::{GradCheck, assert_param_grads, project, randomize};
 use crate::nn::text::fixtures::{random_bert_dir, small_config as bert_config};
-use crate::nn::text::{BertEncoder, FineTune, Pooling, TextEncoder};
+use crate::nn::text::{BertEncoder, FineTune, Lora, Pooling, TextEncoder};
 use crate::nn::{Adam, Module, Rng};
 use seqrec_engine::WeightFile;
 
@@ -90,7 +90,12 @@ fn examples() -> Vec<CpcExample> {
 fn text_tower_gradients_under_every_fine_tuning() {
     let items = [2u32, 5, 1, 4];
     let w = Rng::new(3).normal_vec(items.len() * 8, 1.0);
-    for fine_tune in [FineTune::Frozen, FineTune::Top(1), FineTune::All] {
+    for fine_tune in [
+        FineTune::Frozen,
+        FineTune::Top(1),
+        FineTune::All,
+        FineTune::Lora(Lora::default()),
+    ] {
         let m = text_model(fine_tune, 10, 0.1);
         let ItemTower::Text(base) = m.tower else {
             unreachable!()
@@ -109,6 +114,8 @@ fn text_tower_gradients_under_every_fine_tuning() {
                 FineTune::Frozen => 0,
                 FineTune::Top(_) => 16,
                 FineTune::All => 5 + 2 * 16,
+                // A and B on the query and value of both layers.
+                FineTune::Lora(_) => 2 * 2 * 2,
             }
         );
     }

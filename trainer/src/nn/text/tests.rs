@@ -15,14 +15,14 @@ fn seqs() -> Vec<Vec<u32>> {
     vec![vec![2, 5, 6, 7, 3], vec![2, 8, 3], vec![2]]
 }
 
-fn batch() -> TextBatch {
+pub(super) fn batch() -> TextBatch {
     let s = seqs();
     let refs: Vec<&[u32]> = s.iter().map(Vec::as_slice).collect();
     TextBatch::new(&refs, &small_config()).unwrap()
 }
 
 /// A random encoder with dropout `p` everywhere and non-trivial LayerNorms and biases.
-fn encoder(seed: u64, p: f32) -> BertEncoder {
+pub(super) fn encoder(seed: u64, p: f32) -> BertEncoder {
     let mut rng = Rng::new(seed);
     let mut e = BertEncoder::new(&small_config(), "", p, p, &mut rng).unwrap();
     randomize(&mut e, &mut rng, 0.3);
@@ -32,7 +32,7 @@ fn encoder(seed: u64, p: f32) -> BertEncoder {
 // Finite differences through LN, softmax, GELU and the projections with unit-scale values, as
 // the attention tests (`nn/attention/tests.rs`) argue: eps 2^-5, atol 2e-4, rtol 2e-3 (a
 // dropped term or a wrong scale is off by O(1) relative).
-fn check() -> GradCheck {
+pub(super) fn check() -> GradCheck {
     GradCheck::new(0.03125, 2e-4, 2e-3)
 }
 
