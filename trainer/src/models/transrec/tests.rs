@@ -123,7 +123,11 @@ fn text_tower_gradients_under_every_fine_tuning() {
 
 #[test]
 fn frozen_cache_gives_the_same_vectors_and_counts_its_floats() {
-    for fine_tune in [FineTune::Frozen, FineTune::Top(1)] {
+    let top_lora = FineTune::Lora(Lora {
+        layers: Some(1),
+        ..Lora::default()
+    });
+    for fine_tune in [FineTune::Frozen, FineTune::Top(1), top_lora] {
         let mut m = text_model(fine_tune, 20, 0.0);
         let items = [6u32, 1, 3];
         let before = m.tower.forward(&items, None).unwrap().0;

@@ -26,12 +26,17 @@
 //! # Fine-tuning
 //!
 //! [`FineTune`] chooses what trains: nothing ([`FineTune::Frozen`]), the top `n` transformer
-//! layers ([`FineTune::Top`]), or every layer and the embeddings ([`FineTune::All`]). The
-//! frozen part runs in evaluation mode (no dropout) without keeping any activation, and the
-//! backward stops at the lowest trained layer: no gradient is computed below it. Frozen
-//! parameters hold no gradient buffer (`Param::grad` is empty), and [`Module::params`] lists
-//! the trained parameters only, so optimizers, gradient norms and the saved delta
-//! ([`encoder`]) see exactly those.
+//! layers ([`FineTune::Top`]), every layer and the embeddings ([`FineTune::All`]), or LoRA
+//! adapters on the attention's projections with every base tensor frozen
+//! ([`FineTune::Lora`], see [`lora`]: rank 8, alpha 16 on query and value of every layer by
+//! default). LoRA is a mode of its own rather than an addition to `Top(n)`: one setting says
+//! what a delta holds and what the frozen-part cache may skip. The frozen part below the
+//! lowest trained (or adapted) layer runs in evaluation mode (no dropout) without keeping any
+//! activation, and the backward stops at that layer: no gradient is computed below it. Above
+//! it, a LoRA backward runs through the frozen layers for their input gradients only. Frozen
+//! parameters hold no gradient buffer (`Param::grad` is empty) and receive no gradient, and
+//! [`Module::params`] lists the trained parameters only, so optimizers, gradient norms and the
+//! saved delta ([`encoder`]) see exactly those.
 //!
 //! # Memory
 //!
@@ -44,7 +49,9 @@
 //! MiniLM (H = 384, I = 1536, 12 heads) that is 6144 + 12·len floats, about 25 KiB per token
 //! and layer at `len` = 32: a batch of 256 titles of 32 tokens with the top 2 layers trained
 //! keeps about 400 MiB. Trained embeddings add H floats per token (the LN input). The frozen
-//! layers below need only the transient buffers of one layer at a time.
+//! layers below need only the transient buffers of one layer at a time. Under LoRA every layer
+//! from the lowest adapted one up keeps these caches, plus `rank` floats per token per adapter
+//! (16 per layer with the defaults; [`lora`] gives the compute cost).
 //! [`BertEncoder::cached_floats_per_token`] gives the figure for a setting (a test checks it
 //! against the caches' actual sizes).
 
