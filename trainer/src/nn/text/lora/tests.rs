@@ -3,10 +3,13 @@
 //! floats, settings, and adapter deltas over a base folder.
 
 use super::super::fixtures::{random_bert_dir, temp_dir};
-use super::super::tests::{batch, check, encoder};
+use super::super::tests::{
+    assert_delta_round_trip, base_values, batch, check_encoder_grads, encoder,
+    pull_two_texts_together,
+};
 use super::super::{BertEncoder, FineTune, Pooling, TextEncoder, encoder as enc_mod};
 use super::*;
-use crate::nn::gradcheck::{assert_param_grads, project, randomize};
+use crate::nn::gradcheck::randomize;
 use crate::nn::param::to_safetensors;
 use seqrec_engine::WeightFile;
 use seqrec_kernels::testing::max_abs_diff;
@@ -18,10 +21,6 @@ fn adapted(mut bert: BertEncoder, cfg: Lora, seed: u64) -> BertEncoder {
         .unwrap();
     randomize(&mut bert, &mut rng, 0.3);
     bert
-}
-
-fn base_values(bert: &BertEncoder) -> Vec<Vec<f32>> {
-    bert.all_params().iter().map(|p| p.value.clone()).collect()
 }
 
 #[test]
@@ -45,7 +44,6 @@ fn untrained_adapters_leave_the_output_unchanged() {
 
 #[test]
 fn adapter_gradients_match_finite_differences() {
-    let b = batch();
     let settings = [
         // Query and value of both layers: layer 0's adapters are reached through layer 1.
         Lora::default(),
@@ -58,19 +56,12 @@ fn adapter_gradients_match_finite_differences() {
         },
     ];
     for cfg in settings {
-        let bert = adapted(encoder(6, 0.1), cfg, 7);
-        let base = TextEncoder::from_parts(bert, Pooling::Mean, true);
-        let w = Rng::new(8).normal_vec(b.batch() * 8, 1.0);
-        let run = |m: &TextEncoder| project(&m.forward(&b, Some(&mut Rng::new(9))).0, &w);
-        let mut trained = base.clone();
-        let (_, cache) = trained.forward(&b, Some(&mut Rng::new(9)));
-        trained.backward(&b, &cache, &w);
-        let worst = assert_param_grads(&cfg.name(), &base, &trained, run, &check());
+        let (trained, cache, worst) = check_encoder_grads(adapted(encoder(6, 0.1), cfg, 7));
         eprintln!("{}: worst relative error {worst:e}", cfg.name());
         let targets = cfg.targets.0.iter().filter(|t| **t).count();
         let layers = cfg.layers.unwrap_or(2);
         assert_eq!(trained.params().len(), 2 * targets * layers);
-        assert_eq!(cache.bert.layers.len(), layers);
+        assert_eq!(cache.layers.len(), layers);
         for p in trained.params() {
             assert!(p.name.contains(".lora_"), "{}", p.name);
             assert!(
@@ -86,28 +77,12 @@ fn adapter_gradients_match_finite_differences() {
 
 #[test]
 fn adam_on_the_adapters_lowers_a_loss_and_keeps_the_base() {
-    // As the top-layer test in `text/tests.rs`: pull two texts' unit vectors together.
-    use crate::nn::{Adam, Optimizer, param::zero_grads};
     let b = batch();
     let mut bert = encoder(16, 0.0);
     bert.set_fine_tune(FineTune::Lora(Lora::default())).unwrap();
     let before = base_values(&bert);
     let mut enc = TextEncoder::from_parts(bert, Pooling::Mean, true);
-    let mut opt = Adam::new(0.0);
-    let cosine = |y: &[f32]| -> f32 { y[..8].iter().zip(&y[8..16]).map(|(a, c)| a * c).sum() };
-    let first = cosine(&enc.infer(&b));
-    for _ in 0..20 {
-        let (y, cache) = enc.forward(&b, None);
-        let mut d = vec![0.0; y.len()];
-        for j in 0..8 {
-            d[j] = -y[8 + j];
-            d[8 + j] = -y[j];
-        }
-        enc.backward(&b, &cache, &d);
-        opt.step(&mut enc.params_mut(), 0.01);
-        zero_grads(&mut enc.params_mut());
-    }
-    let last = cosine(&enc.infer(&b));
+    let (first, last) = pull_two_texts_together(&mut enc, &b);
     assert!(1.0 - last < 0.5 * (1.0 - first), "cosine {first} -> {last}");
     assert_eq!(base_values(&enc.bert), before);
     assert!(
@@ -249,25 +224,9 @@ fn adapter_delta_round_trip_and_mismatches() {
         "{meta}"
     );
 
-    let back = TextEncoder::load_with_delta(&dir, &out).unwrap();
-    assert_eq!(back.bert.fine_tune(), ft);
-    assert_eq!(base_values(&back.bert), base);
-    let values =
-        |e: &TextEncoder| -> Vec<Vec<f32>> { e.params().iter().map(|p| p.value.clone()).collect() };
-    assert_eq!(values(&back), values(&enc));
-    let b = batch();
-    assert_eq!(back.infer(&b), enc.infer(&b));
-
-    // Another base model: refused, naming both fingerprints.
     let other = random_bert_dir("lora-other", 23);
-    let err = TextEncoder::load_with_delta(&other, &out)
-        .unwrap_err()
-        .to_string();
-    let found = enc_mod::fingerprint(&other.join("model.safetensors")).unwrap();
-    assert!(
-        err.contains(&found) && err.contains("not the same base"),
-        "{err}"
-    );
+    assert_delta_round_trip(&enc, &dir, &out, &other);
+    assert_eq!(base_values(&enc.bert), base);
 
     // Tensors of rank 4 under a rank-8 setting: the error names the tensor and both shapes.
     let rank4 = FineTune::Lora(Lora {
