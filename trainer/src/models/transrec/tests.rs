@@ -429,7 +429,18 @@ fn loaded_model(
     uep: bool,
     seed: u64,
 ) -> TransRecModel {
-    let encoder = TextEncoder::load(dir, FineTune::Top(1)).unwrap();
+    loaded_model_with(dir, FineTune::Top(1), texts, uep, seed)
+}
+
+/// [`loaded_model`] with the encoder's fine-tuning `fine_tune`.
+fn loaded_model_with(
+    dir: &std::path::Path,
+    fine_tune: FineTune,
+    texts: Vec<Vec<u32>>,
+    uep: bool,
+    seed: u64,
+) -> TransRecModel {
+    let encoder = TextEncoder::load(dir, fine_tune).unwrap();
     let mut cfg = config(0.0);
     cfg.n_items = texts.len();
     cfg.uep = uep;
@@ -452,6 +463,33 @@ fn values(params: Vec<&crate::nn::Param>) -> Vec<(String, Vec<f32>)> {
         .into_iter()
         .map(|p| (p.name.clone(), p.value.clone()))
         .collect()
+}
+
+#[test]
+fn checkpoint_round_trip_with_lora_adapters() {
+    // The checkpoint carries the adapters (A and B of query and value in both layers) under
+    // the encoder prefix, and loads back over the same base folder.
+    let dir = random_bert_dir("transrec-lora", 90);
+    let source = loaded_model_with(&dir, FineTune::Lora(Lora::default()), texts(), true, 91);
+    let file = WeightFile::from_bytes(&source.to_safetensors().unwrap()).unwrap();
+    let bert: Vec<&str> = file
+        .names()
+        .filter(|n| n.starts_with(BERT_PREFIX))
+        .collect();
+    assert_eq!(bert.len(), 8, "{bert:?}");
+    assert!(bert.iter().all(|n| n.contains(".lora_")), "{bert:?}");
+    let source_dir = TextSource {
+        dir: &dir,
+        texts: texts(),
+    };
+    let back = TransRecModel::load(&file, Some(source_dir)).unwrap();
+    assert_eq!(values(back.params()), values(source.params()));
+    let ex = examples();
+    assert_eq!(
+        back.cpc_forward(&ex, None).unwrap().0,
+        source.cpc_forward(&ex, None).unwrap().0
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
