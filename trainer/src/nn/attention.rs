@@ -31,6 +31,7 @@ use crate::nn::Rng;
 use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm};
 use seqrec_kernels::cpu::softmax::softmax_rows;
+use seqrec_kernels::cpu::vector;
 
 /// Sizes of one attention call: `batch` groups (sequences), each with `len` query rows
 /// attending to `keys` key rows (`keys = len` for self-attention; cross-attention reads
@@ -308,6 +309,11 @@ pub struct SelfAttentionCache {
 }
 
 impl SelfAttentionCache {
+    /// The sublayer's input `x` (`[batch·len, H]`).
+    pub fn input(&self) -> &[f32] {
+        &self.x
+    }
+
     /// Floats held (memory accounting; dropout masks, one byte per value, not counted).
     pub fn floats(&self) -> usize {
         self.x.len()
@@ -372,7 +378,22 @@ impl SelfAttention {
         batch: usize,
         len: usize,
         key_valid: Option<&[bool]>,
+        rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, SelfAttentionCache) {
+        self.forward_with(x, batch, len, key_valid, rng, [None; 3])
+    }
+
+    /// [`Self::forward`] with terms `add` (`[batch·len, H]` each, or `None`) added to the
+    /// query, key and value projections before the attention (e.g. the outputs of low-rank
+    /// adapters); [`Self::backward_qkv`] returns the gradients of those sums.
+    pub fn forward_with(
+        &self,
+        x: &[f32],
+        batch: usize,
+        len: usize,
+        key_valid: Option<&[bool]>,
         mut rng: Option<&mut Rng>,
+        add: [Option<&[f32]>; 3],
     ) -> (Vec<f32>, SelfAttentionCache) {
         let hd = self.hidden();
         let rows = batch * len;
@@ -384,9 +405,13 @@ impl SelfAttention {
             x.len()
         );
         let shape = AttnShape::self_attention(batch, len, self.heads, self.head_dim, self.causal);
-        let q = self.query.infer(x, rows);
-        let k = self.key.infer(x, rows);
-        let v = self.value.infer(x, rows);
+        let [q, k, v] = [&self.query, &self.key, &self.value].map(|l| l.infer(x, rows));
+        let [q, k, v] = [(q, add[0]), (k, add[1]), (v, add[2])].map(|(mut p, a)| {
+            if let Some(a) = a {
+                vector::add(&mut p, a);
+            }
+            p
+        });
         let mut probs = vec![0.0; shape.probs_len()];
         attention_probs(&shape, &q, &k, key_valid, &mut probs);
         let mut ctx = vec![0.0; rows * hd];
@@ -419,6 +444,17 @@ impl SelfAttention {
 
     /// Adds every parameter gradient for `d_out` (`[batch·len, H]`) and returns `dX`.
     pub fn backward(&mut self, cache: &SelfAttentionCache, d_out: &[f32]) -> Vec<f32> {
+        self.backward_qkv(cache, d_out).0
+    }
+
+    /// [`Self::backward`] that also returns the gradients of the query, key and value
+    /// projections' outputs (`[batch·len, H]` each), which are those of the terms added by
+    /// [`Self::forward_with`]. The input `x` the projections saw is [`SelfAttentionCache::input`].
+    pub fn backward_qkv(
+        &mut self,
+        cache: &SelfAttentionCache,
+        d_out: &[f32],
+    ) -> (Vec<f32>, [Vec<f32>; 3]) {
         let shape = &cache.shape;
         let (rows, hd) = (shape.rows(), self.hidden());
         // Residual + LN: the sum's gradient reaches X directly and the dense output.
@@ -443,7 +479,7 @@ impl SelfAttention {
         self.query.backward_with_input(x, rows, &dq, &mut dx, true);
         self.key.backward_with_input(x, rows, &dk, &mut dx, true);
         self.value.backward_with_input(x, rows, &dv, &mut dx, true);
-        dx
+        (dx, [dq, dk, dv])
     }
 }
 

@@ -152,8 +152,11 @@ impl Linear {
             self.weight.name,
             d_out.len()
         );
-        weight_grad(&mut self.weight.grad, d_out, x, m, n, k);
-        if let Some(b) = &mut self.bias {
+        // A frozen parameter (no gradient buffer) gets no gradient; `dX` is still computed.
+        if !self.weight.grad.is_empty() {
+            weight_grad(&mut self.weight.grad, d_out, x, m, n, k);
+        }
+        if let Some(b) = self.bias.as_mut().filter(|b| !b.grad.is_empty()) {
             bias_grad(&mut b.grad, d_out, n);
         }
         input_grad(dx, d_out, &self.weight.value, m, n, k, accumulate);

@@ -95,6 +95,26 @@ impl LayerNorm {
             cache.rows
         );
         let mut dx = vec![0.0f32; cache.rows * d];
+        // A frozen γ or β (no gradient buffer) accumulates into a scratch buffer that is
+        // dropped: only the input gradient is wanted.
+        let scratch = |g: &[f32]| {
+            if g.is_empty() {
+                vec![0.0; d]
+            } else {
+                Vec::new()
+            }
+        };
+        let (mut sg, mut sb) = (scratch(&self.weight.grad), scratch(&self.bias.grad));
+        let dg = if sg.is_empty() {
+            &mut self.weight.grad
+        } else {
+            &mut sg
+        };
+        let db = if sb.is_empty() {
+            &mut self.bias.grad
+        } else {
+            &mut sb
+        };
         layer_norm_backward(
             &cache.x,
             d,
@@ -102,8 +122,8 @@ impl LayerNorm {
             &self.weight.value,
             d_out,
             &mut dx,
-            &mut self.weight.grad,
-            &mut self.bias.grad,
+            dg,
+            db,
         );
         dx
     }

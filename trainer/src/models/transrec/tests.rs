@@ -5,7 +5,7 @@ use super::checkpoint::{BERT_PREFIX, TextSource};
 use super::*;
 use crate::nn::gradcheck::{GradCheck, assert_param_grads, project, randomize};
 use crate::nn::text::fixtures::{random_bert_dir, small_config as bert_config};
-use crate::nn::text::{BertEncoder, FineTune, Pooling, TextEncoder};
+use crate::nn::text::{BertEncoder, FineTune, Lora, Pooling, TextEncoder};
 use crate::nn::{Adam, Module, Rng};
 use seqrec_engine::WeightFile;
 
@@ -90,7 +90,12 @@ fn examples() -> Vec<CpcExample> {
 fn text_tower_gradients_under_every_fine_tuning() {
     let items = [2u32, 5, 1, 4];
     let w = Rng::new(3).normal_vec(items.len() * 8, 1.0);
-    for fine_tune in [FineTune::Frozen, FineTune::Top(1), FineTune::All] {
+    for fine_tune in [
+        FineTune::Frozen,
+        FineTune::Top(1),
+        FineTune::All,
+        FineTune::Lora(Lora::default()),
+    ] {
         let m = text_model(fine_tune, 10, 0.1);
         let ItemTower::Text(base) = m.tower else {
             unreachable!()
@@ -109,6 +114,8 @@ fn text_tower_gradients_under_every_fine_tuning() {
                 FineTune::Frozen => 0,
                 FineTune::Top(_) => 16,
                 FineTune::All => 5 + 2 * 16,
+                // A and B on the query and value of both layers.
+                FineTune::Lora(_) => 2 * 2 * 2,
             }
         );
     }
@@ -116,7 +123,11 @@ fn text_tower_gradients_under_every_fine_tuning() {
 
 #[test]
 fn frozen_cache_gives_the_same_vectors_and_counts_its_floats() {
-    for fine_tune in [FineTune::Frozen, FineTune::Top(1)] {
+    let top_lora = FineTune::Lora(Lora {
+        layers: Some(1),
+        ..Lora::default()
+    });
+    for fine_tune in [FineTune::Frozen, FineTune::Top(1), top_lora] {
         let mut m = text_model(fine_tune, 20, 0.0);
         let items = [6u32, 1, 3];
         let before = m.tower.forward(&items, None).unwrap().0;
@@ -418,7 +429,18 @@ fn loaded_model(
     uep: bool,
     seed: u64,
 ) -> TransRecModel {
-    let encoder = TextEncoder::load(dir, FineTune::Top(1)).unwrap();
+    loaded_model_with(dir, FineTune::Top(1), texts, uep, seed)
+}
+
+/// [`loaded_model`] with the encoder's fine-tuning `fine_tune`.
+fn loaded_model_with(
+    dir: &std::path::Path,
+    fine_tune: FineTune,
+    texts: Vec<Vec<u32>>,
+    uep: bool,
+    seed: u64,
+) -> TransRecModel {
+    let encoder = TextEncoder::load(dir, fine_tune).unwrap();
     let mut cfg = config(0.0);
     cfg.n_items = texts.len();
     cfg.uep = uep;
@@ -441,6 +463,33 @@ fn values(params: Vec<&crate::nn::Param>) -> Vec<(String, Vec<f32>)> {
         .into_iter()
         .map(|p| (p.name.clone(), p.value.clone()))
         .collect()
+}
+
+#[test]
+fn checkpoint_round_trip_with_lora_adapters() {
+    // The checkpoint carries the adapters (A and B of query and value in both layers) under
+    // the encoder prefix, and loads back over the same base folder.
+    let dir = random_bert_dir("transrec-lora", 90);
+    let source = loaded_model_with(&dir, FineTune::Lora(Lora::default()), texts(), true, 91);
+    let file = WeightFile::from_bytes(&source.to_safetensors().unwrap()).unwrap();
+    let bert: Vec<&str> = file
+        .names()
+        .filter(|n| n.starts_with(BERT_PREFIX))
+        .collect();
+    assert_eq!(bert.len(), 8, "{bert:?}");
+    assert!(bert.iter().all(|n| n.contains(".lora_")), "{bert:?}");
+    let source_dir = TextSource {
+        dir: &dir,
+        texts: texts(),
+    };
+    let back = TransRecModel::load(&file, Some(source_dir)).unwrap();
+    assert_eq!(values(back.params()), values(source.params()));
+    let ex = examples();
+    assert_eq!(
+        back.cpc_forward(&ex, None).unwrap().0,
+        source.cpc_forward(&ex, None).unwrap().0
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

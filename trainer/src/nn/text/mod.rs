@@ -26,12 +26,17 @@
 //! # Fine-tuning
 //!
 //! [`FineTune`] chooses what trains: nothing ([`FineTune::Frozen`]), the top `n` transformer
-//! layers ([`FineTune::Top`]), or every layer and the embeddings ([`FineTune::All`]). The
-//! frozen part runs in evaluation mode (no dropout) without keeping any activation, and the
-//! backward stops at the lowest trained layer: no gradient is computed below it. Frozen
-//! parameters hold no gradient buffer (`Param::grad` is empty), and [`Module::params`] lists
-//! the trained parameters only, so optimizers, gradient norms and the saved delta
-//! ([`encoder`]) see exactly those.
+//! layers ([`FineTune::Top`]), every layer and the embeddings ([`FineTune::All`]), or LoRA
+//! adapters on the attention's projections with every base tensor frozen
+//! ([`FineTune::Lora`], see [`lora`]: rank 8, alpha 16 on query and value of every layer by
+//! default). LoRA is a mode of its own rather than an addition to `Top(n)`: one setting says
+//! what a delta holds and what the frozen-part cache may skip. The frozen part below the
+//! lowest trained (or adapted) layer runs in evaluation mode (no dropout) without keeping any
+//! activation, and the backward stops at that layer: no gradient is computed below it. Above
+//! it, a LoRA backward runs through the frozen layers for their input gradients only. Frozen
+//! parameters hold no gradient buffer (`Param::grad` is empty) and receive no gradient, and
+//! [`Module::params`] lists the trained parameters only, so optimizers, gradient norms and the
+//! saved delta ([`encoder`]) see exactly those.
 //!
 //! # Memory
 //!
@@ -44,11 +49,14 @@
 //! MiniLM (H = 384, I = 1536, 12 heads) that is 6144 + 12·len floats, about 25 KiB per token
 //! and layer at `len` = 32: a batch of 256 titles of 32 tokens with the top 2 layers trained
 //! keeps about 400 MiB. Trained embeddings add H floats per token (the LN input). The frozen
-//! layers below need only the transient buffers of one layer at a time.
+//! layers below need only the transient buffers of one layer at a time. Under LoRA every layer
+//! from the lowest adapted one up keeps these caches, plus `rank` floats per token per adapter
+//! (16 per layer with the defaults; [`lora`] gives the compute cost).
 //! [`BertEncoder::cached_floats_per_token`] gives the figure for a setting (a test checks it
 //! against the caches' actual sizes).
 
 pub mod encoder;
+pub mod lora;
 pub mod pool;
 
 #[cfg(test)]
@@ -57,6 +65,7 @@ pub(crate) mod fixtures;
 mod tests;
 
 pub use encoder::TextEncoder;
+pub use lora::{Lora, LoraTargets};
 pub use pool::{NormCache, PoolCache};
 
 use super::activation::{Dropout, DropoutCache};
@@ -66,6 +75,7 @@ use super::norm::{LayerNorm, LayerNormCache};
 use super::param::{Module, Param};
 use crate::error::{Error, Result};
 use crate::nn::Rng;
+use lora::{LayerAdapters, LayerAdaptersCache};
 use seqrec_engine::text::BertConfig;
 /// The engine's pooling modes, which [`TextEncoder`] trains through.
 pub use seqrec_engine::text::Pooling;
@@ -73,7 +83,7 @@ use seqrec_kernels::cpu::activation::Activation;
 use seqrec_kernels::cpu::vector;
 
 /// Which part of the encoder trains.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq)]
 pub enum FineTune {
     /// Nothing: the encoder is a fixed feature extractor.
     Frozen,
@@ -81,15 +91,19 @@ pub enum FineTune {
     Top(usize),
     /// Every transformer layer and the embeddings.
     All,
+    /// LoRA adapters on the attention projections ([`lora`]); every base tensor is frozen.
+    Lora(Lora),
 }
 
 impl FineTune {
-    /// `frozen`, `top:N` or `all` (the form saved in a delta's metadata).
+    /// `frozen`, `top:N`, `all` or [`Lora::name`]'s form (the form saved in a delta's
+    /// metadata).
     pub fn name(self) -> String {
         match self {
             FineTune::Frozen => "frozen".into(),
             FineTune::Top(n) => format!("top:{n}"),
             FineTune::All => "all".into(),
+            FineTune::Lora(l) => l.name(),
         }
     }
 
@@ -98,13 +112,14 @@ impl FineTune {
         match s {
             "frozen" => Ok(FineTune::Frozen),
             "all" => Ok(FineTune::All),
+            _ if s == "lora" || s.starts_with("lora:") => Lora::parse(s).map(FineTune::Lora),
             _ => s
                 .strip_prefix("top:")
                 .and_then(|n| n.parse().ok())
                 .map(FineTune::Top)
                 .ok_or_else(|| {
                     Error::Invalid(format!(
-                        "fine-tuning `{s}` is not one of frozen, top:N, all"
+                        "fine-tuning `{s}` is not one of frozen, top:N, all, lora[:...]"
                     ))
                 }),
         }
@@ -264,6 +279,9 @@ pub struct BertLayer {
     pub attention: SelfAttention,
     /// `encoder.layer.{i}.intermediate.dense`, `output.dense`, `output.LayerNorm`.
     pub ffn: FeedForward,
+    /// LoRA adapters on the attention's projections ([`FineTune::Lora`]). Not in the layer's
+    /// [`Module`] list, which holds the base model's tensors; [`BertEncoder`] lists them.
+    pub lora: Option<LayerAdapters>,
 }
 
 /// What [`BertLayer::backward`] needs.
@@ -271,6 +289,14 @@ pub struct BertLayer {
 pub struct BertLayerCache {
     att: SelfAttentionCache,
     ff: FeedForwardCache,
+    lora: Option<LayerAdaptersCache>,
+}
+
+impl BertLayerCache {
+    /// Floats held (dropout masks not counted).
+    pub fn floats(&self) -> usize {
+        self.att.floats() + self.ff.floats() + self.lora.as_ref().map_or(0, |c| c.floats())
+    }
 }
 
 /// Gives a linear layer the tensor names `{prefix}.weight` and `{prefix}.bias`.
@@ -316,7 +342,11 @@ impl BertLayer {
         rename_linear(&mut ffn.dense_1, &format!("{prefix}.intermediate.dense"));
         rename_linear(&mut ffn.dense_2, &format!("{prefix}.output.dense"));
         rename_ln(&mut ffn.ln, &format!("{prefix}.output.LayerNorm"));
-        BertLayer { attention, ffn }
+        BertLayer {
+            attention,
+            ffn,
+            lora: None,
+        }
     }
 
     /// The layer over the batch's rows `x` (`[batch·len, H]`); dropout is active when `rng`
@@ -327,17 +357,39 @@ impl BertLayer {
         b: &TextBatch,
         mut rng: Option<&mut Rng>,
     ) -> (Vec<f32>, BertLayerCache) {
-        let (y, att) =
-            self.attention
-                .forward(x, b.batch(), b.len, Some(&b.valid), rng.as_deref_mut());
+        let (terms, lora) = match &self.lora {
+            Some(a) => {
+                let (t, c) = a.forward(x, b.rows());
+                (t, Some(c))
+            }
+            None => Default::default(),
+        };
+        let add = terms.each_ref().map(|t| t.as_deref());
+        let (y, att) = self.attention.forward_with(
+            x,
+            b.batch(),
+            b.len,
+            Some(&b.valid),
+            rng.as_deref_mut(),
+            add,
+        );
         let (z, ff) = self.ffn.forward(&y, b.rows(), rng);
-        (z, BertLayerCache { att, ff })
+        (z, BertLayerCache { att, ff, lora })
     }
 
-    /// Adds every parameter gradient for `d_out` and returns the input gradient.
+    /// Adds every gradient of a parameter with a gradient buffer (frozen ones have none) for
+    /// `d_out` and returns the input gradient.
     pub fn backward(&mut self, cache: &BertLayerCache, d_out: &[f32]) -> Vec<f32> {
         let dy = self.ffn.backward(&cache.ff, d_out);
-        self.attention.backward(&cache.att, &dy)
+        match (&mut self.lora, &cache.lora) {
+            (Some(a), Some(c)) => {
+                let (mut dx, d_qkv) = self.attention.backward_qkv(&cache.att, &dy);
+                let x = cache.att.input();
+                a.backward(x, x.len() / self.attention.hidden(), c, &d_qkv, &mut dx);
+                dx
+            }
+            _ => self.attention.backward(&cache.att, &dy),
+        }
     }
 }
 
@@ -369,15 +421,16 @@ impl BertCache {
         emb + self
             .layers
             .iter()
-            .map(|c| c.att.floats() + c.ff.floats())
+            .map(BertLayerCache::floats)
             .sum::<usize>()
     }
 }
 
 impl BertEncoder {
     /// Floats [`Self::forward`] caches per token row of a batch padded to `len`, with the
-    /// current fine-tuning setting: `8·H + 2·I + heads·len` per trained layer, plus `H` when
-    /// the embeddings train (see the module docs).
+    /// current fine-tuning setting: `8·H + 2·I + heads·len` per layer the backward runs
+    /// through, plus `H` when the embeddings train, plus `rank` per LoRA adapter (see the
+    /// module docs).
     pub fn cached_floats_per_token(&self, len: usize) -> usize {
         let c = &self.cfg;
         let layer = 8 * c.hidden_size + 2 * c.intermediate_size + c.num_attention_heads * len;
@@ -386,7 +439,14 @@ impl BertEncoder {
         } else {
             0
         };
-        emb + (self.layers.len() - self.first_trained()) * layer
+        let adapters = match self.fine_tune {
+            FineTune::Lora(l) => {
+                let per_layer = l.targets.0.iter().filter(|on| **on).count();
+                (self.layers.len() - self.first_trained()) * per_layer * l.rank
+            }
+            _ => 0,
+        };
+        emb + (self.layers.len() - self.first_trained()) * layer + adapters
     }
 
     /// A randomly initialised encoder for `cfg` (tensor names prefixed by `prefix`, `""` or
@@ -429,17 +489,36 @@ impl BertEncoder {
     }
 
     /// Chooses what trains (see [`FineTune`]): trained parameters get a zero gradient buffer,
-    /// frozen ones none. `Top(n)` with more layers than the model has is an error.
+    /// frozen ones none. `Top(n)` with more layers than the model has, or an invalid LoRA
+    /// setting ([`Lora::validate`]), is an error. Any LoRA adapters are dropped, and
+    /// [`FineTune::Lora`] makes fresh ones, with `A` drawn from `Rng::new(0)` (see
+    /// [`Self::set_fine_tune_with`] to choose the draw).
     pub fn set_fine_tune(&mut self, fine_tune: FineTune) -> Result<()> {
-        if let FineTune::Top(n) = fine_tune {
-            if n > self.layers.len() {
+        self.set_fine_tune_with(fine_tune, &mut Rng::new(0))
+    }
+
+    /// [`Self::set_fine_tune`] drawing the fresh adapters' `A` from `rng`.
+    pub fn set_fine_tune_with(&mut self, fine_tune: FineTune, rng: &mut Rng) -> Result<()> {
+        let l = self.layers.len();
+        match fine_tune {
+            FineTune::Top(n) if n > l => {
                 return Err(Error::Invalid(format!(
-                    "cannot train the top {n} layers: the text encoder has {}",
-                    self.layers.len()
+                    "cannot train the top {n} layers: the text encoder has {l}"
                 )));
             }
+            FineTune::Lora(cfg) => cfg.validate(l)?,
+            _ => {}
         }
         self.fine_tune = fine_tune;
+        for layer in &mut self.layers {
+            layer.lora = None;
+        }
+        if let FineTune::Lora(cfg) = fine_tune {
+            let first = self.first_trained();
+            for layer in &mut self.layers[first..] {
+                layer.lora = Some(LayerAdapters::new(&layer.attention, &cfg, rng));
+            }
+        }
         for p in self.all_params_mut() {
             p.grad = Vec::new();
         }
@@ -449,14 +528,35 @@ impl BertEncoder {
         Ok(())
     }
 
-    /// Index of the lowest trained layer (`layers.len()` when no layer trains).
+    /// Index of the lowest trained layer, or, under [`FineTune::Lora`], of the lowest adapted
+    /// one: the backward runs through every layer from there up (`layers.len()` when no
+    /// layer trains).
     pub fn first_trained(&self) -> usize {
         let l = self.layers.len();
         match self.fine_tune {
             FineTune::Frozen => l,
             FineTune::Top(n) => l - n.min(l),
             FineTune::All => 0,
+            FineTune::Lora(cfg) => l - cfg.layers.unwrap_or(l).min(l),
         }
+    }
+
+    /// The encoder with its LoRA adapters folded into the projections' weights
+    /// (`W + (alpha/rank)·B·A`, see [`lora`]) and nothing trained: the same function as this
+    /// one (up to float rounding) at the base model's cost, for serving. An encoder without
+    /// adapters comes back frozen and otherwise unchanged.
+    pub fn merged(&self) -> BertEncoder {
+        let mut m = self.clone();
+        for layer in &mut m.layers {
+            if let Some(a) = layer.lora.take() {
+                a.merge_into(&mut layer.attention);
+            }
+        }
+        m.fine_tune = FineTune::Frozen;
+        for p in m.all_params_mut() {
+            p.grad = Vec::new();
+        }
+        m
     }
 
     fn embeddings_trained(&self) -> bool {
@@ -539,14 +639,15 @@ impl BertEncoder {
         }
     }
 
-    /// Every parameter, trained or not, in checkpoint order.
+    /// Every parameter of the base model, trained or not, in checkpoint order (LoRA adapters
+    /// are not part of it: [`Module::params`] lists them when they train).
     pub fn all_params(&self) -> Vec<&Param> {
         let mut v = self.embeddings.params();
         v.extend(self.layers.params());
         v
     }
 
-    /// Every parameter, trained or not, mutable (for loading weights).
+    /// Every parameter of the base model, trained or not, mutable (for loading weights).
     pub fn all_params_mut(&mut self) -> Vec<&mut Param> {
         let mut v = self.embeddings.params_mut();
         v.extend(self.layers.params_mut());
@@ -555,9 +656,16 @@ impl BertEncoder {
 }
 
 impl Module for BertEncoder {
-    /// The trained parameters only (see [`FineTune`]).
+    /// The trained parameters only (see [`FineTune`]): under [`FineTune::Lora`], the
+    /// adapters' `A` and `B`, layer by layer, query before value.
     fn params(&self) -> Vec<&Param> {
         let first = self.first_trained();
+        if let FineTune::Lora(_) = self.fine_tune {
+            return self.layers[first..]
+                .iter()
+                .flat_map(|l| l.lora.iter().flat_map(Module::params))
+                .collect();
+        }
         let mut v = if self.embeddings_trained() {
             self.embeddings.params()
         } else {
@@ -568,6 +676,12 @@ impl Module for BertEncoder {
     }
     fn params_mut(&mut self) -> Vec<&mut Param> {
         let first = self.first_trained();
+        if let FineTune::Lora(_) = self.fine_tune {
+            return self.layers[first..]
+                .iter_mut()
+                .flat_map(|l| l.lora.iter_mut().flat_map(Module::params_mut))
+                .collect();
+        }
         let mut v = if self.fine_tune == FineTune::All {
             self.embeddings.params_mut()
         } else {

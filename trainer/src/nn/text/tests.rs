@@ -15,14 +15,14 @@ fn seqs() -> Vec<Vec<u32>> {
     vec![vec![2, 5, 6, 7, 3], vec![2, 8, 3], vec![2]]
 }
 
-fn batch() -> TextBatch {
+pub(super) fn batch() -> TextBatch {
     let s = seqs();
     let refs: Vec<&[u32]> = s.iter().map(Vec::as_slice).collect();
     TextBatch::new(&refs, &small_config()).unwrap()
 }
 
 /// A random encoder with dropout `p` everywhere and non-trivial LayerNorms and biases.
-fn encoder(seed: u64, p: f32) -> BertEncoder {
+pub(super) fn encoder(seed: u64, p: f32) -> BertEncoder {
     let mut rng = Rng::new(seed);
     let mut e = BertEncoder::new(&small_config(), "", p, p, &mut rng).unwrap();
     randomize(&mut e, &mut rng, 0.3);
@@ -32,7 +32,7 @@ fn encoder(seed: u64, p: f32) -> BertEncoder {
 // Finite differences through LN, softmax, GELU and the projections with unit-scale values, as
 // the attention tests (`nn/attention/tests.rs`) argue: eps 2^-5, atol 2e-4, rtol 2e-3 (a
 // dropped term or a wrong scale is off by O(1) relative).
-fn check() -> GradCheck {
+pub(super) fn check() -> GradCheck {
     GradCheck::new(0.03125, 2e-4, 2e-3)
 }
 
@@ -131,17 +131,25 @@ fn pooling_and_normalisation_gradients() {
 /// Checks every trained parameter of `base` under `fine_tune` through the whole sentence
 /// encoder (mean pooling, normalisation, dropout with a fixed mask).
 fn check_encoder(fine_tune: FineTune) -> TextEncoder {
-    let b = batch();
     let mut bert = encoder(6, 0.1);
     bert.set_fine_tune(fine_tune).unwrap();
+    check_encoder_grads(bert).0
+}
+
+/// Checks every trained parameter of `bert` through the whole sentence encoder (mean pooling,
+/// normalisation, dropout with a fixed mask) on [`batch`]; returns the encoder after its
+/// backward, the forward's cache and the worst relative error.
+pub(super) fn check_encoder_grads(bert: BertEncoder) -> (TextEncoder, BertCache, f64) {
+    let b = batch();
+    let what = bert.fine_tune().name();
     let base = TextEncoder::from_parts(bert, Pooling::Mean, true);
     let w = Rng::new(8).normal_vec(b.batch() * 8, 1.0);
     let run = |m: &TextEncoder| project(&m.forward(&b, Some(&mut Rng::new(9))).0, &w);
     let mut trained = base.clone();
     let (_, cache) = trained.forward(&b, Some(&mut Rng::new(9)));
     trained.backward(&b, &cache, &w);
-    assert_param_grads(&fine_tune.name(), &base, &trained, run, &check());
-    trained
+    let worst = assert_param_grads(&what, &base, &trained, run, &check());
+    (trained, cache.bert, worst)
 }
 
 #[test]
@@ -203,37 +211,44 @@ fn cached_activations_match_the_documented_cost() {
     }
 }
 
-#[test]
-fn fine_tuning_the_top_layer_moves_only_it() {
-    // Adam on the top layer pulls the vectors of two texts together (cosine, unit vectors):
-    // the loss falls and every frozen tensor keeps its values.
+/// The base model's values, every tensor.
+pub(super) fn base_values(bert: &BertEncoder) -> Vec<Vec<f32>> {
+    bert.all_params().iter().map(|p| p.value.clone()).collect()
+}
+
+/// Runs 20 Adam steps (learning rate 0.01) on `enc`'s trained parameters that pull the vectors
+/// of the batch's first two texts together (loss −cos, unit vectors); returns the cosine
+/// before and after.
+pub(super) fn pull_two_texts_together(enc: &mut TextEncoder, b: &TextBatch) -> (f32, f32) {
     use crate::nn::{Adam, Optimizer, param::zero_grads};
-    let b = batch();
-    let mut bert = encoder(16, 0.0);
-    bert.set_fine_tune(FineTune::Top(1)).unwrap();
-    let mut enc = TextEncoder::from_parts(bert, Pooling::Mean, true);
-    let before: Vec<Vec<f32>> = enc
-        .bert
-        .all_params()
-        .iter()
-        .map(|p| p.value.clone())
-        .collect();
     let mut opt = Adam::new(0.0);
     let cosine = |y: &[f32]| -> f32 { y[..8].iter().zip(&y[8..16]).map(|(a, c)| a * c).sum() };
-    let first = cosine(&enc.infer(&b));
+    let first = cosine(&enc.infer(b));
     for _ in 0..20 {
-        let (y, cache) = enc.forward(&b, None);
+        let (y, cache) = enc.forward(b, None);
         // loss = −cos(y0, y1): its gradient is −y1 for y0 and −y0 for y1.
         let mut d = vec![0.0; y.len()];
         for j in 0..8 {
             d[j] = -y[8 + j];
             d[8 + j] = -y[j];
         }
-        enc.backward(&b, &cache, &d);
+        enc.backward(b, &cache, &d);
         opt.step(&mut enc.params_mut(), 0.01);
         zero_grads(&mut enc.params_mut());
     }
-    let last = cosine(&enc.infer(&b));
+    (first, cosine(&enc.infer(b)))
+}
+
+#[test]
+fn fine_tuning_the_top_layer_moves_only_it() {
+    // Adam on the top layer pulls the vectors of two texts together: the loss falls and every
+    // frozen tensor keeps its values.
+    let b = batch();
+    let mut bert = encoder(16, 0.0);
+    bert.set_fine_tune(FineTune::Top(1)).unwrap();
+    let mut enc = TextEncoder::from_parts(bert, Pooling::Mean, true);
+    let before = base_values(&enc.bert);
+    let (first, last) = pull_two_texts_together(&mut enc, &b);
     assert!(1.0 - last < 0.1 * (1.0 - first), "cosine {first} -> {last}");
     for (p, v) in enc.bert.all_params().iter().zip(&before) {
         let moved = p.value != *v;
@@ -304,6 +319,44 @@ fn forward_equals_the_engine_on_minilm() {
     assert!(i16_diff < 1e-4, "trainer vs engine (i16): {i16_diff:e}");
 }
 
+/// Loads the delta `delta`, saved from `enc` over the base folder `dir`: the same setting,
+/// base values, trained values and vectors as `enc`. Over the folder `other` it is refused,
+/// the error naming both fingerprints, the delta file and `other`.
+pub(super) fn assert_delta_round_trip(
+    enc: &TextEncoder,
+    dir: &std::path::Path,
+    delta: &std::path::Path,
+    other: &std::path::Path,
+) {
+    let back = TextEncoder::load_with_delta(dir, delta).unwrap();
+    assert_eq!(back.bert.fine_tune(), enc.bert.fine_tune());
+    let values =
+        |ps: Vec<&Param>| -> Vec<Vec<f32>> { ps.iter().map(|p| p.value.clone()).collect() };
+    assert_eq!(
+        values(back.bert.all_params()),
+        values(enc.bert.all_params())
+    );
+    assert_eq!(values(back.params()), values(enc.params()));
+    let b = batch();
+    assert_eq!(back.infer(&b), enc.infer(&b));
+
+    let err = TextEncoder::load_with_delta(other, delta)
+        .unwrap_err()
+        .to_string();
+    let (want, found) = (
+        encoder::fingerprint(&dir.join("model.safetensors")).unwrap(),
+        encoder::fingerprint(&other.join("model.safetensors")).unwrap(),
+    );
+    let file = delta.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains(&want)
+            && err.contains(&found)
+            && err.contains(&*file)
+            && err.contains(&other.display().to_string()),
+        "{err}"
+    );
+}
+
 #[test]
 fn delta_round_trip_and_base_mismatch() {
     let dir = random_bert_dir("delta-base", 12);
@@ -321,35 +374,8 @@ fn delta_round_trip_and_base_mismatch() {
     let names: Vec<&str> = file.names().collect();
     assert_eq!(names.len(), 16);
     assert!(names.iter().all(|n| n.starts_with("encoder.layer.1.")));
-    let back = TextEncoder::load_with_delta(&dir, &out).unwrap();
-    assert_eq!(back.bert.fine_tune(), FineTune::Top(1));
-    let values = |e: &TextEncoder| -> Vec<Vec<f32>> {
-        e.bert
-            .all_params()
-            .iter()
-            .map(|p| p.value.clone())
-            .collect()
-    };
-    assert_eq!(values(&back), values(&enc));
-    let b = batch();
-    assert_eq!(back.infer(&b), enc.infer(&b));
-
-    // Another base model: refused, naming both files and both fingerprints.
     let other = random_bert_dir("delta-other", 14);
-    let err = TextEncoder::load_with_delta(&other, &out)
-        .unwrap_err()
-        .to_string();
-    let (want, found) = (
-        encoder::fingerprint(&dir.join("model.safetensors")).unwrap(),
-        encoder::fingerprint(&other.join("model.safetensors")).unwrap(),
-    );
-    assert!(
-        err.contains(&want)
-            && err.contains(&found)
-            && err.contains("delta.safetensors")
-            && err.contains(&other.display().to_string()),
-        "{err}"
-    );
+    assert_delta_round_trip(&enc, &dir, &out, &other);
     // A delta whose tensors are not exactly the trained ones.
     let top2 = TextEncoder::load(&dir, FineTune::Top(2)).unwrap();
     let file = WeightFile::from_bytes(&top2.delta_bytes().unwrap()).unwrap();
