@@ -1,5 +1,5 @@
 //! Bounds-checked little-endian byte reading and writing, and CRC-32: the pieces shared by the
-//! session-state format ([`crate::model::SessionState::save`]) and the PyTorch checkpoint
+//! session-state format (`SessionState::save`) and the PyTorch checkpoint
 //! reader (`pth`). Both read untrusted bytes, so every read checks the remaining length and a
 //! failure names what was read, the offset and how many bytes were needed.
 

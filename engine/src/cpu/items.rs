@@ -71,7 +71,7 @@ impl CpuItems {
     /// summation order does not depend on how many items are scored together: a block, a
     /// whole catalog and a single re-scored item get the same score.
     ///
-    /// A table of more than [`STREAM_MIN_BYTES`] f32 rows is prefetched ahead of the scan (the
+    /// A table of more than `STREAM_MIN_BYTES` f32 rows is prefetched ahead of the scan (the
     /// same scores).
     pub fn score_block(&self, isa: Isa, h: &[f32], start: usize, out: &mut [f32]) {
         let (d, nb) = (h.len(), out.len());

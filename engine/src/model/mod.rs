@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_LEN: usize = 50;
 pub const MAX_WINDOW: usize = 1 << 16;
 
 /// Where a model computes: the CPU backend, or the CUDA backend on one GPU (feature `cuda`,
-/// [`crate::Cuda`]).
+/// `Cuda`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum Device {
     /// The CPU.

@@ -1,7 +1,7 @@
 //! The subset of Python's pickle protocol (versions 2 to 5) that `torch.save` writes, run as a
 //! data-only interpreter: nothing is imported or executed. A `GLOBAL` only names a class or a
 //! function; calling one (`REDUCE`, `NEWOBJ`) is allowed only for the callables listed in
-//! [`Call`] (tensor and storage rebuilding, `OrderedDict`, sets, `torch.device`, RecBole's
+//! `Call` (tensor and storage rebuilding, `OrderedDict`, sets, `torch.device`, RecBole's
 //! `Config` and enums, NumPy scalars), each of which builds a plain value here. Any other
 //! opcode or callable is an error naming it and its offset.
 //!

@@ -62,7 +62,7 @@ pub enum Ext {
 }
 
 impl Ext {
-    /// Every extension, in the order of [`Ext::bit`].
+    /// Every extension, in the order of `Ext::bit`.
     pub const ALL: &'static [Ext] = &[Ext::Vnni, Ext::Bf16];
 
     fn bit(self) -> u8 {

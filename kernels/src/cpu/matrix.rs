@@ -5,12 +5,12 @@
 //! column-major, transposed, padded and sub-matrix views are all strides over a slice. A
 //! [`MatRef`] may map several `(i, j)` to one element: overlapping rows (a row stride smaller
 //! than the number of columns) express sliding windows over a sequence without copying. A
-//! [`MatMut`] may not. Both are validated when built, so [`gemm`] is safe for every layout.
+//! [`MatMut`] may not. Both are validated when built, so [`gemm()`] is safe for every layout.
 //!
 //! Paths: [`gemm_ref`] plain loops with f64 accumulation; [`gemm_isa`] a pulp kernel (axpy
 //! rows when the right-hand side and destination have unit column stride, dot products when
 //! the left-hand side has unit column stride and the right-hand side unit row stride, strided
-//! scalar loops otherwise); [`gemm`] goes through the `gemm` crate under `std` and through
+//! scalar loops otherwise); [`gemm()`] goes through the `gemm` crate under `std` and through
 //! [`gemm_isa`] without it.
 //!
 //! Tolerance of every fast path against the reference: `1e-5·(1 + Σ_p |lhs(i,p)·rhs(p,j)|)`

@@ -3,7 +3,7 @@
 //!
 //! Layout: contiguous `f32` slices; the two operands of a binary op have equal lengths.
 //!
-//! The in-SIMD helpers ([`dot_simd`], [`axpy_simd`], [`add_simd`], [`scale_simd`]) are
+//! The in-SIMD helpers (`dot_simd`, `axpy_simd`, `add_simd`, `scale_simd`) are
 //! `pub(crate)` and `#[inline(always)]` so that other kernels call them from inside their own
 //! pulp bodies without losing the target features.
 //!

@@ -23,7 +23,7 @@ pub enum DataFormat {
 const KNOWN: &str = "recbole|recbole-benchmark|sasrec-txt|movielens";
 
 impl DataFormat {
-    /// Every format, in the order of [`KNOWN`] names.
+    /// Every format, in the order of the `KNOWN` names.
     pub const ALL: [DataFormat; 4] = [
         DataFormat::Recbole,
         DataFormat::RecboleBenchmark,

@@ -157,7 +157,7 @@ impl FromStr for Advantage {
     }
 }
 
-/// Agent hyper-parameters ([R] where the thesis is silent; see `docs/online.md`).
+/// Agent hyper-parameters (\[R\] where the thesis is silent; see `docs/online.md`).
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// Discount γ (0.9, §8.2).

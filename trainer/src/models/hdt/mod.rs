@@ -134,7 +134,7 @@ impl FromStr for BackboneKind {
     }
 }
 
-/// Hyper-parameters. Defaults follow §5.8 and the [R] choices of §5 / §10.
+/// Hyper-parameters. Defaults follow §5.8 and the \[R\] choices of §5 / §10.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HdtConfig {
     /// Which model.

@@ -4,7 +4,7 @@
 //! A backbone `G` ([`TrainModel`]: SASRec, GRU4Rec, NextItNet or Caser, with RecBole's tensor
 //! names and layout) gives the state `h_t` of a window; on it sit
 //! - a **supervised head** `logits = W_s h_t + b_s` over the catalog (`sup_head.weight`
-//!   `[n_items, d]`, `sup_head.bias` `[n_items]`, the SQN code's layer [C]), or with
+//!   `[n_items, d]`, `sup_head.bias` `[n_items]`, the SQN code's layer \[C\]), or with
 //!   [`SupHead::Tied`] the item embedding itself, `h_t · E_iᵀ` without a bias (RecBole's
 //!   scoring);
 //! - **Q heads** `Q(h_t, ·) = W_q h_t + b_q`: one (`q_head.*`) for SQN/SNQN/SA2C, three
