@@ -1039,7 +1039,7 @@ mod tests {
         }
     }
 
-    fn learns(kind: AgentKind, explore: Explore) -> (f64, f64) {
+    fn learns(kind: AgentKind, explore: Explore, seed: u64) -> (f64, f64) {
         let mut env = Walk::new();
         let shape = Shape::of(&env, 8);
         let cfg = AgentConfig {
@@ -1048,7 +1048,7 @@ mod tests {
             explore,
             ..AgentConfig::default()
         };
-        let mut agent = Agent::new(kind, cfg, shape, None, 3);
+        let mut agent = Agent::new(kind, cfg, shape, None, seed);
         let curve = crate::online::run::run_online(&mut agent, &mut env, 3000, 500, 20, 1, |_| {});
         // The start, and the mean of the last three points (1,500 steps).
         let tail = &curve[curve.len() - 3..];
@@ -1064,10 +1064,13 @@ mod tests {
             (AgentKind::Pg, Explore::Sample),
             (AgentKind::Dqn, Explore::Eps(0.1)),
         ] {
-            let (first, last) = learns(kind, explore);
+            // Over three agent seeds, so that one unlucky initial draw does not decide.
+            let runs: Vec<(f64, f64)> = (3..6).map(|s| learns(kind, explore, s)).collect();
+            let mean = |f: fn(&(f64, f64)) -> f64| runs.iter().map(f).sum::<f64>() / 3.0;
+            let (first, last) = (mean(|r| r.0), mean(|r| r.1));
             assert!(
                 first < 1.5 && last > first + 1.2,
-                "{kind}: R {first} -> {last}"
+                "{kind}: mean R {first} -> {last} ({runs:?})"
             );
         }
     }
@@ -1075,8 +1078,8 @@ mod tests {
     #[test]
     fn runs_are_deterministic_for_a_seed() {
         assert_eq!(
-            learns(AgentKind::A2c, Explore::Sample),
-            learns(AgentKind::A2c, Explore::Sample)
+            learns(AgentKind::A2c, Explore::Sample, 3),
+            learns(AgentKind::A2c, Explore::Sample, 3)
         );
     }
 }
