@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::nn::Rng;
 use seqrec_engine::pdit::Guidance;
 use seqrec_engine::weights::{WeightFile, serialize};
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -427,11 +426,6 @@ pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
         }
     }
     wins / (pos.len() * neg.len()) as f64
-}
-
-/// A JSON summary of the held-out figures.
-pub fn heldout_json(a: &Attributes) -> serde_json::Value {
-    json!(a.heldout)
 }
 
 #[cfg(test)]
