@@ -280,7 +280,14 @@ fn bench_matmul(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     let mut rng = Rng::new(2);
-    for (m, k, n) in [(50usize, 64usize, 64usize), (50, 64, 1024)] {
+    // The last shape is a training one: the input gradient dY·W of a text tower's 384-wide
+    // projection over a batch's tokens (about 16k rows), where the trainer takes `gemm`
+    // (`seqrec_trainer::nn::linear::GEMM_ROWS`).
+    for (m, k, n) in [
+        (50usize, 64usize, 64usize),
+        (50, 64, 1024),
+        (16384, 384, 384),
+    ] {
         let a = rng.normal_vec(m * k, 1.0);
         let b = rng.normal_vec(k * n, 0.1);
         let mut out = vec![0.0f32; m * n];

@@ -606,6 +606,7 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
         ("gru4rec", 150),
         ("nextitnet", 120),
         ("caser", 130),
+        ("transrec", 90),
     ]
     .into_iter()
     .enumerate()

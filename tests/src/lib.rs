@@ -69,6 +69,8 @@ pub fn small_config(arch: &str, n_items: usize, max_len: usize) -> Config {
             .with("nv", 2)
             .with("nh", 3)
             .with("n_users", 7),
+        // A served TransRec / IDRec model: the SASRec layout over an exported item table.
+        "transrec" | "idrec" => small_config("sasrec", n_items, max_len).with("model", arch),
         "modt4r" | "mrdt" => small_config("sasrec", n_items, max_len)
             .with("model", arch)
             .with("dt_n_layers", 2)

@@ -27,6 +27,7 @@ pub struct SasRec<B: Backend> {
     layers: Vec<(AttentionBlock<B>, FeedForward<B>)>,
     hidden: usize,
     max_len: usize,
+    name: &'static str,
 }
 
 /// Incremental state: each layer's keys and values for the positions encoded so far.
@@ -89,6 +90,7 @@ impl<B: Backend> SasRec<B> {
             layers,
             hidden,
             max_len,
+            name: "sasrec",
         })
     }
 
@@ -168,14 +170,19 @@ impl<B: Backend> SasRec<B> {
 
 impl<B: Backend> Architecture<B> for SasRec<B> {
     type State = SasRecState<B>;
-    const NAMES: &'static [&'static str] = &["sasrec"];
+    /// `transrec` and `idrec` are TransRec's user encoder over an exported item table (the
+    /// text tower's item vectors, or IDRec's ID table) in this same layout: a user encoder of
+    /// item vectors plus learned positions, scored by `U · z` over the table.
+    const NAMES: &'static [&'static str] = &["sasrec", "transrec", "idrec"];
 
-    fn load(be: &B, _name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
-        Self::load_from(be, cx.cfg, cx.ld, cx.n_items, cx.max_len)
+    fn load(be: &B, name: &'static str, cx: &mut LoadContext<'_, '_>) -> Result<Self> {
+        let mut m = Self::load_from(be, cx.cfg, cx.ld, cx.n_items, cx.max_len)?;
+        m.name = name;
+        Ok(m)
     }
 
     fn name(&self) -> &'static str {
-        "sasrec"
+        self.name
     }
 
     fn dim(&self) -> usize {

@@ -52,6 +52,8 @@ use super::matrix::gemm_raw;
 use half::f16;
 use weights::{F16Weights, F32Weights, I16Weights, Weights};
 
+#[cfg(feature = "std")]
+pub use super::matrix::set_gemm_threads;
 pub use super::matrix::{MatMut, MatRef, gemm};
 
 mod few;

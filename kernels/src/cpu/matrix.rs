@@ -395,6 +395,22 @@ pub fn gemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool)
     gemm_isa(Isa::f32_level(), dst, lhs, rhs, accumulate);
 }
 
+/// Threads one `gemm` crate product may use (see [`set_gemm_threads`]).
+#[cfg(feature = "std")]
+static GEMM_THREADS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+
+/// Lets every later product that goes through the `gemm` crate split its work over up to
+/// `threads` threads of the current rayon pool (1, the default, keeps each product on the
+/// calling thread, as serving wants: its parallelism is across requests). For one process
+/// doing one large computation at a time, such as a training run whose steps are a few
+/// products of thousands of rows; the crate keeps small products on one thread itself.
+/// Results may differ from the one-thread ones by rounding (the crate blocks the work by
+/// thread count).
+#[cfg(feature = "std")]
+pub fn set_gemm_threads(threads: usize) {
+    GEMM_THREADS.store(threads.max(1), core::sync::atomic::Ordering::Relaxed);
+}
+
 /// The one call site of `gemm::gemm`: `dst = (accumulate ? dst : 0) + lhs·rhs`.
 ///
 /// # Safety
@@ -441,7 +457,10 @@ pub(crate) unsafe fn gemm_raw(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            match GEMM_THREADS.load(core::sync::atomic::Ordering::Relaxed) {
+                0 | 1 => gemm::Parallelism::None,
+                n => gemm::Parallelism::Rayon(n),
+            },
         )
     }
 }

@@ -5,7 +5,7 @@
 
 use super::{CliError, CliResult, Format, out};
 use crate::data::session_boundaries;
-use crate::data::{self, DataError, DataFormat, SplitMethod};
+use crate::data::{self, DataError, DataFormat, EvalSeq, SplitMethod};
 use crate::eval::{EvalOptions, Evaluator, Popularity, Protocol, parse_metrics};
 use crate::scorer::EngineScorer;
 use crate::session_scorer::SessionScorer;
@@ -59,6 +59,10 @@ pub struct EvalArgs {
     /// Evaluate on the validation events instead of the test events.
     #[arg(long)]
     valid: bool,
+    /// Only the events whose target never appears in the training data (cold-start items;
+    /// a TransRec model scores them through their text).
+    #[arg(long)]
+    cold_start: bool,
     /// Seed of the sampled protocol's negatives (and of ratio splits); with --pdit-data, of the
     /// sampling noise (default 2020).
     #[arg(long)]
@@ -68,6 +72,33 @@ pub struct EvalArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+}
+
+/// The events of `seqs` whose target is absent from the training data, one evaluation
+/// sequence per event; an error when there is none.
+fn cold_start_events(split: &data::Split, seqs: &[EvalSeq]) -> Result<Vec<EvalSeq>, CliError> {
+    let counts = split.item_counts();
+    let counts = &counts;
+    let cold: Vec<EvalSeq> = seqs
+        .iter()
+        .flat_map(|s| {
+            (0..s.n_events()).filter_map(move |j| {
+                let (_, target) = s.event(j);
+                (counts.get(target as usize).copied().unwrap_or(0) == 0).then(|| EvalSeq {
+                    user: s.user,
+                    items: s.items[..s.first_target + j + 1].to_vec(),
+                    first_target: s.first_target + j,
+                    session_start: s.session_start,
+                })
+            })
+        })
+        .collect();
+    if cold.is_empty() {
+        return Err(CliError::input(
+            "--cold-start: no evaluation target is absent from the training data",
+        ));
+    }
+    Ok(cold)
 }
 
 pub(crate) fn parse_format(s: &str) -> Result<DataFormat, DataError> {
@@ -124,6 +155,13 @@ pub fn run(args: EvalArgs) -> CliResult {
     } else {
         &split.test
     };
+    let cold;
+    let seqs = if args.cold_start {
+        cold = cold_start_events(&split, seqs)?;
+        &cold
+    } else {
+        seqs
+    };
     let report = if args.model == "pop" {
         let pop = Popularity::from_split(&split);
         evaluator.evaluate_par(seqs, &pop)
@@ -157,18 +195,24 @@ pub fn run(args: EvalArgs) -> CliResult {
             "protocol": protocol.to_string(),
             "split": split.method.to_string(),
             "on": if args.valid { "valid" } else { "test" },
+            "cold_start": args.cold_start,
             "users": report.n_users,
             "events": report.n_events,
             "metrics": report,
         })),
         Format::Text => {
             out(format!(
-                "{} on {} ({} split, {} protocol, {}): {} users, {} events",
+                "{} on {} ({} split, {} protocol, {}{}): {} users, {} events",
                 args.model,
                 data_path.display(),
                 split.method,
                 protocol,
                 if args.valid { "valid" } else { "test" },
+                if args.cold_start {
+                    ", cold-start targets"
+                } else {
+                    ""
+                },
                 report.n_users,
                 report.n_events
             ))?;

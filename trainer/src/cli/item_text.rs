@@ -193,3 +193,74 @@ pub fn read_amazon(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
     }
     Ok((index_path, texts))
 }
+
+/// Every item's text by **internal** id of `ds` (`[0]`, padding, is `None`; an item listed
+/// without any text is `None` too), with the file the texts came from:
+/// - a data set read with an item side file (RecBole `.item`, MovieLens `u.item` or
+///   `movies.csv`): its token fields, title fields first, empty ones skipped, joined with
+///   `". "` as [`read_recbole`] does (ml-latest-small: `Toy Story (1995). Adventure Animation
+///   Children Comedy Fantasy`);
+/// - otherwise UniSRec's `.text` + `.item2index` pair in `dir` ([`read_amazon`]), the data
+///   set's item tokens being the indices.
+///
+/// A data set with neither is an error that names the folder.
+pub fn by_internal_id(
+    dir: &Path,
+    ds: &crate::data::Dataset,
+) -> Result<(String, Vec<Option<String>>), CliError> {
+    use crate::data::{Dataset, FieldType};
+    let vocab = ds.items();
+    let side = match ds {
+        Dataset::Interactions(i) => i.item_features.as_ref(),
+        Dataset::Presplit(p) => p.item_features.as_ref(),
+    };
+    if let Some(side) = side {
+        let is_text = |ty: &FieldType| matches!(ty, FieldType::Token | FieldType::TokenSeq);
+        let fields = side.fields();
+        let mut cols: Vec<&str> = fields
+            .iter()
+            .filter(|(n, t)| is_text(t) && n.contains("title"))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        cols.extend(
+            fields
+                .iter()
+                .filter(|(n, t)| is_text(t) && !n.contains("title"))
+                .map(|(n, _)| n.as_str()),
+        );
+        let texts = (0..vocab.len() as u32)
+            .map(|id| {
+                let parts: Vec<String> = cols
+                    .iter()
+                    .filter_map(|c| side.get(id, c)?.text())
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                (id != 0 && !parts.is_empty()).then(|| parts.join(". "))
+            })
+            .collect();
+        return Ok((format!("{} (item side file)", dir.display()), texts));
+    }
+    let has = |ext: &str| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == ext))
+        })
+    };
+    if !(dir.is_dir() && has("item2index") && has("text")) {
+        return Err(CliError::input(format!(
+            "{}: the data set's items have no text (no .item, u.item or movies.csv side file, \
+             and no UniSRec .text + .item2index pair)",
+            dir.display()
+        )));
+    }
+    let (path, by_index) = read_amazon(dir)?;
+    let texts = (0..vocab.len() as u32)
+        .map(|id| {
+            let index = vocab.token(id)?.parse::<u32>().ok()?;
+            (id != 0).then(|| by_index.get(&index)?.as_ref().map(|t| t.text.clone()))?
+        })
+        .collect();
+    Ok((path.display().to_string(), texts))
+}

@@ -21,6 +21,7 @@ mod score;
 mod train;
 mod train_dt;
 mod train_pdit;
+mod transrec;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Display;
@@ -145,6 +146,9 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// The id-aligned item-text embedding table of a dataset.
     EmbedItems(embed::EmbedItemsArgs),
+    /// A servable model from a TransRec / IDRec checkpoint: every item's vector computed from
+    /// the data set's texts (cold-start items included), for `score`, `eval` and the C ABI.
+    ExportItems(transrec::ExportItemsArgs),
     /// PDiT, the personalised diffusion transformer: fixture replay, data files.
     Pdit(pdit::PditArgs),
     /// A PDiT's recommendations for one history: a sampled latent of the next item's text,
@@ -209,6 +213,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Train(args) => train::run(*args),
         Command::Embed(args) => embed::run(args),
         Command::EmbedItems(args) => embed::run_items(args),
+        Command::ExportItems(args) => transrec::export_items(args),
         Command::Pdit(args) => pdit::run(args),
         Command::Generate(args) => pdit::generate(args),
         Command::Convert(args) => convert::run(args),

@@ -18,7 +18,8 @@ pub struct TrainArgs {
     /// Architecture: sasrec, gru4rec, nextitnet, caser, modt4r, mrdt; an RL method on
     /// --backbone: sqn, snqn, sa2c, smorl; a hierarchical session model hdt, interdt, hier
     /// (with --split session); or a generator on a PDiT data file (--pdit-data): pdit,
-    /// dreamrec.
+    /// dreamrec; a two-tower transfer model: transrec (text item tower, --text-encoder),
+    /// idrec (ID item tower).
     #[arg(long)]
     model: String,
     /// Data set: a directory or file (pdit and dreamrec read --pdit-data instead).
@@ -102,6 +103,9 @@ pub struct TrainArgs {
     /// Settings of the generators (pdit, dreamrec).
     #[command(flatten)]
     pdit: super::train_pdit::PditArgs,
+    /// Settings of TransRec and IDRec.
+    #[command(flatten)]
+    transrec: super::transrec::TransRecArgs,
 }
 
 pub fn run(args: TrainArgs) -> CliResult {
@@ -121,6 +125,36 @@ pub fn run(args: TrainArgs) -> CliResult {
         .data
         .as_ref()
         .ok_or_else(|| CliError::input(format!("--model {model_name} needs --data")))?;
+    if matches!(model_name.as_str(), "transrec" | "idrec") {
+        let common = super::transrec::Common {
+            model: &model_name,
+            data: data_path,
+            data_format: args.data_format,
+            split: args.split.as_deref(),
+            out: &args.out,
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            hidden: args.hidden_size,
+            n_layers: args.n_layers,
+            n_heads: args.n_heads,
+            max_len: args.max_len,
+            dropout: args.dropout,
+            seed: args.seed,
+            patience: args.patience,
+            valid_metric: args.valid_metric.as_deref(),
+            time_budget: args.time_budget,
+            threads: args.threads,
+            quiet: args.quiet,
+        };
+        return super::transrec::train(&common, &args.transrec);
+    }
+    if let Some(flag) = args.transrec.any_given() {
+        return Err(CliError::input(format!(
+            "{flag} is a setting of --model transrec and idrec, not of {model_name}"
+        )));
+    }
     let batch_size = args.batch_size.unwrap_or(256);
     let (lr, weight_decay) = (args.lr.unwrap_or(1e-3), args.weight_decay.unwrap_or(0.0));
     let is_dt = matches!(model_name.as_str(), "modt4r" | "mrdt");

@@ -25,6 +25,59 @@ pub fn weight_grad(dw: &mut [f32], dy: &[f32], x: &[f32], m: usize, n: usize, k:
     );
 }
 
+/// Rows from which the input gradient of a wide layer (both widths at least [`GEMM_WIDTH`])
+/// goes through `gemm` rather than the engine's `matmul`: a training batch stacks thousands of
+/// rows (items × tokens of a text tower), where `gemm`'s cache blocking is about twice as fast
+/// for `dY·W` (PERFORMANCE.md); the engine's kernels are tuned for the few rows of serving.
+pub const GEMM_ROWS: usize = 256;
+
+/// See [`GEMM_ROWS`].
+pub const GEMM_WIDTH: usize = 256;
+
+/// Whether a product of `m` rows between widths `k` and `n` goes through `gemm` (see
+/// [`GEMM_ROWS`]); those products also spread over the threads that
+/// `seqrec_kernels::cpu::linear::set_gemm_threads` allows.
+fn takes_gemm(m: usize, k: usize, n: usize) -> bool {
+    m >= GEMM_ROWS && k >= GEMM_WIDTH && n >= GEMM_WIDTH
+}
+
+/// `y[m, n] = x[m, k]·wᵀ + b` for `w` `[n, k]` (the forward of [`Linear`]): the engine's
+/// `linear`, or `gemm` for the wide training products of [`takes_gemm`] (as fast on one
+/// thread, and it can use several).
+pub fn linear_rows(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    if !takes_gemm(m, k, n) {
+        linear(x, w, bias, y, m, k, n);
+        return;
+    }
+    assert_eq!(
+        (x.len(), w.len(), y.len()),
+        (m * k, n * k, m * n),
+        "linear: shapes do not match [{m}, {k}]·[{n}, {k}]ᵀ"
+    );
+    match bias {
+        Some(b) => {
+            for row in y.chunks_exact_mut(n) {
+                row.copy_from_slice(b);
+            }
+        }
+        None => y.fill(0.0),
+    }
+    gemm(
+        MatMut::row_major(y, m, n),
+        MatRef::row_major(x, m, k),
+        MatRef::new(w, k, n, 1, k),
+        true,
+    );
+}
+
 /// `db[n] += Σ_rows dy[row, :]` for `dy` `[m, n]`.
 pub fn bias_grad(db: &mut [f32], dy: &[f32], n: usize) {
     if n == 0 {
@@ -46,7 +99,21 @@ pub fn input_grad(
     k: usize,
     accumulate: bool,
 ) {
-    matmul(dy, w, dx, m, n, k, accumulate);
+    if !takes_gemm(m, n, k) {
+        matmul(dy, w, dx, m, n, k, accumulate);
+        return;
+    }
+    assert_eq!(
+        (dy.len(), w.len(), dx.len()),
+        (m * n, n * k, m * k),
+        "input_grad: shapes do not match [{m}, {n}]·[{n}, {k}]"
+    );
+    gemm(
+        MatMut::row_major(dx, m, k),
+        MatRef::row_major(dy, m, n),
+        MatRef::row_major(w, n, k),
+        accumulate,
+    );
 }
 
 /// A linear layer `y = x·Wᵀ + b` (PyTorch `nn.Linear`).
@@ -91,7 +158,7 @@ impl Linear {
     /// `y = x·Wᵀ + b` for `rows` rows of `x` (`[rows, in_dim]`), without a cache.
     pub fn infer(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let mut y = vec![0.0; rows * self.out_dim];
-        linear(
+        linear_rows(
             x,
             &self.weight.value,
             self.bias.as_ref().map(|b| b.value.as_slice()),

@@ -137,10 +137,13 @@ impl TransRecModel {
     }
 
     /// Loads a checkpoint. A text tower needs `text` (the base encoder folder, checked against
-    /// the delta's fingerprint, and the items' texts, one per id of the saved catalog); an ID
-    /// tower ignores it. Missing, misshapen and unknown tensors are errors naming them.
+    /// the delta's fingerprint, and the items' texts); an ID tower ignores it. A text model
+    /// without the stage-1 softmax layer takes any catalog of texts (a new catalog, or one
+    /// with items that never appeared in training: its catalog size becomes the texts'); one
+    /// with it needs exactly the saved catalog. Missing, misshapen and unknown tensors are
+    /// errors naming them.
     pub fn load(file: &WeightFile, text: Option<TextSource<'_>>) -> Result<TransRecModel> {
-        let (cfg, tower) = read_config(file)?;
+        let (mut cfg, tower) = read_config(file)?;
         let items = match (tower.as_str(), text) {
             ("text", Some(src)) => Items::Text {
                 encoder: Box::new(TextEncoder::load_with_delta_prefixed(
@@ -148,7 +151,12 @@ impl TransRecModel {
                     file,
                     BERT_PREFIX,
                 )?),
-                texts: src.texts,
+                texts: {
+                    if !cfg.uep {
+                        cfg.n_items = src.texts.len();
+                    }
+                    src.texts
+                },
             },
             ("text", None) => {
                 return Err(Error::Invalid(format!(
@@ -257,5 +265,72 @@ fn check_same_base(source: &WeightFile, encoder: &TextEncoder) -> Result<()> {
             "{origin}: this model's text encoder was not loaded from a folder, so the source's \
              encoder delta cannot be checked against it"
         ))),
+    }
+}
+
+/// The `model` name of a served TransRec file: `transrec` for a text tower, `idrec` for an ID
+/// tower.
+pub fn served_name(tower: &str) -> &'static str {
+    if tower == "id" { "idrec" } else { MODEL }
+}
+
+impl TransRecModel {
+    /// A file the engine serves (`seqrec score`, `eval`, the C ABI): the user encoder in the
+    /// engine's SASRec layout (the `user.` prefix dropped), `item_embedding.weight` = `table`
+    /// (`[rows, d]`, row 0 padding; e.g. [`Self::item_table`] over any catalog of texts), and
+    /// a window of `cfg.context` items (the position rows CPC trains; longer histories keep
+    /// their most recent items), with `model` = [`served_name`]. A bidirectional user encoder
+    /// cannot be served causally and is an error.
+    pub fn to_serving(&self, table: &[f32]) -> Result<Vec<u8>> {
+        let c = self.config();
+        if !c.causal {
+            return Err(Error::Invalid(
+                "a bidirectional user encoder cannot be served: the engine encodes left to right"
+                    .into(),
+            ));
+        }
+        let d = c.dim;
+        if table.is_empty() || table.len() % d != 0 {
+            return Err(Error::Invalid(format!(
+                "item table of {} values is not [rows, {d}]",
+                table.len()
+            )));
+        }
+        let rows = table.len() / d;
+        let window = c.context.min(c.max_len);
+        let config = seqrec_engine::Config::from_map(Default::default())
+            .with("model", served_name(self.tower.kind()))
+            .with("n_items", rows)
+            .with("MAX_ITEM_LIST_LENGTH", window)
+            .with("hidden_size", d)
+            .with("n_layers", c.n_layers)
+            .with("n_heads", c.n_heads)
+            .with("inner_size", c.inner)
+            .with("hidden_dropout_prob", c.dropout as f64)
+            .with("attn_dropout_prob", c.dropout as f64)
+            .with("hidden_act", "gelu")
+            .with("layer_norm_eps", c.ln_eps as f64)
+            .to_json();
+        let user = crate::nn::Module::params(&self.user);
+        let names: Vec<String> = user
+            .iter()
+            .map(|p| p.name.strip_prefix("user.").unwrap_or(&p.name).to_string())
+            .collect();
+        let shapes: Vec<Vec<usize>> = user
+            .iter()
+            .zip(&names)
+            .map(|(p, n)| match n.as_str() {
+                "position_embedding.weight" => vec![window, d],
+                _ => p.shape.clone(),
+            })
+            .collect();
+        let mut tensors: Vec<(&str, &[usize], &[f32])> = vec![];
+        let table_shape = [rows, d];
+        tensors.push(("item_embedding.weight", &table_shape, table));
+        for ((p, n), s) in user.iter().zip(&names).zip(&shapes) {
+            let len: usize = s.iter().product();
+            tensors.push((n.as_str(), s.as_slice(), &p.value[..len]));
+        }
+        Ok(serialize(&tensors, &[(CONFIG_KEY, config.as_str())])?)
     }
 }

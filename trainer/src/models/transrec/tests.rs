@@ -597,3 +597,83 @@ fn checkpoint_round_trip_and_init_from_a_source() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn the_served_file_scores_as_the_trainer_including_a_new_item() {
+    // A model trained over items 1..=6, saved without its softmax layer, loaded over a
+    // catalog with a seventh item it never saw, and served: the engine's scores are the
+    // trainer's U · z over the new catalog, the new item included.
+    let dir = random_bert_dir("transrec-serve", 86);
+    let mut source = loaded_model(&dir, texts(), true, 87);
+    source.drop_uep();
+    let file = WeightFile::from_bytes(&source.to_safetensors().unwrap()).unwrap();
+    let mut grown = texts();
+    grown.push(vec![2, 11, 10, 7, 3]);
+    let model = TransRecModel::load(
+        &file,
+        Some(TextSource {
+            dir: &dir,
+            texts: grown,
+        }),
+    )
+    .unwrap();
+    assert_eq!(model.config().n_items, 8);
+    let table = model.item_table().unwrap();
+    let served =
+        seqrec_engine::Model::from_bytes(&model.to_serving(&table).unwrap(), &Default::default())
+            .unwrap();
+    let info = served.info();
+    assert_eq!(
+        (info.arch, info.n_items, info.max_len, info.dim),
+        ("transrec", 8, 4, 8)
+    );
+    let mut ws = served.new_workspace();
+    let d = model.config().dim;
+    for history in [&[7u32][..], &[1, 7, 3], &[2, 4, 6, 5]] {
+        let u = model.user_vectors(&table, &[history]).unwrap();
+        let mut got = vec![0.0; 8];
+        served
+            .score(&seqrec_engine::Query::new(history), &mut ws, &mut got)
+            .unwrap();
+        for item in 1..8 {
+            let want: f32 = (0..d).map(|j| u[j] * table[item * d + j]).sum();
+            assert!(
+                (got[item] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "history {history:?}, item {item}: served {} vs trainer {want}",
+                got[item]
+            );
+        }
+    }
+    // The new item is recommendable: it has a finite score of its own, not the padding row's.
+    assert_ne!(&table[7 * d..8 * d], &[0.0; 8][..]);
+
+    // A model that still has its softmax layer is tied to its catalog; a bidirectional one
+    // cannot be served.
+    let with_uep = WeightFile::from_bytes(
+        &loaded_model(&dir, texts(), true, 88)
+            .to_safetensors()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut longer = texts();
+    longer.push(vec![2, 5, 3]);
+    let err = TransRecModel::load(
+        &with_uep,
+        Some(TextSource {
+            dir: &dir,
+            texts: longer,
+        }),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("item texts"), "{err}");
+    let mut cfg = config(0.0);
+    cfg.causal = false;
+    let bi = TransRecModel::new(cfg, Items::Id, &mut Rng::new(2)).unwrap();
+    let err = bi
+        .to_serving(&bi.item_table().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bidirectional"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
