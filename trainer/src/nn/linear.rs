@@ -42,7 +42,7 @@ fn takes_gemm(m: usize, k: usize, n: usize) -> bool {
 }
 
 /// `y[m, n] = x[m, k]·wᵀ + b` for `w` `[n, k]` (the forward of [`Linear`]): the engine's
-/// `linear`, or `gemm` for the wide training products of [`takes_gemm`] (as fast on one
+/// `linear`, or `gemm` for the wide training products of [`GEMM_ROWS`] (as fast on one
 /// thread, and it can use several).
 pub fn linear_rows(
     x: &[f32],
