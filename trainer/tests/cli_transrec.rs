@@ -142,6 +142,14 @@ const SMALL: &[&str] = &[
     "--quiet",
 ];
 
+/// `seqrec train --model transrec` on `data` with [`SMALL`] sizes.
+fn small_transrec<'a>(data: &'a Path, bert: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    let mut a = vec!["train", "--model", "transrec", "--data", s(data)];
+    a.extend(["--text-encoder", s(bert), "--out", s(out)]);
+    a.extend(SMALL);
+    a
+}
+
 #[test]
 fn transrec_trains_transfers_and_serves_a_cold_start_item() {
     let root = temp_dir("e2e");
@@ -153,16 +161,7 @@ fn transrec_trains_transfers_and_serves_a_cold_start_item() {
     let served = root.join("served.safetensors");
 
     // Source: stage 1 then stage 2.
-    let mut a = vec![
-        "train",
-        "--model",
-        "transrec",
-        "--data",
-        s(&src),
-        "--text-encoder",
-    ];
-    a.extend([s(&bert), "--out", s(&source)]);
-    a.extend(SMALL);
+    let a = small_transrec(&src, &bert, &source);
     let said = ok(&a);
     assert!(
         said.contains("stage 1") && said.contains("stage 2"),
@@ -296,31 +295,13 @@ fn transrec_trains_transfers_and_serves_a_cold_start_item() {
     ]);
     assert!(e.contains("not the same base model"), "{e}");
     let untitled = catalog(&root, "untitled", 1, 12, 10, Some(4));
-    let mut a = vec![
-        "train",
-        "--model",
-        "transrec",
-        "--data",
-        s(&untitled),
-        "--text-encoder",
-    ];
-    a.extend([s(&bert), "--out", s(&source)]);
-    a.extend(SMALL);
+    let a = small_transrec(&untitled, &bert, &source);
     let e = err(&a);
     assert!(e.contains("item `4`") && e.contains("has no text"), "{e}");
     let bare = root.join("bare");
     std::fs::create_dir_all(&bare).unwrap();
     std::fs::copy(src.join("src.inter"), bare.join("bare.inter")).unwrap();
-    let mut a = vec![
-        "train",
-        "--model",
-        "transrec",
-        "--data",
-        s(&bare),
-        "--text-encoder",
-    ];
-    a.extend([s(&bert), "--out", s(&source)]);
-    a.extend(SMALL);
+    let a = small_transrec(&bare, &bert, &source);
     let e = err(&a);
     assert!(e.contains("have no text"), "{e}");
     let e = err(&[

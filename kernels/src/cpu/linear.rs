@@ -315,6 +315,55 @@ pub fn prefers_gemm(m: usize, k: usize, n: usize) -> bool {
     cfg!(feature = "std") && m > SMALL_MAX_ROWS && k.saturating_mul(n) > GEMM_MIN_RHS
 }
 
+/// `y = x·wᵀ + b` through the `gemm` crate whatever the shape ([`linear`] takes it for the
+/// shapes of [`prefers_gemm`]; a trainer takes it for its large batches, whose products may
+/// also spread over threads: [`set_gemm_threads`]).
+///
+/// # Panics
+/// As [`linear_isa`].
+#[cfg(feature = "std")]
+pub fn linear_gemm(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    check_linear(x, w, bias, y, m, k, n);
+    if m == 0 || k == 0 || n == 0 {
+        linear_isa(Isa::f32_level(), x, w, bias, y, m, k, n);
+        return;
+    }
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(n) {
+            row.copy_from_slice(b);
+        }
+    }
+    // SAFETY: x is m×k row-major (row stride k, col stride 1); wᵀ is read from w ([n,k]
+    // row-major) as a k×n matrix with row stride 1 and column stride k; y is m×n row-major.
+    // The lengths were checked above, so every index touched is in bounds, and y does not
+    // alias x or w (it is a distinct &mut).
+    unsafe {
+        gemm_raw(
+            y.as_mut_ptr(),
+            n as isize,
+            1,
+            x.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            m,
+            k,
+            n,
+            bias.is_some(),
+        )
+    };
+}
+
 /// `y = x·wᵀ + b`, fast path: the register-blocked pulp kernels ([`linear_isa`], no
 /// allocation) unless [`prefers_gemm`] (large batches against catalog-sized weights, under
 /// `std`), then the `gemm` crate.
@@ -333,32 +382,7 @@ pub fn linear(
     check_linear(x, w, bias, y, m, k, n);
     #[cfg(feature = "std")]
     if prefers_gemm(m, k, n) {
-        if let Some(b) = bias {
-            for row in y.chunks_exact_mut(n) {
-                row.copy_from_slice(b);
-            }
-        }
-        // SAFETY: x is m×k row-major (row stride k, col stride 1); wᵀ is read from w ([n,k]
-        // row-major) as a k×n matrix with row stride 1 and column stride k; y is m×n row-major.
-        // The lengths were checked above, so every index touched is in bounds, and y does not
-        // alias x or w (it is a distinct &mut).
-        unsafe {
-            gemm_raw(
-                y.as_mut_ptr(),
-                n as isize,
-                1,
-                x.as_ptr(),
-                k as isize,
-                1,
-                w.as_ptr(),
-                1,
-                k as isize,
-                m,
-                k,
-                n,
-                bias.is_some(),
-            )
-        };
+        linear_gemm(x, w, bias, y, m, k, n);
         return;
     }
     linear_isa(Isa::f32_level(), x, w, bias, y, m, k, n);
@@ -604,30 +628,54 @@ pub fn matmul_isa(
 pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
     check_matmul(a, b, c, m, k, n);
     #[cfg(feature = "std")]
-    if k > 0 && n > 0 && prefers_gemm(m, k, n) {
-        if !accumulate {
-            c.fill(0.0);
-        }
-        // SAFETY: all three matrices are row-major with the lengths checked above; c is a
-        // distinct &mut and cannot alias a or b.
-        unsafe {
-            gemm_raw(
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                n as isize,
-                1,
-                m,
-                k,
-                n,
-                true,
-            )
-        };
+    if prefers_gemm(m, k, n) {
+        matmul_gemm(a, b, c, m, k, n, accumulate);
         return;
     }
     matmul_isa(Isa::f32_level(), a, b, c, m, k, n, accumulate);
+}
+
+/// `c = a·b (+ c if accumulate)`, row-major, through the `gemm` crate whatever the shape
+/// ([`matmul`] takes it for the shapes of [`prefers_gemm`]; a trainer takes it for its large
+/// batches, whose products may also spread over threads: [`set_gemm_threads`]).
+///
+/// # Panics
+/// As [`matmul_isa`].
+#[cfg(feature = "std")]
+pub fn matmul_gemm(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    check_matmul(a, b, c, m, k, n);
+    if k == 0 || n == 0 {
+        matmul_isa(Isa::f32_level(), a, b, c, m, k, n, accumulate);
+        return;
+    }
+    if !accumulate {
+        c.fill(0.0);
+    }
+    // SAFETY: all three matrices are row-major with the lengths checked above; c is a
+    // distinct &mut and cannot alias a or b.
+    unsafe {
+        gemm_raw(
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            m,
+            k,
+            n,
+            true,
+        )
+    };
 }

@@ -8,7 +8,7 @@
 
 use super::param::{Module, Param};
 use crate::nn::Rng;
-use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm, linear, matmul};
+use seqrec_kernels::cpu::linear::{MatMut, MatRef, gemm, linear, linear_gemm, matmul, matmul_gemm};
 use seqrec_kernels::cpu::{embedding, vector};
 
 /// `dw[n, k] += dyᵀ·x` for `dy` `[m, n]` and `x` `[m, k]` (the weight gradient of a linear
@@ -53,29 +53,11 @@ pub fn linear_rows(
     k: usize,
     n: usize,
 ) {
-    if !takes_gemm(m, k, n) {
+    if takes_gemm(m, k, n) {
+        linear_gemm(x, w, bias, y, m, k, n);
+    } else {
         linear(x, w, bias, y, m, k, n);
-        return;
     }
-    assert_eq!(
-        (x.len(), w.len(), y.len()),
-        (m * k, n * k, m * n),
-        "linear: shapes do not match [{m}, {k}]·[{n}, {k}]ᵀ"
-    );
-    match bias {
-        Some(b) => {
-            for row in y.chunks_exact_mut(n) {
-                row.copy_from_slice(b);
-            }
-        }
-        None => y.fill(0.0),
-    }
-    gemm(
-        MatMut::row_major(y, m, n),
-        MatRef::row_major(x, m, k),
-        MatRef::new(w, k, n, 1, k),
-        true,
-    );
 }
 
 /// `db[n] += Σ_rows dy[row, :]` for `dy` `[m, n]`.
@@ -99,21 +81,11 @@ pub fn input_grad(
     k: usize,
     accumulate: bool,
 ) {
-    if !takes_gemm(m, n, k) {
+    if takes_gemm(m, n, k) {
+        matmul_gemm(dy, w, dx, m, n, k, accumulate);
+    } else {
         matmul(dy, w, dx, m, n, k, accumulate);
-        return;
     }
-    assert_eq!(
-        (dy.len(), w.len(), dx.len()),
-        (m * n, n * k, m * k),
-        "input_grad: shapes do not match [{m}, {n}]·[{n}, {k}]"
-    );
-    gemm(
-        MatMut::row_major(dx, m, k),
-        MatRef::row_major(dy, m, n),
-        MatRef::row_major(w, n, k),
-        accumulate,
-    );
 }
 
 /// A linear layer `y = x·Wᵀ + b` (PyTorch `nn.Linear`).
