@@ -693,6 +693,6 @@ mod tests {
         for name in names::<Cpu>() {
             assert!(msg.contains(name), "{msg}");
         }
-        assert_eq!(names::<Cpu>().len(), 13);
+        assert_eq!(names::<Cpu>().len(), 15);
     }
 }

@@ -15,9 +15,10 @@
 //! each user's most recent `max_len` items. `--windows all` cuts every training sequence into
 //! such windows from its end instead. Each stage
 //! keeps the parameters of its best validation epoch (`--valid-metric`, NDCG@10 by default)
-//! and stops after `--patience` epochs without a better one. Validation scores exactly as
-//! serving does: the model is exported ([`TransRecModel::to_serving`]) and evaluated through
-//! the engine, a window of the `context` most recent items ranking the full catalog.
+//! and stops after `--patience` epochs without a better one. Stage 2's validation scores
+//! exactly as serving does: the model is exported ([`TransRecModel::to_serving`]) and
+//! evaluated through the engine, a window of the `context` most recent items ranking the full
+//! catalog; stage 1's ranks the catalog with its own softmax layer, what it trains.
 //!
 //! **Serving.** `seqrec export-items MODEL --data D --out F` computes every item's vector from
 //! the data set's texts (items that never appeared in training included: cold-start items are
@@ -26,7 +27,9 @@
 
 use super::{CliError, CliResult, item_text, out};
 use crate::data::{self, DataFormat, Dataset, EvalSeq, Split, SplitMethod, TrainPart};
-use crate::eval::{EvalOptions, Evaluator, Protocol, Report, parse_metrics};
+use crate::eval::{
+    EvalOptions, Evaluator, Protocol, Report, ScorerError, SharedScorer, parse_metrics,
+};
 use crate::models::transrec::checkpoint::{TextSource, read_config};
 use crate::models::transrec::{CpcExample, Items, Stage, TransRecConfig, TransRecModel};
 use crate::nn::text::{FineTune, TextEncoder};
@@ -286,6 +289,32 @@ fn evaluate(
     evaluator
         .evaluate_par(seqs, &EngineScorer::new(&served))
         .map_err(CliError::input)
+}
+
+/// Stage 1's scorer: the next-item softmax `U·W^Uᵀ + b^U` that stage 1 trains (its user
+/// vectors are not yet aligned with the item vectors, so `U · z` says nothing about it), over
+/// the most recent `max_len` items of a history.
+struct UepScorer<'a> {
+    model: &'a TransRecModel,
+    table: &'a [f32],
+}
+
+impl SharedScorer for UepScorer<'_> {
+    fn score_shared(
+        &self,
+        history: &[u32],
+        _user: Option<u32>,
+        scores: &mut [f32],
+    ) -> Result<(), ScorerError> {
+        let uep =
+            self.model.uep.as_ref().ok_or(
+                "stage 1 is validated with its softmax layer, which this model has dropped",
+            )?;
+        let h = &history[history.len().saturating_sub(self.model.config().max_len)..];
+        let u = self.model.user_vectors(self.table, &[h])?;
+        scores.copy_from_slice(&uep.infer(&u, 1));
+        Ok(())
+    }
 }
 
 fn parse_fine_tune(s: Option<&str>) -> Result<FineTune, CliError> {
@@ -596,7 +625,19 @@ impl Run<'_> {
                 Some(t) => t.clone(),
                 None => model.item_table().map_err(CliError::input)?,
             };
-            let report = evaluate(model, &table, self.evaluator, self.valid)?;
+            let report = match stage {
+                Stage::Uep => self
+                    .evaluator
+                    .evaluate_par(
+                        self.valid,
+                        &UepScorer {
+                            model,
+                            table: &table,
+                        },
+                    )
+                    .map_err(CliError::input)?,
+                Stage::Cpc => evaluate(model, &table, self.evaluator, self.valid)?,
+            };
             let value = report.get(self.metric).unwrap_or(f64::NAN);
             let improved = best.offer(model, epoch, value);
             since_best = if improved { 0 } else { since_best + 1 };
