@@ -88,6 +88,15 @@ fn insert(
     Ok(())
 }
 
+/// The text columns `(index, name)` in the order an item's text joins them: those whose name
+/// holds `title` first, then the others, each group in file order; and how many are titles.
+fn title_first<'a>(cols: impl Iterator<Item = (usize, &'a str)>) -> (Vec<usize>, usize) {
+    let (titles, rest): (Vec<_>, Vec<_>) = cols.partition(|(_, n)| n.contains("title"));
+    let n_titles = titles.len();
+    let order = titles.into_iter().chain(rest).map(|(i, _)| i).collect();
+    (order, n_titles)
+}
+
 /// Reads a RecBole atomic `.item` file (see the module docs).
 pub fn read_recbole(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
     let path = find_file(dir, "item")?;
@@ -109,23 +118,10 @@ pub fn read_recbole(dir: &Path) -> Result<(PathBuf, ItemTexts), CliError> {
                 path.display()
             ))
         })?;
-    let is_text = |(i, (_, ty)): &(usize, &(&str, &str))| {
-        *i != id_col && matches!(*ty, "token" | "token_seq")
-    };
-    let mut text_cols: Vec<usize> = fields
-        .iter()
-        .enumerate()
-        .filter(|f| is_text(f) && f.1.0.contains("title"))
-        .map(|(i, _)| i)
-        .collect();
-    let title_cols = text_cols.len();
-    text_cols.extend(
-        fields
-            .iter()
-            .enumerate()
-            .filter(|f| is_text(f) && !f.1.0.contains("title"))
-            .map(|(i, _)| i),
-    );
+    let (text_cols, title_cols) =
+        title_first(fields.iter().enumerate().filter_map(|(i, (n, ty))| {
+            (i != id_col && matches!(*ty, "token" | "token_seq")).then_some((i, *n))
+        }));
     let mut texts = ItemTexts::new();
     for (i, row) in lines.enumerate() {
         let line = i + 2;
@@ -215,19 +211,11 @@ pub fn by_internal_id(
         Dataset::Presplit(p) => p.item_features.as_ref(),
     };
     if let Some(side) = side {
-        let is_text = |ty: &FieldType| matches!(ty, FieldType::Token | FieldType::TokenSeq);
         let fields = side.fields();
-        let mut cols: Vec<&str> = fields
-            .iter()
-            .filter(|(n, t)| is_text(t) && n.contains("title"))
-            .map(|(n, _)| n.as_str())
-            .collect();
-        cols.extend(
-            fields
-                .iter()
-                .filter(|(n, t)| is_text(t) && !n.contains("title"))
-                .map(|(n, _)| n.as_str()),
-        );
+        let (cols, _) = title_first(fields.iter().enumerate().filter_map(|(i, (n, t))| {
+            matches!(t, FieldType::Token | FieldType::TokenSeq).then_some((i, n.as_str()))
+        }));
+        let cols: Vec<&str> = cols.iter().map(|&i| fields[i].0.as_str()).collect();
         let texts = (0..vocab.len() as u32)
             .map(|id| {
                 let parts: Vec<String> = cols

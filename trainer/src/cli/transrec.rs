@@ -117,12 +117,6 @@ pub(crate) struct Common<'a> {
 /// Default most tokens per item text (the thesis tokenises titles to at most 32).
 pub const TEXT_TOKENS: usize = 32;
 
-/// The data set, its split and every item's tokenised text (transrec), checked.
-struct Target {
-    split: Split,
-    texts: Option<Vec<Vec<u32>>>,
-}
-
 /// Reads the data set and splits it (`--split`, default leave-one-out, or a benchmark's own).
 fn load_split(
     data: &Path,
@@ -153,7 +147,11 @@ pub(crate) fn tokenized_texts(
         )));
     }
     let (source, texts) = item_text::by_internal_id(data, dataset)?;
-    let enc = seqrec_engine::text::TextEncoder::load(dir)?;
+    // Only the tokenizer is used: the weights stay as stored (no quantization at load).
+    let f32_weights = seqrec_engine::text::TextOptions {
+        weight_dtype: seqrec_engine::DType::F32,
+    };
+    let enc = seqrec_engine::text::TextEncoder::load_with(dir, &f32_weights)?;
     let vocab = dataset.items();
     let mut out = vec![Vec::new()];
     for (id, text) in texts.iter().enumerate().skip(1) {
@@ -380,22 +378,19 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
         }
     };
     let (dataset, split) = load_split(c.data, c.data_format, c.split)?;
-    let target = Target {
-        texts: match (&a.text_encoder, text) {
-            (Some(dir), true) => Some(tokenized_texts(
-                dir,
-                c.data,
-                &dataset,
-                a.text_tokens.unwrap_or(TEXT_TOKENS),
-            )?),
-            (None, true) => {
-                return Err(CliError::input(
-                    "--model transrec needs --text-encoder DIR (the text item tower's encoder)",
-                ));
-            }
-            _ => None,
-        },
-        split,
+    let texts = match (&a.text_encoder, text) {
+        (Some(dir), true) => Some(tokenized_texts(
+            dir,
+            c.data,
+            &dataset,
+            a.text_tokens.unwrap_or(TEXT_TOKENS),
+        )?),
+        (None, true) => {
+            return Err(CliError::input(
+                "--model transrec needs --text-encoder DIR (the text item tower's encoder)",
+            ));
+        }
+        _ => None,
     };
 
     let init = match &a.init {
@@ -424,12 +419,12 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
                 )));
             }
             TransRecConfig {
-                n_items: target.split.n_items,
+                n_items: split.n_items,
                 ..source
             }
         }
         None => {
-            let mut cfg = TransRecConfig::new(target.split.n_items);
+            let mut cfg = TransRecConfig::new(split.n_items);
             cfg.dim = c.hidden.unwrap_or(cfg.dim);
             cfg.inner = 4 * cfg.dim;
             cfg.n_layers = c.n_layers.unwrap_or(cfg.n_layers);
@@ -442,7 +437,7 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
     cfg.dropout = c.dropout.unwrap_or(cfg.dropout);
     cfg.uep = both;
     let mut rng = Rng::new(c.seed);
-    let items = match (&a.text_encoder, target.texts) {
+    let items = match (&a.text_encoder, texts) {
         (Some(dir), Some(texts)) => Items::Text {
             encoder: Box::new(TextEncoder::load(dir, fine_tune).map_err(CliError::input)?),
             texts,
@@ -453,7 +448,7 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
     if let Some(file) = &init {
         model.init_from(file).map_err(CliError::input)?;
     }
-    let split = &target.split;
+    let split = &split;
     let mut seqs = train_sequences(split);
     if seqs.is_empty() {
         return Err(CliError::input(format!(
@@ -621,22 +616,20 @@ impl Run<'_> {
                 steps += 1;
             }
             let train_secs = t0.elapsed().as_secs_f64();
-            let table = match &fixed_table {
-                Some(t) => t.clone(),
-                None => model.item_table().map_err(CliError::input)?,
+            let trained_table;
+            let table: &[f32] = match &fixed_table {
+                Some(t) => t,
+                None => {
+                    trained_table = model.item_table().map_err(CliError::input)?;
+                    &trained_table
+                }
             };
             let report = match stage {
                 Stage::Uep => self
                     .evaluator
-                    .evaluate_par(
-                        self.valid,
-                        &UepScorer {
-                            model,
-                            table: &table,
-                        },
-                    )
+                    .evaluate_par(self.valid, &UepScorer { model, table })
                     .map_err(CliError::input)?,
-                Stage::Cpc => evaluate(model, &table, self.evaluator, self.valid)?,
+                Stage::Cpc => evaluate(model, table, self.evaluator, self.valid)?,
             };
             let value = report.get(self.metric).unwrap_or(f64::NAN);
             let improved = best.offer(model, epoch, value);
