@@ -547,12 +547,13 @@ impl Run<'_> {
             Stage::Uep => "stage 1 (UEP)",
             Stage::Cpc => "stage 2 (CPC)",
         };
+        // The text encoder's frozen part never changes: its output is cached for the whole
+        // catalog once, so that validation's item table does not recompute it for the items
+        // no training batch touched (most of them when --train-users is small).
+        model.cache_frozen_all().map_err(CliError::input)?;
         // Stage 1's item vectors are fixed: frozen towers, computed once.
         let fixed_table = match stage {
-            Stage::Uep => {
-                model.cache_frozen_all().map_err(CliError::input)?;
-                Some(model.item_table().map_err(CliError::input)?)
-            }
+            Stage::Uep => Some(model.item_table().map_err(CliError::input)?),
             Stage::Cpc => None,
         };
         let width = match stage {
