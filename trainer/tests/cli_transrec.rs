@@ -346,3 +346,100 @@ fn transrec_trains_transfers_and_serves_a_cold_start_item() {
     assert!(e.contains("--hidden-size 16") && e.contains("has 8"), "{e}");
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// `--hold-out-items`: the model is trained without a seeded fraction of the items, its
+/// served file lists them, and `eval --cold-start` counts exactly the test events whose target
+/// is listed or absent from training.
+#[test]
+fn held_out_items_are_listed_and_evaluated_as_cold_start() {
+    let root = temp_dir("hold-out");
+    let (first, n, users) = (501, 10, 8);
+    let tgt = catalog(&root, "tgt", first, n, users, None);
+    let model = root.join("idrec.safetensors");
+    let served = root.join("idrec-served.safetensors");
+    let mut a = vec!["train", "--model", "idrec", "--data", s(&tgt)];
+    a.extend(["--out", s(&model), "--hold-out-items", "0.3", "--seed", "4"]);
+    a.extend([
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--quiet",
+    ]);
+    ok(&a);
+    ok(&[
+        "export-items",
+        s(&model),
+        "--data",
+        s(&tgt),
+        "--out",
+        s(&served),
+    ]);
+    let file = seqrec_engine::WeightFile::open(&served).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(file.metadata(seqrec_engine::CONFIG_KEY).unwrap()).unwrap();
+    let held: Vec<u32> = config["held_out_items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no held_out_items in {config}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    // 30% of the 12 listed items (ids 1..=12), rounded up.
+    assert_eq!(held.len(), 4, "{held:?}");
+
+    // The catalog's walks, as [`catalog`] writes them; internal ids follow first appearance.
+    let walks: Vec<Vec<u32>> = (1..=users)
+        .map(|u| {
+            (0..9u32)
+                .map(|t| match (u, t) {
+                    (1, 8) => first + n,
+                    _ => first + (u * 3 + t * (1 + u % 3)) % n,
+                })
+                .collect()
+        })
+        .collect();
+    let mut ids: Vec<u32> = Vec::new();
+    for i in walks.iter().flatten() {
+        if !ids.contains(i) {
+            ids.push(*i);
+        }
+    }
+    let internal = |token: u32| ids.iter().position(|&t| t == token).unwrap() as u32 + 1;
+    // Leave-one-out: items 0..7 train, 7 validates, 8 tests.
+    let trained: Vec<u32> = walks
+        .iter()
+        .flat_map(|w| w[..7].iter().map(|&t| internal(t)))
+        .collect();
+    let expected = walks
+        .iter()
+        .map(|w| internal(w[8]))
+        .filter(|i| held.contains(i) || !trained.contains(i))
+        .count();
+    assert!(expected > 1, "the seed should hold out a test target");
+    let e = ok(&[
+        "eval",
+        s(&served),
+        "--data",
+        s(&tgt),
+        "--cold-start",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&e).unwrap();
+    assert_eq!(v["events"], expected as u64, "{e}");
+
+    let e = err(&[
+        "train",
+        "--model",
+        "idrec",
+        "--data",
+        s(&tgt),
+        "--out",
+        s(&model),
+        "--hold-out-items",
+        "1",
+    ]);
+    assert!(e.contains("--hold-out-items 1"), "{e}");
+}

@@ -7,6 +7,7 @@ use super::{CliError, CliResult, Format, out};
 use crate::data::session_boundaries;
 use crate::data::{self, DataError, DataFormat, EvalSeq, SplitMethod};
 use crate::eval::{EvalOptions, Evaluator, Popularity, Protocol, parse_metrics};
+use crate::models::transrec::checkpoint::HELD_OUT_KEY;
 use crate::scorer::EngineScorer;
 use crate::session_scorer::SessionScorer;
 use clap::Args;
@@ -60,7 +61,8 @@ pub struct EvalArgs {
     #[arg(long)]
     valid: bool,
     /// Only the events whose target never appears in the training data (cold-start items;
-    /// a TransRec model scores them through their text).
+    /// a TransRec model scores them through their text), or is one of the items the model
+    /// was trained without (`seqrec train --hold-out-items`, listed in its file).
     #[arg(long)]
     cold_start: bool,
     /// Seed of the sampled protocol's negatives (and of ratio splits); with --pdit-data, of the
@@ -74,10 +76,19 @@ pub struct EvalArgs {
     format: Format,
 }
 
-/// The events of `seqs` whose target is absent from the training data, one evaluation
-/// sequence per event; an error when there is none.
-fn cold_start_events(split: &data::Split, seqs: &[EvalSeq]) -> Result<Vec<EvalSeq>, CliError> {
-    let counts = split.item_counts();
+/// The events of `seqs` whose target is absent from the training data or one of the sorted
+/// `held_out` items, one evaluation sequence per event; an error when there is none.
+fn cold_start_events(
+    split: &data::Split,
+    seqs: &[EvalSeq],
+    held_out: &[u32],
+) -> Result<Vec<EvalSeq>, CliError> {
+    let mut counts = split.item_counts();
+    for &i in held_out {
+        if let Some(c) = counts.get_mut(i as usize) {
+            *c = 0;
+        }
+    }
     let counts = &counts;
     let cold: Vec<EvalSeq> = seqs
         .iter()
@@ -155,18 +166,34 @@ pub fn run(args: EvalArgs) -> CliResult {
     } else {
         &split.test
     };
+    let model = match args.model.as_str() {
+        "pop" => None,
+        path => Some(Model::load(path)?),
+    };
     let cold;
     let seqs = if args.cold_start {
-        cold = cold_start_events(&split, seqs)?;
+        let mut held: Vec<u32> = match &model {
+            Some(m) => m
+                .config()
+                .usize_list_or(HELD_OUT_KEY, &[])
+                .map_err(|e| CliError::input(format!("{}: {e}", args.model)))?
+                .into_iter()
+                .map(|i| i as u32)
+                .collect(),
+            None => Vec::new(),
+        };
+        held.sort_unstable();
+        cold = cold_start_events(&split, seqs, &held)?;
         &cold
     } else {
         seqs
     };
-    let report = if args.model == "pop" {
-        let pop = Popularity::from_split(&split);
-        evaluator.evaluate_par(seqs, &pop)
-    } else {
-        let model = Model::load(&args.model)?;
+    let report = match model {
+        None => {
+            let pop = Popularity::from_split(&split);
+            evaluator.evaluate_par(seqs, &pop)
+        }
+        Some(model) => {
         let n = model.info().n_items;
         if n != split.n_items {
             return Err(CliError::input(format!(
@@ -188,6 +215,7 @@ pub fn run(args: EvalArgs) -> CliResult {
         } else {
             evaluator.evaluate_par(seqs, &EngineScorer::new(&model).with_objectives(objectives))
         }
+    }
     }
     .map_err(CliError::input)?;
     match args.format {

@@ -55,6 +55,13 @@ pub struct TransRecArgs {
     /// small-data study); validation and test keep every user.
     #[arg(long)]
     pub train_users: Option<f64>,
+    /// transrec, idrec: treat a seeded fraction (0, 1) of the catalog's items as new ones:
+    /// their interactions are removed from the training sequences and no negative is drawn
+    /// from them. The model lists them, and `seqrec eval --cold-start` on its served file
+    /// evaluates the test events whose target is one of them (a cold-start protocol with more
+    /// events than the items that happen to be absent from training).
+    #[arg(long)]
+    pub hold_out_items: Option<f64>,
     /// transrec: text-encoder layers trained in stage 2: 0 (frozen), N (the top N), all, or
     /// lora[:rank=R,alpha=A,targets=query+value,layers=all] (default 1).
     #[arg(long)]
@@ -80,6 +87,7 @@ impl TransRecArgs {
             (self.text_encoder.is_some(), "--text-encoder"),
             (self.init.is_some(), "--init"),
             (self.train_users.is_some(), "--train-users"),
+            (self.hold_out_items.is_some(), "--hold-out-items"),
             (self.text_layers.is_some(), "--text-layers"),
             (self.stage.is_some(), "--stage"),
             (self.text_tokens.is_some(), "--text-tokens"),
@@ -210,6 +218,30 @@ fn keep_users(seqs: Vec<(u32, Vec<u32>)>, fraction: f64, seed: u64) -> Vec<(u32,
     seqs.into_iter()
         .zip(chosen)
         .filter_map(|(s, c)| c.then_some(s))
+        .collect()
+}
+
+/// A seeded `fraction` of the items `1..n_items`, sorted (at least one, at most all but one).
+fn hold_out(n_items: usize, fraction: f64, seed: u64) -> Vec<u32> {
+    let n = n_items.saturating_sub(1);
+    let take = ((n as f64 * fraction).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let mut items: Vec<u32> = (1..n_items as u32).collect();
+    shuffle(&mut items, &mut Rng::new(seed ^ 0x0068_6f6c_646f_7574));
+    let mut held = items[..take.min(items.len())].to_vec();
+    held.sort_unstable();
+    held
+}
+
+/// `seqs` without the (sorted) items `held`; sequences left with fewer than 2 items dropped.
+fn without_items(seqs: Vec<(u32, Vec<u32>)>, held: &[u32]) -> Vec<(u32, Vec<u32>)> {
+    seqs.into_iter()
+        .filter_map(|(u, s)| {
+            let s: Vec<u32> = s
+                .into_iter()
+                .filter(|i| held.binary_search(i).is_err())
+                .collect();
+            (s.len() >= 2).then_some((u, s))
+        })
         .collect()
 }
 
@@ -367,6 +399,13 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
             "--train-users {f} is not a fraction in (0, 1]"
         )));
     }
+    if let Some(f) = a.hold_out_items
+        && !(f > 0.0 && f < 1.0)
+    {
+        return Err(CliError::input(format!(
+            "--hold-out-items {f} is not a fraction in (0, 1)"
+        )));
+    }
     let fine_tune = parse_fine_tune(a.text_layers.as_deref())?;
     let all_windows = match a.windows.as_deref() {
         None | Some("last") => false,
@@ -420,6 +459,7 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
             }
             TransRecConfig {
                 n_items: split.n_items,
+                held_out_items: Vec::new(),
                 ..source
             }
         }
@@ -436,6 +476,9 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
     };
     cfg.dropout = c.dropout.unwrap_or(cfg.dropout);
     cfg.uep = both;
+    if let Some(f) = a.hold_out_items {
+        cfg.held_out_items = hold_out(split.n_items, f, c.seed);
+    }
     let mut rng = Rng::new(c.seed);
     let items = match (&a.text_encoder, texts) {
         (Some(dir), Some(texts)) => Items::Text {
@@ -459,6 +502,15 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
     if let Some(f) = a.train_users {
         seqs = keep_users(seqs, f, c.seed);
     }
+    let held_out = model.config().held_out_items.clone();
+    if !held_out.is_empty() {
+        seqs = without_items(seqs, &held_out);
+        if seqs.is_empty() {
+            return Err(CliError::input(
+                "--hold-out-items: no training sequence of 2 or more items is left",
+            ));
+        }
+    }
     let valid_metric = c.valid_metric.unwrap_or("ndcg@10").to_ascii_lowercase();
     let mut metric_names = vec!["hr@10".to_string(), "ndcg@10".to_string()];
     if !metric_names.contains(&valid_metric) {
@@ -480,6 +532,7 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
     let run = Run {
         c,
         seqs: &seqs,
+        held_out: &held_out,
         evaluator: &evaluator,
         valid: &split.valid,
         metric: &valid_metric,
@@ -518,6 +571,8 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
 struct Run<'a> {
     c: &'a Common<'a>,
     seqs: &'a [(u32, Vec<u32>)],
+    /// Sorted items held out of training (never drawn as negatives).
+    held_out: &'a [u32],
     evaluator: &'a Evaluator,
     valid: &'a [EvalSeq],
     metric: &'a str,
@@ -604,7 +659,13 @@ impl Run<'_> {
                             .iter()
                             .map(|&i| {
                                 let (u, w) = windows[i];
-                                CpcExample::from_window(w, &self.seqs[u].1, &cfg, rng)
+                                let seen = &self.seqs[u].1;
+                                if self.held_out.is_empty() {
+                                    CpcExample::from_window(w, seen, &cfg, rng)
+                                } else {
+                                    let banned = [seen, self.held_out].concat();
+                                    CpcExample::from_window(w, &banned, &cfg, rng)
+                                }
                             })
                             .collect::<crate::Result<Vec<_>>>()
                             .map_err(CliError::input)?;

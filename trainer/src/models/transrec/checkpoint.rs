@@ -29,6 +29,10 @@ use std::path::Path;
 /// The `model` name in a TransRec checkpoint's config.
 pub const MODEL: &str = "transrec";
 
+/// The served file's config key listing the items held out of training
+/// ([`TransRecConfig::held_out_items`]).
+pub const HELD_OUT_KEY: &str = "held_out_items";
+
 /// Prefix of the text encoder's trained tensors in a checkpoint.
 pub const BERT_PREFIX: &str = "item.text.bert.";
 
@@ -298,7 +302,7 @@ impl TransRecModel {
         }
         let rows = table.len() / d;
         let window = c.context.min(c.max_len);
-        let config = seqrec_engine::Config::from_map(Default::default())
+        let mut config = seqrec_engine::Config::from_map(Default::default())
             .with("model", served_name(self.tower.kind()))
             .with("n_items", rows)
             .with("MAX_ITEM_LIST_LENGTH", window)
@@ -309,8 +313,11 @@ impl TransRecModel {
             .with("hidden_dropout_prob", c.dropout as f64)
             .with("attn_dropout_prob", c.dropout as f64)
             .with("hidden_act", "gelu")
-            .with("layer_norm_eps", c.ln_eps as f64)
-            .to_json();
+            .with("layer_norm_eps", c.ln_eps as f64);
+        if !c.held_out_items.is_empty() {
+            config = config.with(HELD_OUT_KEY, c.held_out_items.clone());
+        }
+        let config = config.to_json();
         let user = crate::nn::Module::params(&self.user);
         let names: Vec<String> = user
             .iter()

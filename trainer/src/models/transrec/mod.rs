@@ -109,6 +109,11 @@ pub struct TransRecConfig {
     pub text_heads: usize,
     /// Whether the model has the stage-1 softmax layer.
     pub uep: bool,
+    /// Items held out of training as new ones (`--hold-out-items`): no training window held
+    /// them and no negative was drawn from them. The served file lists them, so that
+    /// `seqrec eval --cold-start` counts their test events as cold-start ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out_items: Vec<u32>,
 }
 
 impl TransRecConfig {
@@ -131,6 +136,7 @@ impl TransRecConfig {
             negatives: 4,
             text_heads: 4,
             uep: true,
+            held_out_items: Vec::new(),
         }
     }
 

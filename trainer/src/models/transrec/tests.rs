@@ -38,6 +38,7 @@ fn config(p: f32) -> TransRecConfig {
         negatives: 2,
         text_heads: 2,
         uep: true,
+        held_out_items: Vec::new(),
     }
 }
 
