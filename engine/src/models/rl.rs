@@ -18,6 +18,12 @@
 //! actor starts from `beta_head.weight` `[n_items, d]` / `beta_head.bias` `[n_items]` when the
 //! checkpoint has them (optional tensors, read only for those three methods with a linear
 //! head).
+//!
+//! SNQN / SA2C trained with a language environment (`spec/thesis-models.md` §7) have a Q head
+//! over the LE state: the config keys `le_state` (`concat`: `s'^e ‖ h`, or `le_only`: `s'^e`)
+//! and `le_state_dim` (`d_e`) give its width, `[n_items, d_e + d]` or `[n_items, d_e]`. It is
+//! checked but not used: serving needs no LE (the supervised head serves), and such a model
+//! has no critic for online adaptation (the engine has no LE state to give it).
 
 use super::{ActorCritic, ArchState, Architecture, DynArch, LoadContext, Request, Scratch};
 use crate::backend::{At, Backend, Scale, Src};
@@ -73,6 +79,8 @@ pub struct RlHeads<B: Backend> {
     smorl: bool,
     /// Whether the checkpoint has an adaptive actor (`beta_head.*`).
     beta: bool,
+    /// Whether the Q head reads a language environment's state (no critic then).
+    le: bool,
     d: usize,
 }
 
@@ -138,8 +146,22 @@ impl<B: Backend> RlHeads<B> {
             heads.push("beta_head");
         }
         let n_items = cx.n_items;
+        let le_dim = cx.cfg.usize_or("le_state_dim", 0)?;
+        let q_width = match cx.cfg.str_or("le_state", "backbone")?.as_str() {
+            _ if smorl => d,
+            "backbone" => d,
+            "concat" if le_dim > 0 => le_dim + d,
+            "le_only" if le_dim > 0 => le_dim,
+            other => {
+                return Err(Error::Config(format!(
+                    "le_state `{other}` with le_state_dim {le_dim}: expected backbone, or \
+                     concat / le_only with a positive le_state_dim"
+                )));
+            }
+        };
         for h in heads {
-            cx.ld.get(&format!("{h}.weight"), &[n_items, d])?;
+            let width = if h == "q_head" { q_width } else { d };
+            cx.ld.get(&format!("{h}.weight"), &[n_items, width])?;
             cx.ld.get(&format!("{h}.bias"), &[n_items])?;
         }
         Ok(RlHeads {
@@ -148,6 +170,7 @@ impl<B: Backend> RlHeads<B> {
             tied,
             smorl,
             beta,
+            le: q_width != d || le_dim > 0,
             d,
         })
     }
@@ -271,7 +294,7 @@ impl<B: Backend> Architecture<B> for RlHeads<B> {
     /// SQN / SNQN / SA2C with a linear supervised head: the actor is `[W_s | b_s]` (the
     /// scoring table), the critic `[W_Q | b_Q]` (`q_head.*`).
     fn actor_critic(&self, file: &WeightFile, n_items: usize) -> Result<Option<ActorCritic>> {
-        if self.tied || self.smorl {
+        if self.tied || self.smorl || self.le {
             return Ok(None);
         }
         let d = self.d;

@@ -5,6 +5,8 @@ use super::CliError;
 use super::train::{Fitted, WithBackbone, fit, summarize};
 use crate::data::Split;
 use crate::models::TrainModel;
+use crate::models::rl::le::{LeCache, LeVariant};
+use crate::models::rl::samples::Transitions;
 use crate::models::rl::step::{RlOptions, Warmup};
 use crate::models::rl::train::{serving_weights, train_rl, validate_engine};
 use crate::models::rl::{RlKind, RlModel, SupHead};
@@ -51,6 +53,19 @@ pub(crate) struct RlArgs {
     /// SASRec first.
     #[arg(long)]
     pub(crate) similarity_model: Option<PathBuf>,
+    /// snqn, sa2c: a language environment's cache (`docs/formats.md`, "LE cache"): LE states,
+    /// rewards and augmented actions per training transition.
+    #[arg(long)]
+    le: Option<PathBuf>,
+    /// With --le: ler, les, les' (LE state alone), lea, lear, leas, leasr (default), leas'r.
+    #[arg(long)]
+    le_variant: Option<String>,
+    /// With --le and an augmenting variant: weight of the supervised augmentation loss.
+    #[arg(long, default_value_t = 0.1)]
+    w_ah: f32,
+    /// With --le and an augmenting variant: weight of the Q-learning augmentation loss.
+    #[arg(long, default_value_t = 0.01)]
+    w_aq: f32,
 }
 
 fn parse_weights(s: &str) -> Result<[f32; 3], CliError> {
@@ -84,6 +99,27 @@ impl RlArgs {
         if !self.neg_reward.is_finite() {
             return Err(CliError::input("--neg-reward must be finite"));
         }
+        let le = match (&self.le, &self.le_variant) {
+            (Some(_), v) => Some(
+                v.as_deref()
+                    .unwrap_or("leasr")
+                    .parse::<LeVariant>()
+                    .map_err(CliError::input)?,
+            ),
+            (None, Some(_)) => {
+                return Err(CliError::input(
+                    "--le-variant needs --le (the language environment's cache)",
+                ));
+            }
+            (None, None) => None,
+        };
+        for (flag, w) in [("--w-ah", self.w_ah), ("--w-aq", self.w_aq)] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(CliError::input(format!(
+                    "{flag} {w} must be finite and non-negative"
+                )));
+            }
+        }
         Ok(RlOptions {
             gamma: self.gamma,
             td_weight: self.td_weight,
@@ -91,6 +127,9 @@ impl RlArgs {
             negatives,
             warmup: self.warmup_steps.map_or(Warmup::Auto, Warmup::Steps),
             weights: parse_weights(&self.smorl_weights)?,
+            le,
+            w_ah: self.w_ah,
+            w_aq: self.w_aq,
             ..Default::default()
         })
     }
@@ -148,16 +187,45 @@ impl WithBackbone for RlFit<'_> {
         let kind = self.kind;
         let sup: SupHead = self.args.sup_head.parse().map_err(CliError::input)?;
         let rl = self.args.options(self.opts.neg.max(1))?;
+        let le = match (&self.args.le, rl.le) {
+            (Some(path), Some(_)) => {
+                if !kind.uses_negatives() {
+                    return Err(CliError::input(format!(
+                        "--le: a language environment trains snqn or sa2c, not {kind}"
+                    )));
+                }
+                let window = make(&mut Rng::new(0)).max_len();
+                let data = Transitions::from_split(self.split, window).map_err(CliError::input)?;
+                Some(LeCache::open(path, &data, self.split.n_items).map_err(CliError::input)?)
+            }
+            _ => None,
+        };
+        if let (Some(cache), Some(v)) = (&le, rl.le) {
+            v.check(cache).map_err(CliError::input)?;
+        }
         let sim = match kind {
             RlKind::Smorl => Some(self.similarity(make)?),
             _ => None,
         };
         let n = self.split.n_items;
         let mut rng = Rng::new(self.seed);
-        let a = RlModel::new(kind, sup, n, make(&mut rng), &mut rng);
-        let b = RlModel::new(kind, sup, n, make(&mut rng), &mut rng);
-        let mut copies = [a, b];
+        let mut copy = || {
+            let m = RlModel::new(kind, sup, n, make(&mut rng), &mut rng);
+            match (&le, rl.le) {
+                (Some(cache), Some(v)) => m.with_le_state(v.state, cache.state_dim, &mut rng),
+                _ => m,
+            }
+        };
+        let mut copies = [copy(), copy()];
         let m = &mut copies[0];
+        if let (Some(cache), Some(v)) = (&le, rl.le) {
+            m.record("le", cache.origin.clone());
+            m.record("le_variant", v.name());
+            if v.augment {
+                m.record("w_ah", f64::from(rl.w_ah));
+                m.record("w_aq", f64::from(rl.w_aq));
+            }
+        }
         m.record("gamma", f64::from(rl.gamma));
         m.record("td_weight", f64::from(rl.td_weight));
         match kind {
@@ -189,6 +257,7 @@ impl WithBackbone for RlFit<'_> {
             self.opts,
             &rl,
             sim.as_ref().map(|(s, _)| s),
+            le.as_ref(),
             validate.as_ref(),
         )
         .map_err(CliError::input)?;

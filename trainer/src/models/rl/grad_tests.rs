@@ -173,3 +173,103 @@ fn sa2c_and_smorl_with_a_tied_head_on_sasrec() {
         check_method(kind, m, &cfg, &mut rng);
     }
 }
+
+/// SNQN and SA2C with a language environment: Q heads over `s'^e ‖ h` and over `s'^e`
+/// alone, LE rewards, and the augmentation losses, against finite differences.
+#[test]
+fn language_environment_variants_on_gru4rec() {
+    use super::le::LeVariant;
+    use super::samples::LeRows;
+    // As `methods_end_to_end_on_gru4rec` (same blocks, two more linear terms).
+    let cfg = GradCheck {
+        max_coords: 16,
+        ..GradCheck::new(0.03125, 1e-4, 1e-3)
+    };
+    let mut rng = Rng::new(83);
+    let e = 5;
+    for kind in [RlKind::Snqn, RlKind::Sa2c] {
+        for name in ["leasr", "leas'r", "lear", "les"] {
+            let variant: LeVariant = name.parse().unwrap();
+            let opts = RlOptions {
+                le: Some(variant),
+                w_ah: 0.3,
+                w_aq: 0.7,
+                ..Default::default()
+            };
+            let make =
+                |rng: &mut Rng| {
+                    let mut m = RlModel::new(kind, SupHead::Linear, N, gru(rng), rng)
+                        .with_le_state(variant.state, e, rng);
+                    randomize(&mut m, rng, 0.5);
+                    m
+                };
+            let base = make(&mut rng);
+            let target = make(&mut rng);
+            let mut b = batch(&base, 1, &mut rng);
+            let rows = b.rows();
+            let reads_state = variant.state != super::le::LeState::Backbone;
+            b.le = Some(LeRows {
+                state: if reads_state {
+                    rng.normal_vec(rows * e, 1.0)
+                } else {
+                    vec![]
+                },
+                next: if reads_state {
+                    rng.normal_vec(rows * e, 1.0)
+                } else {
+                    vec![]
+                },
+                reward: if variant.reward {
+                    rng.normal_vec(rows, 1.0)
+                } else {
+                    vec![]
+                },
+                negative_reward: if variant.reward {
+                    rng.normal_vec(rows, 1.0)
+                } else {
+                    vec![]
+                },
+                augmented: if variant.augment {
+                    (0..rows).map(|r| 1 + (r as u32 * 7) % 10).collect()
+                } else {
+                    vec![]
+                },
+                augmented_reward: if variant.augment && variant.reward {
+                    rng.normal_vec(rows, 1.0)
+                } else {
+                    vec![]
+                },
+            });
+            let ctx = StepCtx {
+                opts: &opts,
+                advantage: kind == RlKind::Sa2c,
+                sim: None,
+                long_tail: None,
+            };
+            let t = targets(&base, &target, &b, &ctx, &forward(&base, &b, None));
+            assert_eq!(t.y_aug.len(), if variant.augment { rows } else { 0 });
+            // A terminal transition's target is its reward alone: the LE's, or 1.
+            let l = b.le.as_ref().unwrap();
+            for r in (0..rows).filter(|&r| b.done[r]) {
+                let want = if variant.reward { l.reward[r] } else { 1.0 };
+                assert_eq!(t.y[0][r], want, "{name}: terminal row {r}");
+            }
+            let mut trained = base.clone();
+            let f = forward(&trained, &b, None);
+            let loss = apply(&mut trained, &b, &t, f, &opts);
+            assert!(loss.td > 0.0, "{loss:?}");
+            let what = format!("{kind}-{name}");
+            assert_param_grads(
+                &what,
+                &base,
+                &trained,
+                |m| {
+                    let mut m = m.clone();
+                    let f = forward(&m, &b, None);
+                    apply(&mut m, &b, &t, f, &opts).total
+                },
+                &cfg,
+            );
+        }
+    }
+}

@@ -17,6 +17,7 @@
 //! The losses and the training step (run by [`crate::learner::fit`]) are in [`loss`], [`step`]
 //! and [`train`]; the replay-buffer samples in [`samples`].
 
+pub mod le;
 pub mod loss;
 pub mod samples;
 pub mod step;
@@ -31,7 +32,9 @@ use super::TrainModel;
 use crate::error::{Error, Result};
 use crate::nn::score::{candidate_scores, candidate_scores_backward, full_scores};
 use crate::nn::{Linear, Module, Param, Rng};
+use le::LeState;
 use seqrec_engine::Config;
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -134,6 +137,10 @@ pub struct RlModel<M> {
     sup: Option<Linear>,
     q: Vec<Linear>,
     n_items: usize,
+    /// What the Q heads read: `h_t`, or with a language environment `s'^e_t ‖ h_t` or `s'^e_t`
+    /// (width `le_dim`).
+    le_state: LeState,
+    le_dim: usize,
     /// Training settings recorded in the checkpoint's config (provenance only).
     extra: Vec<(String, serde_json::Value)>,
 }
@@ -163,7 +170,90 @@ impl<M: TrainModel> RlModel<M> {
                 .collect(),
             backbone,
             n_items,
+            le_state: LeState::Backbone,
+            le_dim: 0,
             extra: Vec::new(),
+        }
+    }
+
+    /// The model with Q heads over a language environment's state of width `le_dim`
+    /// (`spec/thesis-models.md` §7.2): `s'^e_t ‖ h_t` ([`LeState::Concat`]) or `s'^e_t` alone
+    /// ([`LeState::LeOnly`]); the heads are drawn again at their new width. The supervised
+    /// head, which serves, still reads `h_t` alone.
+    pub fn with_le_state(mut self, state: LeState, le_dim: usize, rng: &mut Rng) -> Self {
+        let (state, le_dim) = match (state, le_dim) {
+            (LeState::Backbone, _) | (_, 0) => (LeState::Backbone, 0),
+            other => other,
+        };
+        self.le_state = state;
+        self.le_dim = le_dim;
+        let width = self.q_width();
+        self.q = self
+            .kind
+            .q_heads()
+            .iter()
+            .map(|p| head(p, width, self.n_items, rng))
+            .collect();
+        self
+    }
+
+    /// What the Q heads read.
+    pub fn le_state(&self) -> LeState {
+        self.le_state
+    }
+
+    /// Width of the Q heads' input.
+    pub fn q_width(&self) -> usize {
+        let d = self.backbone.dim();
+        match self.le_state {
+            LeState::Backbone => d,
+            LeState::Concat => self.le_dim + d,
+            LeState::LeOnly => self.le_dim,
+        }
+    }
+
+    /// The Q heads' input for states `h` (`[rows, d]`) and LE states `le` (`[rows, le_dim]`,
+    /// ignored without an LE state).
+    ///
+    /// # Panics
+    /// If the model reads an LE state and `le` is missing or of another size.
+    pub fn q_input<'a>(&self, h: &'a [f32], le: Option<&'a [f32]>, rows: usize) -> Cow<'a, [f32]> {
+        if self.le_state == LeState::Backbone {
+            return Cow::Borrowed(h);
+        }
+        let e = self.le_dim;
+        let le = le.expect("a Q head over the LE state needs the LE states");
+        assert_eq!(
+            le.len(),
+            rows * e,
+            "LE states: {} values for {rows}·{e}",
+            le.len()
+        );
+        if self.le_state == LeState::LeOnly {
+            return Cow::Borrowed(le);
+        }
+        let d = self.backbone.dim();
+        let mut x = Vec::with_capacity(rows * (e + d));
+        for r in 0..rows {
+            x.extend_from_slice(&le[r * e..(r + 1) * e]);
+            x.extend_from_slice(&h[r * d..(r + 1) * d]);
+        }
+        Cow::Owned(x)
+    }
+
+    /// The part of a Q-input gradient (`[rows, q_width]`) that reaches `h` (`[rows, d]`; zero
+    /// when the Q heads read the LE state alone).
+    pub fn q_input_backward(&self, d_input: &[f32], rows: usize) -> Vec<f32> {
+        let d = self.backbone.dim();
+        match self.le_state {
+            LeState::Backbone => d_input.to_vec(),
+            LeState::LeOnly => vec![0.0; rows * d],
+            LeState::Concat => {
+                let w = self.q_width();
+                (0..rows)
+                    .flat_map(|r| d_input[r * w + self.le_dim..(r + 1) * w].iter().copied())
+                    .collect()
+            }
         }
     }
 
@@ -243,12 +333,13 @@ impl<M: TrainModel> RlModel<M> {
         }
     }
 
-    /// All Q values `[rows, n_items]` of head `o`.
+    /// All Q values `[rows, n_items]` of head `o` for Q inputs `h` (`[rows, q_width]`: the
+    /// states, or [`Self::q_input`] with a language environment).
     pub fn q_full(&self, o: usize, h: &[f32], rows: usize) -> Vec<f32> {
         self.q[o].infer(h, rows)
     }
 
-    /// `Q_o(h_r, ids[r·k + c])`, `[rows, k]`.
+    /// `Q_o(h_r, ids[r·k + c])`, `[rows, k]`, for Q inputs `h` as [`Self::q_full`].
     pub fn q_columns(&self, o: usize, h: &[f32], rows: usize, ids: &[u32], k: usize) -> Vec<f32> {
         let l = &self.q[o];
         let mut q = candidate_scores(h, rows, &l.weight, ids, k);
@@ -260,7 +351,7 @@ impl<M: TrainModel> RlModel<M> {
     }
 
     /// Backward of [`Self::q_columns`]: adds the head's gradients for `d` (`[rows, k]`) and
-    /// returns `dh`.
+    /// returns the gradient of the Q inputs (see [`Self::q_input_backward`]).
     pub fn q_columns_backward(
         &mut self,
         o: usize,
@@ -315,6 +406,11 @@ impl<M: TrainModel> RlModel<M> {
             .with("model", self.kind.name())
             .with("backbone", self.backbone.arch())
             .with("sup_head", self.sup_head().name());
+        if self.le_state != LeState::Backbone {
+            c = c
+                .with("le_state", self.le_state.name())
+                .with("le_state_dim", self.le_dim);
+        }
         for (k, v) in &self.extra {
             c = c.with(k, v.clone());
         }

@@ -11,6 +11,7 @@
 //! whole `L`-row window, exactly as the engine reads a history (the backbones keep RecBole's
 //! conventions, so a checkpoint serves unchanged).
 
+use super::le::{LeCache, LeState, LeVariant};
 use crate::data::{Split, TrainPart};
 use crate::error::{Error, Result};
 use crate::models::{Batch, TrainModel, TrainStyle};
@@ -160,6 +161,54 @@ pub struct RlBatch {
     pub negatives: Vec<u32>,
     /// Negatives per row.
     pub n_neg: usize,
+    /// The language environment's rows, when training with one.
+    pub le: Option<LeRows>,
+}
+
+/// A batch's rows of an LE cache ([`super::le`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeRows {
+    /// LE states `s'^e_t`, `[rows, d_e]` (empty when the Q heads do not read them).
+    pub state: Vec<f32>,
+    /// LE states of the next states `s'^e_{t+1}` (the next sample's; zeros when `done`).
+    pub next: Vec<f32>,
+    /// LE rewards of the positives and negatives (empty with the predefined rewards).
+    pub reward: Vec<f32>,
+    /// See [`Self::reward`].
+    pub negative_reward: Vec<f32>,
+    /// Augmented actions `a^e_t` (empty without augmentation).
+    pub augmented: Vec<u32>,
+    /// LE rewards of the augmented actions (empty with the predefined rewards).
+    pub augmented_reward: Vec<f32>,
+}
+
+impl LeRows {
+    /// The rows `ids` of `cache` for `variant` over the transitions `tr`.
+    pub fn gather(cache: &LeCache, variant: LeVariant, tr: &Transitions, ids: &[usize]) -> LeRows {
+        let mut rows = LeRows::default();
+        if variant.state != LeState::Backbone {
+            let e = cache.state_dim;
+            for &i in ids {
+                rows.state.extend_from_slice(cache.state(i));
+                if tr.get(i).done {
+                    rows.next.resize(rows.next.len() + e, 0.0);
+                } else {
+                    rows.next.extend_from_slice(cache.state(i + 1));
+                }
+            }
+        }
+        if variant.reward {
+            rows.reward = ids.iter().map(|&i| cache.reward(i)).collect();
+            rows.negative_reward = ids.iter().map(|&i| cache.negative_reward(i)).collect();
+        }
+        if variant.augment {
+            rows.augmented = ids.iter().map(|&i| cache.augmented(i)).collect();
+            if variant.reward {
+                rows.augmented_reward = ids.iter().map(|&i| cache.augmented_reward(i)).collect();
+            }
+        }
+        rows
+    }
 }
 
 impl RlBatch {
@@ -193,7 +242,31 @@ impl RlBatch {
                 .collect(),
             negatives,
             n_neg,
+            le: None,
         }
+    }
+
+    /// [`Self::build`] with a language environment: its rows, and each row's one negative the
+    /// cache's pre-sampled one when it has them (its LE reward is cached with it).
+    pub fn build_le<M: TrainModel>(
+        tr: &Transitions,
+        ids: &[usize],
+        backbone: &M,
+        n_items: usize,
+        le: (&LeCache, LeVariant),
+        rng: &mut Rng,
+    ) -> RlBatch {
+        let (cache, variant) = le;
+        let mut b = Self::build(tr, ids, backbone, n_items, 1, rng);
+        if let Some(neg) = ids
+            .iter()
+            .map(|&i| cache.negative(i))
+            .collect::<Option<Vec<u32>>>()
+        {
+            b.negatives = neg;
+        }
+        b.le = Some(LeRows::gather(cache, variant, tr, ids));
+        b
     }
 
     /// Rows (transitions).

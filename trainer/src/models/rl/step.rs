@@ -20,7 +20,14 @@
 //!   multiplies each row by the detached advantage
 //!   `A = Q(s_t, a⁺) − mean(Q(s_t, a⁺), Q(s_t, a⁻_1..m))` (`(Q⁺ − Q⁻)/2` for one negative).
 //! - The backbone's own penalty (RecBole's `reg_weight` terms of NextItNet and Caser).
+//! - With a language environment (§7.2–7.3, the batch's [`super::samples::LeRows`]): the Q
+//!   heads read `s'^e ‖ h` or `s'^e` (current and next states alike); LE rewards replace
+//!   `reward` and `neg_reward`; augmentation adds `w_ah·CE(logits, a^e)` and
+//!   `w_aq·td_weight·(y^e − Q(s_t, a^e))²` with `y^e = r^e(a^e) + γ·Q_tgt(s_{t+1}, a*)` (the
+//!   logged next state's bootstrap, as the positive's; `r^e(a^e) = reward` without LE
+//!   rewards).
 
+use super::le::LeVariant;
 use super::loss::{argmax_rows, td_loss, weighted_ce};
 use super::samples::RlBatch;
 use super::{RlKind, RlModel};
@@ -70,6 +77,12 @@ pub struct RlOptions {
     pub warmup: Warmup,
     /// SMORL's objective weights `w = (acc, div, nov)`, `(1, 1, 1)`.
     pub weights: [f32; 3],
+    /// The language-environment variant trained with (SNQN, SA2C), if any.
+    pub le: Option<LeVariant>,
+    /// Weight `w_ah` of the supervised augmentation loss (0.1, the thesis's best).
+    pub w_ah: f32,
+    /// Weight `w_aq` of the Q-learning augmentation loss (0.01, the thesis's best).
+    pub w_aq: f32,
 }
 
 impl Default for RlOptions {
@@ -82,6 +95,9 @@ impl Default for RlOptions {
             negatives: 1,
             warmup: Warmup::Auto,
             weights: [1.0; 3],
+            le: None,
+            w_ah: 0.1,
+            w_aq: 0.01,
         }
     }
 }
@@ -156,6 +172,8 @@ pub struct Targets {
     pub y_neg: Vec<f32>,
     /// SA2C's advantage per row, after the warm-up.
     pub adv: Option<Vec<f32>>,
+    /// Targets of the augmented actions, `[rows]` (empty without augmentation).
+    pub y_aug: Vec<f32>,
 }
 
 /// Computes the step's constants from the main network's forward `f` (see the module docs).
@@ -174,20 +192,31 @@ pub fn targets<M: TrainModel>(
     let opts = ctx.opts;
     let w = objective_weights(main, opts);
     let h = &f.h;
+    let le = b.le.as_ref();
+    let (le_now, le_next) = match le {
+        Some(l) if !l.state.is_empty() => (Some(&l.state[..]), Some(&l.next[..])),
+        _ => (None, None),
+    };
 
     // Greedy next action of the main network, scalarised over the objectives.
     let (h_next, _) = main.backbone().forward(&b.next, None);
+    let q_next = main.q_input(&h_next, le_next, rows);
     let mut scal = vec![0.0f32; rows * n];
     for (o, &wo) in w.iter().enumerate() {
-        for (s, q) in scal.iter_mut().zip(main.q_full(o, &h_next, rows)) {
+        for (s, q) in scal.iter_mut().zip(main.q_full(o, &q_next, rows)) {
             *s += wo * q;
         }
     }
     let a_star = argmax_rows(&scal, rows, n);
     let (h_next_tgt, _) = target.backbone().forward(&b.next, None);
+    let q_next_tgt = target.q_input(&h_next_tgt, le_next, rows);
 
     // Rewards per objective.
-    let mut rewards = vec![vec![opts.reward; rows]];
+    let le_rewards = le.filter(|l| !l.reward.is_empty());
+    let mut rewards = vec![match le_rewards {
+        Some(l) => l.reward.clone(),
+        None => vec![opts.reward; rows],
+    }];
     if main.kind() == RlKind::Smorl {
         let sim = ctx.sim.expect("SMORL needs a similarity table");
         let tail = ctx.long_tail.expect("SMORL needs the long-tail set");
@@ -203,30 +232,43 @@ pub fn targets<M: TrainModel>(
                 .collect(),
         );
     }
-    let y = (0..w.len())
+    let boot: Vec<Vec<f32>> = (0..w.len())
         .map(|o| {
-            let boot = target.q_columns(o, &h_next_tgt, rows, &a_star, 1);
+            let q = target.q_columns(o, &q_next_tgt, rows, &a_star, 1);
             (0..rows)
-                .map(|r| rewards[o][r] + if b.done[r] { 0.0 } else { opts.gamma * boot[r] })
+                .map(|r| if b.done[r] { 0.0 } else { opts.gamma * q[r] })
                 .collect()
         })
+        .collect();
+    let y = (0..w.len())
+        .map(|o| (0..rows).map(|r| rewards[o][r] + boot[o][r]).collect())
         .collect();
 
     let mut t = Targets {
         y,
         ..Default::default()
     };
+    if let Some(l) = le.filter(|l| !l.augmented.is_empty()) {
+        t.y_aug = (0..rows)
+            .map(|r| l.augmented_reward.get(r).copied().unwrap_or(opts.reward) + boot[0][r])
+            .collect();
+    }
     if main.kind().uses_negatives() && b.n_neg > 0 {
         let m = b.n_neg;
-        let a_cur = argmax_rows(&main.q_full(0, h, rows), rows, n);
+        let q_now = main.q_input(h, le_now, rows);
+        let a_cur = argmax_rows(&main.q_full(0, &q_now, rows), rows, n);
         let (h_tgt, _) = target.backbone().forward(&b.state, None);
-        let boot = target.q_columns(0, &h_tgt, rows, &a_cur, 1);
+        let q_now_tgt = target.q_input(&h_tgt, le_now, rows);
+        let boot = target.q_columns(0, &q_now_tgt, rows, &a_cur, 1);
         t.y_neg = (0..rows * m)
-            .map(|i| opts.neg_reward + opts.gamma * boot[i / m])
+            .map(|i| {
+                let r = le_rewards.map_or(opts.neg_reward, |l| l.negative_reward[i / m]);
+                r + opts.gamma * boot[i / m]
+            })
             .collect();
         if ctx.advantage {
-            let q_pos = main.q_columns(0, h, rows, &b.actions, 1);
-            let q_neg = main.q_columns(0, h, rows, &b.negatives, m);
+            let q_pos = main.q_columns(0, &q_now, rows, &b.actions, 1);
+            let q_neg = main.q_columns(0, &q_now, rows, &b.negatives, m);
             t.adv = Some(
                 (0..rows)
                     .map(|r| {
@@ -259,26 +301,53 @@ pub fn apply<M: TrainModel>(
             *a += b;
         }
     };
+    let le_now =
+        b.le.as_ref()
+            .filter(|l| !l.state.is_empty())
+            .map(|l| &l.state[..]);
+    let q_in = main.q_input(&h, le_now, rows).into_owned();
+    let mut dq = vec![0.0f32; q_in.len()];
     for (o, &wo) in w.iter().enumerate() {
-        let q = main.q_columns(o, &h, rows, &b.actions, 1);
+        let q = main.q_columns(o, &q_in, rows, &b.actions, 1);
         let g = td_loss(&q, &t.y[o], rows, opts.td_weight * wo);
         loss.td += g.loss;
         add(
-            &mut dh,
-            main.q_columns_backward(o, &h, rows, &b.actions, 1, &g.grad),
+            &mut dq,
+            main.q_columns_backward(o, &q_in, rows, &b.actions, 1, &g.grad),
         );
     }
     if !t.y_neg.is_empty() {
         let m = b.n_neg;
-        let q = main.q_columns(0, &h, rows, &b.negatives, m);
+        let q = main.q_columns(0, &q_in, rows, &b.negatives, m);
         let g = td_loss(&q, &t.y_neg, rows, opts.td_weight);
         loss.td += g.loss;
         add(
-            &mut dh,
-            main.q_columns_backward(0, &h, rows, &b.negatives, m, &g.grad),
+            &mut dq,
+            main.q_columns_backward(0, &q_in, rows, &b.negatives, m, &g.grad),
         );
     }
-    let ce = weighted_ce(&logits, rows, n, &b.actions, t.adv.as_deref());
+    let augmented =
+        b.le.as_ref()
+            .map(|l| &l.augmented[..])
+            .filter(|a| !a.is_empty() && !t.y_aug.is_empty());
+    if let Some(aug) = augmented {
+        let q = main.q_columns(0, &q_in, rows, aug, 1);
+        let g = td_loss(&q, &t.y_aug, rows, opts.td_weight * opts.w_aq);
+        loss.td += g.loss;
+        add(
+            &mut dq,
+            main.q_columns_backward(0, &q_in, rows, aug, 1, &g.grad),
+        );
+    }
+    add(&mut dh, main.q_input_backward(&dq, rows));
+    let mut ce = weighted_ce(&logits, rows, n, &b.actions, t.adv.as_deref());
+    if let Some(aug) = augmented {
+        let a = weighted_ce(&logits, rows, n, aug, None);
+        ce.loss += f64::from(opts.w_ah) * a.loss;
+        for (g, ga) in ce.grad.iter_mut().zip(&a.grad) {
+            *g += opts.w_ah * ga;
+        }
+    }
     loss.ce = ce.loss;
     add(&mut dh, main.sup_backward(&h, rows, &ce.grad));
     main.backbone_mut().backward(&cache, &dh);

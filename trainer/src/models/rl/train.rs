@@ -12,6 +12,7 @@
 //! and the best validation checkpoint of A is kept. Early stopping, the epoch limit and the
 //! wall-clock budget work as in every loop.
 
+use super::le::{LeCache, LeState, LeVariant};
 use super::samples::{RlBatch, Transitions};
 use super::step::{RlOptions, StepCtx, StepLoss, objective_weights, rl_step};
 use super::{RlKind, RlModel};
@@ -119,6 +120,7 @@ struct RlStep<'a, M> {
     sim: Option<&'a Similarity>,
     tail: Vec<bool>,
     n_neg: usize,
+    le: Option<(&'a LeCache, LeVariant)>,
     lr: f32,
     warmup: u64,
     step: u64,
@@ -152,6 +154,9 @@ impl<M: TrainModel> TrainStep for RlStep<'_, M> {
     fn make_part(&mut self, ids: &[usize]) -> RlBatch {
         let backbone = self.copies[0].backbone();
         let n_items = self.split.n_items;
+        if let Some(le) = self.le {
+            return RlBatch::build_le(&self.data, ids, backbone, n_items, le, &mut self.neg_rng);
+        }
         RlBatch::build(
             &self.data,
             ids,
@@ -208,13 +213,17 @@ impl<M: TrainModel> TrainStep for RlStep<'_, M> {
 }
 
 /// Trains the copies `[A, B]` on `split` and returns copy A's best validation checkpoint.
-/// `sim` is SMORL's frozen similarity table (required for SMORL).
+/// `sim` is SMORL's frozen similarity table (required for SMORL); `le` the language
+/// environment's cache of `rl.le`'s variant (SNQN, SA2C; opened over the same split's
+/// transitions, with copies made by [`RlModel::with_le_state`] for the variants that read its
+/// state).
 pub fn train_rl<M: TrainModel>(
     copies: &mut [RlModel<M>; 2],
     split: &Split,
     opts: &TrainOptions,
     rl: &RlOptions,
     sim: Option<&Similarity>,
+    le: Option<&LeCache>,
     validate: &Validate<'_, M>,
 ) -> Result<TrainResult> {
     let start = Instant::now();
@@ -242,6 +251,24 @@ pub fn train_rl<M: TrainModel>(
         });
     }
     let data = Transitions::from_split(split, copies[0].backbone().max_len())?;
+    let le = match (le, rl.le) {
+        (None, None) => None,
+        (Some(cache), Some(variant)) => {
+            check_le(copies, cache, variant, &data)?;
+            Some((cache, variant))
+        }
+        (None, Some(v)) => {
+            return Err(Error::Invalid(format!(
+                "the LE variant {v} needs an LE cache"
+            )));
+        }
+        (Some(c), None) => {
+            return Err(Error::Invalid(format!(
+                "{}: an LE cache needs an LE variant",
+                c.origin
+            )));
+        }
+    };
     if split.valid.is_empty() {
         return Err(Error::NoValidation { what: "events" });
     }
@@ -259,6 +286,7 @@ pub fn train_rl<M: TrainModel>(
         } else {
             0
         },
+        le,
         lr: opts.lr,
         warmup: rl.warmup.steps(batches.len()),
         step: 0,
@@ -271,6 +299,48 @@ pub fn train_rl<M: TrainModel>(
         sim,
     };
     fit(&mut step, &opts.run, start)
+}
+
+/// Checks that an LE cache and variant fit the copies and the transitions.
+fn check_le<M: TrainModel>(
+    copies: &[RlModel<M>; 2],
+    cache: &LeCache,
+    variant: LeVariant,
+    data: &Transitions,
+) -> Result<()> {
+    let kind = copies[0].kind();
+    if !kind.uses_negatives() {
+        return Err(Error::Invalid(format!(
+            "a language environment trains snqn or sa2c, not {kind}"
+        )));
+    }
+    if cache.n_samples != data.len() {
+        return Err(Error::Invalid(format!(
+            "{}: {} samples, the training split has {} transitions",
+            cache.origin,
+            cache.n_samples,
+            data.len()
+        )));
+    }
+    variant.check(cache)?;
+    let want = match variant.state {
+        LeState::Backbone => copies[0].backbone().dim(),
+        LeState::Concat => cache.state_dim + copies[0].backbone().dim(),
+        LeState::LeOnly => cache.state_dim,
+    };
+    if let Some(c) = copies
+        .iter()
+        .find(|c| c.le_state() != variant.state || c.q_width() != want)
+    {
+        return Err(Error::Invalid(format!(
+            "{variant}: the Q heads read a {} state of width {}, the variant a {} one of {want} \
+             (build the copies with RlModel::with_le_state)",
+            c.le_state().name(),
+            c.q_width(),
+            variant.state.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The weights the serving scores of `model` use by default (SMORL: `rl.weights`).
@@ -361,6 +431,7 @@ mod tests {
                 &opts,
                 &rl,
                 Some(&sim),
+                None,
                 validate.as_ref(),
             )
             .unwrap();
