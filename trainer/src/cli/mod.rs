@@ -11,6 +11,7 @@ mod eval;
 mod hier;
 mod info;
 mod item_text;
+mod le;
 mod objectives;
 mod online;
 mod pdit;
@@ -162,6 +163,8 @@ enum Command {
     Rl(online::RlOnlineArgs),
     /// The learning curves of several `seqrec rl` runs in one PNG.
     RlPlot(online::RlPlotArgs),
+    /// The language environment of the RL heads: the samples an LE cache covers.
+    Le(le::LeArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -219,6 +222,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Convert(args) => convert::run(args),
         Command::Rl(args) => online::run(args),
         Command::RlPlot(args) => online::plot(args),
+        Command::Le(args) => le::run(args),
     }
 }
 

@@ -404,22 +404,25 @@ mod tests {
 
     const N: usize = 12;
 
+    /// A tensor to write: dtype, shape, little-endian bytes.
+    type Raw = (Dtype, Vec<usize>, Vec<u8>);
+
     fn data() -> Transitions {
         Transitions::from_sequences(vec![(1, vec![3, 8, 1, 3]), (2, vec![5, 2, 9])], 3).unwrap()
     }
 
-    fn ids(v: &[i64]) -> (Dtype, Vec<usize>, Vec<u8>) {
+    fn ids(v: &[i64]) -> Raw {
         let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         (Dtype::I64, vec![v.len()], bytes)
     }
 
-    fn floats(v: &[f32], shape: &[usize]) -> (Dtype, Vec<usize>, Vec<u8>) {
+    fn floats(v: &[f32], shape: &[usize]) -> Raw {
         let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         (Dtype::F32, shape.to_vec(), bytes)
     }
 
     /// A cache file image of `tensors` with `meta` as its `seqrec.le` metadata.
-    fn file(tensors: &[(&str, (Dtype, Vec<usize>, Vec<u8>))], meta: Option<&str>) -> Vec<u8> {
+    fn file(tensors: &[(&str, Raw)], meta: Option<&str>) -> Vec<u8> {
         let views: Vec<(&str, TensorView<'_>)> = tensors
             .iter()
             .map(|(n, (d, s, b))| (*n, TensorView::new(*d, s.clone(), b).unwrap()))
@@ -432,7 +435,7 @@ mod tests {
     const META: &str = r#"{"version": 1, "n_items": 12}"#;
 
     /// Every tensor, for the 5 transitions of [`data`]: actions 8, 1, 3, 2, 9.
-    fn full() -> Vec<(&'static str, (Dtype, Vec<usize>, Vec<u8>))> {
+    fn full() -> Vec<(&'static str, Raw)> {
         let state: Vec<f32> = (0..10).map(|x| x as f32 * 0.5).collect();
         vec![
             ("action", ids(&[8, 1, 3, 2, 9])),
@@ -482,6 +485,30 @@ mod tests {
         assert!(e.to_string().contains("`reward`"), "{e}");
         let e = "lea".parse::<LeVariant>().unwrap().check(&c).unwrap_err();
         assert!(e.to_string().contains("`augmented`"), "{e}");
+    }
+
+    #[test]
+    fn batch_rows_take_the_next_sample_as_next_state() {
+        use super::super::samples::LeRows;
+        let c = open(&file(&full(), Some(META))).unwrap();
+        let tr = data();
+        // Samples 2 (user 1's last: done) and 3 (user 2's first).
+        let v: LeVariant = "leasr".parse().unwrap();
+        let r = LeRows::gather(&c, v, &tr, &[2, 3]);
+        assert_eq!(r.state, [2.0, 2.5, 3.0, 3.5]);
+        assert_eq!(r.next, [0.0, 0.0, 4.0, 4.5]);
+        assert_eq!(
+            (r.reward, r.negative_reward),
+            (vec![0.5, 0.7], vec![0.1, -1.0])
+        );
+        assert_eq!(
+            (r.augmented, r.augmented_reward),
+            (vec![3, 2], vec![0.5, 0.7])
+        );
+        // A variant reads only its parts.
+        let r = LeRows::gather(&c, "lea".parse().unwrap(), &tr, &[2, 3]);
+        assert!(r.state.is_empty() && r.reward.is_empty() && r.augmented_reward.is_empty());
+        assert_eq!(r.augmented, [3, 2]);
     }
 
     #[test]
