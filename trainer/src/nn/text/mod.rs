@@ -139,6 +139,18 @@ pub struct TextBatch {
     pub len: usize,
     /// Attention mask `[batch·len]`: true at real tokens.
     pub valid: Vec<bool>,
+    /// Soft tokens: rows whose word embedding is replaced by a given vector (e.g. a learned
+    /// item token, as a language model's added vocabulary); see [`Self::with_soft`].
+    pub soft: Option<SoftTokens>,
+}
+
+/// Input vectors that replace the word embedding at some rows of a [`TextBatch`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SoftTokens {
+    /// Row indices into the batch (`b·len + position`), distinct, each at a real token.
+    pub rows: Vec<usize>,
+    /// The vectors, `[rows.len(), H]`.
+    pub values: Vec<f32>,
 }
 
 impl TextBatch {
@@ -179,9 +191,35 @@ impl TextBatch {
             len,
             valid,
             ids,
+            soft: None,
         })
     }
 
+    /// The batch with soft tokens: at `(sequence, position)` of each entry of `at`, the input
+    /// is the matching row of `values` (`[at.len(), H]`) instead of the token's word
+    /// embedding (position and token-type embeddings are still added). The token id there
+    /// is ignored (any id in the vocabulary, e.g. `[MASK]`). A position outside its sequence
+    /// is an error.
+    pub fn with_soft(mut self, at: &[(usize, usize)], values: Vec<f32>) -> Result<TextBatch> {
+        if at.is_empty() || values.len() % at.len() != 0 {
+            return Err(Error::Invalid(format!(
+                "{} soft-token values for {} positions",
+                values.len(),
+                at.len()
+            )));
+        }
+        let mut rows = Vec::with_capacity(at.len());
+        for &(s, p) in at {
+            if s >= self.batch() || p >= self.lens[s] {
+                return Err(Error::Invalid(format!(
+                    "soft token at position {p} of sequence {s}: outside the batch"
+                )));
+            }
+            rows.push(s * self.len + p);
+        }
+        self.soft = Some(SoftTokens { rows, values });
+        Ok(self)
+    }
     /// Number of sequences.
     pub fn batch(&self) -> usize {
         self.lens.len()
@@ -244,6 +282,11 @@ impl BertEmbeddings {
     pub fn forward(&self, b: &TextBatch, rng: Option<&mut Rng>) -> (Vec<f32>, EmbeddingsCache) {
         let h = self.word.dim;
         let mut x = self.word.forward(&b.ids);
+        if let Some(s) = &b.soft {
+            for (k, &r) in s.rows.iter().enumerate() {
+                x[r * h..(r + 1) * h].copy_from_slice(&s.values[k * h..(k + 1) * h]);
+            }
+        }
         vector::add(&mut x, &self.position.forward(&b.positions));
         let type0 = &self.token_type.weight.value[..h];
         for row in x.chunks_exact_mut(h) {
@@ -260,7 +303,17 @@ impl BertEmbeddings {
         let mut d = d_out.to_vec();
         self.dropout.backward(&cache.drop, &mut d);
         let dx = self.ln.backward(&cache.ln, &d);
-        self.word.backward(&b.ids, &dx);
+        match &b.soft {
+            // A soft row's input is not a word embedding: no gradient reaches the table there.
+            Some(s) => {
+                let mut dw = dx.clone();
+                for &r in &s.rows {
+                    dw[r * h..(r + 1) * h].fill(0.0);
+                }
+                self.word.backward(&b.ids, &dw);
+            }
+            None => self.word.backward(&b.ids, &dx),
+        }
         self.position.backward(&b.positions, &dx);
         let type0 = &mut self.token_type.weight.grad[..h];
         for row in dx.chunks_exact(h) {

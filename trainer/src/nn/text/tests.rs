@@ -51,6 +51,47 @@ fn embeddings_gradients_with_dropout() {
 }
 
 #[test]
+fn soft_tokens_replace_the_word_embedding_and_take_no_table_gradient() {
+    let mut rng = Rng::new(8);
+    let soft = rng.normal_vec(2 * 8, 1.0);
+    let b = batch().with_soft(&[(0, 2), (1, 1)], soft.clone()).unwrap();
+    let base = encoder(1, 0.0).embeddings;
+    // The input at a soft row is its vector (plus position and type): the same output as a
+    // word table whose row of that token is the vector.
+    let mut table = base.clone();
+    let (t0, t1) = (b.ids[2] as usize, b.ids[b.len + 1] as usize);
+    table.word.weight.value[t0 * 8..(t0 + 1) * 8].copy_from_slice(&soft[..8]);
+    let plain = TextBatch {
+        soft: None,
+        ..b.clone()
+    };
+    let (y, _) = base.forward(&b, None);
+    let (want, _) = table.forward(&plain, None);
+    assert_eq!(y[2 * 8..3 * 8], want[2 * 8..3 * 8]);
+    assert_ne!(t0, t1, "the second soft token is another word");
+    // Gradients: every parameter by finite differences; the soft rows' tokens' table rows get
+    // none (their word embedding is not an input).
+    let w = rng.normal_vec(b.rows() * 8, 1.0);
+    let run = |m: &BertEmbeddings| project(&m.forward(&b, None).0, &w);
+    let mut trained = base.clone();
+    let (_, cache) = trained.forward(&b, None);
+    trained.backward(&b, &cache, &w);
+    assert_param_grads(
+        "embeddings with soft tokens",
+        &base,
+        &trained,
+        run,
+        &check(),
+    );
+    // Tokens 6 and 8 appear only at the soft rows.
+    let g = &trained.word.weight.grad;
+    for t in [t0, t1] {
+        assert!(g[t * 8..(t + 1) * 8].iter().all(|&x| x == 0.0), "token {t}");
+    }
+    assert!(batch().with_soft(&[(2, 1)], vec![0.0; 8]).is_err());
+}
+
+#[test]
 fn layer_gradients_with_the_padding_mask() {
     let b = batch();
     let base = encoder(3, 0.0).layers.remove(0);
