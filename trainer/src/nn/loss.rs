@@ -42,7 +42,7 @@ pub fn softplus(x: f64) -> f64 {
 
 /// `1 / (1 + e^{−x})` without overflow.
 #[inline]
-fn sigmoid(x: f64) -> f64 {
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

@@ -17,6 +17,7 @@
 //! The losses and the training step (run by [`crate::learner::fit`]) are in [`loss`], [`step`]
 //! and [`train`]; the replay-buffer samples in [`samples`].
 
+pub mod env;
 pub mod le;
 pub mod loss;
 pub mod samples;
