@@ -209,3 +209,107 @@ fn a_cache_written_by_python_trains_every_variant() {
     let e = run_err(v);
     assert!(e.contains("--le-variant needs --le"), "{e}");
 }
+
+/// `seqrec le build` on a catalog with item texts and a small random BERT: trains the
+/// environment (LoRA adapters), fills a cache with augmented actions from an early model, and
+/// that cache trains SA2C-LEASR.
+#[test]
+fn the_built_in_environment_writes_a_cache_that_trains() {
+    use seqrec_engine::testing::write_random_bert;
+    use seqrec_engine::text::BertConfig;
+    const VOCAB: &[&str] = &[
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "toy", "story", "war", "space", "love",
+        "night", "day", "a", "user", "item", "next", "?", ":",
+    ];
+    const WORDS: &[&str] = &["toy", "story", "war", "space", "love", "night", "day"];
+    let root = std::env::temp_dir().join(format!("seqrec-cli-le-build-{}", std::process::id()));
+    let data = write_data(&root, "walk", 1);
+    let mut items = String::from("item_id:token\tmovie_title:token_seq\n");
+    for i in 1..=20 {
+        let (a, b) = (WORDS[i % 7], WORDS[(i * 3 + 1) % 7]);
+        items.push_str(&format!("i{i}\t{a} {b}\n"));
+    }
+    std::fs::write(data.join("walk.item"), items).unwrap();
+    let bert = root.join("bert");
+    let cfg = BertConfig {
+        vocab_size: VOCAB.len(),
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 24,
+        max_position_embeddings: 64,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+    };
+    write_random_bert(&bert, &cfg, VOCAB, 16, 3).unwrap();
+
+    let early = root.join("early.safetensors");
+    let mut a = vec!["train", "--model", "sa2c", "--backbone", "sasrec"];
+    a.extend(["--data", s(&data), "--out", s(&early)]);
+    a.extend(SETTINGS);
+    ok(&a);
+    let le = root.join("le.safetensors");
+    let said = ok(&[
+        "le",
+        "build",
+        "--data",
+        s(&data),
+        "--split",
+        "ratio",
+        "--text-encoder",
+        s(&bert),
+        "--max-len",
+        "5",
+        "--fraction",
+        "0.5",
+        "--epochs",
+        "2",
+        "--model",
+        s(&early),
+        "--threads",
+        "1",
+        "--out",
+        s(&le),
+    ]);
+    assert!(
+        said.contains("224 samples") && said.contains("augmented actions"),
+        "{said}"
+    );
+    let out = root.join("sa2c-leasr.safetensors");
+    let mut a = vec!["train", "--model", "sa2c", "--backbone", "sasrec"];
+    a.extend(["--data", s(&data), "--out", s(&out), "--le", s(&le)]);
+    a.extend(SETTINGS);
+    ok(&a);
+    let m = Model::load(&out).unwrap();
+    assert_eq!(m.config().as_map()["le_state_dim"], 16);
+
+    // Items without text, a model over another catalog: one line each.
+    let e = err(&[
+        "le",
+        "build",
+        "--data",
+        s(&write_data(&root, "bare", 1)),
+        "--split",
+        "ratio",
+        "--text-encoder",
+        s(&bert),
+        "--out",
+        s(&le),
+    ]);
+    assert!(e.contains("text"), "{e}");
+    let e = err(&[
+        "le",
+        "build",
+        "--data",
+        s(&data),
+        "--split",
+        "ratio",
+        "--text-encoder",
+        s(&bert),
+        "--fraction",
+        "0",
+        "--out",
+        s(&le),
+    ]);
+    assert!(e.contains("--fraction 0"), "{e}");
+}

@@ -347,7 +347,7 @@ impl SharedScorer for UepScorer<'_> {
     }
 }
 
-fn parse_fine_tune(s: Option<&str>) -> Result<FineTune, CliError> {
+pub(crate) fn parse_fine_tune(s: Option<&str>) -> Result<FineTune, CliError> {
     match s.unwrap_or("1") {
         "0" | "frozen" => Ok(FineTune::Frozen),
         "all" => Ok(FineTune::All),

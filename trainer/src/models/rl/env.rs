@@ -73,6 +73,8 @@ pub struct LanguageEnv {
     items: Vec<f32>,
     prompt: Prompt,
     window: usize,
+    /// Whether training adds the state model's loss `L_sm` (off: the ablation without it).
+    pub state_loss: bool,
 }
 
 impl LanguageEnv {
@@ -127,6 +129,7 @@ impl LanguageEnv {
             items,
             prompt,
             window,
+            state_loss: true,
         })
     }
 
@@ -258,6 +261,10 @@ impl LanguageEnv {
         let dv = self.score.backward(&score_cache, &dr);
         self.encoder.backward(&rb, &cache, &dv);
 
+        if !self.state_loss {
+            loss.total = loss.rm;
+            return Ok(loss);
+        }
         // State model: in-batch contrastive against the positives' item tokens.
         let sb = self.batch(histories, None)?;
         let (s, cache) = self.encoder.forward(&sb, rng);

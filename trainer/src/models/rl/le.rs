@@ -316,6 +316,86 @@ impl LeCache {
     }
 }
 
+/// A cache to write (see the module docs): the vectors by sample.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeCacheData {
+    /// Item ids, padding included.
+    pub n_items: usize,
+    /// `a_t`.
+    pub action: Vec<u32>,
+    /// Width of `state` (0: none).
+    pub state_dim: usize,
+    /// `s'^e_t`, `[S, state_dim]`.
+    pub state: Vec<f32>,
+    /// `r^e(p_t, a_t)` (empty: none).
+    pub reward: Vec<f32>,
+    /// `a⁻_t` (empty: none).
+    pub negative: Vec<u32>,
+    /// `r^e(p_t, a⁻_t)` (empty: none).
+    pub negative_reward: Vec<f32>,
+    /// `a^e_t` (empty: none).
+    pub augmented: Vec<u32>,
+    /// `r^e(p_t, a^e_t)` (empty: none).
+    pub augmented_reward: Vec<f32>,
+}
+
+impl LeCacheData {
+    /// The safetensors file image, with `extra` keys added to the `seqrec.le` metadata
+    /// (provenance).
+    pub fn to_bytes(&self, extra: &[(&str, serde_json::Value)]) -> Result<Vec<u8>> {
+        let mut meta = serde_json::json!({"version": LE_VERSION, "n_items": self.n_items});
+        for (k, v) in extra {
+            meta[*k] = v.clone();
+        }
+        let ids =
+            |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|&x| i64::from(x).to_le_bytes()).collect() };
+        let floats = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let s = self.action.len();
+        let mut parts: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> =
+            vec![("action", Dtype::I64, vec![s], ids(&self.action))];
+        if self.state_dim > 0 {
+            parts.push((
+                "state",
+                Dtype::F32,
+                vec![s, self.state_dim],
+                floats(&self.state),
+            ));
+        }
+        for (name, v) in [
+            ("reward", &self.reward),
+            ("negative_reward", &self.negative_reward),
+        ] {
+            if !v.is_empty() {
+                parts.push((name, Dtype::F32, vec![s], floats(v)));
+            }
+        }
+        for (name, v) in [("negative", &self.negative), ("augmented", &self.augmented)] {
+            if !v.is_empty() {
+                parts.push((name, Dtype::I64, vec![s], ids(v)));
+            }
+        }
+        if !self.augmented_reward.is_empty() {
+            parts.push((
+                "augmented_reward",
+                Dtype::F32,
+                vec![s],
+                floats(&self.augmented_reward),
+            ));
+        }
+        let views = parts
+            .iter()
+            .map(|(n, d, shape, b)| {
+                safetensors::tensor::TensorView::new(*d, shape.clone(), b)
+                    .map(|v| (*n, v))
+                    .map_err(|e| Error::Invalid(format!("LE cache tensor `{n}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let meta = std::collections::HashMap::from([(LE_KEY.to_string(), meta.to_string())]);
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Invalid(format!("cannot write the LE cache: {e}")))
+    }
+}
+
 /// Typed reads of a cache's tensors.
 struct Reader<'a, 'b> {
     st: &'a SafeTensors<'b>,
