@@ -9,11 +9,11 @@
 //!   the description's own word embeddings is the closed-form start of that). In a prompt the
 //!   token is a soft token: its vector replaces a word embedding.
 //! - **State model**: `s'^e_t` is the encoder's sentence vector (its pooling) of the user
-//!   part, `[CLS] USER i_1 … i_t [SEP]` (`USER` a sentence saying that the user consumed
-//!   these items in this order; the most recent `window` items).
+//!   part, `[CLS] USER i_1 … i_t [SEP]` (`USER` = [`USER_TEXT`], saying that the user
+//!   consumed these items, in order; the most recent `window` items).
 //! - **Reward model**: `r^e(p_t, a) = θ·v + b` with `v` the sentence vector of the user part
-//!   followed by the action part, `[CLS] USER i_1 … i_t [SEP] ASK a [SEP]` (`ASK` asks how
-//!   likely the user is to consume the item next). A bidirectional encoder has no "last
+//!   followed by the action part, `[CLS] USER i_1 … i_t [SEP] ASK a [SEP]` (`ASK` =
+//!   [`ASK_TEXT`], asking whether the item comes next). A bidirectional encoder has no "last
 //!   token" state; its pooled vector stands for the decoder's `h_last`.
 //! - **Losses** (weights 1 each): `L_rm = mean_t −log σ(r(p_t, a⁺_t) − r(p_t, a⁻_t))`
 //!   (Bradley–Terry, one sampled negative) and the in-batch contrastive
@@ -43,10 +43,12 @@ pub struct Prompt {
     pub ask: Vec<u32>,
 }
 
-/// The words of [`Prompt::user`] and [`Prompt::ask`].
-pub const USER_TEXT: &str = "a user consumed these items in this order:";
+/// The words of [`Prompt::user`] and [`Prompt::ask`]: short, because every prompt token costs
+/// a full pass of the encoder (the thesis's sentences suit a 7B decoder that reads them; a
+/// small encoder adapted with LoRA takes them as markers of the two parts).
+pub const USER_TEXT: &str = "the user consumed:";
 /// See [`USER_TEXT`].
-pub const ASK_TEXT: &str = "how likely is the user to consume this item next?";
+pub const ASK_TEXT: &str = "next?";
 
 /// Loss parts of one LE training step.
 #[derive(Copy, Clone, Debug, Default, PartialEq)]
