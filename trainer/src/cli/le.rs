@@ -13,7 +13,7 @@
 //! (`docs/formats.md`, "LE cache").
 
 use super::{CliError, CliResult, out};
-use crate::data::{self, DataFormat, SplitMethod};
+use crate::data::{self, DataFormat};
 use crate::models::rl::env::{ASK_TEXT, EnvLoss, LanguageEnv, Prompt, USER_TEXT};
 use crate::models::rl::le::LeCacheData;
 use crate::models::rl::samples::{Transitions, sample_other};
@@ -152,18 +152,8 @@ fn build(a: BuildArgs) -> CliResult {
             a.fraction
         )));
     }
-    let dataset = data::load(&a.data, a.data_format).map_err(CliError::input)?;
-    let method = match &a.split {
-        Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
-        None => dataset.default_split_method(),
-    };
-    let split = dataset.split(&method).map_err(CliError::input)?;
-    let data = Transitions::from_split(&split, a.max_len).map_err(CliError::input)?;
-    let n_items = split.n_items;
-    let model = match &a.model {
-        Some(p) => Some(checked_model(p, n_items)?),
-        None => None,
-    };
+    let (dataset, data, n_items, model) =
+        load(&a.data, a.data_format, &a.split, a.max_len, &a.model)?;
     let texts =
         super::transrec::tokenized_texts(&a.text_encoder, &a.data, &dataset, a.text_tokens)?;
     let prompt = prompt(&a.text_encoder)?;
@@ -315,6 +305,25 @@ fn prompt(dir: &Path) -> Result<Prompt, CliError> {
     })
 }
 
+/// The data set, its training transitions with windows of `max_len`, its item ids (padding
+/// included) and the model over them, if given.
+fn load(
+    path: &Path,
+    format: Option<DataFormat>,
+    split: &Option<String>,
+    max_len: usize,
+    model: &Option<PathBuf>,
+) -> Result<(data::Dataset, Transitions, usize, Option<Model>), CliError> {
+    let (dataset, split) = super::transrec::load_split(path, format, split.as_deref())?;
+    let data = Transitions::from_split(&split, max_len).map_err(CliError::input)?;
+    let n_items = split.n_items;
+    let model = match model {
+        Some(p) => Some(checked_model(p, n_items)?),
+        None => None,
+    };
+    Ok((dataset, data, n_items, model))
+}
+
 /// A model over `n_items` ids.
 fn checked_model(p: &Path, n_items: usize) -> Result<Model, CliError> {
     let m = Model::load(p)?;
@@ -414,18 +423,8 @@ fn samples(a: SamplesArgs) -> CliResult {
     if a.max_len == 0 {
         return Err(CliError::input("--max-len must be at least 1"));
     }
-    let dataset = data::load(&a.data, a.data_format).map_err(CliError::input)?;
-    let method = match &a.split {
-        Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
-        None => dataset.default_split_method(),
-    };
-    let split = dataset.split(&method).map_err(CliError::input)?;
-    let data = Transitions::from_split(&split, a.max_len).map_err(CliError::input)?;
-    let n_items = split.n_items;
-    let model = match &a.model {
-        Some(p) => Some(checked_model(p, n_items)?),
-        None => None,
-    };
+    let (dataset, data, n_items, model) =
+        load(&a.data, a.data_format, &a.split, a.max_len, &a.model)?;
     let items = dataset.items();
     let users = dataset.users();
     let item = |i: u32| items.token(i).unwrap_or("?");

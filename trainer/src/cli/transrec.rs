@@ -126,7 +126,7 @@ pub(crate) struct Common<'a> {
 pub const TEXT_TOKENS: usize = 32;
 
 /// Reads the data set and splits it (`--split`, default leave-one-out, or a benchmark's own).
-fn load_split(
+pub(crate) fn load_split(
     data: &Path,
     format: Option<DataFormat>,
     split: Option<&str>,
