@@ -163,7 +163,8 @@ enum Command {
     Rl(online::RlOnlineArgs),
     /// The learning curves of several `seqrec rl` runs in one PNG.
     RlPlot(online::RlPlotArgs),
-    /// The language environment of the RL heads: the samples an LE cache covers.
+    /// The language environment of the RL heads: its cache built, or the samples it covers
+    /// listed for another program to write.
     Le(le::LeArgs),
 }
 
