@@ -141,8 +141,12 @@ impl fmt::Display for LeVariant {
 impl FromStr for LeVariant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        // `les′` (the thesis's prime) and `les'` / `lesp` are the same name.
-        let s = s.to_ascii_lowercase().replace('′', "'").replace("sp", "s'");
+        // The thesis's prime `′` and, for shells, `p` (`lesp`, `leaspr`) spell `'`.
+        let s = match s.to_ascii_lowercase().replace('′', "'").as_str() {
+            "lesp" => "les'".to_string(),
+            "leaspr" => "leas'r".to_string(),
+            other => other.to_string(),
+        };
         LE_VARIANTS
             .iter()
             .find(|(n, _)| *n == s)
@@ -555,6 +559,8 @@ mod tests {
             assert_eq!(name.parse::<LeVariant>().unwrap(), *v);
         }
         assert_eq!("LEAS′R".parse::<LeVariant>().unwrap().name(), "leas'r");
+        assert_eq!("leaspr".parse::<LeVariant>().unwrap().name(), "leas'r");
+        assert_eq!("lesp".parse::<LeVariant>().unwrap().name(), "les'");
         assert!("lex".parse::<LeVariant>().is_err());
         // The action alone is a cache: the variants say what they lack.
         let c = open(&file(&full()[..1], Some(META))).unwrap();
