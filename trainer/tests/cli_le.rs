@@ -249,32 +249,58 @@ fn the_built_in_environment_writes_a_cache_that_trains() {
     a.extend(SETTINGS);
     ok(&a);
     let le = root.join("le.safetensors");
-    let said = ok(&[
-        "le",
-        "build",
-        "--data",
-        s(&data),
-        "--split",
-        "ratio",
-        "--text-encoder",
-        s(&bert),
-        "--max-len",
-        "5",
+    let env = root.join("env.safetensors");
+    let build = |extra: &[&str]| {
+        let mut a = vec!["le", "build", "--data", s(&data), "--split", "ratio"];
+        a.extend([
+            "--text-encoder",
+            s(&bert),
+            "--max-len",
+            "5",
+            "--threads",
+            "1",
+        ]);
+        a.extend(extra);
+        ok(&a)
+    };
+    let said = build(&[
         "--fraction",
         "0.5",
         "--epochs",
         "2",
         "--model",
         s(&early),
-        "--threads",
-        "1",
         "--out",
         s(&le),
+        "--save-env",
+        s(&env),
     ]);
     assert!(
         said.contains("224 samples") && said.contains("augmented actions"),
         "{said}"
     );
+    // The saved environment fills a cache again without training: the same states and
+    // rewards (the negatives follow the seed), no augmented actions without a model.
+    let again = root.join("le-again.safetensors");
+    let said = build(&["--env", s(&env), "--out", s(&again)]);
+    assert!(
+        said.contains("environment") && !said.contains("augmented"),
+        "{said}"
+    );
+    let first = seqrec_engine::WeightFile::open(&le).unwrap();
+    let second = seqrec_engine::WeightFile::open(&again).unwrap();
+    for (name, shape) in [
+        ("state", &[224, 16][..]),
+        ("reward", &[224]),
+        ("negative_reward", &[224]),
+    ] {
+        let (x, y) = (
+            first.tensor(name, shape).unwrap(),
+            second.tensor(name, shape).unwrap(),
+        );
+        assert_eq!(x.as_slice(), y.as_slice(), "{name}");
+    }
+    assert!(second.names().all(|n| n != "augmented"));
     let out = root.join("sa2c-leasr.safetensors");
     let mut a = vec!["train", "--model", "sa2c", "--backbone", "sasrec"];
     a.extend(["--data", s(&data), "--out", s(&out), "--le", s(&le)]);

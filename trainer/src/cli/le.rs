@@ -23,7 +23,7 @@ use crate::nn::text::TextEncoder;
 use crate::nn::{Module, Rng};
 use clap::{Args, Subcommand};
 use rayon::prelude::*;
-use seqrec_engine::{Model, Query};
+use seqrec_engine::{Model, Query, WeightFile};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -94,6 +94,14 @@ struct BuildArgs {
     /// augmented actions).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Also write the trained environment (adapters and score head, a delta over
+    /// --text-encoder) here, so that another cache (e.g. another recommender's augmentation
+    /// candidates) can be filled without training it again.
+    #[arg(long)]
+    save_env: Option<PathBuf>,
+    /// Fill the cache with this saved environment (--save-env) instead of training one.
+    #[arg(long)]
+    env: Option<PathBuf>,
     /// Seed of the training subset, the negatives and the adapters.
     #[arg(long, default_value_t = 2020)]
     seed: u64,
@@ -161,11 +169,29 @@ fn build(a: BuildArgs) -> CliResult {
     let texts =
         super::transrec::tokenized_texts(&a.text_encoder, &a.data, &dataset, a.text_tokens)?;
     let prompt = prompt(&a.text_encoder)?;
-    let fine_tune = super::transrec::parse_fine_tune(Some(&a.text_layers))?;
-    let encoder = TextEncoder::load(&a.text_encoder, fine_tune).map_err(CliError::input)?;
     let mut rng = Rng::new(a.seed);
-    let mut env =
-        LanguageEnv::new(encoder, &texts, prompt, a.max_len, &mut rng).map_err(CliError::input)?;
+    let mut env = match &a.env {
+        Some(path) => {
+            let file = WeightFile::open(path)?;
+            let env = LanguageEnv::load(&a.text_encoder, &file, &texts, prompt)
+                .map_err(CliError::input)?;
+            if env.window() != a.max_len {
+                return Err(CliError::input(format!(
+                    "{}: an environment of window {}, --max-len is {}",
+                    path.display(),
+                    env.window(),
+                    a.max_len
+                )));
+            }
+            env
+        }
+        None => {
+            let fine_tune = super::transrec::parse_fine_tune(Some(&a.text_layers))?;
+            let encoder = TextEncoder::load(&a.text_encoder, fine_tune).map_err(CliError::input)?;
+            LanguageEnv::new(encoder, &texts, prompt, a.max_len, &mut rng)
+                .map_err(CliError::input)?
+        }
+    };
     env.state_loss = !a.no_state_loss;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
@@ -189,8 +215,9 @@ fn build(a: BuildArgs) -> CliResult {
     let mut train = train.to_vec();
     let start = Instant::now();
     let mut best: (usize, f64, Vec<Vec<f32>>) = (0, f64::NEG_INFINITY, Vec::new());
+    let epochs = if a.env.is_some() { 0 } else { a.epochs };
     pool.install(|| -> Result<(), CliError> {
-        for epoch in 1..=a.epochs {
+        for epoch in 1..=epochs {
             shuffle(&mut train, &mut rng);
             let mut total = EnvLoss::default();
             let t0 = Instant::now();
@@ -244,11 +271,19 @@ fn build(a: BuildArgs) -> CliResult {
     for (p, v) in env.params_mut().into_iter().zip(&best.2) {
         p.value.copy_from_slice(v);
     }
+    if let Some(path) = &a.save_env {
+        let bytes = env.to_safetensors().map_err(CliError::input)?;
+        std::fs::write(path, bytes)
+            .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    }
 
     // The cache, every transition, in parallel chunks.
     let t0 = Instant::now();
+    // The cache's negatives follow the seed alone (not the training's draws), so that a
+    // saved environment fills the same rows.
+    let mut cache_rng = Rng::new(a.seed ^ 0x4341_4348);
     let negatives: Vec<u32> = (0..data.len())
-        .map(|i| sample_other(&mut neg_rng, n_items, data.get(i).action))
+        .map(|i| sample_other(&mut cache_rng, n_items, data.get(i).action))
         .collect();
     let ids: Vec<usize> = (0..data.len()).collect();
     let rows = pool.install(|| {
@@ -287,7 +322,7 @@ fn build(a: BuildArgs) -> CliResult {
     std::fs::write(&a.out, bytes)
         .map_err(|e| CliError::input(format!("{}: {e}", a.out.display())))?;
     out(format!(
-        "wrote {} ({} samples, state width {}{}; LE best epoch {} (held-out pairs right {:.3}), trained {:.0} s, filled {:.0} s)",
+        "wrote {} ({} samples, state width {}{}; {}, filled {:.0} s)",
         a.out.display(),
         data.len(),
         env.state_dim(),
@@ -296,9 +331,15 @@ fn build(a: BuildArgs) -> CliResult {
         } else {
             ""
         },
-        best.0,
-        best.1,
-        t0.duration_since(start).as_secs_f64(),
+        match &a.env {
+            Some(p) => format!("environment {}", p.display()),
+            None => format!(
+                "LE best epoch {} (held-out pairs right {:.3}), trained {:.0} s",
+                best.0,
+                best.1,
+                t0.duration_since(start).as_secs_f64()
+            ),
+        },
         t0.elapsed().as_secs_f64()
     ))
 }

@@ -25,8 +25,18 @@
 
 use crate::error::{Error, Result};
 use crate::nn::loss::{sigmoid, softplus};
+use crate::nn::text::encoder::DELTA_KEY;
 use crate::nn::text::{TextBatch, TextEncoder};
 use crate::nn::{Linear, Module, Param, Rng};
+use seqrec_engine::WeightFile;
+use seqrec_engine::weights::serialize;
+use std::path::Path;
+
+/// Metadata key of a saved environment ([`LanguageEnv::to_safetensors`]).
+pub const ENV_KEY: &str = "seqrec.le_env";
+
+/// Prefix of the encoder's trained tensors in a saved environment.
+const ENCODER_PREFIX: &str = "encoder.";
 
 /// The fixed words of the prompts, as token ids of the encoder's tokenizer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +143,69 @@ impl LanguageEnv {
             window,
             state_loss: true,
         })
+    }
+
+    /// The trained part as a safetensors file image: the encoder's trained tensors (its LoRA
+    /// adapters, or its top layers) under `encoder.`, with the delta metadata that ties them
+    /// to the base folder, and `score_head.*`; metadata `seqrec.le_env` holds the window.
+    /// Item tokens are not stored: they come from the item texts again.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let delta = self.encoder.delta_metadata()?;
+        let env = serde_json::json!({"version": 1, "window": self.window}).to_string();
+        let bert = self.encoder.bert.params();
+        let names: Vec<String> = bert
+            .iter()
+            .map(|p| format!("{ENCODER_PREFIX}{}", p.name))
+            .collect();
+        let tensors: Vec<(&str, &[usize], &[f32])> = bert
+            .iter()
+            .zip(&names)
+            .map(|(p, n)| (n.as_str(), p.shape.as_slice(), p.value.as_slice()))
+            .chain(
+                self.score
+                    .params()
+                    .into_iter()
+                    .map(|p| (p.name.as_str(), p.shape.as_slice(), p.value.as_slice())),
+            )
+            .collect();
+        Ok(serialize(
+            &tensors,
+            &[(DELTA_KEY, &delta), (ENV_KEY, &env)],
+        )?)
+    }
+
+    /// A saved environment ([`Self::to_safetensors`]) over the base encoder folder `base_dir`
+    /// (checked against the file's fingerprint), with item tokens from `texts` as
+    /// [`Self::new`].
+    pub fn load(
+        base_dir: &Path,
+        file: &WeightFile,
+        texts: &[Vec<u32>],
+        prompt: Prompt,
+    ) -> Result<LanguageEnv> {
+        let bad = |msg: String| Error::Invalid(format!("{}: {msg}", file.origin()));
+        let meta: serde_json::Value = file
+            .metadata(ENV_KEY)
+            .and_then(|m| serde_json::from_str(m).ok())
+            .ok_or_else(|| bad(format!("no valid `{ENV_KEY}` metadata: not a saved LE")))?;
+        let window =
+            meta.get("window")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| bad(format!("`{ENV_KEY}` has no `window`")))? as usize;
+        let encoder = TextEncoder::load_with_delta_prefixed(base_dir, file, ENCODER_PREFIX)?;
+        let mut env = Self::new(encoder, texts, prompt, window, &mut Rng::new(0))?;
+        for p in env.score.params_mut() {
+            let t = file
+                .tensor(&p.name, &p.shape)
+                .map_err(|e| Error::from(e.in_origin(file.origin())))?;
+            p.value.copy_from_slice(t.as_slice());
+        }
+        Ok(env)
+    }
+
+    /// The history window.
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     /// Item ids, padding included.
@@ -367,6 +440,43 @@ mod tests {
         // Non-zero adapters (B starts at zero) and score head.
         randomize(&mut e, &mut rng, 0.3);
         e
+    }
+
+    #[test]
+    fn a_saved_environment_loads_to_the_same_rewards_and_states() {
+        let e = env(3);
+        let bytes = e.to_safetensors().unwrap();
+        let path =
+            std::env::temp_dir().join(format!("seqrec-env-{}.safetensors", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let file = WeightFile::open(&path).unwrap();
+        let dir = e.encoder.base().unwrap().dir.clone();
+        let texts: Vec<Vec<u32>> = vec![
+            vec![],
+            vec![2, 5, 6, 3],
+            vec![2, 7, 3],
+            vec![2, 8, 9, 3],
+            vec![2, 10, 3],
+            vec![2, 11, 5, 3],
+        ];
+        let back = LanguageEnv::load(&dir, &file, &texts, e.prompt.clone()).unwrap();
+        let hist: Vec<&[u32]> = vec![&[1, 2], &[3, 4, 5, 1]];
+        assert_eq!(back.window(), 3);
+        assert_eq!(
+            back.rewards(&hist, &[3, 2]).unwrap(),
+            e.rewards(&hist, &[3, 2]).unwrap()
+        );
+        assert_eq!(back.states(&hist).unwrap(), e.states(&hist).unwrap());
+        // Another base folder is refused, naming the file.
+        let other = env(4);
+        let err = LanguageEnv::load(
+            &other.encoder.base().unwrap().dir,
+            &file,
+            &texts,
+            e.prompt.clone(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("fingerprint"), "{err}");
     }
 
     #[test]
