@@ -206,7 +206,7 @@ fn build(a: BuildArgs) -> CliResult {
     let n_train = ((data.len() as f64 * a.fraction).ceil() as usize).clamp(1, data.len());
     let (train, rest) = order.split_at(n_train);
     let held: Vec<usize> = rest.iter().copied().take(500).collect();
-    let mut neg_rng = Rng::new(a.seed ^ 0x4E45_47);
+    let mut neg_rng = Rng::new(a.seed ^ 0x004E_4547);
     let held_neg: Vec<u32> = held
         .iter()
         .map(|&i| sample_other(&mut neg_rng, n_items, data.get(i).action))
