@@ -45,18 +45,26 @@ enum LeCommand {
     Build(BuildArgs),
 }
 
-/// `seqrec le build`
+/// The data set and split an LE cache is for.
 #[derive(Args, Debug)]
-struct BuildArgs {
-    /// Data set (as `seqrec train --data`; its items need texts).
+struct DataArgs {
+    /// Data set (as `seqrec train --data`; `le build` needs its items' texts).
     #[arg(long)]
     data: PathBuf,
     /// Input format (default: detected).
     #[arg(long, value_parser = super::eval::parse_format)]
     data_format: Option<DataFormat>,
-    /// Split, as `seqrec train --split` (the RL heads train on whole sequences).
+    /// Split, as `seqrec train --split` (the RL heads train on whole sequences: e.g.
+    /// `ratio:0.8,0.1,0.1`).
     #[arg(long)]
     split: Option<String>,
+}
+
+/// `seqrec le build`
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    set: DataArgs,
     /// The text encoder's sentence-transformers folder (e.g. all-MiniLM-L6-v2).
     #[arg(long)]
     text_encoder: PathBuf,
@@ -116,16 +124,8 @@ struct BuildArgs {
 /// `seqrec le samples`
 #[derive(Args, Debug)]
 struct SamplesArgs {
-    /// Data set (as `seqrec train --data`).
-    #[arg(long)]
-    data: PathBuf,
-    /// Input format (default: detected).
-    #[arg(long, value_parser = super::eval::parse_format)]
-    data_format: Option<DataFormat>,
-    /// Split, as `seqrec train --split` (the RL heads train on whole sequences: e.g.
-    /// `ratio:0.8,0.1,0.1`).
-    #[arg(long)]
-    split: Option<String>,
+    #[command(flatten)]
+    set: DataArgs,
     /// Most recent history items listed per sample (the LE state's window; 10 in the thesis).
     #[arg(long, default_value_t = 10)]
     max_len: usize,
@@ -164,10 +164,9 @@ fn build(a: BuildArgs) -> CliResult {
             a.fraction
         )));
     }
-    let (dataset, data, n_items, model) =
-        load(&a.data, a.data_format, &a.split, a.max_len, &a.model)?;
+    let (dataset, data, n_items, model) = load(&a.set, a.max_len, &a.model)?;
     let texts =
-        super::transrec::tokenized_texts(&a.text_encoder, &a.data, &dataset, a.text_tokens)?;
+        super::transrec::tokenized_texts(&a.text_encoder, &a.set.data, &dataset, a.text_tokens)?;
     let prompt = prompt(&a.text_encoder)?;
     let mut rng = Rng::new(a.seed);
     let mut env = match &a.env {
@@ -374,13 +373,12 @@ fn prompt(dir: &Path) -> Result<Prompt, CliError> {
 /// The data set, its training transitions with windows of `max_len`, its item ids (padding
 /// included) and the model over them, if given.
 fn load(
-    path: &Path,
-    format: Option<DataFormat>,
-    split: &Option<String>,
+    set: &DataArgs,
     max_len: usize,
     model: &Option<PathBuf>,
 ) -> Result<(data::Dataset, Transitions, usize, Option<Model>), CliError> {
-    let (dataset, split) = super::transrec::load_split(path, format, split.as_deref())?;
+    let (dataset, split) =
+        super::transrec::load_split(&set.data, set.data_format, set.split.as_deref())?;
     let data = Transitions::from_split(&split, max_len).map_err(CliError::input)?;
     let n_items = split.n_items;
     let model = match model {
@@ -489,8 +487,7 @@ fn samples(a: SamplesArgs) -> CliResult {
     if a.max_len == 0 {
         return Err(CliError::input("--max-len must be at least 1"));
     }
-    let (dataset, data, n_items, model) =
-        load(&a.data, a.data_format, &a.split, a.max_len, &a.model)?;
+    let (dataset, data, n_items, model) = load(&a.set, a.max_len, &a.model)?;
     let items = dataset.items();
     let users = dataset.users();
     let item = |i: u32| items.token(i).unwrap_or("?");

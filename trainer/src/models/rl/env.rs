@@ -403,6 +403,18 @@ mod tests {
         "night", "day",
     ];
 
+    /// The 5 items' token ids, with `[CLS]` = 2 and `[SEP]` = 3.
+    fn texts() -> Vec<Vec<u32>> {
+        vec![
+            vec![],
+            vec![2, 5, 6, 3],
+            vec![2, 7, 3],
+            vec![2, 8, 9, 3],
+            vec![2, 10, 3],
+            vec![2, 11, 5, 3],
+        ]
+    }
+
     /// An environment over a random 2-layer BERT with LoRA adapters (rank 2) on query and
     /// value, over 6 items.
     fn env(seed: u64) -> LanguageEnv {
@@ -420,14 +432,7 @@ mod tests {
         write_random_bert(&dir, &cfg, VOCAB, 16, seed).unwrap();
         let lora = Lora::parse("lora:rank=2,alpha=4").unwrap();
         let enc = TextEncoder::load(&dir, FineTune::Lora(lora)).unwrap();
-        let texts: Vec<Vec<u32>> = vec![
-            vec![],
-            vec![2, 5, 6, 3],
-            vec![2, 7, 3],
-            vec![2, 8, 9, 3],
-            vec![2, 10, 3],
-            vec![2, 11, 5, 3],
-        ];
+        let texts = texts();
         let prompt = Prompt {
             cls: 2,
             sep: 3,
@@ -451,14 +456,7 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let file = WeightFile::open(&path).unwrap();
         let dir = e.encoder.base().unwrap().dir.clone();
-        let texts: Vec<Vec<u32>> = vec![
-            vec![],
-            vec![2, 5, 6, 3],
-            vec![2, 7, 3],
-            vec![2, 8, 9, 3],
-            vec![2, 10, 3],
-            vec![2, 11, 5, 3],
-        ];
+        let texts = texts();
         let back = LanguageEnv::load(&dir, &file, &texts, e.prompt.clone()).unwrap();
         let hist: Vec<&[u32]> = vec![&[1, 2], &[3, 4, 5, 1]];
         assert_eq!(back.window(), 3);
