@@ -259,10 +259,10 @@ pub(crate) fn replicas<M: Clone>(model: &M, threads: usize, seed: u64) -> (Vec<M
     (replicas, rngs)
 }
 
-/// Fisher–Yates shuffle of `order` with `rng`.
-pub(crate) fn shuffle(order: &mut [usize], rng: &mut Rng) {
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i + 1));
+/// Fisher–Yates shuffle of `v` with `rng`.
+pub(crate) fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i + 1));
     }
 }
 

@@ -16,14 +16,14 @@ use super::{CliError, CliResult, out};
 use crate::data::{self, DataFormat};
 use crate::models::rl::env::{ASK_TEXT, EnvLoss, LanguageEnv, Prompt, USER_TEXT};
 use crate::models::rl::le::LeCacheData;
-use crate::models::rl::samples::{Transitions, sample_other};
+use crate::models::rl::samples::{Transition, Transitions, sample_other};
 use crate::nn::optim::{Adam, Optimizer};
 use crate::nn::param::zero_grads;
 use crate::nn::text::TextEncoder;
 use crate::nn::{Module, Rng};
 use clap::{Args, Subcommand};
 use rayon::prelude::*;
-use seqrec_engine::{Model, Query, WeightFile};
+use seqrec_engine::{Model, Query, WeightFile, Workspace};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -201,7 +201,7 @@ fn build(a: BuildArgs) -> CliResult {
     // Training on a seeded fraction; a disjoint sample of at most 500 transitions measures
     // how often the reward model ranks the logged action above a negative.
     let mut order: Vec<usize> = (0..data.len()).collect();
-    shuffle(&mut order, &mut Rng::new(a.seed ^ 0x4C45_5452));
+    crate::learner::shuffle(&mut order, &mut Rng::new(a.seed ^ 0x4C45_5452));
     let n_train = ((data.len() as f64 * a.fraction).ceil() as usize).clamp(1, data.len());
     let (train, rest) = order.split_at(n_train);
     let held: Vec<usize> = rest.iter().copied().take(500).collect();
@@ -217,7 +217,7 @@ fn build(a: BuildArgs) -> CliResult {
     let epochs = if a.env.is_some() { 0 } else { a.epochs };
     pool.install(|| -> Result<(), CliError> {
         for epoch in 1..=epochs {
-            shuffle(&mut train, &mut rng);
+            crate::learner::shuffle(&mut train, &mut rng);
             let mut total = EnvLoss::default();
             let t0 = Instant::now();
             for ids in train.chunks(a.batch_size) {
@@ -388,6 +388,16 @@ fn load(
     Ok((dataset, data, n_items, model))
 }
 
+/// `model`'s top-5 for the history of transition `t` (with its user, for a model that has
+/// user embeddings).
+fn top5(model: &Model, t: &Transition<'_>, ws: &mut Workspace) -> Result<Vec<u32>, CliError> {
+    let mut q = Query::new(t.state);
+    if model.info().n_users.is_some() {
+        q = q.user(t.user);
+    }
+    Ok(model.topk(&q, 5, ws)?.iter().map(|s| s.item).collect())
+}
+
 /// A model over `n_items` ids.
 fn checked_model(p: &Path, n_items: usize) -> Result<Model, CliError> {
     let m = Model::load(p)?;
@@ -447,11 +457,7 @@ fn fill(
         let mut ws = m.new_workspace();
         let mut cands: Vec<Vec<u32>> = Vec::with_capacity(ts.len());
         for t in &ts {
-            let mut q = Query::new(t.state);
-            if m.info().n_users.is_some() {
-                q = q.user(t.user);
-            }
-            cands.push(m.topk(&q, 5, &mut ws)?.iter().map(|s| s.item).collect());
+            cands.push(top5(m, t, &mut ws)?);
         }
         // Every candidate of every row in one batch, then the best per row.
         let flat_hist: Vec<&[u32]> = cands
@@ -475,12 +481,6 @@ fn fill(
         }
     }
     Ok(rows)
-}
-
-fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
-    for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i + 1));
-    }
 }
 
 fn samples(a: SamplesArgs) -> CliResult {
@@ -518,11 +518,7 @@ fn samples(a: SamplesArgs) -> CliResult {
         )
         .expect("writing to a String");
         if let (Some(m), Some(ws)) = (&model, &mut ws) {
-            let mut q = Query::new(t.state);
-            if m.info().n_users.is_some() {
-                q = q.user(t.user);
-            }
-            let ids: Vec<u32> = m.topk(&q, 5, ws)?.iter().map(|s| s.item).collect();
+            let ids = top5(m, &t, ws)?;
             write!(text, "\t{}\t{}", list(&ids), tokens(&ids)).expect("writing to a String");
         }
         text.push('\n');

@@ -30,6 +30,7 @@ use crate::data::{self, DataFormat, Dataset, EvalSeq, Split, SplitMethod, TrainP
 use crate::eval::{
     EvalOptions, Evaluator, Protocol, Report, ScorerError, SharedScorer, parse_metrics,
 };
+use crate::learner::shuffle;
 use crate::models::transrec::checkpoint::{TextSource, read_config};
 use crate::models::transrec::{CpcExample, Items, Stage, TransRecConfig, TransRecModel};
 use crate::nn::text::{FineTune, TextEncoder};
@@ -243,12 +244,6 @@ fn without_items(seqs: Vec<(u32, Vec<u32>)>, held: &[u32]) -> Vec<(u32, Vec<u32>
             (s.len() >= 2).then_some((u, s))
         })
         .collect()
-}
-
-fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
-    for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i + 1));
-    }
 }
 
 /// Non-overlapping windows of at most `width` items cut from the end of `seq`, each of at

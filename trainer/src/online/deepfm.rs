@@ -222,12 +222,7 @@ impl DeepFm {
     }
 }
 
-/// Fisher–Yates with the trainer's generator.
-pub(crate) fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
-    for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i + 1));
-    }
-}
+pub(crate) use crate::learner::shuffle;
 
 #[cfg(test)]
 mod tests {

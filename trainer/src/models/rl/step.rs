@@ -305,7 +305,7 @@ pub fn apply<M: TrainModel>(
         b.le.as_ref()
             .filter(|l| !l.state.is_empty())
             .map(|l| &l.state[..]);
-    let q_in = main.q_input(&h, le_now, rows).into_owned();
+    let q_in = main.q_input(&h, le_now, rows);
     let mut dq = vec![0.0f32; q_in.len()];
     for (o, &wo) in w.iter().enumerate() {
         let q = main.q_columns(o, &q_in, rows, &b.actions, 1);
