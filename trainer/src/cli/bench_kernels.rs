@@ -1,6 +1,7 @@
 //! `seqrec bench --kernels [--isa LEVEL ...]`: times each kernel family on the shapes of the
 //! shipped models (RecBole-shaped SASRec: d = 64, window 50, inner 256; catalogs of 23,716 and
-//! 352,602 items; a MiniLM-sized text-encoder layer), on one thread, at every instruction-set
+//! 352,602 items; GRU4Rec's GRU, NextItNet's dilated convolution and Caser's convolutions at
+//! RecBole's defaults; a MiniLM-sized text-encoder layer), on one thread, at every instruction-set
 //! level this CPU supports (or the levels given), and reports GFLOP/s or GB/s next to the
 //! single-thread peak FMA rate measured at the same level. Needs no model file and no source
 //! tree.
@@ -15,8 +16,13 @@ use half::{bf16, f16};
 use seqrec_kernels::cpu::attention::{
     AttentionShape, AttnMask, attention_isa, attention_scratch_len,
 };
+use seqrec_kernels::cpu::conv::{
+    caser_horizontal_isa, caser_horizontal_scratch_len, caser_vertical_isa, causal_conv1d_isa,
+    causal_conv1d_step_isa, pack_conv_taps,
+};
+use seqrec_kernels::cpu::gru::{gru_layer_isa, gru_scratch_len, gru_step_isa};
 use seqrec_kernels::cpu::isa::{Ext, fma_peak_isa};
-use seqrec_kernels::cpu::linear::{gemv_bf16_isa, linear_f16_isa, linear_isa};
+use seqrec_kernels::cpu::linear::{gemv_bf16_isa, gemv_f16_isa, linear_f16_isa, linear_isa};
 use seqrec_kernels::cpu::norm::layer_norm_isa;
 use seqrec_kernels::cpu::score::{
     quantize_query_i8, quantize_rows_i8_vec, scores_batch_isa, scores_i8_isa, scores_isa,
@@ -78,7 +84,7 @@ fn peak(isa: Isa) -> f64 {
 fn measure(isa: Isa) -> Vec<Row> {
     let mut rng = Rng::new(5);
     let mut rows = Vec::new();
-    let mut push = |family, shape: String, seconds, flops: f64, bytes: f64| {
+    let mut push = |family: &'static str, shape: String, seconds, flops: f64, bytes: f64| {
         rows.push(Row {
             family,
             shape,
@@ -170,6 +176,15 @@ fn measure(isa: Isa) -> Vec<Row> {
             2.0 * (n * d) as f64,
             (n * d) as f64,
         );
+        let wh: Vec<f16> = table.iter().map(|&v| f16::from_f32(v)).collect();
+        let s = time(|| gemv_f16_isa(isa, &wh, &h, &mut out, n, d));
+        push(
+            "scan f16 scores",
+            format!("{n}x{d}"),
+            s,
+            2.0 * (n * d) as f64,
+            (2 * n * d) as f64,
+        );
         let wb: Vec<bf16> = table.iter().map(|&v| bf16::from_f32(v)).collect();
         let s = time(|| gemv_bf16_isa(isa, &wb, &h, &mut out, n, d));
         push(
@@ -224,6 +239,7 @@ fn measure(isa: Isa) -> Vec<Row> {
         2.0 * 2.0 * 64.0 * (50.0 * 51.0 / 2.0),
         0.0,
     );
+    recurrent_and_conv(isa, &mut rng, &mut push);
     let (x, g, b) = (
         rng.normal_vec(50 * 64, 1.0),
         rng.normal_vec(64, 1.0),
@@ -244,6 +260,120 @@ fn measure(isa: Isa) -> Vec<Row> {
     let s = time(|| f16_to_f32_isa(isa, &hsrc, &mut dst));
     push("f16 to f32", "65536".into(), s, 0.0, (2 << 16) as f64);
     rows
+}
+
+/// GRU4Rec's recurrent layer (RecBole: 50 steps, 64 → 128) and one session step, NextItNet's
+/// dilated causal convolution (64 channels, kernel 3, dilation 4) over a window and for one
+/// new row, and Caser's convolutions (vertical: 4 filters over 50 rows; horizontal: 8
+/// filters of height 10 over 50 × 64).
+fn recurrent_and_conv(
+    isa: Isa,
+    rng: &mut Rng,
+    push: &mut impl FnMut(&'static str, String, f64, f64, f64),
+) {
+    let (steps, input, hidden) = (50, 64, 128);
+    let x = rng.normal_vec(steps * input, 1.0);
+    let w_ih = rng.normal_vec(3 * hidden * input, 0.1);
+    let w_hh = rng.normal_vec(3 * hidden * hidden, 0.1);
+    let (mut h, mut out) = (vec![0.0; hidden], vec![0.0; steps * hidden]);
+    let mut scratch = vec![0.0; gru_scratch_len(steps, hidden)];
+    let s = time(|| {
+        h.fill(0.0);
+        gru_layer_isa(
+            isa,
+            &x,
+            steps,
+            input,
+            hidden,
+            &w_ih,
+            &w_hh,
+            None,
+            None,
+            &mut h,
+            &mut out,
+            &mut scratch,
+        )
+    });
+    let per_step = 2.0 * (3 * hidden * (input + hidden)) as f64;
+    push(
+        "gru layer",
+        format!("{steps} steps, {input} -> {hidden}"),
+        s,
+        steps as f64 * per_step,
+        0.0,
+    );
+    let gi = rng.normal_vec(3 * hidden, 1.0);
+    h = rng.uniform_vec(hidden, -0.5, 0.5);
+    let s = time(|| gru_step_isa(isa, &gi, &w_hh, None, hidden, &mut h, &mut scratch));
+    push(
+        "gru step (session)",
+        format!("hidden {hidden}"),
+        s,
+        2.0 * (3 * hidden * hidden) as f64,
+        (4 * 3 * hidden * hidden) as f64,
+    );
+    let (len, ch, k, dil) = (50, 64, 3, 4);
+    let xc = rng.normal_vec(len * ch, 1.0);
+    let taps = pack_conv_taps(&rng.normal_vec(ch * ch * k, 0.1), ch, ch, k);
+    let bias = rng.normal_vec(ch, 0.1);
+    let mut y = vec![0.0; len * ch];
+    let s = time(|| causal_conv1d_isa(isa, &xc, len, ch, &taps, Some(&bias), ch, k, dil, &mut y));
+    let conv_flops = 2.0 * (len * k * ch * ch) as f64;
+    push(
+        "dilated conv",
+        format!("{len}x{ch} -> {ch}, k {k}, d {dil}"),
+        s,
+        conv_flops,
+        0.0,
+    );
+    let s = time(|| {
+        causal_conv1d_step_isa(
+            isa,
+            &xc,
+            len - 1,
+            ch,
+            &taps,
+            Some(&bias),
+            ch,
+            k,
+            dil,
+            &mut y[..ch],
+        )
+    });
+    push(
+        "dilated conv step (session)",
+        format!("1 row, {ch} -> {ch}, k {k}"),
+        s,
+        conv_flops / len as f64,
+        (4 * k * ch * ch) as f64,
+    );
+    let (l, e, nv) = (50, 64, 4);
+    let xi = rng.normal_vec(l * e, 1.0);
+    let (wv, bv) = (rng.normal_vec(nv * l, 0.1), rng.normal_vec(nv, 0.1));
+    let mut ov = vec![0.0; nv * e];
+    let s = time(|| caser_vertical_isa(isa, &xi, l, e, &wv, &bv, nv, &mut ov));
+    push(
+        "caser vertical",
+        format!("{nv} filters over {l}x{e}"),
+        s,
+        2.0 * (nv * l * e) as f64,
+        0.0,
+    );
+    let (height, nf) = (10, 8);
+    let (wh, bh) = (
+        rng.normal_vec(nf * height * e, 0.1),
+        rng.normal_vec(nf, 0.1),
+    );
+    let mut oh = vec![0.0; nf];
+    let mut sh = vec![0.0; caser_horizontal_scratch_len(l, height, nf)];
+    let s = time(|| caser_horizontal_isa(isa, &xi, l, e, height, &wh, &bh, nf, &mut oh, &mut sh));
+    push(
+        "caser horizontal",
+        format!("{nf} filters of height {height} over {l}x{e}"),
+        s,
+        2.0 * ((l - height + 1) * nf * height * e) as f64,
+        0.0,
+    );
 }
 
 /// Runs the kernel benchmark at `levels` (every level of this CPU when empty).
@@ -299,7 +429,7 @@ pub fn run(levels: &[String], format: Format) -> CliResult {
                     String::new()
                 };
                 out(format!(
-                    "  {:<20} {:<30} {:>10.2} µs {rate} {gbs}",
+                    "  {:<27} {:<40} {:>10.2} µs {rate} {gbs}",
                     r.family,
                     r.shape,
                     r.seconds * 1e6
