@@ -373,6 +373,41 @@ fn split_scan_equals_one_thread() {
     }
 }
 
+/// Inside a rayon pool of several threads a GRU layer of 64 hidden units or more shares each
+/// step between two workers (`gru_layer_shared`); the scores equal the one-thread layer's bit
+/// for bit, here with a hidden width (80) that splits into unequal shares and two layers.
+#[test]
+fn shared_recurrence_equals_one_thread() {
+    let (n_items, max_len) = (300, 20);
+    let config = small_config("gru4rec", n_items, max_len)
+        .with("hidden_size", 80)
+        .with("num_layers", 2);
+    let bytes = random_model_bytes(&config, 43, 0.3);
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (pool(1), pool(2));
+    let m = load(&bytes, DType::F32);
+    let mut rng = Rng::new(44);
+    let hs = histories(&mut rng, 16, n_items, max_len);
+    let qs = queries(&hs, &[], false);
+    let run = |pool: &rayon::ThreadPool| -> Vec<Vec<(u32, u32)>> {
+        pool.install(|| {
+            let mut ws = m.new_workspace();
+            qs.iter()
+                .map(|q| {
+                    let top = m.topk(q, 20, &mut ws).unwrap();
+                    top.iter().map(|s| (s.item, s.score.to_bits())).collect()
+                })
+                .collect()
+        })
+    };
+    assert_eq!(run(&two), run(&one));
+}
+
 /// i16 is a storage of text-encoder weights: a scoring item table refuses it with an error.
 #[test]
 fn item_table_refuses_i16() {

@@ -30,6 +30,29 @@ use seqrec_kernels::cpu::activation as act;
 use seqrec_kernels::cpu::attention::{self, AttentionShape, AttnMask};
 use seqrec_kernels::cpu::{conv, embedding, gru, norm, vector};
 
+/// Smallest hidden width whose recurrence is shared between two workers: the step's `W_hh`
+/// (`3·hidden²` values) then no longer fits a core's L1 cache, and a step reads it from L2.
+#[cfg(feature = "std")]
+const SHARED_GRU_MIN_HIDDEN: usize = 64;
+
+/// Whether a GRU layer's recurrence is shared between two workers of the current rayon pool
+/// ([`gru::gru_layer_shared`]): with `std`, on a worker of a pool of two or more threads, for
+/// a window of several steps and a hidden width of at least [`SHARED_GRU_MIN_HIDDEN`].
+fn share_recurrence(steps: usize, hidden: usize) -> bool {
+    #[cfg(feature = "std")]
+    {
+        steps > 1
+            && hidden >= SHARED_GRU_MIN_HIDDEN
+            && rayon::current_num_threads() > 1
+            && rayon::current_thread_index().is_some()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = (steps, hidden);
+        false
+    }
+}
+
 /// The CPU backend (SIMD kernels dispatched at run time; register-blocked, allocation-free
 /// matrix products).
 ///
@@ -368,22 +391,56 @@ impl Backend for Cpu {
         out: &mut Vec<f32>,
     ) -> Result<()> {
         let hd = layer.hidden;
-        let len = gru::gru_scratch_len(steps, hd);
+        let shared = share_recurrence(steps, hd);
+        let len = if shared {
+            gru::gru_shared_scratch_len(steps, hd)
+        } else {
+            gru::gru_scratch_len(steps, hd)
+        };
         self.ensure(scratch, len)?;
         self.ensure(out, steps * hd)?;
         self.ensure(h, hd)?;
-        gru::gru_layer(
+        let args = (
             &x[..steps * layer.input],
-            steps,
-            layer.input,
-            hd,
             layer.w_ih.as_slice(),
             layer.w_hh.as_slice(),
             layer.b_ih.as_ref().map(Tensor::as_slice),
             layer.b_hh.as_ref().map(Tensor::as_slice),
-            &mut h[..hd],
-            &mut out[..steps * hd],
-            &mut scratch[..len],
+        );
+        let (x, w_ih, w_hh, b_ih, b_hh) = args;
+        let (h, out, scratch) = (&mut h[..hd], &mut out[..steps * hd], &mut scratch[..len]);
+        #[cfg(feature = "std")]
+        if shared {
+            gru::gru_layer_shared(
+                x,
+                steps,
+                layer.input,
+                hd,
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+                h,
+                out,
+                scratch,
+                |a, b| {
+                    rayon::join(a, b);
+                },
+            );
+            return Ok(());
+        }
+        gru::gru_layer(
+            x,
+            steps,
+            layer.input,
+            hd,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            h,
+            out,
+            scratch,
         );
         Ok(())
     }

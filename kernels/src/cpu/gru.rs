@@ -30,6 +30,8 @@
 use super::isa::Isa;
 use super::linear::{linear, linear_isa};
 use super::math::{sigmoid_f32s, tanh_f32s};
+use core::ops::Range;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use pulp::{Simd, WithSimd};
 
 /// Length of the `scratch` slice [`gru_layer`] and [`gru_layer_isa`] need: the input projections
@@ -278,46 +280,90 @@ fn step_simd<S: Simd>(
     h: &mut [f32],
     gh: &mut [f32],
 ) {
-    dot_rows_simd(s, w_hh, h, gh);
-    if let Some(b) = b_hh {
-        let (gh_head, gh_tail) = S::as_mut_simd_f32s(gh);
-        let (b_head, b_tail) = S::as_simd_f32s(b);
-        for (g, &bv) in gh_head.iter_mut().zip(b_head) {
-            *g = s.add_f32s(*g, bv);
-        }
-        for (g, &bv) in gh_tail.iter_mut().zip(b_tail) {
-            *g += bv;
-        }
-    }
     let (gi_r, rest) = gi.split_at(hidden);
     let (gi_z, gi_n) = rest.split_at(hidden);
-    let (gh_r, rest) = gh.split_at(hidden);
-    let (gh_z, gh_n) = rest.split_at(hidden);
-    let (gi_rh, gi_rt) = S::as_simd_f32s(gi_r);
-    let (gi_zh, gi_zt) = S::as_simd_f32s(gi_z);
-    let (gi_nh, gi_nt) = S::as_simd_f32s(gi_n);
+    step_units(
+        s,
+        [gi_r, gi_z, gi_n],
+        w_hh,
+        b_hh,
+        hidden,
+        0..hidden,
+        None,
+        h,
+        gh,
+    );
+}
+
+/// One step for the hidden units `units` only, from their input projections `gi` (the r, z and
+/// n rows of those units, `units.len()` values each): their three gate rows of
+/// `W_hh·h + b_hh` into `gh` (`[3·units.len()]`), then their new state into `h_next` (`[units.len()]`). The
+/// previous state is `h_prev` (`[hidden]`), or, when `None`, `h_next` itself (then `units`
+/// must be every unit: the step in place). Each row's dot product and each unit's gates are
+/// computed the same way whatever `units` is, so steps split by units give the bits of the
+/// whole step.
+#[inline(always)]
+fn step_units<S: Simd>(
+    s: S,
+    gi: [&[f32]; 3],
+    w_hh: &[f32],
+    b_hh: Option<&[f32]>,
+    hidden: usize,
+    units: Range<usize>,
+    h_prev: Option<&[f32]>,
+    h_next: &mut [f32],
+    gh: &mut [f32],
+) {
+    let n = units.len();
+    let gh = &mut gh[..3 * n];
+    {
+        let x: &[f32] = h_prev.unwrap_or(h_next);
+        for (g, ghg) in gh.chunks_exact_mut(n.max(1)).enumerate() {
+            let rows = g * hidden + units.start..g * hidden + units.end;
+            dot_rows_simd(s, &w_hh[rows.start * hidden..rows.end * hidden], x, ghg);
+            if let Some(b) = b_hh {
+                let (gh_head, gh_tail) = S::as_mut_simd_f32s(ghg);
+                let (b_head, b_tail) = S::as_simd_f32s(&b[rows]);
+                for (g, &bv) in gh_head.iter_mut().zip(b_head) {
+                    *g = s.add_f32s(*g, bv);
+                }
+                for (g, &bv) in gh_tail.iter_mut().zip(b_tail) {
+                    *g += bv;
+                }
+            }
+        }
+    }
+    let (gi_rh, gi_rt) = S::as_simd_f32s(gi[0]);
+    let (gi_zh, gi_zt) = S::as_simd_f32s(gi[1]);
+    let (gi_nh, gi_nt) = S::as_simd_f32s(gi[2]);
+    let (gh_r, rest) = gh.split_at(n);
+    let (gh_z, gh_n) = rest.split_at(n);
     let (gh_rh, gh_rt) = S::as_simd_f32s(gh_r);
     let (gh_zh, gh_zt) = S::as_simd_f32s(gh_z);
     let (gh_nh, gh_nt) = S::as_simd_f32s(gh_n);
-    let (h_head, h_tail) = S::as_mut_simd_f32s(h);
+    let prev = h_prev.map(|p| S::as_simd_f32s(&p[units.clone()]));
+    let (h_head, h_tail) = S::as_mut_simd_f32s(h_next);
     let nv = h_head.len();
     let (gi_rh, gi_zh, gi_nh) = (&gi_rh[..nv], &gi_zh[..nv], &gi_nh[..nv]);
     let (gh_rh, gh_zh, gh_nh) = (&gh_rh[..nv], &gh_zh[..nv], &gh_nh[..nv]);
+    let prev_head = prev.map(|(head, _)| &head[..nv]);
     for (v, hv) in h_head.iter_mut().enumerate() {
+        let old = prev_head.map_or(*hv, |p| p[v]);
         *hv = gates(
             s,
             [gi_rh[v], gi_zh[v], gi_nh[v]],
             [gh_rh[v], gh_zh[v], gh_nh[v]],
-            *hv,
+            old,
         );
     }
     if !h_tail.is_empty() {
         let p = |v: &[f32]| s.partial_load_f32s(v);
+        let old = p(prev.map_or(&*h_tail, |(_, tail)| tail));
         let hv = gates(
             s,
             [p(gi_rt), p(gi_zt), p(gi_nt)],
             [p(gh_rt), p(gh_zt), p(gh_nt)],
-            s.partial_load_f32s(h_tail),
+            old,
         );
         s.partial_store_f32s(h_tail, hv);
     }
@@ -491,6 +537,255 @@ pub fn gru_step(
     scratch: &mut [f32],
 ) {
     gru_step_isa(Isa::detect(), gi, w_hh, b_hh, hidden, h, scratch);
+}
+
+/// Hidden units of the first of the two shares of a step in [`gru_layer_shared`]: half, in whole
+/// vectors of 16 lanes where there are enough units.
+fn share_split(hidden: usize) -> usize {
+    if hidden >= 32 {
+        hidden / 2 / 16 * 16
+    } else {
+        hidden / 2
+    }
+}
+
+/// Length of the `scratch` slice [`gru_layer_shared`] needs: the input projections of all steps
+/// (`steps·3·hidden`) and one recurrent projection of the larger share for each of the two
+/// workers.
+pub fn gru_shared_scratch_len(steps: usize, hidden: usize) -> usize {
+    let share = hidden - share_split(hidden);
+    steps * 3 * hidden + 2 * 3 * share
+}
+
+/// The state two workers of [`gru_layer_shared`] share. Tasks, claimed in order: `0` and `1`
+/// project the inputs of all steps for the units of share 0 and 1; `2 + 2t + j` runs step
+/// `t` for the units of share `j`. `done` counts the finished tasks.
+struct Shared<'a> {
+    isa: Isa,
+    x: &'a [f32],
+    input: usize,
+    w_ih: &'a [f32],
+    b_ih: Option<&'a [f32]>,
+    w_hh: &'a [f32],
+    b_hh: Option<&'a [f32]>,
+    hidden: usize,
+    steps: usize,
+    split: usize,
+    h0: &'a [f32],
+    /// The input projections, `steps·3·hidden` values: share `j`'s block (share 0 first),
+    /// in it gate `g`'s `[steps, units of the share]`.
+    gi: *mut f32,
+    /// `out` of the layer, `[steps, hidden]`: row `t` is the state after step `t`.
+    out: *mut f32,
+    next: AtomicUsize,
+    done: AtomicUsize,
+}
+
+// SAFETY: the only non-`Sync` fields are `gi` and `out`, buffers exclusively borrowed by
+// `gru_layer_shared` for the life of this value, which `Shared::work` accesses under the task
+// protocol documented there (each part written by the one worker that claimed its task, read
+// only after that task is done).
+unsafe impl Sync for Shared<'_> {}
+
+impl Shared<'_> {
+    /// The hidden units of share `j`.
+    fn units(&self, j: usize) -> Range<usize> {
+        if j == 0 {
+            0..self.split
+        } else {
+            self.split..self.hidden
+        }
+    }
+
+    /// Offset in `gi` of gate `g`, step `t` of share `j`.
+    fn gi_at(&self, j: usize, g: usize, t: usize) -> usize {
+        let n = self.units(j).len();
+        let block = if j == 0 {
+            0
+        } else {
+            3 * self.steps * self.split
+        };
+        block + (g * self.steps + t) * n
+    }
+
+    /// Claims and runs tasks until none is left; `gh` (`[3·larger share]`) is this worker's.
+    ///
+    /// A step task `2 + 2t + j` starts once `done ≥ 2 + 2t`, which means that both
+    /// projections and every task of the steps before `t` are done: a step task finishes only
+    /// after it saw that many tasks done, so a finished task with a number `≥ 2 + 2t` would
+    /// have made `done` larger. A worker waits only for tasks that are claimed, hence running
+    /// on the other worker, so the layer completes with one worker or two.
+    fn work(&self, gh: &mut [f32]) {
+        let (hidden, steps) = (self.hidden, self.steps);
+        loop {
+            let task = self.next.fetch_add(1, Ordering::Relaxed);
+            if task >= 2 + 2 * steps {
+                return;
+            }
+            if task < 2 {
+                self.project(task);
+            } else {
+                let (t, j) = ((task - 2) / 2, task % 2);
+                while self.done.load(Ordering::Acquire) < 2 + 2 * t {
+                    core::hint::spin_loop();
+                }
+                let units = self.units(j);
+                let n = units.len();
+                // SAFETY: `gi` holds `steps·3·hidden` values and `out` `steps·hidden` (checked by
+                // `gru_layer_shared`), and every range below is inside them. The projections of
+                // share `j` and row `t − 1` are complete (`done ≥ 2 + 2t` was read with Acquire
+                // after each writer's Release increment) and nothing writes them any more; the
+                // units `units` of row `t` belong to this task alone (each task number is
+                // claimed once), and nobody reads row `t` before this task's Release increment
+                // below. The slices do not overlap (`gi` and `out` are distinct buffers, and
+                // rows `t − 1` and `t` of `out` distinct rows).
+                let (gi, h_prev, h_next) = unsafe {
+                    let gi = [0, 1, 2]
+                        .map(|g| core::slice::from_raw_parts(self.gi.add(self.gi_at(j, g, t)), n));
+                    let prev = if t == 0 {
+                        self.h0
+                    } else {
+                        core::slice::from_raw_parts(self.out.add((t - 1) * hidden), hidden)
+                    };
+                    let next =
+                        core::slice::from_raw_parts_mut(self.out.add(t * hidden + units.start), n);
+                    (gi, prev, next)
+                };
+                self.isa.run(UnitsBody {
+                    gi,
+                    w_hh: self.w_hh,
+                    b_hh: self.b_hh,
+                    hidden,
+                    units,
+                    h_prev,
+                    h_next,
+                    gh: &mut *gh,
+                });
+            }
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Task `j < 2`: the input projections of every step for the units of share `j`, one
+    /// product per gate.
+    fn project(&self, j: usize) {
+        let (units, input, hidden) = (self.units(j), self.input, self.hidden);
+        let n = units.len();
+        for g in 0..3 {
+            let rows = g * hidden + units.start..g * hidden + units.end;
+            // SAFETY: share `j`'s block of `gi` (inside the buffer, see `work`) is written by
+            // this task alone, and no step task reads it before this task's Release increment.
+            let out = unsafe {
+                core::slice::from_raw_parts_mut(self.gi.add(self.gi_at(j, g, 0)), self.steps * n)
+            };
+            linear(
+                self.x,
+                &self.w_ih[rows.start * input..rows.end * input],
+                self.b_ih.map(|b| &b[rows]),
+                out,
+                self.steps,
+                input,
+                n,
+            );
+        }
+    }
+}
+
+/// One step task of [`Shared::work`]: [`step_units`] from a separate previous state.
+struct UnitsBody<'a> {
+    gi: [&'a [f32]; 3],
+    w_hh: &'a [f32],
+    b_hh: Option<&'a [f32]>,
+    hidden: usize,
+    units: Range<usize>,
+    h_prev: &'a [f32],
+    h_next: &'a mut [f32],
+    gh: &'a mut [f32],
+}
+
+impl WithSimd for UnitsBody<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        step_units(
+            s,
+            self.gi,
+            self.w_hh,
+            self.b_hh,
+            self.hidden,
+            self.units,
+            Some(self.h_prev),
+            self.h_next,
+            self.gh,
+        );
+    }
+}
+
+/// [`gru_layer`] shared by two workers, for a request that has a second core: a step's
+/// `W_hh·h` product reads all of `W_hh` (192 KiB at RecBole's hidden 128, from the core's L2),
+/// and split by hidden units between two cores each reads half. The input projection is split
+/// the same way. The work is a sequence of tasks (two projections, then two per step),
+/// claimed in order by whichever worker is free; `fork_join(a, b)` must run `a` and `b` (on
+/// two threads, or one after the other) and return when both have returned, e.g.
+/// `|a, b| { rayon::join(a, b); }`. A worker waits (spinning) only for a task that the other
+/// worker has claimed and is running, so the layer completes whether the second worker starts
+/// at once, late or never; anything left unclaimed when `fork_join` returns runs on the
+/// calling thread. Each row's dot product and each unit's gates are computed as in
+/// [`gru_layer`], whichever share holds them; the input projection is one product per share and
+/// gate instead of one for all (the products sum each output in the same order at the tested
+/// shapes, where the results equal [`gru_layer`]'s bit for bit).
+///
+/// # Panics
+/// As [`gru_layer`], with `scratch.len() < gru_shared_scratch_len(steps, hidden)`.
+pub fn gru_layer_shared(
+    x: &[f32],
+    steps: usize,
+    input: usize,
+    hidden: usize,
+    w_ih: &[f32],
+    w_hh: &[f32],
+    b_ih: Option<&[f32]>,
+    b_hh: Option<&[f32]>,
+    h: &mut [f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    fork_join: impl FnOnce(&mut (dyn FnMut() + Send), &mut (dyn FnMut() + Send)),
+) {
+    check_layer(x, steps, input, hidden, w_ih, w_hh, b_ih, b_hh, h, out);
+    check_scratch(scratch, gru_shared_scratch_len(steps, hidden));
+    if steps == 0 || hidden == 0 {
+        return;
+    }
+    let (gi, rest) = scratch.split_at_mut(steps * 3 * hidden);
+    let share = 3 * (hidden - share_split(hidden));
+    let (gh_a, rest) = rest.split_at_mut(share);
+    let gh_b = &mut rest[..share];
+    let shared = Shared {
+        isa: Isa::detect(),
+        x,
+        input,
+        w_ih,
+        b_ih,
+        w_hh,
+        b_hh,
+        hidden,
+        steps,
+        split: share_split(hidden),
+        h0: h,
+        gi: gi.as_mut_ptr(),
+        out: out.as_mut_ptr(),
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+    };
+    {
+        let shared = &shared;
+        let mut a = || shared.work(&mut *gh_a);
+        let mut b = || shared.work(&mut *gh_b);
+        fork_join(&mut a, &mut b);
+    }
+    shared.work(gh_a);
+    drop(shared);
+    h.copy_from_slice(&out[(steps - 1) * hidden..]);
 }
 
 #[cfg(test)]
@@ -734,6 +1029,85 @@ mod tests {
         for j in 0..hidden {
             let want = libm::tanhf(gi[2 * hidden + j]);
             assert!((h[j] - want).abs() < 1e-6, "unit {j}: {} vs {want}", h[j]);
+        }
+    }
+
+    /// The shared layer gives the single-threaded layer's bits however its two workers run:
+    /// on two threads, one after the other in either order, or not at all (the calling thread
+    /// then does every task).
+    #[test]
+    fn shared_layer_equals_the_layer_bit_for_bit() {
+        type Runner = fn(&mut (dyn FnMut() + Send), &mut (dyn FnMut() + Send));
+        let runners: [(&str, Runner); 4] = [
+            ("a then b", |a, b| {
+                a();
+                b();
+            }),
+            ("b then a", |a, b| {
+                b();
+                a();
+            }),
+            ("neither", |_, _| {}),
+            #[cfg(feature = "std")]
+            ("two threads", |a, b| {
+                std::thread::scope(|sc| {
+                    sc.spawn(b);
+                    a();
+                })
+            }),
+            #[cfg(not(feature = "std"))]
+            ("a only", |a, _| a()),
+        ];
+        let mut rng = Rng::new(27);
+        let mut shapes = shapes();
+        shapes.extend([(50, 64, 128), (7, 5, 100), (3, 4, 1)]);
+        for (steps, input, hidden) in shapes {
+            let c = case(&mut rng, steps, input, hidden);
+            for biases in [false, true] {
+                let b_ih = biases.then_some(&c.b_ih[..]);
+                let b_hh = biases.then_some(&c.b_hh[..]);
+                let mut h_want = c.h0.clone();
+                let mut want = vec![0.0; steps * hidden];
+                let mut scratch = vec![0.0; gru_scratch_len(steps, hidden)];
+                gru_layer(
+                    &c.x,
+                    steps,
+                    input,
+                    hidden,
+                    &c.w_ih,
+                    &c.w_hh,
+                    b_ih,
+                    b_hh,
+                    &mut h_want,
+                    &mut want,
+                    &mut scratch,
+                );
+                for (name, run) in runners {
+                    let mut h = c.h0.clone();
+                    let mut got = vec![f32::NAN; steps * hidden];
+                    let mut scratch = vec![f32::NAN; gru_shared_scratch_len(steps, hidden)];
+                    gru_layer_shared(
+                        &c.x,
+                        steps,
+                        input,
+                        hidden,
+                        &c.w_ih,
+                        &c.w_hh,
+                        b_ih,
+                        b_hh,
+                        &mut h,
+                        &mut got,
+                        &mut scratch,
+                        run,
+                    );
+                    let same = |a: &[f32], b: &[f32]| {
+                        a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+                    };
+                    let ctx = format!("{name}: {steps}x{input}x{hidden} biases {biases}");
+                    assert!(same(&got, &want), "{ctx}: outputs differ");
+                    assert!(same(&h, &h_want), "{ctx}: final states differ");
+                }
+            }
         }
     }
 }
