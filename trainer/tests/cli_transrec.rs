@@ -443,3 +443,67 @@ fn held_out_items_are_listed_and_evaluated_as_cold_start() {
     ]);
     assert!(e.contains("--hold-out-items 1"), "{e}");
 }
+
+/// A run stopped by `--epochs` keeps its state; `--resume` with more epochs ends where one
+/// uninterrupted run ends, bit for bit; other options are refused; a run that stops on its
+/// patience removes the state.
+#[test]
+fn resume_continues_a_run_as_if_never_stopped() {
+    let root = temp_dir("resume");
+    let bert = bert_dir(&root, "bert", 6);
+    let data = catalog(&root, "src", 1, 12, 10, None);
+    // SMALL's options but its --epochs, which each run sets.
+    let args = |out: &Path| {
+        let mut a = small_transrec(&data, &bert, out);
+        let at = a.iter().position(|&x| x == "--epochs").unwrap();
+        a.drain(at..at + 2);
+        a.extend(["--stage", "cpc"]);
+        a.iter().map(|x| x.to_string()).collect::<Vec<String>>()
+    };
+    let ok_with = |out: &Path, extra: &[&str]| {
+        let mut a = args(out);
+        a.extend(extra.iter().map(|x| x.to_string()));
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let run = |out: &Path, epochs: &str, extra: &[&str]| {
+        let mut a = vec!["--patience", "50", "--epochs", epochs];
+        a.extend(extra);
+        ok_with(out, &a);
+    };
+    let whole = root.join("whole.safetensors");
+    run(&whole, "4", &[]);
+    let parted = root.join("parted.safetensors");
+    let state = root.join("parted.safetensors.state");
+    run(&parted, "2", &[]);
+    assert!(state.exists(), "a run stopped by --epochs keeps its state");
+    let mut other = args(&parted);
+    other.extend(["--resume", "--lr", "0.01"].map(String::from));
+    let e = err(&other.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        e.contains("parted.safetensors.state") && e.contains("other options"),
+        "{e}"
+    );
+    run(&parted, "4", &["--resume"]);
+    let tensors = |p: &Path| {
+        let f = seqrec_engine::WeightFile::open(p).unwrap();
+        let names: Vec<String> = f.names().map(str::to_string).collect();
+        names
+            .iter()
+            .map(|n| {
+                let shape = f.info(n).unwrap().shape.clone();
+                let t = f.tensor(n, &shape).unwrap();
+                (
+                    n.clone(),
+                    t.as_slice().iter().map(|v| v.to_bits()).collect(),
+                )
+            })
+            .collect::<Vec<(String, Vec<u32>)>>()
+    };
+    assert_eq!(tensors(&parted), tensors(&whole));
+    let converged = root.join("converged.safetensors");
+    ok_with(&converged, &["--patience", "1", "--epochs", "30"]);
+    assert!(!root.join("converged.safetensors.state").exists());
+    let mut a = args(&converged);
+    a.push("--resume".into());
+    assert!(err(&a.iter().map(String::as_str).collect::<Vec<_>>()).contains("does not exist"));
+}

@@ -22,6 +22,7 @@ mod score;
 mod train;
 mod train_dt;
 mod train_pdit;
+mod train_state;
 mod transrec;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -25,6 +25,7 @@
 //! scored through their text) and writes a file the engine serves as model `transrec` (or
 //! `idrec`): `seqrec score`, `eval` and the C ABI take it unchanged.
 
+use super::train_state::{self, Progress, Saved, state_path};
 use super::{CliError, CliResult, item_text, out};
 use crate::data::{self, DataFormat, Dataset, EvalSeq, Split, SplitMethod, TrainPart};
 use crate::eval::{
@@ -79,6 +80,13 @@ pub struct TransRecArgs {
     /// or `all` (every training sequence cut into such windows from its end).
     #[arg(long)]
     pub windows: Option<String>,
+    /// transrec, idrec: continue a run from `OUT.state`, with the same options: it makes the
+    /// draws and updates the uninterrupted run would have made. The state is written after
+    /// every epoch and kept unless the run stopped on `--patience` (an interrupted run, or one
+    /// that reached `--epochs` or `--time-budget`, can go on); `--epochs`, `--patience`,
+    /// `--time-budget`, `--threads` and `--quiet` may change.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 impl TransRecArgs {
@@ -93,6 +101,7 @@ impl TransRecArgs {
             (self.stage.is_some(), "--stage"),
             (self.text_tokens.is_some(), "--text-tokens"),
             (self.windows.is_some(), "--windows"),
+            (self.resume, "--resume"),
         ];
         given.iter().find(|g| g.0).map(|g| g.1)
     }
@@ -357,6 +366,36 @@ pub(crate) fn parse_fine_tune(s: Option<&str>) -> Result<FineTune, CliError> {
     }
 }
 
+/// The options that shape a run, which a resumed run must repeat (see
+/// [`TransRecArgs::resume`]).
+fn fingerprint(c: &Common<'_>, a: &TransRecArgs) -> String {
+    format!(
+        "model {} data {} format {:?} split {:?} batch {:?} lr {:?} weight-decay {:?} hidden {:?}          layers {:?} heads {:?} max-len {:?} dropout {:?} seed {} valid-metric {:?}          text-encoder {:?} init {:?} train-users {:?} hold-out-items {:?} text-layers {:?}          stage {:?} text-tokens {:?} windows {:?}",
+        c.model,
+        c.data.display(),
+        c.data_format,
+        c.split,
+        c.batch_size,
+        c.lr,
+        c.weight_decay,
+        c.hidden,
+        c.n_layers,
+        c.n_heads,
+        c.max_len,
+        c.dropout,
+        c.seed,
+        c.valid_metric,
+        a.text_encoder,
+        a.init,
+        a.train_users,
+        a.hold_out_items,
+        a.text_layers,
+        a.stage,
+        a.text_tokens,
+        a.windows,
+    )
+}
+
 /// `seqrec train --model transrec|idrec`.
 pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
     let text = c.model == "transrec";
@@ -524,8 +563,16 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
         .map_err(|e| CliError::internal(format!("thread pool: {e}")))?;
     // One run at a time in this process: its large products may use every thread.
     seqrec_kernels::cpu::linear::set_gemm_threads(pool.current_num_threads());
+    let state_file = state_path(c.out);
+    let fingerprint = fingerprint(c, a);
+    let resume = match a.resume {
+        true => Some(Saved::open(&state_file, &fingerprint)?),
+        false => None,
+    };
     let run = Run {
         c,
+        state_file: &state_file,
+        fingerprint: &fingerprint,
         seqs: &seqs,
         held_out: &held_out,
         evaluator: &evaluator,
@@ -537,24 +584,42 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
         all_windows,
         start: Instant::now(),
     };
-    let mut summary = Vec::new();
-    pool.install(|| -> Result<(), CliError> {
-        if both {
-            let b = run.stage(&mut model, Stage::Uep, &mut rng)?;
-            summary.push(format!(
-                "stage 1 best epoch {} ({} {:.4})",
-                b.0, run.metric, b.1
-            ));
+    let mut stages: Vec<(String, usize, f64)> = Vec::new();
+    pool.install(|| -> Result<bool, CliError> {
+        let resumed = resume.as_ref().map(|s| s.progress.stage.as_str());
+        if both && resumed == Some("cpc") {
+            // Stage 1 had finished: its result is in the state, the weights come below.
+            stages.clone_from(&resume.as_ref().expect("resumed").progress.stages);
+            model.drop_uep();
+        } else if both {
+            let b = run.stage(&mut model, Stage::Uep, &mut rng, resume.as_ref(), &stages)?;
+            stages.push(("uep".into(), b.0, b.1));
             model.drop_uep();
         }
-        let b = run.stage(&mut model, Stage::Cpc, &mut rng)?;
-        summary.push(format!(
-            "stage 2 best epoch {} ({} {:.4})",
-            b.0, run.metric, b.1
-        ));
+        let b = run.stage(&mut model, Stage::Cpc, &mut rng, resume.as_ref(), &stages)?;
+        stages.push(("cpc".into(), b.0, b.1));
+        Ok(b.2)
+    })
+    .and_then(|converged| {
+        model.save(c.out).map_err(CliError::input)?;
+        if converged && state_file.exists() {
+            std::fs::remove_file(&state_file)
+                .map_err(|e| CliError::input(format!("{}: {e}", state_file.display())))?;
+        } else if !converged && !c.quiet {
+            eprintln!(
+                "training state kept in {}: --resume continues the run",
+                state_file.display()
+            );
+        }
         Ok(())
     })?;
-    model.save(c.out).map_err(CliError::input)?;
+    let summary: Vec<String> = stages
+        .iter()
+        .map(|(s, epoch, value)| {
+            let n = if s == "uep" { 1 } else { 2 };
+            format!("stage {n} best epoch {epoch} ({} {value:.4})", run.metric)
+        })
+        .collect();
     out(format!(
         "saved {} ({})",
         c.out.display(),
@@ -565,6 +630,10 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
 /// One training run's fixed parts.
 struct Run<'a> {
     c: &'a Common<'a>,
+    /// Where the run's state is written after every epoch.
+    state_file: &'a Path,
+    /// The options a resumed run must repeat.
+    fingerprint: &'a str,
     seqs: &'a [(u32, Vec<u32>)],
     /// Sorted items held out of training (never drawn as negatives).
     held_out: &'a [u32],
@@ -585,17 +654,22 @@ impl Run<'_> {
             .is_some_and(|b| self.start.elapsed() >= Duration::from_secs_f64(b))
     }
 
-    /// Trains one stage to its best validation epoch; returns (best epoch, its value).
+    /// Trains one stage to its best validation epoch; returns (best epoch, its value, whether
+    /// it stopped on the patience). With
+    /// `resume` holding a state of this stage, continues from it; `done` are the earlier
+    /// stages' results (kept in the state written after every epoch).
     fn stage(
         &self,
         model: &mut TransRecModel,
         stage: Stage,
         rng: &mut Rng,
-    ) -> Result<(usize, f64), CliError> {
+        resume: Option<&Saved>,
+        done: &[(String, usize, f64)],
+    ) -> Result<(usize, f64, bool), CliError> {
         let cfg = model.config().clone();
-        let name = match stage {
-            Stage::Uep => "stage 1 (UEP)",
-            Stage::Cpc => "stage 2 (CPC)",
+        let (name, key) = match stage {
+            Stage::Uep => ("stage 1 (UEP)", "uep"),
+            Stage::Cpc => ("stage 2 (CPC)", "cpc"),
         };
         // The text encoder's frozen part never changes: its output is cached for the whole
         // catalog once, so that validation's item table does not recompute it for the items
@@ -628,7 +702,25 @@ impl Run<'_> {
         let mut opt = Adam::new(self.weight_decay);
         let mut best = Best::new();
         let mut since_best = 0usize;
-        for epoch in 1..=self.c.epochs {
+        let mut first = 1;
+        if let Some(saved) = resume.filter(|s| s.progress.stage == key) {
+            let p = &saved.progress;
+            let best_params = saved.restore(&mut model.params_mut(), &mut opt)?;
+            best = Best {
+                value: p.best_value,
+                epoch: p.best_epoch,
+                params: best_params.unwrap_or_default(),
+            };
+            (since_best, first, *rng) = (p.since_best, p.epoch + 1, saved.rng()?);
+            if !self.c.quiet {
+                eprintln!(
+                    "{name}: resuming after epoch {} (best epoch {}, {} {:.4})",
+                    p.epoch, p.best_epoch, self.metric, p.best_value
+                );
+            }
+        }
+        let mut converged = false;
+        for epoch in first..=self.c.epochs {
             let t0 = Instant::now();
             let mut order: Vec<usize> = (0..windows.len()).collect();
             shuffle(&mut order, rng);
@@ -702,12 +794,31 @@ impl Run<'_> {
                     t0.elapsed().as_secs_f64() - train_secs,
                 );
             }
-            if since_best >= self.c.patience || self.out_of_time() {
+            let progress = Progress {
+                stage: key.into(),
+                epoch,
+                since_best,
+                best_epoch: best.epoch,
+                best_value: best.value,
+                rng: rng.state(),
+                stages: done.to_vec(),
+            };
+            let best_params = (!best.params.is_empty()).then_some(&best.params[..]);
+            train_state::save(
+                self.state_file,
+                &progress,
+                self.fingerprint,
+                &model.params(),
+                best_params,
+                &opt,
+            )?;
+            converged = since_best >= self.c.patience;
+            if converged || self.out_of_time() {
                 break;
             }
         }
         best.restore(model);
-        Ok((best.epoch, best.value))
+        Ok((best.epoch, best.value, converged))
     }
 }
 

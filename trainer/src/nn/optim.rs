@@ -159,6 +159,47 @@ impl Adam {
         }
     }
 
+    /// The step count and every parameter's moments `(name, m, v)`, in the order of the
+    /// parameter list (none before the first step): what a resumed run needs besides the
+    /// weights ([`Adam::restore`]).
+    pub fn state(&self) -> (u64, Vec<(&str, &[f32], &[f32])>) {
+        let entries = self
+            .slots
+            .names
+            .iter()
+            .zip(&self.slots.bufs)
+            .map(|((name, _), bufs)| (name.as_str(), bufs[0].as_slice(), bufs[1].as_slice()))
+            .collect();
+        (self.t, entries)
+    }
+
+    /// Continues from a [`Adam::state`]: the step count `t` and the moments `(name, m, v)` of
+    /// each parameter, in order. The parameter list of the next step must match them (names
+    /// and lengths, checked there as for any step).
+    ///
+    /// # Errors
+    /// An entry whose `m` and `v` differ in length.
+    pub fn restore(
+        &mut self,
+        t: u64,
+        entries: Vec<(String, Vec<f32>, Vec<f32>)>,
+    ) -> crate::Result<()> {
+        if let Some((name, m, v)) = entries.iter().find(|(_, m, v)| m.len() != v.len()) {
+            return Err(crate::Error::Invalid(format!(
+                "Adam state of `{name}`: first moment has {} values, second {}",
+                m.len(),
+                v.len()
+            )));
+        }
+        self.slots.names = entries
+            .iter()
+            .map(|(n, m, _)| (n.clone(), m.len()))
+            .collect();
+        self.slots.bufs = entries.into_iter().map(|(_, m, v)| vec![m, v]).collect();
+        self.t = t;
+        Ok(())
+    }
+
     /// AdamW with PyTorch's defaults and decoupled weight decay `weight_decay` (PyTorch's
     /// default is 0.01).
     pub fn adamw(weight_decay: f32) -> Adam {

@@ -39,6 +39,18 @@ impl Rng {
         Rng { s: [a, b | 1] }
     }
 
+    /// The generator's state: [`Rng::from_state`] continues the stream from here (how an
+    /// interrupted training run resumes with the draws it would have made).
+    pub fn state(&self) -> [u64; 2] {
+        self.s
+    }
+
+    /// The generator whose state [`Rng::state`] returned; `None` for the all-zero state, which
+    /// no generator has (xorshift128+ would stay at zero).
+    pub fn from_state(s: [u64; 2]) -> Option<Rng> {
+        (s != [0, 0]).then_some(Rng { s })
+    }
+
     /// The next 64 random bits (one xorshift128+ step).
     pub fn next_u64(&mut self) -> u64 {
         let mut s1 = self.s[0];
