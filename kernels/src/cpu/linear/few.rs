@@ -233,9 +233,16 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
     let ws: [&[Rd::Elem]; CC] = core::array::from_fn(|c| &w[c * ldw..c * ldw + kc]);
     let xu: [&[[S::f32s; 2]]; RR] =
         core::array::from_fn(|r| bytemuck::cast_slice(&S::as_simd_f32s(xs[r]).0[..2 * nu]));
-    let mut a: [[S::f32s; CC]; RR] = core::array::from_fn(|r| {
-        core::array::from_fn(|c| if first { s.splat_f32s(0.0) } else { acc[r][c] })
-    });
+    // Vectors are gathered with loops, not `core::array::from_fn`: its closures are not
+    // always inlined into this target-feature body (a crate built without LTO, with several
+    // codegen units), and out of line every SIMD operation in them becomes a call (the i16
+    // text encoder ran eight times slower).
+    let mut a = [[s.splat_f32s(0.0); CC]; RR];
+    if !first {
+        for r in 0..RR {
+            a[r].copy_from_slice(&acc[r][..CC]);
+        }
+    }
     // Units per cache line of weights (at least one): one prefetch per row and line.
     let per_line = (LINE / core::mem::size_of::<Rd::Elem>() / unit).max(1);
     for u in 0..nu {
@@ -246,8 +253,10 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
                 ahead.fetch(row, u * unit);
             }
         }
-        let wv: [[S::f32s; 2]; CC] =
-            core::array::from_fn(|c| rd.unit(s, &ws[c][u * unit..(u + 1) * unit]));
+        let mut wv = [[s.splat_f32s(0.0); 2]; CC];
+        for c in 0..CC {
+            wv[c] = rd.unit(s, &ws[c][u * unit..(u + 1) * unit]);
+        }
         for h in 0..2 {
             for r in 0..RR {
                 let xv = xu[r][u][h];
@@ -261,7 +270,10 @@ fn dot_tile<S: Simd, Rd: Reader, const RR: usize, const CC: usize>(
     let mut p = nu * unit;
     while p < kc {
         let end = (p + lanes).min(kc);
-        let wv: [S::f32s; CC] = core::array::from_fn(|c| rd.part(s, &ws[c][p..end]));
+        let mut wv = [s.splat_f32s(0.0); CC];
+        for c in 0..CC {
+            wv[c] = rd.part(s, &ws[c][p..end]);
+        }
         for r in 0..RR {
             let xv = s.partial_load_f32s(&xs[r][p..end]);
             for c in 0..CC {
