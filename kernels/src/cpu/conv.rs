@@ -82,8 +82,7 @@ fn axpy_block<const N: usize, S: Simd>(
     debug_assert!((v + N) * core::mem::size_of::<S::f32s>() <= n * 4);
     let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
     let (col0, width) = (v * lanes, N * lanes);
-    let mut acc = [s.splat_f32s(0.0); N];
-    acc.copy_from_slice(&y[..N]);
+    let mut acc: [S::f32s; N] = core::array::from_fn(|q| y[q]);
     for (i, &a) in coef.iter().enumerate() {
         let start = i * stride + col0;
         // Exactly N full vectors (`width` is N·lanes), so the indexing below is check-free.

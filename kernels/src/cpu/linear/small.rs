@@ -69,18 +69,12 @@ fn zeros<S: Simd>(s: S) -> [S::f32s; NRV] {
 #[inline(always)]
 fn load_row<S: Simd>(s: S, values: &[f32]) -> [S::f32s; NRV] {
     let (head, tail) = S::as_simd_f32s(values);
-    // Vector by vector: a slice copy of variable length would become a call to memcpy (and a
-    // loop, not `core::array::from_fn`, whose closure may stay out of line: see
-    // `few::dot_tile`).
-    let mut row = [s.splat_f32s(0.0); NRV];
-    for (v, out) in row.iter_mut().enumerate() {
-        match head.get(v) {
-            Some(&h) => *out = h,
-            None if v == head.len() && !tail.is_empty() => *out = s.partial_load_f32s(tail),
-            None => {}
-        }
-    }
-    row
+    // Vector by vector: a slice copy of variable length would become a call to memcpy.
+    core::array::from_fn(|v| match head.get(v) {
+        Some(&h) => h,
+        None if v == head.len() && !tail.is_empty() => s.partial_load_f32s(tail),
+        None => s.splat_f32s(0.0),
+    })
 }
 
 /// One panel of the right-hand side: row `p` is the `NRV` vectors at `b[p·ldb ..]`; it feeds
@@ -105,11 +99,7 @@ fn step<S: Simd, const R: usize>(
     acc: &mut [[S::f32s; NRV]; R],
 ) {
     let (bv, _) = S::as_simd_f32s(b_p);
-    // A copy by loop, not `core::array::from_fn`, whose closure may stay out of line (see
-    // `few::dot_tile`).
-    let mut row = [s.splat_f32s(0.0); NRV];
-    row.copy_from_slice(&bv[..NRV]);
-    let bv = row;
+    let bv: [S::f32s; NRV] = core::array::from_fn(|v| bv[v]);
     for r in 0..R {
         let av = s.splat_f32s(rows[r][p]);
         for v in 0..NRV {
@@ -584,10 +574,7 @@ fn dot_tile<S: Simd, const R: usize, const C: usize>(
     let wh: [&[S::f32s]; C] = core::array::from_fn(|c| &S::as_simd_f32s(ws[c]).0[..nv]);
     let mut acc = [[s.splat_f32s(0.0); C]; R];
     for v in 0..nv {
-        let mut xv = [s.splat_f32s(0.0); R];
-        for r in 0..R {
-            xv[r] = xh[r][v];
-        }
+        let xv: [S::f32s; R] = core::array::from_fn(|r| xh[r][v]);
         for c in 0..C {
             let wv = wh[c][v];
             for r in 0..R {
@@ -596,10 +583,7 @@ fn dot_tile<S: Simd, const R: usize, const C: usize>(
         }
     }
     if nv * lanes < k {
-        let mut xv = [s.splat_f32s(0.0); R];
-        for r in 0..R {
-            xv[r] = s.partial_load_f32s(&xs[r][nv * lanes..]);
-        }
+        let xv: [S::f32s; R] = core::array::from_fn(|r| s.partial_load_f32s(&xs[r][nv * lanes..]));
         for c in 0..C {
             let wv = s.partial_load_f32s(&ws[c][nv * lanes..]);
             for r in 0..R {
