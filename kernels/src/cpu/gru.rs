@@ -784,7 +784,6 @@ pub fn gru_layer_shared(
         fork_join(&mut a, &mut b);
     }
     shared.work(gh_a);
-    drop(shared);
     h.copy_from_slice(&out[(steps - 1) * hidden..]);
 }
 

@@ -320,7 +320,7 @@ mod tests {
             assert_eq!(f.value, p.value, "{} after a step", p.name);
         }
         // A parameter the state lacks is named.
-        let mut other = vec![Param::zeros("c.weight", &[1])];
+        let mut other = [Param::zeros("c.weight", &[1])];
         let mut refs: Vec<&mut Param> = other.iter_mut().collect();
         let err = saved
             .restore(&mut refs, &mut Adam::new(0.0))

@@ -28,6 +28,9 @@ pub trait Optimizer {
     fn steps(&self) -> u64;
 }
 
+/// One parameter's Adam moments as [`Adam::state`] lends them: its name, `m` and `v`.
+pub type Moments<'a> = (&'a str, &'a [f32], &'a [f32]);
+
 /// Per-parameter state buffers, bound to the parameter list on first use.
 #[derive(Clone, Debug, Default)]
 struct Slots {
@@ -162,7 +165,7 @@ impl Adam {
     /// The step count and every parameter's moments `(name, m, v)`, in the order of the
     /// parameter list (none before the first step): what a resumed run needs besides the
     /// weights ([`Adam::restore`]).
-    pub fn state(&self) -> (u64, Vec<(&str, &[f32], &[f32])>) {
+    pub fn state(&self) -> (u64, Vec<Moments<'_>>) {
         let entries = self
             .slots
             .names
