@@ -114,8 +114,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds per call of `f`: the median of `n` calls after one warm-up call.
-fn per_call(n: usize, mut f: impl FnMut() -> Result<(), Error>) -> Result<f64, Error> {
+/// Seconds per call of `f` (its result dropped): the median of `n` calls after one warm-up
+/// call.
+fn per_call<T>(n: usize, mut f: impl FnMut() -> Result<T, Error>) -> Result<f64, Error> {
     f()?;
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -175,7 +176,9 @@ fn main() -> Result<(), Error> {
 
     let one = ["Toy Story", "Mr. Holland's Opus"];
     let reps = |s: f64| ((0.5 / s.max(1e-6)) as usize).clamp(5, 2000);
-    let mut rows: Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
+    // Per workload: its name and the times of seqrec i16, seqrec f32 and candle per round.
+    type Times = (String, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut rows: Vec<Times> = Vec::new();
     let workloads: Vec<(String, Vec<&str>)> = one
         .iter()
         .map(|t| (format!("1 title, \"{t}\""), vec![*t]))
@@ -185,18 +188,18 @@ fn main() -> Result<(), Error> {
         let (mut s16, mut s32, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..a.rounds {
             pool.install(|| -> Result<(), Error> {
-                let probe = per_call(1, || Ok(drop(candle.encode(texts)?)))?;
+                let probe = per_call(1, || candle.encode(texts))?;
                 let n = reps(probe);
                 let mut run_seqrec = || -> Result<(), Error> {
-                    s16.push(per_call(n, || Ok(drop(seqrec_i16.encode_batch(texts)?)))?);
-                    s32.push(per_call(n, || Ok(drop(seqrec_f32.encode_batch(texts)?)))?);
+                    s16.push(per_call(n, || Ok(seqrec_i16.encode_batch(texts)?))?);
+                    s32.push(per_call(n, || Ok(seqrec_f32.encode_batch(texts)?))?);
                     Ok(())
                 };
                 if round % 2 == 0 {
                     run_seqrec()?;
-                    c.push(per_call(n, || Ok(drop(candle.encode(texts)?)))?);
+                    c.push(per_call(n, || candle.encode(texts))?);
                 } else {
-                    c.push(per_call(n, || Ok(drop(candle.encode(texts)?)))?);
+                    c.push(per_call(n, || candle.encode(texts))?);
                     run_seqrec()?;
                 }
                 Ok(())
