@@ -338,38 +338,50 @@ fn int8_table_returns_the_f32_selection() {
     }
 }
 
+/// A rayon pool of `threads` threads.
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+/// Each query's top-`k` on a worker of `pool`, scores as bits.
+fn topk_bits(
+    pool: &rayon::ThreadPool,
+    m: &Model,
+    qs: &[Query<'_>],
+    k: usize,
+) -> Vec<Vec<(u32, u32)>> {
+    pool.install(|| {
+        let mut ws = m.new_workspace();
+        qs.iter()
+            .map(|q| {
+                let top = m.topk(q, k, &mut ws).unwrap();
+                top.iter().map(|s| (s.item, s.score.to_bits())).collect()
+            })
+            .collect()
+    })
+}
+
 /// Inside a rayon pool of several threads a large catalog is scanned in shares on several
 /// threads; the selections equal the one-thread scan's bit for bit.
 #[test]
 fn split_scan_equals_one_thread() {
     let (n_items, max_len) = (70_001, 6);
     let bytes = random_model_bytes(&small_config("gru4rec", n_items, max_len), 41, 0.3);
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let four = rayon::ThreadPoolBuilder::new()
-        .num_threads(4)
-        .build()
-        .unwrap();
+    let (one, four) = (pool(1), pool(4));
     for dtype in DTYPES {
         let m = load(&bytes, dtype);
         let mut rng = Rng::new(42);
         let hs = histories(&mut rng, 12, n_items, max_len);
         let extra: Vec<u32> = (0..500).map(|i| 1 + 97 * i).collect();
         let qs = queries(&hs, &extra, false);
-        let run = |pool: &rayon::ThreadPool| -> Vec<Vec<(u32, u32)>> {
-            pool.install(|| {
-                let mut ws = m.new_workspace();
-                qs.iter()
-                    .map(|q| {
-                        let top = m.topk(q, 25, &mut ws).unwrap();
-                        top.iter().map(|s| (s.item, s.score.to_bits())).collect()
-                    })
-                    .collect()
-            })
-        };
-        assert_eq!(run(&four), run(&one), "{dtype}");
+        assert_eq!(
+            topk_bits(&four, &m, &qs, 25),
+            topk_bits(&one, &m, &qs, 25),
+            "{dtype}"
+        );
     }
 }
 
@@ -383,29 +395,14 @@ fn shared_recurrence_equals_one_thread() {
         .with("hidden_size", 80)
         .with("num_layers", 2);
     let bytes = random_model_bytes(&config, 43, 0.3);
-    let pool = |threads| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-    };
-    let (one, two) = (pool(1), pool(2));
     let m = load(&bytes, DType::F32);
     let mut rng = Rng::new(44);
     let hs = histories(&mut rng, 16, n_items, max_len);
     let qs = queries(&hs, &[], false);
-    let run = |pool: &rayon::ThreadPool| -> Vec<Vec<(u32, u32)>> {
-        pool.install(|| {
-            let mut ws = m.new_workspace();
-            qs.iter()
-                .map(|q| {
-                    let top = m.topk(q, 20, &mut ws).unwrap();
-                    top.iter().map(|s| (s.item, s.score.to_bits())).collect()
-                })
-                .collect()
-        })
-    };
-    assert_eq!(run(&two), run(&one));
+    assert_eq!(
+        topk_bits(&pool(2), &m, &qs, 20),
+        topk_bits(&pool(1), &m, &qs, 20)
+    );
 }
 
 /// i16 is a storage of text-encoder weights: a scoring item table refuses it with an error.

@@ -400,14 +400,10 @@ impl Backend for Cpu {
         self.ensure(scratch, len)?;
         self.ensure(out, steps * hd)?;
         self.ensure(h, hd)?;
-        let args = (
-            &x[..steps * layer.input],
-            layer.w_ih.as_slice(),
-            layer.w_hh.as_slice(),
-            layer.b_ih.as_ref().map(Tensor::as_slice),
-            layer.b_hh.as_ref().map(Tensor::as_slice),
-        );
-        let (x, w_ih, w_hh, b_ih, b_hh) = args;
+        let x = &x[..steps * layer.input];
+        let (w_ih, w_hh) = (layer.w_ih.as_slice(), layer.w_hh.as_slice());
+        let b_ih = layer.b_ih.as_ref().map(Tensor::as_slice);
+        let b_hh = layer.b_hh.as_ref().map(Tensor::as_slice);
         let (h, out, scratch) = (&mut h[..hd], &mut out[..steps * hd], &mut scratch[..len]);
         #[cfg(feature = "std")]
         if shared {

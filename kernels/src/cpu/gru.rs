@@ -756,8 +756,9 @@ pub fn gru_layer_shared(
     if steps == 0 || hidden == 0 {
         return;
     }
+    let split = share_split(hidden);
     let (gi, rest) = scratch.split_at_mut(steps * 3 * hidden);
-    let share = 3 * (hidden - share_split(hidden));
+    let share = 3 * (hidden - split);
     let (gh_a, rest) = rest.split_at_mut(share);
     let gh_b = &mut rest[..share];
     let shared = Shared {
@@ -770,7 +771,7 @@ pub fn gru_layer_shared(
         b_hh,
         hidden,
         steps,
-        split: share_split(hidden),
+        split,
         h0: h,
         gi: gi.as_mut_ptr(),
         out: out.as_mut_ptr(),

@@ -44,8 +44,13 @@ pub struct Progress {
 
 /// Where the state of the run writing `out` is kept: `out` with `.state` appended.
 pub fn state_path(out: &Path) -> PathBuf {
-    let mut p = out.as_os_str().to_owned();
-    p.push(".state");
+    with_suffix(out, ".state")
+}
+
+/// `path` with `suffix` appended to its last component.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
     PathBuf::from(p)
 }
 
@@ -74,38 +79,23 @@ pub fn save(
         "fingerprint": fingerprint,
     })
     .to_string();
-    let names: Vec<String> = params
-        .iter()
-        .flat_map(|p| {
-            let best = best.map(|_| format!("best/{}", p.name));
-            [format!("param/{}", p.name)].into_iter().chain(best)
-        })
-        .chain(
-            moments
-                .iter()
-                .flat_map(|(n, _, _)| [format!("adam_m/{n}"), format!("adam_v/{n}")]),
-        )
-        .collect();
-    let mut tensors: Vec<(&str, &[usize], &[f32])> = Vec::new();
-    let mut name = names.iter().map(String::as_str);
-    let mut next = || name.next().expect("one name per tensor");
+    let mut owned: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
     for (i, p) in params.iter().enumerate() {
-        tensors.push((next(), &p.shape, &p.value));
+        owned.push((format!("param/{}", p.name), p.shape.clone(), &p.value));
         if let Some(b) = best {
-            tensors.push((next(), &p.shape, &b[i]));
+            owned.push((format!("best/{}", p.name), p.shape.clone(), &b[i]));
         }
     }
-    let flat: Vec<[usize; 1]> = moments.iter().map(|(_, m, _)| [m.len()]).collect();
-    for ((_, m, v), shape) in moments.iter().zip(&flat) {
-        tensors.push((next(), shape, m));
-        tensors.push((next(), shape, v));
+    for &(n, m, v) in &moments {
+        owned.push((format!("adam_m/{n}"), vec![m.len()], m));
+        owned.push((format!("adam_v/{n}"), vec![v.len()], v));
     }
+    let tensors: Vec<(&str, &[usize], &[f32])> = owned
+        .iter()
+        .map(|(n, shape, v)| (n.as_str(), shape.as_slice(), *v))
+        .collect();
     let bytes = serialize(&tensors, &[(KEY, &meta)]).map_err(CliError::input)?;
-    let tmp = {
-        let mut t = path.as_os_str().to_owned();
-        t.push(".tmp");
-        PathBuf::from(t)
-    };
+    let tmp = with_suffix(path, ".tmp");
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))

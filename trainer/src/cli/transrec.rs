@@ -370,7 +370,10 @@ pub(crate) fn parse_fine_tune(s: Option<&str>) -> Result<FineTune, CliError> {
 /// [`TransRecArgs::resume`]).
 fn fingerprint(c: &Common<'_>, a: &TransRecArgs) -> String {
     format!(
-        "model {} data {} format {:?} split {:?} batch {:?} lr {:?} weight-decay {:?} hidden {:?}          layers {:?} heads {:?} max-len {:?} dropout {:?} seed {} valid-metric {:?}          text-encoder {:?} init {:?} train-users {:?} hold-out-items {:?} text-layers {:?}          stage {:?} text-tokens {:?} windows {:?}",
+        "model {} data {} format {:?} split {:?} batch {:?} lr {:?} weight-decay {:?} hidden {:?} \
+         layers {:?} heads {:?} max-len {:?} dropout {:?} seed {} valid-metric {:?} \
+         text-encoder {:?} init {:?} train-users {:?} hold-out-items {:?} text-layers {:?} \
+         stage {:?} text-tokens {:?} windows {:?}",
         c.model,
         c.data.display(),
         c.data_format,
