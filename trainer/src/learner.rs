@@ -198,6 +198,12 @@ pub struct EpochLog {
     pub valid: f64,
     /// Seconds since the start.
     pub elapsed: f64,
+    /// Seconds of this epoch's training steps (validation excluded).
+    pub train_secs: f64,
+    /// Training examples (windows, transitions, sessions) of this epoch's steps.
+    pub examples: usize,
+    /// Seconds of this epoch's validation.
+    pub valid_secs: f64,
 }
 
 /// Why training stopped.
@@ -443,7 +449,8 @@ fn progress_bar(steps: Option<u64>, show: bool, epoch: usize, epochs: usize) -> 
     bar
 }
 
-/// The progress line of an epoch: the mean loss, its named terms, the validation value.
+/// The progress line of an epoch: the mean loss, its named terms, the validation value, the
+/// time since the start, and the epoch's training throughput and validation time.
 fn progress_line<S: TrainStep>(step: &S, entry: &EpochLog, terms: &[f64], metric: &str) -> String {
     let named: Vec<String> = S::TERMS
         .iter()
@@ -456,12 +463,15 @@ fn progress_line<S: TrainStep>(step: &S, entry: &EpochLog, terms: &[f64], metric
         format!(" ({})", named.join(", "))
     };
     format!(
-        "epoch {}: loss {:.4}{named}, valid {metric} {:.4} ({:.1}s{})",
+        "epoch {}: loss {:.4}{named}, valid {metric} {:.4} ({:.1}s{}; train {:.1} s, {:.0} examples/s; valid {:.1} s)",
         entry.epoch,
         entry.loss,
         entry.valid,
         entry.elapsed,
-        step.progress_note()
+        step.progress_note(),
+        entry.train_secs,
+        entry.examples as f64 / entry.train_secs.max(1e-9),
+        entry.valid_secs
     )
 }
 
@@ -532,6 +542,7 @@ pub fn fit<S: TrainStep>(step: &mut S, opts: &RunOptions, start: Instant) -> Res
         let bar = progress_bar(steps, opts.progress, epoch, opts.epochs);
         let (mut sums, mut n) = (vec![0.0f64; 1 + S::TERMS.len()], 0usize);
         let mut out_of_time = false;
+        let (t_train, done_before) = (Instant::now(), done);
         while let Some(batch) = step.batches().next_batch(&mut shuffle) {
             if let Some(budget) = opts.time_budget
                 && start.elapsed().as_secs_f64() + last_valid_secs.max(0.5) >= budget.as_secs_f64()
@@ -544,6 +555,7 @@ pub fn fit<S: TrainStep>(step: &mut S, opts: &RunOptions, start: Instant) -> Res
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let train_secs = t_train.elapsed().as_secs_f64();
         let means: Vec<f64> = sums.iter().map(|s| s / n.max(1) as f64).collect();
         step.end_epoch(&means);
         let t_valid = Instant::now();
@@ -554,6 +566,9 @@ pub fn fit<S: TrainStep>(step: &mut S, opts: &RunOptions, start: Instant) -> Res
             loss: means[0],
             valid: report.get(&metric).unwrap_or(f64::NAN),
             elapsed: start.elapsed().as_secs_f64(),
+            train_secs,
+            examples: done - done_before,
+            valid_secs: last_valid_secs,
         };
         if opts.progress {
             eprintln!("{}", progress_line(step, &entry, &means, &metric));
@@ -622,6 +637,9 @@ mod tests {
             loss: 0.0,
             valid,
             elapsed: 0.0,
+            train_secs: 0.0,
+            examples: 0,
+            valid_secs: 0.0,
         };
         let mut t = EpochTracker::new();
         assert!(!t.end_epoch(log(1, 0.5), report(), vec![1], 2, false));

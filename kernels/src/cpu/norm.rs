@@ -617,5 +617,8 @@ pub fn modulate(x: &mut [f32], rows: usize, dim: usize, shift: &[f32], scale: &[
     modulate_isa(Isa::f32_level(), x, rows, dim, shift, scale);
 }
 
+mod backward;
+pub use backward::{layer_norm_backward, layer_norm_backward_isa, layer_norm_backward_ref};
+
 #[cfg(test)]
 mod tests;

@@ -164,7 +164,40 @@ impl TransformerStack {
         n: usize,
         len: usize,
         valid: &[bool],
+        rng: Option<&mut Rng>,
+    ) -> (Vec<f32>, StackCache) {
+        self.forward_rows(x, n, len, valid, rng, None)
+    }
+
+    /// [`Self::forward`]'s output at one row per sequence only (`[n, H]`): `query_rows[b]`,
+    /// the last valid position of sequence `b` (every later key is padding). The last layer
+    /// computes those rows alone ([`SelfAttention::forward_queries`]); [`Self::backward`] takes
+    /// the gradient of these `n` rows.
+    ///
+    /// # Panics
+    /// As [`Self::forward`], if the stack has no layers, or as
+    /// [`SelfAttention::forward_queries`].
+    pub fn forward_last(
+        &self,
+        x: &[f32],
+        n: usize,
+        len: usize,
+        valid: &[bool],
+        rng: Option<&mut Rng>,
+        query_rows: &[usize],
+    ) -> (Vec<f32>, StackCache) {
+        assert!(!self.layers.is_empty(), "transformer: no layers");
+        self.forward_rows(x, n, len, valid, rng, Some(query_rows))
+    }
+
+    fn forward_rows(
+        &self,
+        x: &[f32],
+        n: usize,
+        len: usize,
+        valid: &[bool],
         mut rng: Option<&mut Rng>,
+        query_rows: Option<&[usize]>,
     ) -> (Vec<f32>, StackCache) {
         assert!(
             len <= self.max_len,
@@ -187,9 +220,19 @@ impl TransformerStack {
         let (mut x, ln) = self.ln.forward(&x, rows);
         let drop = self.dropout.forward(&mut x, rng.as_deref_mut());
         let mut caches = Vec::with_capacity(self.layers.len());
-        for (att, ff) in &self.layers {
-            let (y, ac) = att.forward(&x, n, len, Some(valid), rng.as_deref_mut());
-            let (z, fc) = ff.forward(&y, rows, rng.as_deref_mut());
+        let last = self.layers.len().saturating_sub(1);
+        for (l, (att, ff)) in self.layers.iter().enumerate() {
+            let ((y, ac), out_rows) = match query_rows {
+                Some(q) if l == last => (
+                    att.forward_queries(&x, n, len, valid, rng.as_deref_mut(), q),
+                    n,
+                ),
+                _ => (
+                    att.forward(&x, n, len, Some(valid), rng.as_deref_mut()),
+                    rows,
+                ),
+            };
+            let (z, fc) = ff.forward(&y, out_rows, rng.as_deref_mut());
             caches.push((ac, fc));
             x = z;
         }
@@ -203,8 +246,9 @@ impl TransformerStack {
         (x, cache)
     }
 
-    /// Parameter gradients for `d` (every position's output) and the gradient of the input
-    /// rows (the position embeddings' share is added to their table).
+    /// Parameter gradients for `d` (every position's output, or [`Self::forward_last`]'s rows)
+    /// and the gradient of the input rows (the position embeddings' share is added to their
+    /// table).
     pub fn backward(&mut self, cache: &StackCache, d_out: &[f32]) -> Vec<f32> {
         let mut d = d_out.to_vec();
         for ((att, ff), (ac, fc)) in self.layers.iter_mut().zip(&cache.layers).rev() {
@@ -253,6 +297,8 @@ pub struct SasRecModel {
 pub struct SasRecCache {
     batch: Batch,
     stack: StackCache,
+    /// The forward read each sequence's last position only ([`TransformerStack::forward_last`]).
+    last_only: bool,
 }
 
 impl SasRecModel {
@@ -292,7 +338,15 @@ impl SasRecModel {
     ) -> (Vec<f32>, SasRecCache) {
         let (y, stack) = self.stack.forward(x, n, len, valid, rng);
         let batch = Batch::default();
-        (y, SasRecCache { batch, stack })
+        let last_only = false;
+        (
+            y,
+            SasRecCache {
+                batch,
+                stack,
+                last_only,
+            },
+        )
     }
 
     /// The backward of [`Self::forward_inputs`]: adds the parameter gradients for `d_out`
@@ -314,6 +368,18 @@ impl Module for SasRecModel {
         v.extend(self.stack.params_mut());
         v
     }
+}
+
+/// Whether `batch` reads exactly one output per sequence, in order, at its last valid position
+/// (every later item is padding): what the RL heads read, and what
+/// [`TransformerStack::forward_last`] computes alone.
+fn reads_last_positions(batch: &Batch, valid: &[bool]) -> bool {
+    batch.out_pos.len() == batch.n
+        && batch.out_pos.iter().enumerate().all(|(b, &(r, t))| {
+            r == b
+                && t < batch.len
+                && !valid[b * batch.len + t + 1..(b + 1) * batch.len].contains(&true)
+        })
 }
 
 fn positions(n: usize, len: usize) -> Vec<u32> {
@@ -343,16 +409,42 @@ impl TrainModel for SasRecModel {
         batch.assert_shape("sasrec", self.cfg.max_len, false);
         let x = self.item_emb.forward(&batch.items);
         let valid: Vec<bool> = batch.items.iter().map(|&i| i != 0).collect();
+        let out_rows = batch.out_rows();
+        if self.cfg.n_layers > 0 && reads_last_positions(batch, &valid) {
+            let (out, stack) = self
+                .stack
+                .forward_last(&x, batch.n, batch.len, &valid, rng, &out_rows);
+            let (batch, last_only) = (batch.clone(), true);
+            return (
+                out,
+                SasRecCache {
+                    batch,
+                    stack,
+                    last_only,
+                },
+            );
+        }
         let (y, stack) = self.stack.forward(&x, batch.n, batch.len, &valid, rng);
-        let out = gather_rows(&y, self.cfg.hidden, &batch.out_rows());
-        let batch = batch.clone();
-        (out, SasRecCache { batch, stack })
+        let out = gather_rows(&y, self.cfg.hidden, &out_rows);
+        let (batch, last_only) = (batch.clone(), false);
+        (
+            out,
+            SasRecCache {
+                batch,
+                stack,
+                last_only,
+            },
+        )
     }
 
     fn backward(&mut self, cache: &SasRecCache, d_h: &[f32]) {
         let batch = &cache.batch;
         let h = self.cfg.hidden;
-        let d = scatter_rows(d_h, h, batch.n * batch.len, &batch.out_rows());
+        let d = if cache.last_only {
+            d_h.to_vec()
+        } else {
+            scatter_rows(d_h, h, batch.n * batch.len, &batch.out_rows())
+        };
         let d = self.stack.backward(&cache.stack, &d);
         self.item_emb.backward(&batch.items, &d);
     }
@@ -421,6 +513,48 @@ mod tests {
                     (a - b).abs() <= 1e-5 * scale,
                     "position {t}: trainer {a} vs engine {b}"
                 );
+            }
+        }
+    }
+
+    /// Reading one position per sequence through the shortened last layer gives the full
+    /// stack's outputs at those rows and the same gradients (parameters and input rows), with
+    /// padding, two layers and two heads, causal and bidirectional.
+    #[test]
+    fn last_positions_alone_equal_the_full_stack() {
+        for causal in [true, false] {
+            let mut rng = Rng::new(8);
+            let mut cfg = SasRecConfig::new(30, 6);
+            (cfg.hidden, cfg.inner, cfg.n_heads) = (8, 12, 2);
+            let mut full = TransformerStack::new("", &cfg, causal, &mut rng);
+            for p in full.params_mut() {
+                p.init_normal(&mut rng, 0.3);
+            }
+            let mut last = full.clone();
+            let (n, len, h) = (3, 6, 8);
+            let lens = [6, 2, 4];
+            let valid: Vec<bool> = (0..n * len).map(|i| i % len < lens[i / len]).collect();
+            let x = rng.normal_vec(n * len * h, 1.0);
+            let rows: Vec<usize> = (0..n).map(|b| b * len + lens[b] - 1).collect();
+            let (y, cf) = full.forward(&x, n, len, &valid, None);
+            let (yl, cl) = last.forward_last(&x, n, len, &valid, None, &rows);
+            let want = gather_rows(&y, h, &rows);
+            let d = rng.normal_vec(n * h, 1.0);
+            let dx = full.backward(&cf, &scatter_rows(&d, h, n * len, &rows));
+            let dxl = last.backward(&cl, &d);
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                        "causal {causal}: {what}[{i}] {p} vs {q}"
+                    );
+                }
+            };
+            close(&yl, &want, "output");
+            close(&dxl, &dx, "input gradient");
+            for (p, q) in last.params().iter().zip(full.params()) {
+                assert_eq!(p.grad.len(), p.value.len(), "{}: no gradient", p.name);
+                close(&p.grad, &q.grad, &p.name);
             }
         }
     }

@@ -297,6 +297,9 @@ pub struct SelfAttention {
 pub struct SelfAttentionCache {
     shape: AttnShape,
     x: Vec<f32>,
+    /// With one query row per sequence ([`SelfAttention::forward_queries`]): those rows of
+    /// `x` and their indices.
+    queries: Option<(Vec<f32>, Vec<usize>)>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -317,6 +320,7 @@ impl SelfAttentionCache {
     /// Floats held (memory accounting; dropout masks, one byte per value, not counted).
     pub fn floats(&self) -> usize {
         self.x.len()
+            + self.queries.as_ref().map_or(0, |(xq, _)| xq.len())
             + self.q.len()
             + self.k.len()
             + self.v.len()
@@ -392,8 +396,74 @@ impl SelfAttention {
         batch: usize,
         len: usize,
         key_valid: Option<&[bool]>,
+        rng: Option<&mut Rng>,
+        add: [Option<&[f32]>; 3],
+    ) -> (Vec<f32>, SelfAttentionCache) {
+        self.forward_rows(x, batch, len, key_valid, rng, add, None)
+    }
+
+    /// The sublayer's output at one query row per sequence only (`[batch, H]`): row
+    /// `query_rows[b]` of `x`, a row of sequence `b`, attends to the visible keys of its
+    /// sequence; keys, values and the masks are those of [`Self::forward`], whose rows
+    /// `query_rows` it equals. Under the causal mask every key after a query row must be hidden
+    /// by `key_valid` (the query is its sequence's last real position), so that the key mask
+    /// alone says what the query sees. A model that reads one position per sequence (the RL
+    /// heads read the state after the last item) skips the query, output projection and
+    /// feed-forward of every other row in its last layer.
+    ///
+    /// # Panics
+    /// If `query_rows` does not hold one row per sequence, a row lies outside its sequence, or
+    /// (causal) a key after a query row is visible.
+    pub fn forward_queries(
+        &self,
+        x: &[f32],
+        batch: usize,
+        len: usize,
+        key_valid: &[bool],
+        rng: Option<&mut Rng>,
+        query_rows: &[usize],
+    ) -> (Vec<f32>, SelfAttentionCache) {
+        assert_eq!(
+            query_rows.len(),
+            batch,
+            "attention `{}`: {} query rows for {batch} sequences",
+            self.dense.weight.name,
+            query_rows.len()
+        );
+        for (b, &r) in query_rows.iter().enumerate() {
+            assert!(
+                (b * len..(b + 1) * len).contains(&r),
+                "attention `{}`: query row {r} is not in sequence {b}",
+                self.dense.weight.name
+            );
+            assert!(
+                !self.causal || key_valid[r + 1..(b + 1) * len].iter().all(|&v| !v),
+                "attention `{}`: a key after query row {r} is visible",
+                self.dense.weight.name
+            );
+        }
+        self.forward_rows(
+            x,
+            batch,
+            len,
+            Some(key_valid),
+            rng,
+            [None; 3],
+            Some(query_rows),
+        )
+    }
+
+    /// [`Self::forward_with`], or [`Self::forward_queries`] when `query_rows` is given (then
+    /// `add` is all `None`).
+    fn forward_rows(
+        &self,
+        x: &[f32],
+        batch: usize,
+        len: usize,
+        key_valid: Option<&[bool]>,
         mut rng: Option<&mut Rng>,
         add: [Option<&[f32]>; 3],
+        query_rows: Option<&[usize]>,
     ) -> (Vec<f32>, SelfAttentionCache) {
         let hd = self.hidden();
         let rows = batch * len;
@@ -404,8 +474,18 @@ impl SelfAttention {
             self.dense.weight.name,
             x.len()
         );
-        let shape = AttnShape::self_attention(batch, len, self.heads, self.head_dim, self.causal);
-        let [q, k, v] = [&self.query, &self.key, &self.value].map(|l| l.infer(x, rows));
+        let xq = query_rows.map(|r| crate::models::gather_rows(x, hd, r));
+        let (xq_ref, nq) = match &xq {
+            Some(v) => (&v[..], batch),
+            None => (x, rows),
+        };
+        let shape = AttnShape {
+            len: nq / batch.max(1),
+            causal: self.causal && query_rows.is_none(),
+            ..AttnShape::self_attention(batch, len, self.heads, self.head_dim, self.causal)
+        };
+        let q = self.query.infer(xq_ref, nq);
+        let [k, v] = [&self.key, &self.value].map(|l| l.infer(x, rows));
         let [q, k, v] = [(q, add[0]), (k, add[1]), (v, add[2])].map(|(mut p, a)| {
             if let Some(a) = a {
                 vector::add(&mut p, a);
@@ -414,7 +494,7 @@ impl SelfAttention {
         });
         let mut probs = vec![0.0; shape.probs_len()];
         attention_probs(&shape, &q, &k, key_valid, &mut probs);
-        let mut ctx = vec![0.0; rows * hd];
+        let mut ctx = vec![0.0; nq * hd];
         let attn_drop = if rng.is_some() && self.attn_dropout.p > 0.0 {
             let mut dropped = probs.clone();
             let mask = self.attn_dropout.forward(&mut dropped, rng.as_deref_mut());
@@ -424,12 +504,13 @@ impl SelfAttention {
             attention_context(&shape, &probs, &v, &mut ctx);
             DropoutCache::default()
         };
-        let mut proj = self.dense.infer(&ctx, rows);
+        let mut proj = self.dense.infer(&ctx, nq);
         let hidden_drop = self.hidden_dropout.forward(&mut proj, rng);
-        let (y, ln) = self.ln.forward_add(&proj, x, rows);
+        let (y, ln) = self.ln.forward_add(&proj, xq_ref, nq);
         let cache = SelfAttentionCache {
             shape,
             x: x.to_vec(),
+            queries: xq.zip(query_rows.map(<[usize]>::to_vec)),
             q,
             k,
             v,
@@ -456,15 +537,15 @@ impl SelfAttention {
         d_out: &[f32],
     ) -> (Vec<f32>, [Vec<f32>; 3]) {
         let shape = &cache.shape;
-        let (rows, hd) = (shape.rows(), self.hidden());
-        // Residual + LN: the sum's gradient reaches X directly and the dense output.
-        let mut dx = self.ln.backward(&cache.ln, d_out);
-        let mut d_proj = dx.clone();
+        let (nq, hd) = (shape.rows(), self.hidden());
+        // Residual + LN: the sum's gradient reaches the query rows directly and the dense output.
+        let mut dxq = self.ln.backward(&cache.ln, d_out);
+        let mut d_proj = dxq.clone();
         self.hidden_dropout
             .backward(&cache.hidden_drop, &mut d_proj);
-        let mut d_ctx = vec![0.0; rows * hd];
+        let mut d_ctx = vec![0.0; nq * hd];
         self.dense
-            .backward_with_input(&cache.ctx, rows, &d_proj, &mut d_ctx, false);
+            .backward_with_input(&cache.ctx, nq, &d_proj, &mut d_ctx, false);
 
         let (dq, dk, dv) = attention_backward(
             shape,
@@ -476,9 +557,25 @@ impl SelfAttention {
             &d_ctx,
         );
         let x = &cache.x;
-        self.query.backward_with_input(x, rows, &dq, &mut dx, true);
-        self.key.backward_with_input(x, rows, &dk, &mut dx, true);
-        self.value.backward_with_input(x, rows, &dv, &mut dx, true);
+        let rows = shape.key_rows();
+        let dx = match &cache.queries {
+            None => {
+                self.query.backward_with_input(x, rows, &dq, &mut dxq, true);
+                self.key.backward_with_input(x, rows, &dk, &mut dxq, true);
+                self.value.backward_with_input(x, rows, &dv, &mut dxq, true);
+                dxq
+            }
+            Some((xq, query_rows)) => {
+                self.query.backward_with_input(xq, nq, &dq, &mut dxq, true);
+                let mut dx = vec![0.0; rows * hd];
+                self.key.backward_with_input(x, rows, &dk, &mut dx, false);
+                self.value.backward_with_input(x, rows, &dv, &mut dx, true);
+                for (&r, d) in query_rows.iter().zip(dxq.chunks_exact(hd)) {
+                    vector::add(&mut dx[r * hd..(r + 1) * hd], d);
+                }
+                dx
+            }
+        };
         (dx, [dq, dk, dv])
     }
 }

@@ -143,40 +143,20 @@ pub fn layer_norm_backward(
     d_gamma: &mut [f32],
     d_beta: &mut [f32],
 ) {
-    let d = dim;
-    if d == 0 {
+    if dim == 0 {
         return;
     }
-    let mut xhat = vec![0.0f64; d];
-    let mut g = vec![0.0f64; d];
-    for ((x, dy), dx) in x
-        .chunks_exact(d)
-        .zip(d_out.chunks_exact(d))
-        .zip(dx.chunks_exact_mut(d))
-    {
-        let n = d as f64;
-        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = x
-            .iter()
-            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-            .sum::<f64>()
-            / n;
-        let r = 1.0 / (var + eps as f64).sqrt();
-        let (mut mean_g, mut mean_gx) = (0.0, 0.0);
-        for j in 0..d {
-            xhat[j] = (x[j] as f64 - mean) * r;
-            g[j] = dy[j] as f64 * gamma[j] as f64;
-            mean_g += g[j];
-            mean_gx += g[j] * xhat[j];
-            d_gamma[j] += (dy[j] as f64 * xhat[j]) as f32;
-            d_beta[j] += dy[j];
-        }
-        mean_g /= n;
-        mean_gx /= n;
-        for j in 0..d {
-            dx[j] = (r * (g[j] - mean_g - xhat[j] * mean_gx)) as f32;
-        }
-    }
+    seqrec_kernels::cpu::norm::layer_norm_backward(
+        x,
+        x.len() / dim,
+        dim,
+        eps,
+        gamma,
+        d_out,
+        dx,
+        d_gamma,
+        d_beta,
+    );
 }
 
 impl Module for LayerNorm {
