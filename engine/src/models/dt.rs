@@ -120,6 +120,8 @@ pub struct Dt<B: Backend> {
     step_emb: B::Param,
     /// `motrans.return_embedding.weight`, `[3, H]`.
     ret_emb: B::Param,
+    /// `motrans.return_embedding.bias`, `[3, H]`, when `dt_return_bias` is set.
+    ret_bias: Option<B::Param>,
     embed_ln: Option<LayerNorm<B>>,
     layers: Vec<(AttentionBlock<B>, FeedForward<B>)>,
     /// Objectives whose return tokens carry their returns (others get 0).
@@ -164,6 +166,11 @@ impl<B: Backend> Dt<B> {
         let enabled = parse_objective_list(&cfg.str_or("dt_objectives", "acc,nov,div")?)?;
         let step_emb = ld.get("motrans.step_embedding.weight", &[max_len, h])?;
         let ret_emb = ld.get("motrans.return_embedding.weight", &[N_OBJ, h])?;
+        let ret_bias = if cfg.bool_or("dt_return_bias", false)? {
+            Some(be.upload(&ld.get("motrans.return_embedding.bias", &[N_OBJ, h])?)?)
+        } else {
+            None
+        };
         let embed_ln = if cfg.bool_or("dt_embed_ln", true)? {
             Some(LayerNorm::load(be, ld, "motrans.embed_ln", h, eps)?)
         } else {
@@ -222,6 +229,7 @@ impl<B: Backend> Dt<B> {
             user,
             step_emb: be.upload(&step_emb)?,
             ret_emb: be.upload(&ret_emb)?,
+            ret_bias,
             embed_ln,
             layers,
             enabled,
@@ -343,6 +351,13 @@ impl<B: Backend> Architecture<B> for Dt<B> {
             vals.extend(returns.iter().map(|r| r[o]));
             let e_o = (Src::Param(&self.ret_emb), At::repeat(o * h));
             be.axpy(e_o.0, e_o.1, Scale::Rows(vals), aux, slot(k), p, h)?;
+        }
+        if let Some(bias) = &self.ret_bias {
+            // b_o on every return token, a disabled objective's (return 0) included.
+            for (o, &k) in ret_slots.iter().enumerate() {
+                let b_o = (Src::Param(bias), At::repeat(o * h));
+                be.axpy(b_o.0, b_o.1, one, aux, slot(k), p, h)?;
+            }
         }
         if p > 1 {
             // Actions emb(x_2..x_p) of the steps but the last.

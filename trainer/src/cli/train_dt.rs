@@ -46,6 +46,11 @@ pub struct DtArgs {
     /// learn from the supervised loss only).
     #[arg(long)]
     no_user_grad: bool,
+    /// MODT4R/MRDT: how a return enters its token: `scaled` (R·E_o, the thesis's, no bias) or
+    /// `affine` (R·E_o + b_o, the Decision Transformer's linear return embedding, whose bias
+    /// keeps the size of R visible after the embedding LayerNorm).
+    #[arg(long, default_value = "scaled", value_parser = ["scaled", "affine"])]
+    return_embedding: String,
 }
 
 /// The shared `seqrec train` settings a Decision Transformer reads.
@@ -141,6 +146,7 @@ pub fn fit(
     }
     cfg.embed_ln = !args.no_embed_ln;
     cfg.user_grad = !args.no_user_grad;
+    cfg.return_bias = args.return_embedding == "affine";
     for name in args
         .tie_heads
         .as_deref()

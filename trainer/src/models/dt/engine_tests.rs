@@ -20,6 +20,8 @@ fn model(order: TokenOrder, seed: u64) -> (DtModel, Similarity, Vec<bool>) {
     let mut cfg = DtConfig::new(order, N, 6).with_hidden(8);
     // MRDT with both heads tied to the item table (the checkpoint carries copies).
     cfg.tie_heads = [order == TokenOrder::ReturnsFirst; 2];
+    // MODT4R with the affine return embedding (`motrans.return_embedding.bias`).
+    cfg.return_bias = order == TokenOrder::StateFirst;
     cfg.layers = 2;
     cfg.heads = 2;
     let mut m = DtModel::new(cfg, &mut rng);

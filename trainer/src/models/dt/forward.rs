@@ -237,6 +237,9 @@ impl DtModel {
                             &self.ret_emb.value[o * h..(o + 1) * h],
                             self.ret_input(batch, cell, o),
                         );
+                        if let Some(b) = &self.ret_bias {
+                            axpy(row, &b.value[o * h..(o + 1) * h], 1.0);
+                        }
                     }
                 }
             }
@@ -401,6 +404,9 @@ impl DtModel {
                         let o = kind - 1;
                         let c = self.ret_input(batch, cell, o);
                         axpy(&mut self.ret_emb.grad[o * h..(o + 1) * h], g, c);
+                        if let Some(b) = &mut self.ret_bias {
+                            axpy(&mut b.grad[o * h..(o + 1) * h], g, 1.0);
+                        }
                     }
                 }
             }

@@ -124,6 +124,13 @@ pub struct DtConfig {
     /// default). Off, UserTrans and the item table learn from `L_S` (and a tied action head)
     /// only, as a plain SASRec would, and MoTrans reads them as features.
     pub user_grad: bool,
+    /// Return tokens `R·E_o + b_o + P_t` with a learned bias `b_o` per objective (the Decision
+    /// Transformer's `Linear(1, d)` return embedding) instead of the specification's
+    /// `R·E_o + P_t` (§4.1: a scalar times a vector, no bias; the default). Without the bias
+    /// the embedding LayerNorm maps a token whose `R·E_o` dominates to about
+    /// `sign(R)·LN(E_o)`, whatever the size of `R`; the bias gives the token a fixed direction
+    /// that `R` moves against.
+    pub return_bias: bool,
 }
 
 impl DtConfig {
@@ -147,6 +154,7 @@ impl DtConfig {
             beta: 0.6,
             tie_heads: [false; 2],
             user_grad: true,
+            return_bias: false,
         }
     }
 
@@ -258,6 +266,8 @@ pub struct DtModel {
     pub(crate) step_emb: Embedding,
     /// `motrans.return_embedding.weight`, `[3, H]`: `E_acc, E_nov, E_div`.
     pub(crate) ret_emb: Param,
+    /// `motrans.return_embedding.bias`, `[3, H]`: `b_o` (with [`DtConfig::return_bias`]).
+    pub(crate) ret_bias: Option<Param>,
     /// `motrans.embed_ln` (when enabled).
     pub(crate) embed_ln: Option<LayerNorm>,
     pub(crate) dropout: Dropout,
@@ -315,6 +325,9 @@ impl DtModel {
             user_head: Linear::new("user_head", h, n, true, std, rng),
             step_emb: Embedding::new("motrans.step_embedding.weight", cfg.max_len(), h, std, rng),
             ret_emb: Param::normal("motrans.return_embedding.weight", &[N_OBJ, h], std, rng),
+            ret_bias: cfg
+                .return_bias
+                .then(|| Param::zeros("motrans.return_embedding.bias", &[N_OBJ, h])),
             embed_ln: cfg
                 .embed_ln
                 .then(|| LayerNorm::new("motrans.embed_ln", h, eps)),
@@ -387,6 +400,7 @@ impl DtModel {
             .with("dt_tie_user_head", c.tie_heads[0])
             .with("dt_tie_action_head", c.tie_heads[1])
             .with("dt_user_grad", c.user_grad)
+            .with("dt_return_bias", c.return_bias)
             .with(
                 "dt_similarity_dim",
                 self.tables
@@ -446,6 +460,7 @@ impl Module for DtModel {
         v.extend(head_params(&self.user_head, tied[0]));
         v.push(&self.step_emb.weight);
         v.push(&self.ret_emb);
+        v.extend(&self.ret_bias);
         v.extend(self.embed_ln.params());
         for (a, f) in &self.blocks {
             v.extend(a.params());
@@ -462,6 +477,7 @@ impl Module for DtModel {
         v.extend(head_params_mut(&mut self.user_head, tied[0]));
         v.push(&mut self.step_emb.weight);
         v.push(&mut self.ret_emb);
+        v.extend(&mut self.ret_bias);
         v.extend(self.embed_ln.params_mut());
         for (a, f) in &mut self.blocks {
             v.extend(a.params_mut());
