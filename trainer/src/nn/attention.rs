@@ -523,14 +523,16 @@ impl SelfAttention {
         (y, cache)
     }
 
-    /// Adds every parameter gradient for `d_out` (`[batch·len, H]`) and returns `dX`.
+    /// Adds every parameter gradient for `d_out` (`[batch·len, H]`, or `[batch, H]` after
+    /// [`Self::forward_queries`]) and returns `dX` (`[batch·len, H]`).
     pub fn backward(&mut self, cache: &SelfAttentionCache, d_out: &[f32]) -> Vec<f32> {
         self.backward_qkv(cache, d_out).0
     }
 
     /// [`Self::backward`] that also returns the gradients of the query, key and value
-    /// projections' outputs (`[batch·len, H]` each), which are those of the terms added by
-    /// [`Self::forward_with`]. The input `x` the projections saw is [`SelfAttentionCache::input`].
+    /// projections' outputs (`[batch·len, H]` each; the query's `[batch, H]` after
+    /// [`Self::forward_queries`]), which are those of the terms added by [`Self::forward_with`].
+    /// The input `x` the projections saw is [`SelfAttentionCache::input`].
     pub fn backward_qkv(
         &mut self,
         cache: &SelfAttentionCache,
