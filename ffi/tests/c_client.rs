@@ -653,8 +653,8 @@ fn cpp_client_matches_rust_and_checks_every_error_path() {
             "smorl",
             &[
                 ("w_div", 30.0),
-                ("w_acc", 0.0),
-                ("w_nov", 0.0),
+                ("w_acc", 1.0),
+                ("w_nov", 1.0),
                 ("w_div", 0.0),
             ][..],
         ),

@@ -5,8 +5,9 @@
 //! - SQN / SNQN / SA2C: the supervised head, `W_s h + b_s` (`sup_head.weight` `[n_items, d]`,
 //!   `sup_head.bias` `[n_items]`), or with `sup_head = "tied"` the item embedding `E h`;
 //! - SMORL: the supervised logits plus `Σ_o w_o·(W_o h + b_o)` over the Q heads `q_acc`,
-//!   `q_div`, `q_nov`, with the knobs `w_acc`, `w_div`, `w_nov` (default 1 each, the weights
-//!   SMORL is trained with; all 0 serve the supervised head alone).
+//!   `q_div`, `q_nov`, with the knobs `w_acc`, `w_div`, `w_nov` (default 0 each: the supervised
+//!   head alone serves, as in SQN's and SMORL's code, `spec/thesis-models.md` §3; 1 each adds
+//!   the Q heads with the weights SMORL trains with).
 //!
 //! As every architecture, it scores with one fused catalog scan: the scoring table is the
 //! heads' weights side by side, then their biases as extra columns,
@@ -47,21 +48,21 @@ pub const RL_BACKBONES: &[&str] = &["sasrec", "gru4rec", "nextitnet", "caser"];
 pub const SMORL_OBJECTIVES: &[ObjectiveSpec] = &[
     ObjectiveSpec {
         name: "w_acc",
-        default: 1.0,
+        default: 0.0,
         min: 0.0,
         max: 1000.0,
         doc: "weight of the accuracy Q head added to the supervised logits",
     },
     ObjectiveSpec {
         name: "w_div",
-        default: 1.0,
+        default: 0.0,
         min: 0.0,
         max: 1000.0,
         doc: "weight of the diversity Q head added to the supervised logits",
     },
     ObjectiveSpec {
         name: "w_nov",
-        default: 1.0,
+        default: 0.0,
         min: 0.0,
         max: 1000.0,
         doc: "weight of the novelty Q head added to the supervised logits",

@@ -142,7 +142,13 @@ fn smorl_knobs_change_the_ranking() {
     };
     let base = top(&engine.default_objectives(), &mut ws);
     let mut rankings = vec![base.clone()];
-    for (name, v) in [("w_acc", 0.0), ("w_div", 20.0), ("w_nov", 20.0)] {
+    // The default serves the supervised head alone: the same top 10 as every knob at 0.
+    let mut zeros = engine.default_objectives();
+    for name in ["w_acc", "w_div", "w_nov"] {
+        zeros.set(name, 0.0).unwrap();
+    }
+    assert_eq!(top(&zeros, &mut ws), base);
+    for (name, v) in [("w_acc", 1.0), ("w_div", 20.0), ("w_nov", 20.0)] {
         let mut obj = engine.default_objectives();
         obj.set(name, v).unwrap();
         let r = top(&obj, &mut ws);
@@ -160,8 +166,6 @@ fn smorl_knobs_change_the_ranking() {
         1,
     );
     let mut obj = engine.default_objectives();
-    obj.set("w_acc", 0.0).unwrap();
-    obj.set("w_nov", 0.0).unwrap();
     obj.set("w_div", 1000.0).unwrap();
     assert_eq!(top(&obj, &mut ws)[0], loss::argmax_rows(&q, 1, N)[0]);
     // Knobs outside their range are rejected, naming the knob.
