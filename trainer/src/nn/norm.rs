@@ -2,9 +2,9 @@
 //! inside the square root), alone and as the post-LN residual `LN(a + b)`.
 //!
 //! Forward: the kernels' `layer_norm` (the residual sum is rounded to f32 first, as the engine's
-//! fused `add_layer_norm` and PyTorch's unfused pair do). Backward, per row with
-//! `x̂ = (x − μ)·r`, `r = 1/sqrt(σ² + eps)` recomputed in f64 from the cached input:
-//! `dγ += dy ⊙ x̂`, `dβ += dy`, and with `g = dy ⊙ γ`,
+//! fused `add_layer_norm` and PyTorch's unfused pair do). Backward: the kernels'
+//! `layer_norm_backward`, per row with `x̂ = (x − μ)·r`, `r = 1/sqrt(σ² + eps)` recomputed from
+//! the cached input: `dγ += dy ⊙ x̂`, `dβ += dy`, and with `g = dy ⊙ γ`,
 //! `dx = r·(g − mean(g) − x̂·mean(g ⊙ x̂))`.
 
 use super::param::{Module, Param};
@@ -115,8 +115,9 @@ impl LayerNorm {
         } else {
             &mut sb
         };
-        layer_norm_backward(
+        norm::layer_norm_backward(
             &cache.x,
+            cache.rows,
             d,
             self.eps,
             &self.weight.value,
@@ -127,36 +128,6 @@ impl LayerNorm {
         );
         dx
     }
-}
-
-/// The backward of an affine LayerNorm `y = x̂·γ + β` over rows of `dim` values of `x` (the
-/// forward's input): writes `dx` and adds `dγ`, `dβ` (see the module docs). A modulated
-/// LayerNorm `LN(x)·(1 + scale) + shift` is this with `γ = 1 + scale`, `β = shift`, so its
-/// `dγ` is the gradient of `scale` and its `dβ` that of `shift`.
-pub fn layer_norm_backward(
-    x: &[f32],
-    dim: usize,
-    eps: f32,
-    gamma: &[f32],
-    d_out: &[f32],
-    dx: &mut [f32],
-    d_gamma: &mut [f32],
-    d_beta: &mut [f32],
-) {
-    if dim == 0 {
-        return;
-    }
-    seqrec_kernels::cpu::norm::layer_norm_backward(
-        x,
-        x.len() / dim,
-        dim,
-        eps,
-        gamma,
-        d_out,
-        dx,
-        d_gamma,
-        d_beta,
-    );
 }
 
 impl Module for LayerNorm {

@@ -24,7 +24,7 @@
 
 use crate::nn::activation::{ActCache, act_backward, act_forward};
 use crate::nn::attention::{AttnShape, attention_backward, attention_context, attention_probs};
-use crate::nn::norm::{LayerNormCache, layer_norm_backward};
+use crate::nn::norm::LayerNormCache;
 use crate::nn::{Activation, LayerNorm, Linear, Module, Param, Rng};
 use seqrec_kernels::cpu::{norm, vector};
 
@@ -391,8 +391,10 @@ fn modulate_backward(
         }
         d_scale.fill(0.0);
         d_shift.fill(0.0);
-        layer_norm_backward(
+        // A modulated LayerNorm is an affine one with γ = 1 + scale, β = shift.
+        norm::layer_norm_backward(
             &x[r.clone()],
+            tokens,
             h,
             eps,
             &gamma,
