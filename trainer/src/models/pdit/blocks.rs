@@ -13,7 +13,7 @@
 //! - [`Mlp`] (timm `Mlp`): `fc2(GELU_tanh(fc1(x)))`.
 //! - Modulation: `LN(x)·(1 + scale) + shift` is an affine LayerNorm with `γ = 1 + scale`,
 //!   `β = shift` per sample (as the engine's CPU backend computes it), so its backward is
-//!   [`layer_norm_backward`], whose `dγ`, `dβ` are the gradients of `scale` and `shift`
+//!   [`norm::layer_norm_backward`], whose `dγ`, `dβ` are the gradients of `scale` and `shift`
 //!   (summed over the sample's tokens). The gated residual `x += g ⊙ y` gives
 //!   `dy = dx ⊙ g` and `dg = Σ_tokens dx ⊙ y`.
 //! - [`DitBlock`]: `mods = adaLN(SiLU(c))` (six chunks), `x += g1 ⊙ attn(mod(LN(x); sh1, sc1))`,
