@@ -59,8 +59,12 @@ pub fn layer_norm_backward_ref(
         .zip(dx.chunks_exact_mut(dim))
     {
         let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        let r = 1.0 / (var + eps as f64).sqrt();
+        let var = x
+            .iter()
+            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+            .sum::<f64>()
+            / n;
+        let r = 1.0 / libm::sqrt(var + eps as f64);
         let xhat = |j: usize| (x[j] as f64 - mean) * r;
         let g = |j: usize| dy[j] as f64 * gamma[j] as f64;
         let (mut mean_g, mut mean_gx) = (0.0, 0.0);
