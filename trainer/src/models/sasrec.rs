@@ -410,23 +410,15 @@ impl TrainModel for SasRecModel {
         let x = self.item_emb.forward(&batch.items);
         let valid: Vec<bool> = batch.items.iter().map(|&i| i != 0).collect();
         let out_rows = batch.out_rows();
-        if self.cfg.n_layers > 0 && reads_last_positions(batch, &valid) {
-            let (out, stack) = self
-                .stack
-                .forward_last(&x, batch.n, batch.len, &valid, rng, &out_rows);
-            let (batch, last_only) = (batch.clone(), true);
-            return (
-                out,
-                SasRecCache {
-                    batch,
-                    stack,
-                    last_only,
-                },
-            );
-        }
-        let (y, stack) = self.stack.forward(&x, batch.n, batch.len, &valid, rng);
-        let out = gather_rows(&y, self.cfg.hidden, &out_rows);
-        let (batch, last_only) = (batch.clone(), false);
+        let last_only = self.cfg.n_layers > 0 && reads_last_positions(batch, &valid);
+        let (out, stack) = if last_only {
+            self.stack
+                .forward_last(&x, batch.n, batch.len, &valid, rng, &out_rows)
+        } else {
+            let (y, stack) = self.stack.forward(&x, batch.n, batch.len, &valid, rng);
+            (gather_rows(&y, self.cfg.hidden, &out_rows), stack)
+        };
+        let batch = batch.clone();
         (
             out,
             SasRecCache {
@@ -440,12 +432,14 @@ impl TrainModel for SasRecModel {
     fn backward(&mut self, cache: &SasRecCache, d_h: &[f32]) {
         let batch = &cache.batch;
         let h = self.cfg.hidden;
+        let scattered;
         let d = if cache.last_only {
-            d_h.to_vec()
+            d_h
         } else {
-            scatter_rows(d_h, h, batch.n * batch.len, &batch.out_rows())
+            scattered = scatter_rows(d_h, h, batch.n * batch.len, &batch.out_rows());
+            &scattered
         };
-        let d = self.stack.backward(&cache.stack, &d);
+        let d = self.stack.backward(&cache.stack, d);
         self.item_emb.backward(&batch.items, &d);
     }
 

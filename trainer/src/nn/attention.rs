@@ -480,7 +480,7 @@ impl SelfAttention {
             None => (x, rows),
         };
         let shape = AttnShape {
-            len: nq / batch.max(1),
+            len: if query_rows.is_some() { 1 } else { len },
             causal: self.causal && query_rows.is_none(),
             ..AttnShape::self_attention(batch, len, self.heads, self.head_dim, self.causal)
         };
