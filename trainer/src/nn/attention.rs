@@ -538,6 +538,23 @@ impl SelfAttention {
         cache: &SelfAttentionCache,
         d_out: &[f32],
     ) -> (Vec<f32>, [Vec<f32>; 3]) {
+        let (dx, d_qkv) = self.backward_inner(cache, d_out, true);
+        (dx.expect("the input gradient was asked for"), d_qkv)
+    }
+
+    /// The parameter gradients for `d_out` alone, without `dX`: for a sublayer over an input
+    /// that needs no gradient (a frozen encoder's outputs), it skips the query, key and value
+    /// projections' input products, a quarter of the backward's multiply-adds.
+    pub fn backward_params(&mut self, cache: &SelfAttentionCache, d_out: &[f32]) {
+        self.backward_inner(cache, d_out, false);
+    }
+
+    fn backward_inner(
+        &mut self,
+        cache: &SelfAttentionCache,
+        d_out: &[f32],
+        input_grad: bool,
+    ) -> (Option<Vec<f32>>, [Vec<f32>; 3]) {
         let shape = &cache.shape;
         let (nq, hd) = (shape.rows(), self.hidden());
         // Residual + LN: the sum's gradient reaches the query rows directly and the dense output.
@@ -560,6 +577,13 @@ impl SelfAttention {
         );
         let x = &cache.x;
         let rows = shape.key_rows();
+        let xq = cache.queries.as_ref().map_or(&cache.x, |(xq, _)| xq);
+        if !input_grad {
+            self.query.backward_params(xq, nq, &dq);
+            self.key.backward_params(x, rows, &dk);
+            self.value.backward_params(x, rows, &dv);
+            return (None, [dq, dk, dv]);
+        }
         let dx = match &cache.queries {
             None => {
                 self.query.backward_with_input(x, rows, &dq, &mut dxq, true);
@@ -578,7 +602,7 @@ impl SelfAttention {
                 dx
             }
         };
-        (dx, [dq, dk, dv])
+        (Some(dx), [dq, dk, dv])
     }
 }
 

@@ -183,6 +183,16 @@ impl Linear {
         dx: &mut [f32],
         accumulate: bool,
     ) {
+        // A frozen parameter (no gradient buffer) gets no gradient; `dX` is still computed.
+        self.backward_params(x, rows, d_out);
+        let (m, k, n) = (rows, self.in_dim, self.out_dim);
+        input_grad(dx, d_out, &self.weight.value, m, n, k, accumulate);
+    }
+
+    /// The parameter gradients alone (no `dX`): for a layer whose input needs no gradient,
+    /// such as the first trained layer over frozen features; a third of the backward's
+    /// multiply-adds.
+    pub fn backward_params(&mut self, x: &[f32], rows: usize, d_out: &[f32]) {
         let (m, k, n) = (rows, self.in_dim, self.out_dim);
         assert_eq!(
             d_out.len(),
@@ -191,14 +201,12 @@ impl Linear {
             self.weight.name,
             d_out.len()
         );
-        // A frozen parameter (no gradient buffer) gets no gradient; `dX` is still computed.
         if !self.weight.grad.is_empty() {
             weight_grad(&mut self.weight.grad, d_out, x, m, n, k);
         }
         if let Some(b) = self.bias.as_mut().filter(|b| !b.grad.is_empty()) {
             bias_grad(&mut b.grad, d_out, n);
         }
-        input_grad(dx, d_out, &self.weight.value, m, n, k, accumulate);
     }
 }
 

@@ -214,6 +214,11 @@ impl TextTower {
         let d_pooled = self.proj.backward(&cache.proj, d_z);
         let pool = Default::default();
         let d_a = pool_backward(Pooling::Mean, b, &pool, &d_pooled, h);
+        if !self.encoder.bert.trains() {
+            // A frozen encoder takes no gradient: the attention's input products are skipped.
+            self.attention.backward_params(&cache.att, &d_a);
+            return;
+        }
         let d_tokens = self.attention.backward(&cache.att, &d_a);
         self.encoder.bert.backward(b, &cache.bert, &d_tokens);
     }

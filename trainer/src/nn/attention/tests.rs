@@ -1,4 +1,5 @@
 use super::*;
+use crate::nn::Module;
 use crate::nn::gradcheck::{
     GradCheck, assert_grad, assert_param_grads, project, randomize, weight_file,
 };
@@ -61,6 +62,38 @@ fn attention_gradients_with_padding_and_dropout() {
             |m| project(&run(m, &x).0, &w),
             &cfg,
         );
+    }
+}
+
+#[test]
+fn parameter_only_backward_gives_the_same_gradients() {
+    // `backward_params` (no input gradient, for a sublayer over frozen features) adds exactly
+    // the parameter gradients of `backward`, after a full forward and after a query-only one.
+    let mut rng = Rng::new(42);
+    let (batch, len) = (2, 5);
+    let valid = padded_valid();
+    let base = attention(&mut rng, 0.2, 0.1);
+    let x = rng.normal_vec(batch * len * H, 1.0);
+    let last = [4, 7];
+    for queries in [false, true] {
+        let run = |m: &SelfAttention| {
+            let r = Some(&mut Rng::new(5));
+            if queries {
+                m.forward_queries(&x, batch, len, &valid, r, &last)
+            } else {
+                m.forward(&x, batch, len, Some(&valid), r)
+            }
+        };
+        let (y, cache) = run(&base);
+        let w = rng.normal_vec(y.len(), 1.0);
+        let mut full = base.clone();
+        full.backward(&cache, &w);
+        let mut params_only = base.clone();
+        params_only.backward_params(&cache, &w);
+        for (a, b) in full.params().iter().zip(params_only.params()) {
+            assert!(a.grad.iter().any(|&g| g != 0.0), "{}: no gradient", a.name);
+            assert_eq!(a.grad, b.grad, "{} (queries only: {queries})", a.name);
+        }
     }
 }
 

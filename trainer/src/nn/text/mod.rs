@@ -612,6 +612,12 @@ impl BertEncoder {
         m
     }
 
+    /// Whether any of the encoder's parameters (or adapters) trains, so that a layer above it
+    /// needs the gradient of its input.
+    pub fn trains(&self) -> bool {
+        self.first_trained() < self.layers.len() || self.embeddings_trained()
+    }
+
     fn embeddings_trained(&self) -> bool {
         self.fine_tune == FineTune::All
     }
