@@ -1,7 +1,8 @@
 //! The CPU's scoring copy of an item table and the one place that dispatches a score on its
 //! storage: f32 rows, f16 or bf16 copies (half the bytes per request), or int8 rows with one
 //! scale per row beside the f32 rows (the scan shortlists with the int8 rows and re-scores
-//! from the f32 ones; see [`super::scan`]).
+//! from the f32 ones; see [`super::scan`]). On a CPU with AVX512-BF16 a bf16 copy also keeps
+//! a norm bound per row, and the scan shortlists with `vdpbf16ps` and re-scores exactly.
 
 use crate::error::Result;
 use crate::weights::{DType, Tensor};
@@ -23,7 +24,14 @@ pub enum CpuItems {
     /// f16 copy, row-major.
     F16(Vec<f16>),
     /// bf16 copy, row-major.
-    BF16(Vec<bf16>),
+    BF16 {
+        /// The rows.
+        t: Vec<bf16>,
+        /// Upper bounds of the rows' norms (`score::bf16_row_norms`) where the scan filters
+        /// with AVX512-BF16 dot products (`score::bf16_uses_dp` at an AVX-512 level when the
+        /// table was built, and every row finite); `None` otherwise.
+        norms: Option<Vec<f32>>,
+    },
     /// int8 copy with one scale per row (`seqrec_kernels::cpu::score::quantize_rows_i8`) that
     /// bounds every f32 score, and the f32 rows that re-score the items the bounds cannot rule
     /// out: top-k selections equal the f32 table's; scores come from `exact`.
@@ -44,7 +52,14 @@ impl CpuItems {
         let v = table.as_slice();
         Ok(match dtype {
             DType::F16 => CpuItems::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            DType::BF16 => CpuItems::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            DType::BF16 => {
+                let (rows, dim) = (table.shape()[0], table.shape()[1]);
+                let t: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                let norms = (Isa::detect().has_avx512() && score::bf16_uses_dp())
+                    .then(|| score::bf16_row_norms(&t, rows, dim))
+                    .flatten();
+                CpuItems::BF16 { t, norms }
+            }
             DType::I8 => {
                 let (rows, dim) = (table.shape()[0], table.shape()[1]);
                 let (q, scales) = score::quantize_rows_i8_vec(v, rows, dim);
@@ -62,7 +77,7 @@ impl CpuItems {
     pub fn exact(&self) -> Option<&[f32]> {
         match self {
             CpuItems::F32(t) | CpuItems::I8 { exact: t, .. } => Some(t.as_slice()),
-            CpuItems::F16(_) | CpuItems::BF16(_) => None,
+            CpuItems::F16(_) | CpuItems::BF16 { .. } => None,
         }
     }
 
@@ -82,7 +97,7 @@ impl CpuItems {
             }
             (_, Some(t)) => score::scores_isa(isa, h, &t[rows], out, 1, nb, d),
             (CpuItems::F16(t), None) => linear::gemv_f16(&t[rows], h, out, nb, d),
-            (CpuItems::BF16(t), None) => linear::gemv_bf16(&t[rows], h, out, nb, d),
+            (CpuItems::BF16 { t, .. }, None) => linear::gemv_bf16(&t[rows], h, out, nb, d),
             _ => unreachable!("every storage without f32 rows is half precision"),
         }
     }

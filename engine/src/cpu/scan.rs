@@ -20,14 +20,20 @@
 //! whose bound reaches the selection's threshold are re-scored from the f32 rows, so the
 //! selection equals the f32 table's (the user vector is quantized to int8 too, so the scan runs
 //! on exact integer multiply-adds); a batch scans the f32 rows. f16 and bf16 tables are scored
-//! row by row with the half-precision products.
+//! row by row with the half-precision products; on a CPU with AVX512-BF16 a single-user scan
+//! of a bf16 table filters the same way, with `vdpbf16ps` over the user vector split into two
+//! bf16 parts and a bound per row (`score + ‖row‖·C`, see
+//! `seqrec_kernels::cpu::score::bf16_split_query`), re-scoring with the exact product: the
+//! selection and scores are the exact bf16 scan's.
 
 use super::Cpu;
 use super::items::CpuItems;
 use crate::blocks::ItemTable;
 use alloc::vec::Vec;
+use half::bf16;
 use seqrec_kernels::Isa;
-use seqrec_kernels::cpu::score;
+use seqrec_kernels::cpu::linear;
+use seqrec_kernels::cpu::score::{self, Bf16Bound};
 use seqrec_kernels::cpu::topk::TopK;
 
 /// The CPU's per-workspace scan scratch: the selector of a single-user scan and those of the
@@ -103,6 +109,9 @@ struct One<'a> {
     hq: &'a [i8],
     t: f32,
     bound: f32,
+    /// For a bf16 table with row norms: the user vector's two bf16 parts and the filter's
+    /// bound (`None` when `h` cannot be split: the rows are scored exactly instead).
+    halves: Option<(&'a [bf16], &'a [bf16], Bf16Bound)>,
 }
 
 /// Top-k of the whole catalog for the user vector `h` (`[dim]`) into `topk` (reset by the
@@ -125,6 +134,17 @@ pub(super) fn topk_one(
         }
         _ => (&[][..], 0.0, f32::INFINITY),
     };
+    let (mut hi, mut lo) = (
+        [bf16::ZERO; score::BF16_DP_MAX_DIM],
+        [bf16::ZERO; score::BF16_DP_MAX_DIM],
+    );
+    let halves = match &items.data {
+        CpuItems::BF16 { norms: Some(_), .. } if h.len() <= score::BF16_DP_MAX_DIM => {
+            let (hi, lo) = (&mut hi[..h.len()], &mut lo[..h.len()]);
+            score::bf16_split_query(h, hi, lo).map(|b| (&hi[..], &lo[..], b))
+        }
+        _ => None,
+    };
     let one = One {
         items,
         h,
@@ -132,6 +152,7 @@ pub(super) fn topk_one(
         hq,
         t,
         bound,
+        halves,
     };
     let total = shares(items);
     if total <= 1 {
@@ -193,6 +214,7 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
         hq,
         t,
         bound,
+        halves,
     } = one;
     // The int8 products and the selection at the detected level; every f32 score (the f32
     // rows, and the re-scored ones behind an int8 table) at the f32 level, as a whole scan.
@@ -205,8 +227,8 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
         let nb = SCAN_BLOCK.min(end - b);
         let out = &mut block[..nb];
         let base = b as u32;
-        match &items.data {
-            CpuItems::I8 { q, scales, exact } if bound.is_finite() => {
+        match (&items.data, halves) {
+            (CpuItems::I8 { q, scales, exact }, _) if bound.is_finite() => {
                 let scales = &scales[b..b + nb];
                 score::scores_i8_isa(isa, &q[b * d..(b + nb) * d], scales, hq, t, out, nb);
                 for (u, &s) in out.iter_mut().zip(scales) {
@@ -220,9 +242,29 @@ fn scan_range(one: One<'_>, start: usize, end: usize, topk: &mut TopK) {
                     one[0]
                 });
             }
+            (
+                CpuItems::BF16 {
+                    t: rows,
+                    norms: Some(norms),
+                },
+                Some((hi, lo, bf)),
+            ) => {
+                let w = &rows[b * d..(b + nb) * d];
+                score::scores_bf16_dp_isa(isa, w, hi, lo, out, nb);
+                for (u, &norm) in out.iter_mut().zip(&norms[b..b + nb]) {
+                    *u = bf.upper(*u, norm);
+                }
+                // The re-score is the exact scan's own product (`score_block`'s).
+                topk.push_block_bounded_isa(isa, base, out, exclude, |id| {
+                    let row = id as usize * d;
+                    let mut one = [0.0f32];
+                    linear::gemv_bf16(&rows[row..row + d], h, &mut one, 1, d);
+                    one[0]
+                });
+            }
             // Every other storage, and an int8 table with a user vector that cannot be
             // quantized (non-finite, all zero, too wide: no usable bound), scores the block.
-            data => {
+            (data, _) => {
                 data.score_block(f32_isa, h, b, out);
                 topk.push_block(base, out, exclude);
             }
@@ -252,6 +294,62 @@ pub(super) fn topk_rows(
         items.data.score_batch_block(isa, h, users, d, (b, nb), buf);
         for (r, (sel, scores)) in topks.iter_mut().zip(buf.chunks_exact(nb)).enumerate() {
             sel.push_block(b as u32, scores, &excludes[offsets[r]..offsets[r + 1]]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::DType;
+    use alloc::vec;
+    use seqrec_kernels::testing::Rng;
+
+    /// The bf16 table's filtered scan (with row norms: `vdpbf16ps` where the CPU has
+    /// AVX512-BF16, the portable filter elsewhere) returns the exact scan's selection, items
+    /// and scores bit for bit, for ordinary, near-tied and extreme user vectors.
+    #[test]
+    fn bf16_filter_returns_the_exact_selection() {
+        let mut rng = Rng::new(81);
+        for (rows, dim) in [(3001, 64), (700, 33), (40, 1)] {
+            let mut values = rng.normal_vec(rows * dim, 0.3);
+            // Near ties: rows that differ from row 1 in their last bits only.
+            for r in 2..12.min(rows) {
+                let (a, b) = values.split_at_mut(r * dim);
+                b[..dim].copy_from_slice(&a[dim..2 * dim]);
+                b[0] *= 1.0 + (r as f32) * 1e-3;
+            }
+            let t: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+            let norms = score::bf16_row_norms(&t, rows, dim);
+            assert!(norms.is_some());
+            let table = |norms: Option<Vec<f32>>| ItemTable::<Cpu> {
+                rows,
+                dim,
+                dtype: DType::BF16,
+                data: CpuItems::BF16 {
+                    t: t.clone(),
+                    norms,
+                },
+            };
+            let (filtered, exact) = (table(norms), table(None));
+            let mut users: Vec<Vec<f32>> = (0..20).map(|_| rng.normal_vec(dim, 1.0)).collect();
+            users.push(values[dim..2 * dim].to_vec());
+            users.push(vec![0.0; dim]);
+            users.push((0..dim).map(|p| 1e30 * (p as f32 - 0.5)).collect());
+            for h in &users {
+                for k in [1, 10, 100] {
+                    let run = |items: &ItemTable<Cpu>| {
+                        let mut sel = TopK::new(k);
+                        topk_one(items, h, &[3, 5], &mut sel, &mut Vec::new());
+                        let (mut ids, mut scores) = (vec![0u32; k], vec![0.0f32; k]);
+                        let got = sel.finish(&mut ids, &mut scores);
+                        ids.truncate(got);
+                        let bits: Vec<u32> = scores[..got].iter().map(|s| s.to_bits()).collect();
+                        (ids, bits)
+                    };
+                    assert_eq!(run(&filtered), run(&exact), "{rows}x{dim} k={k}");
+                }
+            }
         }
     }
 }

@@ -57,7 +57,7 @@ const NARROW_COMPUTE: u8 = 0x40;
 pub enum Ext {
     /// AVX512-VNNI: `vpdpbusd` (u8 × i8 dot products into i32), the int8 catalog scan.
     Vnni,
-    /// AVX512-BF16: `vdpbf16ps` (bf16 pair dot products into f32).
+    /// AVX512-BF16: `vdpbf16ps` (bf16 pair dot products into f32), the bf16 catalog filter.
     Bf16,
 }
 
@@ -382,7 +382,7 @@ pub struct Family {
 }
 
 /// The path each kernel family runs at on this CPU (after `SEQREC_ISA`).
-pub fn families() -> [Family; 12] {
+pub fn families() -> [Family; 13] {
     let isa = Isa::detect().name();
     let f32_isa = Isa::f32_level().name();
     let int8 = if crate::cpu::score::i8_uses_vnni() {
@@ -400,6 +400,11 @@ pub fn families() -> [Family; 12] {
             "scalar"
         }
     };
+    let bf16_filter = if Isa::detect().has_avx512() && crate::cpu::score::bf16_uses_dp() {
+        "v4+bf16"
+    } else {
+        "off (exact bf16 scan)"
+    };
     let f = |name, level| Family { name, level };
     [
         f("products f32 (few rows, small, broadcast tiles)", f32_isa),
@@ -407,6 +412,7 @@ pub fn families() -> [Family; 12] {
         f("gemv f16/bf16 tables", isa),
         f("scan f32 (dot tiles, batch tiles)", f32_isa),
         f("scan int8 (bound + f32 re-score)", int8),
+        f("scan bf16 filter (bound + exact re-score)", bf16_filter),
         f("attention", f32_isa),
         f("layer norm", f32_isa),
         f("activations, softmax", isa),
@@ -480,7 +486,7 @@ mod tests {
                 assert!(ext.is_available() && Isa::detect().has_avx512());
             }
         }
-        assert_eq!(families().len(), 12);
+        assert_eq!(families().len(), 13);
         assert!(Isa::f32_level() <= Isa::detect() && Isa::f32_level().is_available());
     }
 }

@@ -379,6 +379,246 @@ pub fn scores_i8(q: &[i8], scales: &[f32], xq: &[i8], t: f32, out: &mut [f32], n
     scores_i8_isa(Isa::detect(), q, scales, xq, t, out, n);
 }
 
+/// Widest rows the bf16 filter scan handles (its split query lives on the stack).
+pub const BF16_DP_MAX_DIM: usize = 1024;
+
+/// The bound of the bf16 filter scan for one split query ([`bf16_split_query`]): for every
+/// row `j` of a bf16 table with norm bound `norms[j]` ([`bf16_row_norms`]),
+/// `|fl(w_j·x) − scores_bf16_dp(..)[j]| ≤ norms[j]·per_norm + abs` for the f32 dot product of
+/// the widened row and the f32 query summed in any order of depth at most `2d + 32`, fused or
+/// not (every f32 path of `gemv_bf16`).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Bf16Bound {
+    /// Factor of the row's norm bound.
+    pub per_norm: f32,
+    /// Absolute term (values flushed to zero).
+    pub abs: f32,
+}
+
+impl Bf16Bound {
+    /// An upper bound, computed in f32, of the exact score of a row with filter score `approx`
+    /// and norm bound `norm` (`+∞` where it is NaN).
+    #[inline]
+    pub fn upper(self, approx: f32, norm: f32) -> f32 {
+        let b = approx + (norm * self.per_norm + self.abs);
+        if b.is_nan() { f32::INFINITY } else { b }
+    }
+}
+
+/// Upper bounds of the Euclidean norms of the `n` rows of a bf16 table `[n, d]` (summed in f64
+/// and rounded up), or `None` when a row holds an inf or NaN (no bound holds there: the caller
+/// scans those tables exactly).
+///
+/// # Panics
+/// If `w.len() != n·d`.
+pub fn bf16_row_norms(w: &[half::bf16], n: usize, d: usize) -> Option<Vec<f32>> {
+    assert_eq!(
+        w.len(),
+        n * d,
+        "bf16_row_norms: w has {} values, expected n·d = {n}·{d}",
+        w.len()
+    );
+    if d == 0 {
+        return Some(alloc::vec![0.0; n]);
+    }
+    w.chunks_exact(d)
+        .map(|row| {
+            let sq: f64 = row.iter().map(|v| v.to_f64() * v.to_f64()).sum();
+            let norm = (libm::sqrt(sq) * (1.0 + 1.0 / 65536.0)) as f32;
+            norm.is_finite().then_some(norm)
+        })
+        .collect()
+}
+
+/// Splits a query for the bf16 filter scan into two bf16 parts, `x ≈ hi + lo` (round to
+/// nearest; parts below f32's normal range set to zero, as `vdpbf16ps` reads them), and returns
+/// the scan's bound, or `None` (leaving `hi` and `lo` unspecified) when `x` is wider than
+/// [`BF16_DP_MAX_DIM`] or holds a value whose bf16 rounding is not finite.
+///
+/// Derivation, with `u = 2⁻²⁴`, `N = 2d + 32`, `γ = N·u/(1 − N·u)`, `r = x − hi − lo` (exact in
+/// f32) and `‖w_j‖ ≤ norms[j]`: the filter sums the exact products `(hi_p + lo_p)·w_p` with at
+/// most `N` roundings in a chain, so it errs from `Σ(hi + lo)·w` by at most
+/// `γ·‖|hi| + |lo|‖·‖w_j‖` (Cauchy–Schwarz), plus the subnormals it flushes: table values
+/// and products below `2⁻¹²⁶` and partial sums there, at most
+/// `2⁻¹²⁶·(2‖x‖₁ + 4d + 64)` together; `Σ(hi + lo)·w` differs from `x·w` by `|r·w| ≤ ‖r‖·‖w_j‖`;
+/// the f32 dot product `fl(w_j·x)` errs by at most `γ·‖x‖·‖w_j‖`. The sum of the three is
+/// computed in f64 and scaled by 9/8, which covers the f32 rounding of [`Bf16Bound::upper`]
+/// (its terms are at least `γ` times the score, whose last-place rounding they dwarf).
+///
+/// # Panics
+/// If `hi.len()` or `lo.len()` differs from `x.len()`.
+pub fn bf16_split_query(
+    x: &[f32],
+    hi: &mut [half::bf16],
+    lo: &mut [half::bf16],
+) -> Option<Bf16Bound> {
+    use half::bf16;
+    assert!(
+        hi.len() == x.len() && lo.len() == x.len(),
+        "bf16_split_query: hi and lo have {} and {} values, expected {}",
+        hi.len(),
+        lo.len(),
+        x.len()
+    );
+    if x.len() > BF16_DP_MAX_DIM {
+        return None;
+    }
+    // `vdpbf16ps` reads subnormal bf16 values as zero: such parts are zero here, and what
+    // they held stays in the residual.
+    let part = |v: f32| {
+        let b = bf16::from_f32(v);
+        if b.to_f32().abs() < f32::MIN_POSITIVE {
+            bf16::ZERO
+        } else {
+            b
+        }
+    };
+    let (mut sq_x, mut sq_parts, mut sq_r, mut l1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for ((&v, h), l) in x.iter().zip(hi.iter_mut()).zip(lo.iter_mut()) {
+        *h = part(v);
+        if !h.to_f32().is_finite() || !v.is_finite() {
+            return None;
+        }
+        let rest = v - h.to_f32();
+        *l = part(rest);
+        let r = rest - l.to_f32();
+        let (v, parts) = (v as f64, (h.to_f64().abs() + l.to_f64().abs()));
+        sq_x += v * v;
+        sq_parts += parts * parts;
+        sq_r += r as f64 * r as f64;
+        l1 += v.abs();
+    }
+    let d = x.len() as f64;
+    let u = 1.0 / (1u64 << 24) as f64;
+    let n = 2.0 * d + 32.0;
+    let gamma = n * u / (1.0 - n * u);
+    let tiny = f32::MIN_POSITIVE as f64;
+    let per_norm = gamma * (libm::sqrt(sq_parts) + libm::sqrt(sq_x)) + libm::sqrt(sq_r);
+    let abs = tiny * (2.0 * l1 + 4.0 * d + 64.0);
+    Some(Bf16Bound {
+        per_norm: (per_norm * 1.125) as f32,
+        abs: (abs * 1.125) as f32,
+    })
+}
+
+/// Reference of the bf16 filter scan: `out[j] = Σ_p w[j·d + p]·(hi[p] + lo[p])` in f64, for
+/// `n` rows of width `d = hi.len()`.
+///
+/// # Panics
+/// If `lo.len() != hi.len()`, `w.len() != n·d` or `out.len() != n`.
+pub fn scores_bf16_dp_ref(
+    w: &[half::bf16],
+    hi: &[half::bf16],
+    lo: &[half::bf16],
+    out: &mut [f32],
+    n: usize,
+) {
+    check_bf16_dp(w, hi, lo, out, n);
+    let d = hi.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        let row = &w[j * d..(j + 1) * d];
+        let s: f64 = row
+            .iter()
+            .zip(hi.iter().zip(lo))
+            .map(|(w, (h, l))| w.to_f64() * (h.to_f64() + l.to_f64()))
+            .sum();
+        *o = s as f32;
+    }
+}
+
+#[track_caller]
+fn check_bf16_dp(w: &[half::bf16], hi: &[half::bf16], lo: &[half::bf16], out: &[f32], n: usize) {
+    let d = hi.len();
+    assert_eq!(
+        lo.len(),
+        d,
+        "scores_bf16_dp: lo has {} values, expected {d}",
+        lo.len()
+    );
+    assert_eq!(
+        out.len(),
+        n,
+        "scores_bf16_dp: out has {} values, expected {n}",
+        out.len()
+    );
+    assert_eq!(
+        w.len(),
+        n * d,
+        "scores_bf16_dp: w has {} values, expected n·d = {n}·{d}",
+        w.len()
+    );
+}
+
+/// The bf16 filter scan: `out[j] ≈ Σ_p w[j·d + p]·(hi[p] + lo[p])` for `n` bf16 rows of width
+/// `d = hi.len()`, within [`bf16_split_query`]'s bound of every f32 score of the row, with
+/// AVX512-BF16 `vdpbf16ps` where `isa` has AVX-512 and [`bf16_uses_dp`], and with f32
+/// multiply-adds (the same bound) elsewhere. A top-k adds the bound
+/// ([`Bf16Bound::upper`]) and re-scores exactly the rows it cannot rule out
+/// ([`super::topk::TopK::push_block_bounded`]): the selection and scores of the exact bf16
+/// scan, from half the multiply-add instructions.
+///
+/// # Panics
+/// As [`scores_bf16_dp_ref`].
+pub fn scores_bf16_dp_isa(
+    isa: Isa,
+    w: &[half::bf16],
+    hi: &[half::bf16],
+    lo: &[half::bf16],
+    out: &mut [f32],
+    n: usize,
+) {
+    check_bf16_dp(w, hi, lo, out, n);
+    if n == 0 {
+        return;
+    }
+    if hi.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx512() && bf16_uses_dp() {
+        // SAFETY: `bf16_uses_dp` checked that the CPU has AVX-512 F/BW and AVX512-BF16.
+        unsafe {
+            bf16dp::scores_bf16_dp(
+                bytemuck::cast_slice(w),
+                bytemuck::cast_slice(hi),
+                bytemuck::cast_slice(lo),
+                out,
+            )
+        };
+        return;
+    }
+    let _ = isa;
+    let d = hi.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        let row = &w[j * d..(j + 1) * d];
+        let mut acc = 0.0f32;
+        for (w, (h, l)) in row.iter().zip(hi.iter().zip(lo)) {
+            let w = w.to_f32();
+            // bf16 × bf16 products are exact in f32: one rounding per addition.
+            acc += w * h.to_f32();
+            acc += w * l.to_f32();
+        }
+        *o = acc;
+    }
+}
+
+/// Whether [`scores_bf16_dp_isa`] runs the AVX512-BF16 body on this CPU at an AVX-512 level
+/// (after `SEQREC_ISA`; `SEQREC_ISA=v4,no-bf16` turns it off). The engine filters bf16 tables
+/// only where it does: elsewhere the widening scan is the faster one.
+pub fn bf16_uses_dp() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::isa::Ext::Bf16.enabled() && bf16dp::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod bf16dp;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]

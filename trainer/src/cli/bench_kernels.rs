@@ -25,7 +25,8 @@ use seqrec_kernels::cpu::isa::{Ext, fma_peak_isa};
 use seqrec_kernels::cpu::linear::{gemv_bf16_isa, gemv_f16_isa, linear_f16_isa, linear_isa};
 use seqrec_kernels::cpu::norm::layer_norm_isa;
 use seqrec_kernels::cpu::score::{
-    quantize_query_i8, quantize_rows_i8_vec, scores_batch_isa, scores_i8_isa, scores_isa,
+    bf16_split_query, bf16_uses_dp, quantize_query_i8, quantize_rows_i8_vec, scores_batch_isa,
+    scores_bf16_dp_isa, scores_i8_isa, scores_isa,
 };
 use seqrec_kernels::cpu::topk::TopK;
 use seqrec_kernels::cpu::{activation::activate_isa, convert::f16_to_f32_isa};
@@ -194,6 +195,19 @@ fn measure(isa: Isa) -> Vec<Row> {
             2.0 * (n * d) as f64,
             (2 * n * d) as f64,
         );
+        // The engine's bf16 filter (the query in two bf16 parts, `vdpbf16ps`), where it runs.
+        if isa.has_avx512() && bf16_uses_dp() {
+            let (mut hi, mut lo) = (vec![bf16::ZERO; d], vec![bf16::ZERO; d]);
+            bf16_split_query(&h, &mut hi, &mut lo).expect("a finite query");
+            let s = time(|| scores_bf16_dp_isa(isa, &wb, &hi, &lo, &mut out, n));
+            push(
+                "scan bf16 filter (dpbf16)",
+                format!("{n}x{d}"),
+                s,
+                2.0 * (n * d) as f64,
+                (2 * n * d) as f64,
+            );
+        }
     }
     // The batched scan: 256 users against a block of 256 items.
     let (users, nb) = (256, 256);

@@ -354,3 +354,139 @@ fn check_streamed_equals_plain(isa: Isa) {
     }
 }
 crate::isa_tests!(scores_streamed, check_streamed_equals_plain);
+
+/// Random bf16 rows (`[n, d]`), with a zero row, a row of subnormals and a row whose values
+/// span 2⁻¹⁴⁰ to 2⁵⁰ among ordinary ones.
+fn bf16_table(rng: &mut Rng, n: usize, d: usize) -> Vec<half::bf16> {
+    use half::bf16;
+    let mut w: Vec<bf16> = rng
+        .normal_vec(n * d, 0.5)
+        .iter()
+        .map(|&v| bf16::from_f32(v))
+        .collect();
+    if n >= 3 && d > 0 {
+        w[..d].fill(bf16::ZERO);
+        for (p, v) in w[d..2 * d].iter_mut().enumerate() {
+            *v = bf16::from_f32(f32::MIN_POSITIVE * (p as f32 + 1.0) / 512.0);
+        }
+        for (p, v) in w[2 * d..3 * d].iter_mut().enumerate() {
+            let e = (p % 8) as i32 * 27 - 140;
+            *v = bf16::from_f32(if p % 2 == 0 { 1.0 } else { -1.0 } * libm::exp2f(e as f32));
+        }
+    }
+    w
+}
+
+/// Queries: Gaussian, one of large dynamic range with cancelling values, one holding
+/// subnormals, all zero.
+fn bf16_queries(rng: &mut Rng, d: usize) -> Vec<Vec<f32>> {
+    let mut wide = rng.normal_vec(d, 1.0);
+    for (p, v) in wide.iter_mut().enumerate() {
+        *v *= libm::exp2f(((p * 7) % 40) as f32 - 20.0);
+    }
+    let tiny: Vec<f32> = (0..d)
+        .map(|p| f32::MIN_POSITIVE * (p as f32 - 3.5))
+        .collect();
+    vec![rng.normal_vec(d, 1.0), wide, tiny, vec![0.0; d]]
+}
+
+/// The filter scan against its f64 reference, at every level.
+fn check_scores_bf16_dp(isa: Isa) {
+    let mut rng = Rng::new(71);
+    for &d in AWKWARD_SIZES.iter().chain(&[0, 96, 300]) {
+        for n in [1, 15, 16, 17, 40] {
+            let w = bf16_table(&mut rng, n, d);
+            let x = rng.normal_vec(d, 1.0);
+            let (mut hi, mut lo) = (vec![half::bf16::ZERO; d], vec![half::bf16::ZERO; d]);
+            bf16_split_query(&x, &mut hi, &mut lo).expect("a finite query splits");
+            let (mut want, mut got) = (vec![0.0; n], vec![f32::NAN; n]);
+            scores_bf16_dp_ref(&w, &hi, &lo, &mut want, n);
+            scores_bf16_dp_isa(isa, &w, &hi, &lo, &mut got, n);
+            let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+            for j in 0..n {
+                let mag = magnitude(&x, &wf[j * d..(j + 1) * d]);
+                assert!(
+                    (got[j] - want[j]).abs() <= 1e-5 * (1.0 + mag),
+                    "bf16 filter {isa} {n}x{d}: row {j} got {} want {}",
+                    got[j],
+                    want[j]
+                );
+            }
+        }
+    }
+}
+crate::isa_tests!(scores_bf16_dp, check_scores_bf16_dp);
+
+/// The guarantee: the filter score plus the bound is at least every exact bf16 score the
+/// engine computes (`gemv_bf16` at every level), and at most the bound below it, for tables
+/// and queries with zeros, subnormals, wide ranges and cancellation; and the bound is tight
+/// enough to matter (for an ordinary query below `(2⁻¹⁶ + 2.5·(2d + 32)·2⁻²⁴)·‖x‖·‖w‖`, the
+/// residual of the split and the worst-case rounding, where dropping the query's low part
+/// would err by about 2⁻⁹ of it).
+#[test]
+fn bf16_filter_bound_holds_for_every_exact_path() {
+    let mut rng = Rng::new(72);
+    let isas: Vec<Isa> = Isa::available().collect();
+    for &d in &[1usize, 7, 31, 32, 33, 64, 65, 257] {
+        let n = 37;
+        let w = bf16_table(&mut rng, n, d);
+        let norms = bf16_row_norms(&w, n, d).expect("finite rows");
+        for (qi, x) in bf16_queries(&mut rng, d).iter().enumerate() {
+            let (mut hi, mut lo) = (vec![half::bf16::ZERO; d], vec![half::bf16::ZERO; d]);
+            let bound = bf16_split_query(x, &mut hi, &mut lo).expect("a finite query splits");
+            if qi == 0 {
+                let xn = libm::sqrtf(x.iter().map(|v| v * v).sum::<f32>());
+                let rel = libm::exp2f(-16.0) + 2.5 * (2 * d + 32) as f32 * libm::exp2f(-24.0);
+                assert!(bound.per_norm < rel * xn, "d={d}: {bound:?} for ‖x‖ = {xn}");
+            }
+            for &isa in &isas {
+                let mut approx = vec![0.0; n];
+                scores_bf16_dp_isa(isa, &w, &hi, &lo, &mut approx, n);
+                for &exact_isa in &isas {
+                    let mut exact = vec![0.0; n];
+                    crate::cpu::linear::gemv_bf16_isa(exact_isa, &w, x, &mut exact, n, d);
+                    for j in 0..n {
+                        let up = bound.upper(approx[j], norms[j]);
+                        let slack = norms[j] * bound.per_norm + bound.abs;
+                        assert!(
+                            up >= exact[j] && approx[j] - slack <= exact[j],
+                            "d={d} query {qi} filter {isa} exact {exact_isa} row {j}: \
+                             filter {} ± {slack} against exact {}",
+                            approx[j],
+                            exact[j]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_filter_refuses_what_it_cannot_bound() {
+    use half::bf16;
+    let (mut hi, mut lo) = ([bf16::ZERO; 3], [bf16::ZERO; 3]);
+    for bad in [f32::NAN, f32::INFINITY, f32::MAX] {
+        // f32::MAX rounds to a bf16 infinity.
+        assert_eq!(
+            bf16_split_query(&[1.0, bad, 2.0], &mut hi, &mut lo),
+            None,
+            "{bad}"
+        );
+    }
+    let wide = vec![1.0; BF16_DP_MAX_DIM + 1];
+    let (mut hw, mut lw) = (vec![bf16::ZERO; wide.len()], vec![bf16::ZERO; wide.len()]);
+    assert_eq!(bf16_split_query(&wide, &mut hw, &mut lw), None);
+    let mut w = vec![bf16::ONE; 6];
+    assert!(bf16_row_norms(&w, 2, 3).is_some());
+    w[4] = bf16::INFINITY;
+    assert_eq!(bf16_row_norms(&w, 2, 3), None);
+    // Exactly representable parts: hi holds x, lo and the residual are zero, and the bound
+    // keeps only the rounding terms.
+    let x = [1.5f32, -0.25, 3.0];
+    let b = bf16_split_query(&x, &mut hi, &mut lo).unwrap();
+    assert_eq!(hi.map(bf16::to_f32), x);
+    assert_eq!(lo, [bf16::ZERO; 3]);
+    // ‖x‖ = 3.4: the rounding terms alone, γ·2‖x‖·9/8 with γ ≈ 38·2⁻²⁴.
+    assert!(b.per_norm > 0.0 && b.per_norm < 2e-5, "{b:?}");
+}
