@@ -30,7 +30,7 @@ pub enum CpuItems {
         /// Upper bounds of the rows' norms (`score::bf16_row_norms`) where the scan filters
         /// with AVX512-BF16 dot products (`score::bf16_uses_dp` at an AVX-512 level when the
         /// table was built, every row finite, and the copy no larger than
-        /// [`STREAM_MIN_BYTES`]); `None` otherwise.
+        /// `STREAM_MIN_BYTES`, 16 MiB); `None` otherwise.
         norms: Option<Vec<f32>>,
     },
     /// int8 copy with one scale per row (`seqrec_kernels::cpu::score::quantize_rows_i8`) that
