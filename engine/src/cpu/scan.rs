@@ -134,12 +134,13 @@ pub(super) fn topk_one(
         }
         _ => (&[][..], 0.0, f32::INFINITY),
     };
-    let (mut hi, mut lo) = (
-        [bf16::ZERO; score::BF16_DP_MAX_DIM],
-        [bf16::ZERO; score::BF16_DP_MAX_DIM],
-    );
+    // The split user vector's stack buffers, filled only for a filtered bf16 table: other
+    // requests do not clear 4 KiB they never read.
+    let mut halves_buf: [[bf16; score::BF16_DP_MAX_DIM]; 2];
     let halves = match &items.data {
         CpuItems::BF16 { norms: Some(_), .. } if h.len() <= score::BF16_DP_MAX_DIM => {
+            halves_buf = [[bf16::ZERO; score::BF16_DP_MAX_DIM]; 2];
+            let [hi, lo] = &mut halves_buf;
             let (hi, lo) = (&mut hi[..h.len()], &mut lo[..h.len()]);
             score::bf16_split_query(h, hi, lo).map(|b| (&hi[..], &lo[..], b))
         }
