@@ -2,7 +2,9 @@
 //! session split (`--session-filter`) and the hierarchical models (`--model hdt|interdt|hier`).
 
 use super::{CliError, out};
-use crate::data::{Dataset, SessionFilter, Split, SplitMethod, filter_sessions};
+use crate::data::{
+    Dataset, SequenceFilter, SessionFilter, Split, SplitMethod, filter_sequences, filter_sessions,
+};
 use crate::eval::long_tail;
 use crate::models::hdt::{
     BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, Variant,
@@ -17,25 +19,46 @@ use std::path::PathBuf;
 /// Architectures trained by [`train`].
 pub const HIERARCHICAL: &[&str] = &["hdt", "interdt", "hier"];
 
-/// Applies the thesis's session preprocessing (§5.1) to a session split: `filter` is
-/// `None` (the default thresholds 3:3:5), `none` (off) or `ITEMS:SESSION_LEN:SESSIONS`.
-/// Other splits accept no filter.
-pub fn session_data(
+/// Applies the thesis's preprocessing. A session split takes `session_filter` (§5.1): `None`
+/// (the default thresholds 3:3:5), `none` (off) or `ITEMS:SESSION_LEN:SESSIONS`. A ratio or
+/// leave-one-out split takes `seq_filter` (§4.8, §7.6): `None` (off) or `ITEMS:SEQ_LEN`; a
+/// benchmark's sequences are filtered too when it is split by ratio. Other combinations are
+/// errors.
+pub fn preprocess(
     dataset: Dataset,
     method: &SplitMethod,
-    filter: Option<&str>,
+    session_filter: Option<&str>,
+    seq_filter: Option<&str>,
 ) -> Result<Dataset, CliError> {
-    let off = filter.is_some_and(|f| f.eq_ignore_ascii_case("none"));
+    let dataset = match (seq_filter, method, dataset) {
+        (None, _, dataset) => dataset,
+        (Some(f), SplitMethod::Ratio { .. } | SplitMethod::LeaveOneOut, dataset) => {
+            let f = f.parse::<SequenceFilter>().map_err(CliError::input)?;
+            let inter = match &dataset {
+                Dataset::Interactions(i) => filter_sequences(i, &f),
+                Dataset::Presplit(p) => filter_sequences(&p.interactions(), &f),
+            }
+            .map_err(CliError::input)?;
+            Dataset::Interactions(inter)
+        }
+        (Some(_), m, _) => {
+            return Err(CliError::input(format!(
+                "--filter applies to a ratio or leave-one-out split, not to `{m}` \
+                 (a session split takes --session-filter)"
+            )));
+        }
+    };
+    let off = session_filter.is_some_and(|f| f.eq_ignore_ascii_case("none"));
     match (method, dataset) {
         (SplitMethod::Session { gap_secs }, Dataset::Interactions(inter)) if !off => {
-            let f = match filter {
+            let f = match session_filter {
                 Some(f) => f.parse::<SessionFilter>().map_err(CliError::input)?,
                 None => SessionFilter::default(),
             };
             let inter = filter_sessions(&inter, *gap_secs, &f).map_err(CliError::input)?;
             Ok(Dataset::Interactions(inter))
         }
-        (_, dataset) if filter.is_none() || off => Ok(dataset),
+        (_, dataset) if session_filter.is_none() || off => Ok(dataset),
         _ => Err(CliError::input(
             "--session-filter applies to a session split of interactions (--split session)",
         )),

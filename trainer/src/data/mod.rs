@@ -27,7 +27,9 @@ mod text;
 pub use atomic::{AtomicOptions, read_atomic, read_benchmark};
 pub use error::{DataError, Result};
 pub use format::{DataFormat, Source, detect, locate};
-pub use sessions::{SessionFilter, filter_sessions, session_boundaries};
+pub use sessions::{
+    SequenceFilter, SessionFilter, filter_sequences, filter_sessions, session_boundaries,
+};
 pub use split::{
     DEFAULT_SEED, EvalSeq, Example, Split, SplitMethod, TrainPart, TrainSeq, session_starts, split,
 };

@@ -1,5 +1,6 @@
-//! Session-level preprocessing for hierarchical session models (`spec/thesis-models.md` §5.1)
-//! and the session boundaries of a session split.
+//! Session-level preprocessing for hierarchical session models (`spec/thesis-models.md` §5.1),
+//! the sequence-level one of the thesis's other data sets ([`filter_sequences`]), and the
+//! session boundaries of a session split.
 //!
 //! [`filter_sessions`] applies the HDT preprocessing, in this order:
 //! 1. drop items with fewer than `min_item_count` interactions (counted over the whole data);
@@ -82,10 +83,7 @@ pub fn filter_sessions(
         .timestamps
         .as_ref()
         .ok_or(DataError::NoTimestamps("session filter"))?;
-    let mut counts = vec![0usize; inter.n_items()];
-    for &i in inter.sequences.iter().flatten() {
-        counts[i as usize] += 1;
-    }
+    let counts = item_counts(inter);
     let keep_item = |i: u32| counts[i as usize] >= filter.min_item_count;
     let n_users = inter.n_users();
     let mut kept: Vec<Vec<usize>> = vec![Vec::new(); n_users];
@@ -105,7 +103,102 @@ pub fn filter_sessions(
             kept[u] = sessions.concat();
         }
     }
-    // Dense item ids over the surviving items, in their original order.
+    keep_rows(
+        inter,
+        &kept,
+        &format!(
+            "session filter {}:{}:{} (gap {} min)",
+            filter.min_item_count,
+            filter.min_session_len,
+            filter.min_sessions,
+            gap_secs / 60.0
+        ),
+    )
+}
+
+/// Thresholds of [`filter_sequences`], the preprocessing of the thesis's sequence data sets
+/// (§4.8, §7.6: items with fewer than 3 interactions and sequences shorter than 3 removed).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SequenceFilter {
+    /// Items with fewer interactions are dropped.
+    pub min_item_count: usize,
+    /// Sequences with fewer interactions (after the item filter) are dropped.
+    pub min_seq_len: usize,
+}
+
+impl std::str::FromStr for SequenceFilter {
+    type Err = DataError;
+
+    /// `ITEMS:SEQ_LEN`, e.g. `3:3`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || DataError::UnknownName {
+            what: "sequence filter",
+            value: s.to_string(),
+            expected: "MIN_ITEM_COUNT:MIN_SEQ_LEN, e.g. 3:3".into(),
+        };
+        let parts: Vec<usize> = s
+            .split(':')
+            .map(|p| p.trim().parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad())?;
+        match parts.as_slice() {
+            &[a, b] => Ok(SequenceFilter {
+                min_item_count: a,
+                min_seq_len: b,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Drops the items with fewer than `min_item_count` interactions (counted over the whole
+/// data), then the users whose remaining sequence is shorter than `min_seq_len`, in one pass
+/// (as the thesis describes it; the survivors may again hold an item below the threshold, as
+/// with the session filter). Item ids are renumbered densely over the surviving items in their
+/// original order; user ids are unchanged.
+///
+/// # Errors
+/// When nothing survives.
+pub fn filter_sequences(inter: &Interactions, filter: &SequenceFilter) -> Result<Interactions> {
+    let counts = item_counts(inter);
+    let kept: Vec<Vec<usize>> = inter
+        .sequences
+        .iter()
+        .map(|seq| {
+            let rows: Vec<usize> = (0..seq.len())
+                .filter(|&r| counts[seq[r] as usize] >= filter.min_item_count)
+                .collect();
+            if rows.len() >= filter.min_seq_len.max(1) {
+                rows
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    keep_rows(
+        inter,
+        &kept,
+        &format!(
+            "sequence filter {}:{}",
+            filter.min_item_count, filter.min_seq_len
+        ),
+    )
+}
+
+/// Interactions per item id.
+fn item_counts(inter: &Interactions) -> Vec<usize> {
+    let mut counts = vec![0usize; inter.n_items()];
+    for &i in inter.sequences.iter().flatten() {
+        counts[i as usize] += 1;
+    }
+    counts
+}
+
+/// The interactions at rows `kept[u]` of every user `u`, with item ids renumbered densely over
+/// the items that remain (in their original order) and the timestamps, ratings and item side
+/// information carried along. `what` names the filter in the error when nothing remains.
+fn keep_rows(inter: &Interactions, kept: &[Vec<usize>], what: &str) -> Result<Interactions> {
+    let n_users = inter.n_users();
     let mut used = vec![false; inter.n_items()];
     for (u, rows) in kept.iter().enumerate() {
         for &r in rows {
@@ -121,15 +214,13 @@ pub fn filter_sessions(
         }
     }
     if items.is_empty() {
-        return Err(DataError::Invalid(format!(
-            "session filter {}:{}:{} (gap {} min) leaves no interactions",
-            filter.min_item_count,
-            filter.min_session_len,
-            filter.min_sessions,
-            gap_secs / 60.0
-        )));
+        return Err(DataError::Invalid(format!("{what} leaves no interactions")));
     }
-    let pick = |u: usize, f: &dyn Fn(usize) -> f64| kept[u].iter().map(|&r| f(r)).collect();
+    let pick = |table: &Vec<Vec<f64>>| -> Vec<Vec<f64>> {
+        (0..n_users)
+            .map(|u| kept[u].iter().map(|&r| table[u][r]).collect())
+            .collect()
+    };
     let sequences = (0..n_users)
         .map(|u| {
             kept[u]
@@ -138,9 +229,7 @@ pub fn filter_sessions(
                 .collect()
         })
         .collect();
-    let timestamps = (0..n_users)
-        .map(|u| pick(u, &|r| times[u][r]))
-        .collect::<Vec<Vec<f64>>>();
+    let timestamps = inter.timestamps.as_ref().map(pick);
     let ratings = inter.ratings.as_ref().map(|rt| {
         (0..n_users)
             .map(|u| kept[u].iter().map(|&r| rt[u][r]).collect())
@@ -159,7 +248,7 @@ pub fn filter_sessions(
         users: inter.users.clone(),
         items,
         sequences,
-        timestamps: Some(timestamps),
+        timestamps,
         ratings,
         item_features,
         user_features: inter.user_features.clone(),
@@ -253,6 +342,59 @@ mod tests {
         let e = "3:3".parse::<SessionFilter>().unwrap_err().to_string();
         assert!(e.contains("MIN_ITEM_COUNT"), "{e}");
         assert_eq!("3:3:5".parse::<SessionFilter>().unwrap(), f_default());
+    }
+
+    #[test]
+    fn sequence_filter_drops_rare_items_then_short_sequences_and_keeps_the_rest_aligned() {
+        // a, b, c occur 3+ times, z twice, y once. u1 keeps a b c a (z dropped); u2 has
+        // a b y: y goes, leaving 2 < 3 items, so u2 goes; u3 keeps b c c.
+        let rows = [
+            ("u1", "a", 1.0),
+            ("u1", "z", 2.0),
+            ("u1", "b", 3.0),
+            ("u1", "c", 4.0),
+            ("u1", "a", 5.0),
+            ("u2", "a", 1.0),
+            ("u2", "b", 2.0),
+            ("u2", "y", 3.0),
+            ("u3", "z", 1.0),
+            ("u3", "b", 2.0),
+            ("u3", "c", 3.0),
+            ("u3", "c", 4.0),
+        ];
+        let data = inter(&rows);
+        let f: SequenceFilter = "3:3".parse().unwrap();
+        assert_eq!(
+            f,
+            SequenceFilter {
+                min_item_count: 3,
+                min_seq_len: 3
+            }
+        );
+        let out = filter_sequences(&data, &f).unwrap();
+        assert_eq!(out.items.tokens(), ["[PAD]", "a", "b", "c"]);
+        let seq = |u: &str| -> Vec<&str> {
+            let id = out.users.id(u).unwrap() as usize;
+            out.sequences[id]
+                .iter()
+                .map(|&i| out.items.token(i).unwrap())
+                .collect()
+        };
+        assert_eq!(seq("u1"), ["a", "b", "c", "a"]);
+        assert!(seq("u2").is_empty());
+        assert_eq!(seq("u3"), ["b", "c", "c"]);
+        let u1 = out.users.id("u1").unwrap() as usize;
+        assert_eq!(out.timestamps.as_ref().unwrap()[u1], [1.0, 3.0, 4.0, 5.0]);
+        // 0:0 keeps everything; a threshold nothing meets is an error that names the filter.
+        let all = filter_sequences(&data, &"0:0".parse().unwrap()).unwrap();
+        assert_eq!(all.sequences, data.sequences);
+        let e = filter_sequences(&data, &"9:1".parse().unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("sequence filter 9:1 leaves no"),
+            "{e}"
+        );
+        let e = "3".parse::<SequenceFilter>().unwrap_err().to_string();
+        assert!(e.contains("MIN_SEQ_LEN"), "{e}");
     }
 
     fn f_default() -> SessionFilter {

@@ -211,6 +211,38 @@ fn session_history_only_passes_the_session_prefix() {
     }
 }
 
+#[test]
+fn the_past_of_a_test_session_includes_the_validation_session() {
+    // User 1: training session [1, 2], validation session [3, 4], test session [5, 6, 7]
+    // (targets 6, 7). The scorer ranks items 3, 4 (the validation session) and then 6 on top.
+    let test = vec![eval_seq(1, &[1, 2, 3, 4, 5, 6, 7], 5, 4)];
+    let split = split_of(9, &[(1, &[1, 2])], test);
+    let mut rec = |_: &[u32], _: Option<u32>, s: &mut [f32]| {
+        s.fill(0.0);
+        s[3] = 3.0;
+        s[4] = 2.0;
+        s[6] = 1.0;
+    };
+    let r = Evaluator::new(&split, opts("up@2,up@3,hr_ser@3", Protocol::Full, false))
+        .unwrap()
+        .evaluate(&split.test, &mut rec)
+        .unwrap();
+    // Both top-2 items lie in the past (the validation session): nothing unexpected. Had the
+    // past been the training items alone, up@2 would be 2.
+    assert_eq!(r.get("up@2"), Some(0.0));
+    assert_eq!(r.get("up@3"), Some(1.0));
+    // Targets 6 and 7 are both outside the past: two serendipity events, one hit at 3.
+    assert_eq!(r.n_serendipity_events, 2);
+    assert_eq!(r.get("hr_ser@3"), Some(0.5));
+    // A validation session (session_start = 2) sees only the training session as its past.
+    let valid = vec![eval_seq(1, &[1, 2, 3, 4], 3, 2)];
+    let r = Evaluator::new(&split, opts("up@2", Protocol::Full, false))
+        .unwrap()
+        .evaluate(&valid, &mut rec)
+        .unwrap();
+    assert_eq!(r.get("up@2"), Some(2.0));
+}
+
 struct Failing;
 
 impl Scorer for Failing {

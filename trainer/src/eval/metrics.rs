@@ -14,7 +14,8 @@
 //! - `r@k` = mean over evaluation sequences (a leave-one-out user, a ratio-split sequence, a
 //!   session) of `Σ_e |top_k(e)| − |∪_e top_k(e)|`;
 //! - `up@k` = mean over users of the mean over their events of `|top_k(e) \ H_u|`, with `H_u`
-//!   the user's training items;
+//!   the user's past: their training items and, with sessions, every item before the current
+//!   session (the validation session is part of a test session's past);
 //! - `hr_ser@k`, `ndcg_ser@k` = `hr@k`, `ndcg@k` over serendipity events only (target ∉ `H_u`).
 //!
 //! A metric averaged over nothing (no events, no serendipity events) is NaN, which
@@ -175,7 +176,7 @@ pub struct MetricContext<'a> {
     pub n_items: usize,
     /// `long_tail[i]`: item `i` is in the long tail `I_nov` (length `n_items`).
     pub long_tail: &'a [bool],
-    /// `H_u` per user id: sorted training items.
+    /// `H_u` per user id: the sorted items of the user's past (see the module docs).
     pub user_items: &'a [Vec<u32>],
 }
 

@@ -358,19 +358,39 @@ impl Evaluator {
         Ok(per_seq.into_iter().flatten().collect())
     }
 
-    /// The metrics of a list of outcomes.
-    pub fn report(&self, outcomes: &[Outcome]) -> Report {
+    /// The metrics of the `outcomes` of `seqs` (as [`Evaluator::outcomes`] returns them).
+    ///
+    /// `H_u`, the items of a user's past (for `up@k` and the serendipity metrics), is the
+    /// user's training items together with the items of their evaluated sequence before its
+    /// current session: with a session split, the test session's past includes the validation
+    /// session (the thesis's "all earlier sessions"), which is no training item.
+    pub fn report(&self, seqs: &[EvalSeq], outcomes: &[Outcome]) -> Report {
+        let mut user_items: Vec<Vec<u32>> = Vec::new();
+        let with_past = seqs.iter().any(|s| s.session_start > 0);
+        if with_past {
+            user_items = self.user_items.clone();
+            for s in seqs.iter().filter(|s| s.session_start > 0) {
+                let set = &mut user_items[s.user as usize];
+                set.extend_from_slice(&s.items[..s.session_start]);
+                set.sort_unstable();
+                set.dedup();
+            }
+        }
         let ctx = MetricContext {
             n_items: self.n_items,
             long_tail: &self.long_tail,
-            user_items: &self.user_items,
+            user_items: if with_past {
+                &user_items
+            } else {
+                &self.user_items
+            },
         };
         compute(&self.opts.metrics, outcomes, &ctx)
     }
 
     /// Evaluates `scorer` on `seqs` (a split's `valid` or `test`) on this thread.
     pub fn evaluate<S: Scorer + ?Sized>(&self, seqs: &[EvalSeq], scorer: &mut S) -> Result<Report> {
-        Ok(self.report(&self.outcomes(seqs, scorer)?))
+        Ok(self.report(seqs, &self.outcomes(seqs, scorer)?))
     }
 
     /// Evaluates a thread-safe `scorer` on `seqs` in parallel; same result as
@@ -380,7 +400,7 @@ impl Evaluator {
         seqs: &[EvalSeq],
         scorer: &S,
     ) -> Result<Report> {
-        Ok(self.report(&self.outcomes_par(seqs, scorer)?))
+        Ok(self.report(seqs, &self.outcomes_par(seqs, scorer)?))
     }
 }
 
