@@ -31,7 +31,8 @@ pub(crate) struct RlArgs {
     #[arg(long, default_value_t = 0.5)]
     gamma: f32,
     /// Multiplier of each squared TD error (0.5: trfl's double_qlearning loss, as the SQN code;
-    /// 1: the plain (y − Q)²).
+    /// 1: the plain (y − Q)²; 0 with sqn: the backbone and its supervised head trained by
+    /// cross-entropy on the same transitions alone, the thesis's "Normal" baseline).
     #[arg(long, default_value_t = 0.5)]
     td_weight: f32,
     /// Reward of a sampled negative action (snqn, sa2c).
@@ -90,9 +91,9 @@ impl RlArgs {
                 self.gamma
             )));
         }
-        if !(self.td_weight.is_finite() && self.td_weight > 0.0) {
+        if !(self.td_weight.is_finite() && self.td_weight >= 0.0) {
             return Err(CliError::input(format!(
-                "--td-weight {} must be positive",
+                "--td-weight {} must be finite and non-negative",
                 self.td_weight
             )));
         }
@@ -262,5 +263,40 @@ impl WithBackbone for RlFit<'_> {
         )
         .map_err(CliError::input)?;
         Ok(summarize(&r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        rl: RlArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<RlOptions, CliError> {
+        let flags = Flags::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .expect("flags parse");
+        flags.rl.options(1)
+    }
+
+    #[test]
+    fn td_weight_zero_is_the_normal_baseline_and_negative_is_an_error() {
+        let weight = |args: &[&str]| options(args).ok().expect("valid flags").td_weight;
+        assert_eq!(weight(&["--td-weight", "0"]), 0.0);
+        assert_eq!(weight(&[]), 0.5);
+        let e = options(&["--td-weight=-1"])
+            .err()
+            .expect("an error")
+            .message;
+        assert!(e.contains("--td-weight -1"), "{e}");
+        let e = options(&["--td-weight=NaN"])
+            .err()
+            .expect("an error")
+            .message;
+        assert!(e.contains("finite and non-negative"), "{e}");
     }
 }
