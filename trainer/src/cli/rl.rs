@@ -285,18 +285,12 @@ mod tests {
 
     #[test]
     fn td_weight_zero_is_the_normal_baseline_and_negative_is_an_error() {
-        let weight = |args: &[&str]| options(args).ok().expect("valid flags").td_weight;
+        let weight = |args: &[&str]| options(args).expect("valid flags").td_weight;
         assert_eq!(weight(&["--td-weight", "0"]), 0.0);
         assert_eq!(weight(&[]), 0.5);
-        let e = options(&["--td-weight=-1"])
-            .err()
-            .expect("an error")
-            .message;
+        let e = options(&["--td-weight=-1"]).expect_err("an error").message;
         assert!(e.contains("--td-weight -1"), "{e}");
-        let e = options(&["--td-weight=NaN"])
-            .err()
-            .expect("an error")
-            .message;
+        let e = options(&["--td-weight=NaN"]).expect_err("an error").message;
         assert!(e.contains("finite and non-negative"), "{e}");
     }
 }
