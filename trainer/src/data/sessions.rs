@@ -49,25 +49,32 @@ impl std::str::FromStr for SessionFilter {
 
     /// `ITEMS:SESSION_LEN:SESSIONS`, e.g. `3:3:5`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || DataError::UnknownName {
-            what: "session filter",
-            value: s.to_string(),
-            expected: "MIN_ITEM_COUNT:MIN_SESSION_LEN:MIN_SESSIONS, e.g. 3:3:5".into(),
-        };
-        let parts: Vec<usize> = s
-            .split(':')
-            .map(|p| p.trim().parse::<usize>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad())?;
-        match parts.as_slice() {
-            &[a, b, c] => Ok(SessionFilter {
-                min_item_count: a,
-                min_session_len: b,
-                min_sessions: c,
-            }),
-            _ => Err(bad()),
-        }
+        let [a, b, c] = thresholds(
+            s,
+            "session filter",
+            "MIN_ITEM_COUNT:MIN_SESSION_LEN:MIN_SESSIONS, e.g. 3:3:5",
+        )?;
+        Ok(SessionFilter {
+            min_item_count: a,
+            min_session_len: b,
+            min_sessions: c,
+        })
     }
+}
+
+/// `N` colon-separated counts, or an error naming the filter `what` and the `expected` form.
+fn thresholds<const N: usize>(s: &str, what: &'static str, expected: &str) -> Result<[usize; N]> {
+    let bad = || DataError::UnknownName {
+        what,
+        value: s.to_string(),
+        expected: expected.into(),
+    };
+    let parts: Vec<usize> = s
+        .split(':')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    parts.try_into().map_err(|_| bad())
 }
 
 /// Applies `filter` to `inter` with sessions cut at `gap_secs` (see the module docs).
@@ -131,23 +138,11 @@ impl std::str::FromStr for SequenceFilter {
 
     /// `ITEMS:SEQ_LEN`, e.g. `3:3`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || DataError::UnknownName {
-            what: "sequence filter",
-            value: s.to_string(),
-            expected: "MIN_ITEM_COUNT:MIN_SEQ_LEN, e.g. 3:3".into(),
-        };
-        let parts: Vec<usize> = s
-            .split(':')
-            .map(|p| p.trim().parse::<usize>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad())?;
-        match parts.as_slice() {
-            &[a, b] => Ok(SequenceFilter {
-                min_item_count: a,
-                min_seq_len: b,
-            }),
-            _ => Err(bad()),
-        }
+        let [a, b] = thresholds(s, "sequence filter", "MIN_ITEM_COUNT:MIN_SEQ_LEN, e.g. 3:3")?;
+        Ok(SequenceFilter {
+            min_item_count: a,
+            min_seq_len: b,
+        })
     }
 }
 
