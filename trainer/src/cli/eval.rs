@@ -37,17 +37,8 @@ pub struct EvalArgs {
     /// set's own split for pre-split benchmarks, leave-one-out otherwise).
     #[arg(long)]
     split: Option<String>,
-    /// With --split session: the thesis's preprocessing ITEMS:SESSION_LEN:SESSIONS (default
-    /// 3:3:5; `none` keeps every session). Hierarchical models (hdt, interdt, hier) replay
-    /// each user's earlier sessions through sessions, with a boundary between sessions.
-    #[arg(long)]
-    session_filter: Option<String>,
-    /// With a ratio or leave-one-out split: drop items with fewer than ITEMS interactions, then
-    /// sequences shorter than SEQ_LEN (`ITEMS:SEQ_LEN`; the thesis's sequence data use 3:3;
-    /// default off). Item ids are renumbered over the surviving items; evaluate with the same
-    /// filter.
-    #[arg(long)]
-    filter: Option<String>,
+    #[command(flatten)]
+    filters: super::filter::FilterArgs,
     /// full, or sampled100 / sampled[:N][@SEED] (the SASRec paper's protocol).
     #[arg(long, default_value = "full")]
     protocol: String,
@@ -156,12 +147,7 @@ pub fn run(args: EvalArgs) -> CliResult {
             protocol = Protocol::Sampled { negatives, seed };
         }
     }
-    let dataset = super::hier::preprocess(
-        dataset,
-        &method,
-        args.session_filter.as_deref(),
-        args.filter.as_deref(),
-    )?;
+    let dataset = args.filters.apply(dataset, &method)?;
     let split = dataset.split(&method).map_err(CliError::input)?;
     let metrics = parse_metrics(args.metrics.as_deref().unwrap_or("hr@10,ndcg@10,mrr@10"))
         .map_err(CliError::input)?;

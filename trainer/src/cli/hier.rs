@@ -1,10 +1,8 @@
-//! The session-data parts of `seqrec train` and `seqrec eval`: the HDT preprocessing of a
-//! session split (`--session-filter`) and the hierarchical models (`--model hdt|interdt|hier`).
+//! The hierarchical models of `seqrec train` (`--model hdt|interdt|hier`), on a session split
+//! that `--session-filter` ([`super::filter`]) preprocesses.
 
 use super::{CliError, out};
-use crate::data::{
-    Dataset, SequenceFilter, SessionFilter, Split, SplitMethod, filter_sequences, filter_sessions,
-};
+use crate::data::{Split, SplitMethod};
 use crate::eval::long_tail;
 use crate::models::hdt::{
     BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, Variant,
@@ -18,52 +16,6 @@ use std::path::PathBuf;
 
 /// Architectures trained by [`train`].
 pub const HIERARCHICAL: &[&str] = &["hdt", "interdt", "hier"];
-
-/// Applies the thesis's preprocessing. A session split takes `session_filter` (§5.1): `None`
-/// (the default thresholds 3:3:5), `none` (off) or `ITEMS:SESSION_LEN:SESSIONS`. A ratio or
-/// leave-one-out split takes `seq_filter` (§4.8, §7.6): `None` (off) or `ITEMS:SEQ_LEN`; a
-/// benchmark's sequences are filtered too when it is split by ratio. Other combinations are
-/// errors.
-pub fn preprocess(
-    dataset: Dataset,
-    method: &SplitMethod,
-    session_filter: Option<&str>,
-    seq_filter: Option<&str>,
-) -> Result<Dataset, CliError> {
-    let dataset = match (seq_filter, method, dataset) {
-        (None, _, dataset) => dataset,
-        (Some(f), SplitMethod::Ratio { .. } | SplitMethod::LeaveOneOut, dataset) => {
-            let f = f.parse::<SequenceFilter>().map_err(CliError::input)?;
-            let inter = match &dataset {
-                Dataset::Interactions(i) => filter_sequences(i, &f),
-                Dataset::Presplit(p) => filter_sequences(&p.interactions(), &f),
-            }
-            .map_err(CliError::input)?;
-            Dataset::Interactions(inter)
-        }
-        (Some(_), m, _) => {
-            return Err(CliError::input(format!(
-                "--filter applies to a ratio or leave-one-out split, not to `{m}` \
-                 (a session split takes --session-filter)"
-            )));
-        }
-    };
-    let off = session_filter.is_some_and(|f| f.eq_ignore_ascii_case("none"));
-    match (method, dataset) {
-        (SplitMethod::Session { gap_secs }, Dataset::Interactions(inter)) if !off => {
-            let f = match session_filter {
-                Some(f) => f.parse::<SessionFilter>().map_err(CliError::input)?,
-                None => SessionFilter::default(),
-            };
-            let inter = filter_sessions(&inter, *gap_secs, &f).map_err(CliError::input)?;
-            Ok(Dataset::Interactions(inter))
-        }
-        (_, dataset) if session_filter.is_none() || off => Ok(dataset),
-        _ => Err(CliError::input(
-            "--session-filter applies to a session split of interactions (--split session)",
-        )),
-    }
-}
 
 /// Flags of the hierarchical models.
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ mod convert;
 mod demo;
 mod embed;
 mod eval;
+mod filter;
 mod hier;
 mod info;
 mod item_text;

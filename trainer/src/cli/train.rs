@@ -31,17 +31,8 @@ pub struct TrainArgs {
     /// Split: loo, ratio[:A:B:C][@SEED], session[:MINUTES], given.
     #[arg(long)]
     split: Option<String>,
-    /// With --split session: the thesis's preprocessing, ITEMS:SESSION_LEN:SESSIONS (drop items
-    /// with fewer interactions, then shorter sessions, then users with fewer sessions);
-    /// default 3:3:5, `none` to keep every session.
-    #[arg(long)]
-    session_filter: Option<String>,
-    /// With a ratio or leave-one-out split: drop items with fewer than ITEMS interactions, then
-    /// sequences shorter than SEQ_LEN (`ITEMS:SEQ_LEN`; the thesis's sequence data use 3:3;
-    /// default off). Item ids are renumbered over the surviving items; evaluate with the same
-    /// filter.
-    #[arg(long)]
-    filter: Option<String>,
+    #[command(flatten)]
+    filters: super::filter::FilterArgs,
     /// Where to write the best validation checkpoint.
     #[arg(long)]
     out: PathBuf,
@@ -180,12 +171,7 @@ pub fn run(args: TrainArgs) -> CliResult {
         Some(s) => s.parse::<SplitMethod>().map_err(CliError::input)?,
         None => dataset.default_split_method(),
     };
-    let dataset = super::hier::preprocess(
-        dataset,
-        &method,
-        args.session_filter.as_deref(),
-        args.filter.as_deref(),
-    )?;
+    let dataset = args.filters.apply(dataset, &method)?;
     let split = dataset.split(&method).map_err(CliError::input)?;
     let mut run = run_options(&args);
     run.valid_metric = args

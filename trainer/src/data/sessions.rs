@@ -180,6 +180,14 @@ pub fn filter_sequences(inter: &Interactions, filter: &SequenceFilter) -> Result
     )
 }
 
+/// The values of `table` (per user, aligned with the sequences) at rows `kept[u]`.
+fn pick_rows<T: Copy>(table: &[Vec<T>], kept: &[Vec<usize>]) -> Vec<Vec<T>> {
+    kept.iter()
+        .zip(table)
+        .map(|(rows, values)| rows.iter().map(|&r| values[r]).collect())
+        .collect()
+}
+
 /// Interactions per item id.
 fn item_counts(inter: &Interactions) -> Vec<usize> {
     let mut counts = vec![0usize; inter.n_items()];
@@ -211,11 +219,6 @@ fn keep_rows(inter: &Interactions, kept: &[Vec<usize>], what: &str) -> Result<In
     if items.is_empty() {
         return Err(DataError::Invalid(format!("{what} leaves no interactions")));
     }
-    let pick = |table: &Vec<Vec<f64>>| -> Vec<Vec<f64>> {
-        (0..n_users)
-            .map(|u| kept[u].iter().map(|&r| table[u][r]).collect())
-            .collect()
-    };
     let sequences = (0..n_users)
         .map(|u| {
             kept[u]
@@ -224,12 +227,8 @@ fn keep_rows(inter: &Interactions, kept: &[Vec<usize>], what: &str) -> Result<In
                 .collect()
         })
         .collect();
-    let timestamps = inter.timestamps.as_ref().map(pick);
-    let ratings = inter.ratings.as_ref().map(|rt| {
-        (0..n_users)
-            .map(|u| kept[u].iter().map(|&r| rt[u][r]).collect())
-            .collect()
-    });
+    let timestamps = inter.timestamps.as_deref().map(|t| pick_rows(t, kept));
+    let ratings = inter.ratings.as_deref().map(|r| pick_rows(r, kept));
     let item_features = inter.item_features.as_ref().map(|side| {
         let mut out = SideTable::new(side.fields().to_vec());
         for old in 1..inter.n_items() {

@@ -34,6 +34,7 @@ use crate::data::{DataError, EvalSeq, Result, Split};
 use crate::nn::Rng;
 use rayon::prelude::*;
 use seqrec_kernels::cpu::topk::TopK;
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -365,25 +366,17 @@ impl Evaluator {
     /// current session: with a session split, the test session's past includes the validation
     /// session (the thesis's "all earlier sessions"), which is no training item.
     pub fn report(&self, seqs: &[EvalSeq], outcomes: &[Outcome]) -> Report {
-        let mut user_items: Vec<Vec<u32>> = Vec::new();
-        let with_past = seqs.iter().any(|s| s.session_start > 0);
-        if with_past {
-            user_items = self.user_items.clone();
-            for s in seqs.iter().filter(|s| s.session_start > 0) {
-                let set = &mut user_items[s.user as usize];
-                set.extend_from_slice(&s.items[..s.session_start]);
-                set.sort_unstable();
-                set.dedup();
-            }
+        let mut user_items = Cow::Borrowed(self.user_items.as_slice());
+        for s in seqs.iter().filter(|s| s.session_start > 0) {
+            let set = &mut user_items.to_mut()[s.user as usize];
+            set.extend_from_slice(&s.items[..s.session_start]);
+            set.sort_unstable();
+            set.dedup();
         }
         let ctx = MetricContext {
             n_items: self.n_items,
             long_tail: &self.long_tail,
-            user_items: if with_past {
-                &user_items
-            } else {
-                &self.user_items
-            },
+            user_items: &user_items,
         };
         compute(&self.opts.metrics, outcomes, &ctx)
     }
