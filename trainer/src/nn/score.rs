@@ -56,11 +56,17 @@ fn check_ids(ids: &[u32], rows: usize, cands: usize, n: usize, table: &Param) {
 
 /// `S = h·Eᵀ`, `[rows, n_items]`, for `h` `[rows, dim]` and the table `E` `[n_items, dim]`.
 pub fn full_scores(h: &[f32], rows: usize, table: &Param) -> Vec<f32> {
+    full_scores_into(h, rows, table, Vec::new())
+}
+
+/// [`full_scores`] into `out`'s allocation (resized to `rows·n_items`).
+pub fn full_scores_into(h: &[f32], rows: usize, table: &Param, mut out: Vec<f32>) -> Vec<f32> {
     let (n, d) = table_dims(table);
     check_h(h, rows, d, table);
-    let mut s = vec![0.0; rows * n];
-    linear(h, &table.value, None, &mut s, rows, d, n);
-    s
+    out.clear();
+    out.resize(rows * n, 0.0);
+    linear(h, &table.value, None, &mut out, rows, d, n);
+    out
 }
 
 /// Backward of [`full_scores`]: adds `dSᵀ·h` to the table's gradient and returns `dh = dS·E`.

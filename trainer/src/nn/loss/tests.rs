@@ -196,3 +196,39 @@ fn full_and_sampled_losses_backpropagate_to_h_and_the_table() {
 fn cross_entropy_rejects_bad_targets() {
     softmax_cross_entropy(&[0.0; 12], 2, 6, &[0, 6], None);
 }
+
+#[test]
+fn full_softmax_in_chunks_equals_the_whole_batch() {
+    // The chunks change the order in which `dE` sums the rows' terms, and the product kernel's
+    // row tiling (a score may round differently in a 1-row than in an 11-row product): a few
+    // f32 roundings of terms |·| ≤ ~1, atol 1e-6 on gradients, rtol 1e-6 on the loss.
+    let mut rng = Rng::new(93);
+    let (rows, d, n) = (11, 6, 37);
+    let table = Param::normal("item_embedding.weight", &[n, d], 0.7, &mut rng);
+    let h = rng.normal_vec(rows * d, 0.7);
+    let targets: Vec<u32> = (0..rows).map(|_| rng.below(n) as u32).collect();
+    let weights: Vec<f32> = (0..rows).map(|r| (r % 3) as f32).collect();
+    for w in [None, Some(weights.as_slice())] {
+        let mut whole = table.clone();
+        let (l0, dh0) = full_softmax_loss_chunked(&h, rows, &mut whole, &targets, w, usize::MAX);
+        for chunk in [1, 4, 11, 64] {
+            let mut t = table.clone();
+            let (l, dh) = full_softmax_loss_chunked(&h, rows, &mut t, &targets, w, chunk);
+            assert!(
+                (l - l0).abs() <= 1e-6 * l0.abs(),
+                "chunk {chunk}: {l} vs {l0}"
+            );
+            for (i, (a, b)) in dh.iter().zip(&dh0).enumerate() {
+                assert!((a - b).abs() <= 1e-6, "chunk {chunk}: dh[{i}] {a} vs {b}");
+            }
+            for (i, (a, b)) in t.grad.iter().zip(&whole.grad).enumerate() {
+                assert!((a - b).abs() <= 1e-6, "chunk {chunk}: dE[{i}] {a} vs {b}");
+            }
+        }
+    }
+    // No rows: no loss, no gradient.
+    let mut t = table.clone();
+    let (l, dh) = full_softmax_loss_chunked(&[], 0, &mut t, &[], None, 4);
+    assert_eq!((l, dh.len()), (0.0, 0));
+    assert!(t.grad.iter().all(|&g| g == 0.0));
+}
