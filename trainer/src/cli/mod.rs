@@ -5,6 +5,7 @@
 mod bench;
 mod bench_kernels;
 mod convert;
+mod defaults;
 mod demo;
 mod embed;
 mod eval;
@@ -142,6 +143,7 @@ enum Command {
     /// baseline).
     Eval(eval::EvalArgs),
     /// Train a model with hand-derived gradients; saves the best validation checkpoint.
+    #[command(after_long_help = defaults::table())]
     Train(Box<train::TrainArgs>),
     /// Time top-k scoring (latency percentiles and throughput) on random histories.
     Bench(bench::BenchArgs),

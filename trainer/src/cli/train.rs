@@ -39,29 +39,30 @@ pub struct TrainArgs {
     /// Maximum epochs.
     #[arg(long, default_value_t = 200)]
     epochs: usize,
-    /// Training windows per step (default 256; 100 for pdit and dreamrec).
+    /// Training windows per step (default: the model's, listed after the flags).
     #[arg(long, visible_alias = "batch")]
     batch_size: Option<usize>,
-    /// Learning rate (default 1e-3; 1e-4 for pdit and dreamrec).
+    /// Learning rate (default: the model's, listed after the flags).
     #[arg(long)]
     lr: Option<f32>,
-    /// AdamW weight decay (0: Adam; default 0, 0.01 for pdit and dreamrec).
+    /// AdamW weight decay (0: Adam; default: the model's, listed after the flags).
     #[arg(long)]
     weight_decay: Option<f32>,
-    /// Hidden / embedding size.
+    /// Hidden / embedding size (default: the model's, listed after the flags).
     #[arg(long, visible_alias = "hidden")]
     hidden_size: Option<usize>,
-    /// Layers (SASRec transformer layers, GRU layers, NextItNet block repeats).
+    /// Layers (SASRec transformer layers, GRU layers, NextItNet block repeats; default: the
+    /// model's, listed after the flags).
     #[arg(long)]
     n_layers: Option<usize>,
-    /// Attention heads.
+    /// Attention heads (default: the model's, listed after the flags).
     #[arg(long, visible_alias = "heads")]
     n_heads: Option<usize>,
-    /// Window length (MAX_ITEM_LIST_LENGTH; default 50, 10 for modt4r and mrdt; for
-    /// hierarchical models the session length 20).
+    /// Window length (MAX_ITEM_LIST_LENGTH; for hierarchical models the session length;
+    /// default: the model's, listed after the flags).
     #[arg(long)]
     max_len: Option<usize>,
-    /// Dropout probability.
+    /// Dropout probability (default: the model's, listed after the flags).
     #[arg(long)]
     dropout: Option<f32>,
     /// Loss: ce, sampled-ce, bce, bpr.
@@ -152,10 +153,17 @@ pub fn run(args: TrainArgs) -> CliResult {
             "{flag} is a setting of --model transrec and idrec, not of {model_name}"
         )));
     }
-    let batch_size = args.batch_size.unwrap_or(256);
-    let (lr, weight_decay) = (args.lr.unwrap_or(1e-3), args.weight_decay.unwrap_or(0.0));
+    let batch_size = args
+        .batch_size
+        .unwrap_or_else(|| super::defaults::batch_size(&model_name));
+    let (lr, weight_decay) = (
+        args.lr.unwrap_or(super::defaults::LR),
+        args.weight_decay.unwrap_or(0.0),
+    );
     let is_dt = matches!(model_name.as_str(), "modt4r" | "mrdt");
-    let max_len = args.max_len.unwrap_or(if is_dt { 10 } else { 50 });
+    let max_len = args
+        .max_len
+        .unwrap_or_else(|| super::defaults::window(&model_name));
     if batch_size == 0 || max_len == 0 {
         return Err(CliError::input(
             "--batch-size and --max-len must be at least 1",

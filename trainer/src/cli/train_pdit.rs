@@ -8,6 +8,7 @@
 //! epoch of ml-100k (≈15k examples at batch 100) takes about a minute on two cores. The
 //! thesis's settings are `--hidden 384 --heads 6` here (H = d).
 
+use super::defaults::{GEN_BATCH, GEN_LR, GEN_WEIGHT_DECAY, PDIT_HEADS, PDIT_HIDDEN};
 use super::{CliError, CliResult, Format, out};
 use crate::eval::parse_metrics;
 use crate::learner::{RunOptions, TrainResult};
@@ -154,9 +155,9 @@ fn pdit_config(c: &Common<'_>, a: &PditArgs, data: &PditData) -> Result<Config, 
         .with("variant", variant.as_str())
         .with("latent_dim", d)
         .with("cond_dim", d)
-        .with("hidden_size", c.hidden.unwrap_or(128))
+        .with("hidden_size", c.hidden.unwrap_or(PDIT_HIDDEN))
         .with("num_tokens", a.tokens.unwrap_or(8))
-        .with("num_heads", c.heads.unwrap_or(4))
+        .with("num_heads", c.heads.unwrap_or(PDIT_HEADS))
         .with("depth_gen", a.depth_gen.unwrap_or(1))
         .with("depth_tem", a.depth_tem.unwrap_or(1))
         .with("mlp_ratio", a.mlp_ratio.unwrap_or(4.0))
@@ -179,9 +180,9 @@ pub(crate) fn run(c: &Common<'_>, a: &PditArgs) -> CliResult {
     run.clip = Some(1.0);
     run.valid_metric = c.valid_metric.unwrap_or("ndcg@20").to_string();
     let opts = PditTrainOptions {
-        batch_size: c.batch.unwrap_or(100),
-        lr: c.lr.unwrap_or(1e-4),
-        weight_decay: c.weight_decay.unwrap_or(0.01),
+        batch_size: c.batch.unwrap_or(GEN_BATCH),
+        lr: c.lr.unwrap_or(GEN_LR),
+        weight_decay: c.weight_decay.unwrap_or(GEN_WEIGHT_DECAY),
         warmup: a.warmup.unwrap_or(1000),
         valid_every: a.valid_every,
         valid_steps: a.steps_valid.unwrap_or(50),

@@ -581,9 +581,12 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
         evaluator: &evaluator,
         valid: &split.valid,
         metric: &valid_metric,
-        lr: c.lr.unwrap_or(1e-3),
+        lr: c.lr.unwrap_or(super::defaults::LR),
         weight_decay: c.weight_decay.unwrap_or(0.0),
-        batch: c.batch_size.unwrap_or(64).max(1),
+        batch: c
+            .batch_size
+            .unwrap_or(super::defaults::TRANSREC_BATCH)
+            .max(1),
         all_windows,
         start: Instant::now(),
     };
