@@ -278,7 +278,10 @@ mod tests {
             assert!(t.contains(model), "{model} missing from\n{t}");
         }
         // SASRec's block carries its own batch size and its configuration's dropout.
-        let sas = t.split("\n\n  ").find(|b| b.starts_with("sasrec\n")).unwrap();
+        let sas = t
+            .split("\n\n  ")
+            .find(|b| b.starts_with("sasrec\n"))
+            .unwrap();
         assert!(
             sas.contains(&format!("--batch-size    {SASREC_BATCH}\n")),
             "{sas}"
