@@ -5,8 +5,8 @@ use super::{CliError, out};
 use crate::data::{Split, SplitMethod};
 use crate::eval::long_tail;
 use crate::models::hdt::{
-    BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, Variant,
-    prepare_sessions, train_hdt,
+    BackboneKind, Batching, HdtConfig, HdtModel, HdtTrainOptions, LongSessions, StepWeights,
+    Variant, prepare_sessions, train_hdt,
 };
 use crate::nn::Rng;
 use crate::objectives::Similarity;
@@ -58,6 +58,11 @@ pub struct HierArgs {
     /// every user's sessions stay in order).
     #[arg(long, default_value = "slots")]
     batching: String,
+    /// How the steps of an update's sessions weigh in the losses: `session` (each session's
+    /// steps average to one session's share, the thesis) or `event` (every step the same, as
+    /// the plain backbone's loss weighs them).
+    #[arg(long, default_value = "session")]
+    step_weights: String,
 }
 
 /// What `seqrec train` passes on.
@@ -150,6 +155,15 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
             )));
         }
     };
+    let step_weights = match h.step_weights.as_str() {
+        "session" => StepWeights::Session,
+        "event" => StepWeights::Event,
+        other => {
+            return Err(CliError::input(format!(
+                "--step-weights `{other}` is not one of session, event"
+            )));
+        }
+    };
     let lt = long_tail(&split.item_counts());
     let mut rng = Rng::new(c.run.seed);
     let mut model =
@@ -166,6 +180,7 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
     let opts = HdtTrainOptions {
         slots: h.slots.max(1),
         batching,
+        step_weights,
         lr: c.lr,
         weight_decay: c.weight_decay,
         run: RunOptions {

@@ -158,6 +158,18 @@ pub fn prepare_sessions(
     Ok(out)
 }
 
+/// How the steps of the sessions in an update weigh in the losses.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum StepWeights {
+    /// Each session's steps average to one session's share (the thesis: the per-session mean
+    /// of Eq. 5.16, averaged over the slots).
+    #[default]
+    Session,
+    /// Every step (event) weighs the same, as a plain backbone's loss over windows weighs
+    /// them: a session of 200 items counts 100 times a session of 3.
+    Event,
+}
+
 /// A window of a session with its index in the session and the session's carried states.
 type Row<'a> = (
     &'a SessionReturns,
@@ -172,6 +184,7 @@ type Row<'a> = (
 pub(super) fn make_batch(
     items: &[(&SessionReturns, &[f32], &[f32])],
     dim: usize,
+    weights: StepWeights,
 ) -> (HdtBatch, Vec<usize>) {
     let rows: Vec<Row<'_>> = items
         .iter()
@@ -196,7 +209,10 @@ pub(super) fn make_batch(
         b.items.resize(b.items.len() + len - m, 0);
         b.lens.push(m);
         b.from.push(w.from);
-        b.step_weight.push(1.0 / sess.steps.max(1) as f32);
+        b.step_weight.push(match weights {
+            StepWeights::Session => 1.0 / sess.steps.max(1) as f32,
+            StepWeights::Event => 1.0,
+        });
         b.goal_weight.push(if k == 0 { 1.0 } else { 0.0 });
         b.first.push(sess.first);
         b.r_inter.push(sess.r_inter);
@@ -313,7 +329,7 @@ mod tests {
         };
         let z = [0.0f32; 2];
         let o = [1.0f32; 2];
-        let (batch, last) = make_batch(&[(&a, &z, &o), (&b, &o, &z)], 2);
+        let (batch, last) = make_batch(&[(&a, &z, &o), (&b, &o, &z)], 2, StepWeights::Session);
         assert_eq!((batch.n, batch.len), (3, 3));
         assert_eq!(batch.items, [1, 2, 3, 2, 3, 5, 4, 0, 0]);
         assert_eq!(batch.lens, [3, 3, 1]);
@@ -325,5 +341,8 @@ mod tests {
         assert_eq!(batch.s_prev, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]);
         assert_eq!(batch.u_prev, [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
         assert_eq!(last, [1, 2]);
+        // Per event: every step weighs 1, whatever its session's length.
+        let (batch, _) = make_batch(&[(&a, &z, &o), (&b, &o, &z)], 2, StepWeights::Event);
+        assert_eq!(batch.step_weight, [1.0, 1.0, 1.0]);
     }
 }

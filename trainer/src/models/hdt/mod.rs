@@ -41,7 +41,9 @@ mod train;
 mod tests;
 
 pub use blocks::{InterDt, IntraDt};
-pub use data::{LongSessions, SessionReturns, SessionWindow, UserSessions, prepare_sessions};
+pub use data::{
+    LongSessions, SessionReturns, SessionWindow, StepWeights, UserSessions, prepare_sessions,
+};
 pub use forward::{HdtBatch, Knobs, LossParts, StepOutput};
 pub use heads::Head;
 pub use infer::assumed_novelty;

@@ -19,7 +19,7 @@
 //! user's training sessions through its session API ([`SessionScorer`]); the best validation
 //! checkpoint is kept, with early stopping and a wall-clock budget.
 
-use super::data::{UserSessions, make_batch};
+use super::data::{StepWeights, UserSessions, make_batch};
 use super::{HdtBatch, HdtModel, StepOutput};
 use crate::data::{Split, session_boundaries};
 use crate::error::{Error, Result};
@@ -39,6 +39,8 @@ pub struct HdtTrainOptions {
     pub slots: usize,
     /// How users' sessions are grouped into updates.
     pub batching: Batching,
+    /// How the steps of an update's sessions weigh in its losses.
+    pub step_weights: StepWeights,
     /// Learning rate (Adam).
     pub lr: f32,
     /// Decoupled weight decay (AdamW); 0 gives Adam.
@@ -53,6 +55,7 @@ impl Default for HdtTrainOptions {
         HdtTrainOptions {
             slots: 32,
             batching: Batching::Slots,
+            step_weights: StepWeights::Session,
             lr: 1e-3,
             weight_decay: 0.0,
             run: RunOptions::default(),
@@ -191,6 +194,7 @@ struct HdtStep<'a> {
     batches: UserSlots<'a>,
     optimizer: Adam,
     lr: f32,
+    step_weights: StepWeights,
 }
 
 impl<'a> TrainStep for HdtStep<'a> {
@@ -213,7 +217,7 @@ impl<'a> TrainStep for HdtStep<'a> {
                 (&slots.data[k].sessions[st.next], &st.s[..], &st.u[..])
             })
             .collect();
-        let (b, last) = make_batch(&items, slots.dim);
+        let (b, last) = make_batch(&items, slots.dim, self.step_weights);
         (ks.to_vec(), b, last)
     }
 
@@ -294,6 +298,7 @@ pub fn train_hdt(
         },
         optimizer: Adam::decoupled_or_plain(opts.weight_decay),
         lr: opts.lr,
+        step_weights: opts.step_weights,
     };
     fit(&mut step, &opts.run, start)
 }
