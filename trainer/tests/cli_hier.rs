@@ -144,6 +144,31 @@ fn train_eval_and_score_an_hdt() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--similarity-model"));
+    // Steps weighted per event train; an unknown weighting is named.
+    let hier = p("hier.safetensors");
+    let mut args = vec![
+        "train",
+        "--model",
+        "hier",
+        "--hidden-size",
+        "8",
+        "--max-len",
+        "5",
+        "--step-weights",
+        "event",
+        "--out",
+        &hier,
+    ];
+    args.extend(common);
+    ok(&seqrec(&args));
+    args[8] = "events";
+    let o = seqrec(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--step-weights `events`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
