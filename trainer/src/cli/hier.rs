@@ -115,15 +115,11 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         cfg.dropout = p;
     }
     cfg.intra_layers = h.intra_layers;
-    cfg.inter_causal = match h.inter_mask.as_str() {
-        "none" => false,
-        "causal" => true,
-        other => {
-            return Err(CliError::input(format!(
-                "--inter-mask `{other}` is not one of none, causal"
-            )));
-        }
-    };
+    cfg.inter_causal = choice(
+        "--inter-mask",
+        &h.inter_mask,
+        &[("none", false), ("causal", true)],
+    )?;
     (cfg.alpha_r, cfg.beta_a, cfg.lambda_g) = (h.alpha_r, h.beta_a, h.lambda_g);
     cfg.tied_heads = c.tie_heads;
     (cfg.goal_init, cfg.inter_gain) = (h.goal_init, h.inter_gain);
@@ -137,33 +133,30 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         }
         (None, false) => None,
     };
-    let long = match h.long_sessions.as_str() {
-        "truncate" => LongSessions::Truncate,
-        "windows" => LongSessions::Windows,
-        other => {
-            return Err(CliError::input(format!(
-                "--long-sessions `{other}` is not one of truncate, windows"
-            )));
-        }
-    };
-    let batching = match h.batching.as_str() {
-        "slots" => Batching::Slots,
-        "interleaved" => Batching::Interleaved,
-        other => {
-            return Err(CliError::input(format!(
-                "--batching `{other}` is not one of slots, interleaved"
-            )));
-        }
-    };
-    let step_weights = match h.step_weights.as_str() {
-        "session" => StepWeights::Session,
-        "event" => StepWeights::Event,
-        other => {
-            return Err(CliError::input(format!(
-                "--step-weights `{other}` is not one of session, event"
-            )));
-        }
-    };
+    let long = choice(
+        "--long-sessions",
+        &h.long_sessions,
+        &[
+            ("truncate", LongSessions::Truncate),
+            ("windows", LongSessions::Windows),
+        ],
+    )?;
+    let batching = choice(
+        "--batching",
+        &h.batching,
+        &[
+            ("slots", Batching::Slots),
+            ("interleaved", Batching::Interleaved),
+        ],
+    )?;
+    let step_weights = choice(
+        "--step-weights",
+        &h.step_weights,
+        &[
+            ("session", StepWeights::Session),
+            ("event", StepWeights::Event),
+        ],
+    )?;
     let lt = long_tail(&split.item_counts());
     let mut rng = Rng::new(c.run.seed);
     let mut model =
@@ -210,4 +203,19 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         r.stop,
         r.windows_per_sec
     ))
+}
+
+/// The value of `flag` among `options` (`name`, value), or an error that lists them.
+fn choice<T: Copy>(flag: &str, given: &str, options: &[(&str, T)]) -> Result<T, CliError> {
+    options
+        .iter()
+        .find(|(name, _)| *name == given)
+        .map(|&(_, v)| v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+            CliError::input(format!(
+                "{flag} `{given}` is not one of {}",
+                names.join(", ")
+            ))
+        })
 }
