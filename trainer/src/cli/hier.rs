@@ -1,7 +1,7 @@
 //! The hierarchical models of `seqrec train` (`--model hdt|interdt|hier`), on a session split
 //! that `--session-filter` ([`super::filter`]) preprocesses.
 
-use super::{CliError, out};
+use super::{CliError, choice, out};
 use crate::data::{Split, SplitMethod};
 use crate::eval::long_tail;
 use crate::models::hdt::{
@@ -203,19 +203,4 @@ pub fn train(c: &Common<'_>, h: &HierArgs, split: &Split) -> Result<(), CliError
         r.stop,
         r.windows_per_sec
     ))
-}
-
-/// The value of `flag` among `options` (`name`, value), or an error that lists them.
-fn choice<T: Copy>(flag: &str, given: &str, options: &[(&str, T)]) -> Result<T, CliError> {
-    options
-        .iter()
-        .find(|(name, _)| *name == given)
-        .map(|&(_, v)| v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|o| o.0).collect();
-            CliError::input(format!(
-                "{flag} `{given}` is not one of {}",
-                names.join(", ")
-            ))
-        })
 }

@@ -231,6 +231,25 @@ fn dispatch(cli: Cli) -> CliResult {
     }
 }
 
+/// The value of `flag` among `options` (`name`, value), or an error that lists them.
+pub(crate) fn choice<T: Copy>(
+    flag: &str,
+    given: &str,
+    options: &[(&str, T)],
+) -> Result<T, CliError> {
+    options
+        .iter()
+        .find(|(name, _)| *name == given)
+        .map(|&(_, v)| v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+            CliError::input(format!(
+                "{flag} `{given}` is not one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
 /// Writes a line to stdout; a closed pipe is not an error worth a panic.
 pub(crate) fn out(line: impl Display) -> CliResult {
     use std::io::Write;

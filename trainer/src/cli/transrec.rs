@@ -26,7 +26,7 @@
 //! `idrec`): `seqrec score`, `eval` and the C ABI take it unchanged.
 
 use super::train_state::{self, Progress, Saved, state_path};
-use super::{CliError, CliResult, item_text, out};
+use super::{CliError, CliResult, choice, item_text, out};
 use crate::data::{self, DataFormat, Dataset, EvalSeq, Split, SplitMethod, TrainPart};
 use crate::eval::{
     EvalOptions, Evaluator, Protocol, Report, ScorerError, SharedScorer, parse_metrics,
@@ -445,13 +445,8 @@ pub(crate) fn train(c: &Common<'_>, a: &TransRecArgs) -> CliResult {
     }
     let fine_tune = parse_fine_tune(a.text_layers.as_deref())?;
     let all_windows = match a.windows.as_deref() {
-        None | Some("last") => false,
-        Some("all") => true,
-        Some(w) => {
-            return Err(CliError::input(format!(
-                "--windows `{w}` is not one of last, all"
-            )));
-        }
+        None => false,
+        Some(w) => choice("--windows", w, &[("last", false), ("all", true)])?,
     };
     let (dataset, split) = load_split(c.data, c.data_format, c.split)?;
     let texts = match (&a.text_encoder, text) {

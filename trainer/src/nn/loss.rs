@@ -94,10 +94,20 @@ pub fn softmax_cross_entropy(
 ) -> LossGrad {
     const WHAT: &str = "softmax cross-entropy";
     check_scores(WHAT, logits, rows, cols);
+    check_targets(WHAT, targets, rows, cols, "classes");
+    let coef = row_coefficients(WHAT, rows, weights);
+    let mut grad = logits.to_vec();
+    let loss = cross_entropy_rows(logits, &mut grad, cols, targets, &coef);
+    LossGrad { loss, grad }
+}
+
+/// Panics unless there is one target per row, each below `cols` (`unit`: what a column is).
+#[track_caller]
+fn check_targets(what: &str, targets: &[u32], rows: usize, cols: usize, unit: &str) {
     assert_eq!(
         targets.len(),
         rows,
-        "{WHAT}: {} targets for {rows} rows",
+        "{what}: {} targets for {rows} rows",
         targets.len()
     );
     if let Some((r, &t)) = targets
@@ -105,16 +115,12 @@ pub fn softmax_cross_entropy(
         .enumerate()
         .find(|&(_, &t)| t as usize >= cols)
     {
-        panic!("{WHAT}: target {t} of row {r} is not below {cols} classes");
+        panic!("{what}: target {t} of row {r} is not below {cols} {unit}");
     }
-    let coef = row_coefficients(WHAT, rows, weights);
-    let mut grad = vec![0.0; logits.len()];
-    let loss = cross_entropy_rows(logits, &mut grad, cols, targets, &coef);
-    LossGrad { loss, grad }
 }
 
 /// `Σ_r coef_r·ℓ_r` of the rows of `logits` (`[rows, cols]`, targets checked by the caller),
-/// writing `coef_r·(softmax(s_r) − onehot(t_r))` into `grad`.
+/// turning `grad`, which holds a copy of `logits`, into `coef_r·(softmax(s_r) − onehot(t_r))`.
 fn cross_entropy_rows(
     logits: &[f32],
     grad: &mut [f32],
@@ -123,7 +129,6 @@ fn cross_entropy_rows(
     coef: &[f64],
 ) -> f64 {
     let rows = targets.len();
-    grad.copy_from_slice(logits);
     softmax_rows(grad, rows, cols);
     let mut loss = 0.0;
     for r in 0..rows {
@@ -280,15 +285,7 @@ pub fn full_softmax_loss_chunked(
 ) -> (f64, Vec<f32>) {
     const WHAT: &str = "full softmax cross-entropy";
     let n = table.shape[0];
-    assert_eq!(
-        targets.len(),
-        rows,
-        "{WHAT}: {} targets for {rows} rows",
-        targets.len()
-    );
-    if let Some((r, &t)) = targets.iter().enumerate().find(|&(_, &t)| t as usize >= n) {
-        panic!("{WHAT}: target {t} of row {r} is not below {n} items");
-    }
+    check_targets(WHAT, targets, rows, n, "items");
     let d = table.shape[1];
     assert_eq!(
         h.len(),
@@ -306,6 +303,7 @@ pub fn full_softmax_loss_chunked(
         let hc = &h[start * d..end * d];
         scores = full_scores_into(hc, end - start, table, scores);
         let g = &mut grad[..(end - start) * n];
+        g.copy_from_slice(&scores);
         loss += cross_entropy_rows(&scores, g, n, &targets[start..end], &coef[start..end]);
         dh.extend(full_scores_backward(hc, end - start, table, g));
     }
